@@ -1,0 +1,266 @@
+//! Multi-head attention built on Burn's fused `attention` op, and the head-splitting helpers
+//! every attention variant of the crate shares.
+
+use burn::module::Param;
+use burn::nn::{Initializer, Linear};
+use burn::prelude::*;
+use burn::tensor::module::attention;
+use burn::tensor::ops::AttentionModuleOptions;
+
+use crate::error::{Result, ensure_config, ensure_dims};
+use crate::layers::init::{WeightInit, linear};
+use crate::layers::norm::{layer_norm, rms_norm};
+
+/// `[B, N, H*Dh] -> [B, H, N, Dh]`.
+pub fn split_heads(x: Tensor<3>, n_heads: usize) -> Tensor<4> {
+    let [b, n, c] = x.dims();
+    x.reshape([b, n, n_heads, c / n_heads]).swap_dims(1, 2)
+}
+
+/// `[B, H, N, Dh] -> [B, N, H*Dh]`.
+pub fn merge_heads(x: Tensor<4>) -> Tensor<3> {
+    let [b, h, n, dh] = x.dims();
+    x.swap_dims(1, 2).reshape([b, n, h * dh])
+}
+
+/// Scaled dot-product attention `softmax(q k^T / sqrt(Dh)) v` through Burn's fused op
+/// (flash kernels where the backend has them).
+///
+/// # Shapes
+/// - `q`: `[B, H, Nq, Dh]`, `k`: `[B, H, Nk, Dh]`, `v`: `[B, H, Nk, Dv]` -> `[B, H, Nq, Dv]`
+pub fn sdpa(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>) -> Tensor<4> {
+    attention(q, k, v, None, None, AttentionModuleOptions::default())
+}
+
+/// Normalisation applied per head to queries and keys.
+#[derive(Config, Debug, Copy, PartialEq, Eq)]
+pub enum QkNorm {
+    /// No normalisation (DiT).
+    None,
+    /// RMSNorm with a learned weight (SD3.5, diffusers `qk_norm="rms_norm"`).
+    RmsNorm,
+    /// LayerNorm with learned weight and bias (diffusers `qk_norm="layer_norm"`).
+    LayerNorm,
+}
+
+/// A learned per-head normalisation of width `Dh` (keys `weight`, `bias` as in PyTorch).
+#[derive(Module, Debug)]
+pub struct HeadNorm {
+    /// Scale `[Dh]`, ones at init.
+    pub weight: Param<Tensor<1>>,
+    /// Shift `[Dh]` (LayerNorm only), zeros at init.
+    pub bias: Option<Param<Tensor<1>>>,
+    /// Epsilon.
+    pub eps: f64,
+}
+
+impl HeadNorm {
+    /// A head norm of kind `kind` (`None` gives `None`).
+    pub fn new(kind: QkNorm, dim: usize, eps: f64, device: &Device) -> Option<Self> {
+        let weight = || Initializer::Ones.init([dim], device);
+        match kind {
+            QkNorm::None => None,
+            QkNorm::RmsNorm => Some(Self { weight: weight(), bias: None, eps }),
+            QkNorm::LayerNorm => {
+                Some(Self { weight: weight(), bias: Some(Initializer::Zeros.init([dim], device)), eps })
+            }
+        }
+    }
+
+    /// # Shapes
+    /// - `x`: `[..., Dh]` -> `[..., Dh]`
+    pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        let w = self.weight.val();
+        match &self.bias {
+            None => rms_norm(x, self.eps) * w.unsqueeze::<D>(),
+            Some(b) => layer_norm(x, self.eps) * w.unsqueeze::<D>() + b.val().unsqueeze::<D>(),
+        }
+    }
+}
+
+/// Configuration of an [`Attention`].
+#[derive(Config, Debug)]
+pub struct AttentionConfig {
+    /// Model width `C`.
+    pub d_model: usize,
+    /// Number of heads `H` (`C` must be divisible by `H`).
+    pub n_heads: usize,
+    /// Bias on the qkv projection. Default: true.
+    #[config(default = true)]
+    pub qkv_bias: bool,
+    /// Per-head query/key normalisation. Default: none.
+    #[config(default = "QkNorm::None")]
+    pub qk_norm: QkNorm,
+    /// Epsilon of the query/key normalisation. Default: 1e-6.
+    #[config(default = 1e-6)]
+    pub qk_norm_eps: f64,
+}
+
+impl AttentionConfig {
+    /// Initialise an [`Attention`] with Xavier-uniform weights and zero biases.
+    pub fn init(&self, device: &Device) -> Result<Attention> {
+        let (c, h) = (self.d_model, self.n_heads);
+        ensure_config(c > 0 && h > 0 && c % h == 0, || {
+            format!("attention width {c} must be a positive multiple of the number of heads {h}")
+        })?;
+        let dh = c / h;
+        Ok(Attention {
+            qkv: linear(c, 3 * c, self.qkv_bias, WeightInit::XavierUniform, device),
+            proj: linear(c, c, true, WeightInit::XavierUniform, device),
+            q_norm: HeadNorm::new(self.qk_norm, dh, self.qk_norm_eps, device),
+            k_norm: HeadNorm::new(self.qk_norm, dh, self.qk_norm_eps, device),
+            n_heads: h,
+        })
+    }
+}
+
+/// Multi-head self-attention with a fused qkv projection (timm `Attention`: keys `qkv`, `proj`).
+#[derive(Module, Debug)]
+pub struct Attention {
+    /// `[C, 3C]`, output ordered `(q, k, v)` then heads.
+    pub qkv: Linear,
+    /// `[C, C]`.
+    pub proj: Linear,
+    /// Optional query normalisation.
+    pub q_norm: Option<HeadNorm>,
+    /// Optional key normalisation.
+    pub k_norm: Option<HeadNorm>,
+    /// Number of heads.
+    pub n_heads: usize,
+}
+
+impl Attention {
+    /// Project to per-head queries, keys and values (after q/k normalisation).
+    ///
+    /// # Shapes
+    /// - `x`: `[B, N, C]` -> three `[B, H, N, C/H]`
+    pub fn qkv_heads(&self, x: Tensor<3>) -> (Tensor<4>, Tensor<4>, Tensor<4>) {
+        let [b, n, c] = x.dims();
+        let h = self.n_heads;
+        let qkv = self.qkv.forward(x).reshape([b, n, 3, h, c / h]).permute([2, 0, 3, 1, 4]);
+        let mut it = qkv.chunk(3, 0).into_iter().map(|t| t.squeeze_dim::<4>(0));
+        let (q, k, v) = (it.next().unwrap(), it.next().unwrap(), it.next().unwrap());
+        let q = match &self.q_norm { Some(nm) => nm.forward(q), None => q };
+        let k = match &self.k_norm { Some(nm) => nm.forward(k), None => k };
+        (q, k, v)
+    }
+
+    /// Self-attention over the token axis.
+    ///
+    /// # Shapes
+    /// - `x`: `[B, N, C]` -> `[B, N, C]`
+    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        let (q, k, v) = self.qkv_heads(x);
+        self.proj.forward(merge_heads(sdpa(q, k, v)))
+    }
+
+    /// Like [`forward`](Self::forward), checking the input shape first.
+    pub fn try_forward(&self, x: Tensor<3>) -> Result<Tensor<3>> {
+        ensure_dims("x", x.dims(), [None, None, Some(self.qkv.weight.dims()[0])])?;
+        Ok(self.forward(x))
+    }
+}
+
+/// Configuration of a [`CrossAttention`].
+#[derive(Config, Debug)]
+pub struct CrossAttentionConfig {
+    /// Query (and output) width `C`.
+    pub d_model: usize,
+    /// Width of the context tokens.
+    pub d_context: usize,
+    /// Number of heads.
+    pub n_heads: usize,
+}
+
+impl CrossAttentionConfig {
+    /// Initialise a [`CrossAttention`] with Xavier-uniform weights and zero biases.
+    pub fn init(&self, device: &Device) -> Result<CrossAttention> {
+        let (c, h) = (self.d_model, self.n_heads);
+        ensure_config(c > 0 && h > 0 && c % h == 0 && self.d_context > 0, || {
+            format!("cross-attention width {c} must be a positive multiple of the heads {h}")
+        })?;
+        Ok(CrossAttention {
+            q: linear(c, c, true, WeightInit::XavierUniform, device),
+            kv: linear(self.d_context, 2 * c, true, WeightInit::XavierUniform, device),
+            proj: linear(c, c, true, WeightInit::XavierUniform, device),
+            n_heads: h,
+        })
+    }
+}
+
+/// Multi-head cross-attention of tokens over a context sequence.
+#[derive(Module, Debug)]
+pub struct CrossAttention {
+    /// `[C, C]`.
+    pub q: Linear,
+    /// `[C_ctx, 2C]`, output ordered `(k, v)`.
+    pub kv: Linear,
+    /// `[C, C]`.
+    pub proj: Linear,
+    /// Number of heads.
+    pub n_heads: usize,
+}
+
+impl CrossAttention {
+    /// # Shapes
+    /// - `x`: `[B, N, C]`, `context`: `[B, M, C_ctx]` -> `[B, N, C]`
+    pub fn forward(&self, x: Tensor<3>, context: Tensor<3>) -> Tensor<3> {
+        let h = self.n_heads;
+        let q = split_heads(self.q.forward(x), h);
+        let kv = self.kv.forward(context);
+        let mut it = kv.chunk(2, 2).into_iter();
+        let (k, v) = (it.next().unwrap(), it.next().unwrap());
+        self.proj.forward(merge_heads(sdpa(q, split_heads(k, h), split_heads(v, h))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::activation::softmax;
+    use burn::tensor::{Distribution, Tolerance};
+
+    #[test]
+    fn fused_equals_naive() {
+        let device = Device::flex();
+        let attn = AttentionConfig::new(16, 4).init(&device).unwrap();
+        let x = Tensor::<3>::random([2, 5, 16], Distribution::Normal(0.0, 1.0), &device);
+        let (q, k, v) = attn.qkv_heads(x.clone());
+        let scores = q.matmul(k.swap_dims(2, 3)) / 2.0; // sqrt(Dh = 4)
+        let naive = attn.proj.forward(merge_heads(softmax(scores, 3).matmul(v)));
+        attn.forward(x)
+            .into_data()
+            .assert_approx_eq::<f32>(&naive.into_data(), Tolerance::absolute(1e-5));
+    }
+
+    #[test]
+    fn heads_roundtrip_and_errors() {
+        let device = Device::flex();
+        let x = Tensor::<3>::random([2, 5, 12], Distribution::Default, &device);
+        assert!(merge_heads(split_heads(x.clone(), 3)).equal(x).all().into_scalar::<bool>());
+        assert!(AttentionConfig::new(10, 4).init(&device).is_err());
+        let a = AttentionConfig::new(8, 2).init(&device).unwrap();
+        assert!(a.try_forward(Tensor::zeros([1, 3, 7], &device)).is_err());
+    }
+
+    #[test]
+    fn qk_norms() {
+        let device = Device::flex();
+        for kind in [QkNorm::RmsNorm, QkNorm::LayerNorm] {
+            let a = AttentionConfig::new(8, 2).with_qk_norm(kind).init(&device).unwrap();
+            let x = Tensor::<3>::random([1, 3, 8], Distribution::Normal(0.0, 3.0), &device);
+            let (q, _, _) = a.qkv_heads(x);
+            let ms = q.square().mean_dim(3).into_data().try_to_vec::<f32>().unwrap();
+            // unit RMS after RMSNorm; unit variance (mean square <= 1) after LayerNorm
+            assert!(ms.iter().all(|m| (*m - 1.0).abs() < 1e-3 || kind == QkNorm::LayerNorm && *m <= 1.0 + 1e-3));
+        }
+    }
+
+    #[test]
+    fn cross_attention_shape() {
+        let device = Device::flex();
+        let ca = CrossAttentionConfig::new(8, 6, 2).init(&device).unwrap();
+        let out = ca.forward(Tensor::zeros([2, 5, 8], &device), Tensor::ones([2, 3, 6], &device));
+        assert_eq!(out.dims(), [2, 5, 8]);
+    }
+}

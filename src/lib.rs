@@ -1,0 +1,29 @@
+//! # diffusion-transformers
+//!
+//! Diffusion transformers on [Burn](https://burn.dev) 0.22: DiT, with the shared layers, blocks,
+//! checkpoint loading and (in later modules) schedules and samplers. Every model matches its
+//! reference implementation to float precision and runs on every Burn backend; pick one with a
+//! crate feature (`flex`, `ndarray`, `cuda`, `wgpu`) and a runtime [`burn::tensor::Device`].
+//!
+//! ```no_run
+//! use burn::prelude::*;
+//! use diffusion_transformers::models::DiTConfig;
+//!
+//! # fn main() -> Result<(), diffusion_transformers::Error> {
+//! let device = Device::flex();
+//! let model = DiTConfig::from_name("DiT-S/2")?.init(&device)?;
+//! let x = Tensor::<4>::zeros([1, 4, 32, 32], &device);
+//! let t = Tensor::<1>::from_floats([500.0], &device);
+//! let y = Tensor::<1, Int>::from_ints([207], &device);
+//! let eps_and_sigma = model.forward(x, t, Some(y))?; // [1, 8, 32, 32]
+//! # Ok(()) }
+//! ```
+#![warn(missing_docs)]
+
+pub mod blocks;
+pub mod error;
+pub mod layers;
+pub mod models;
+pub mod weights;
+
+pub use error::{Error, Result};

@@ -1,0 +1,5 @@
+//! Complete models.
+
+pub mod dit;
+
+pub use dit::{DiT, DiTConfig, DiTSize};

@@ -1,0 +1,217 @@
+//! DiT checkpoints: the official layout (facebookresearch/DiT state dicts, `.pt` or
+//! `.safetensors`) and diffusers' `DiTTransformer2DModel` layout.
+//!
+//! # How diffusers' layout maps
+//! | crate module path | official key | diffusers key |
+//! |---|---|---|
+//! | `x_embedder.proj` | `x_embedder.proj` | `pos_embed.proj` |
+//! | `pos_embed` | `pos_embed` | not stored (recomputed sin-cos table) |
+//! | `t_embedder.linear_{1,2}` | `t_embedder.mlp.{0,2}` | `transformer_blocks.0.norm1.emb.timestep_embedder.linear_{1,2}` |
+//! | `y_embedder.embedding_table` | `y_embedder.embedding_table` | `transformer_blocks.0.norm1.emb.class_embedder.embedding_table` |
+//! | `block_embedders.{k}.*` | (none) | `transformer_blocks.{k+1}.norm1.emb.*` |
+//! | `blocks.{i}.attn.qkv` | `blocks.{i}.attn.qkv` | `transformer_blocks.{i}.attn1.to_{q,k,v}` (concatenated) |
+//! | `blocks.{i}.attn.proj` | `blocks.{i}.attn.proj` | `transformer_blocks.{i}.attn1.to_out.0` |
+//! | `blocks.{i}.mlp.fc{1,2}` | `blocks.{i}.mlp.fc{1,2}` | `transformer_blocks.{i}.ff.net.{0.proj,2}` |
+//! | `blocks.{i}.ada_ln_modulation.linear` | `blocks.{i}.adaLN_modulation.1` | `transformer_blocks.{i}.norm1.linear` |
+//! | `final_layer.ada_ln_modulation.linear` | `final_layer.adaLN_modulation.1` | `proj_out_1` |
+//! | `final_layer.linear` | `final_layer.linear` | `proj_out_2` |
+//!
+//! diffusers gives every block its own timestep/label embedder (`norm1.emb`) and conditions
+//! the final layer on block 0's. A diffusers checkpoint converted from the official weights
+//! holds identical copies: loading it into an official-layout model (the default) checks the
+//! copies are equal and drops them. Checkpoints whose copies differ load into a model built
+//! with `DiTConfig::with_per_block_embedders(true)`, which reproduces diffusers exactly.
+//! diffusers' DiT also shifts its timestep frequencies (`downscale_freq_shift = 1`): build the
+//! model with `with_timestep_freq_shift(1.0)`.
+
+use std::path::Path;
+
+use burn::tensor::{DType, TensorData};
+
+use crate::error::Result;
+use crate::models::DiT;
+use crate::weights::checkpoint::Checkpoint;
+use crate::weights::loader::{KeyMap, export_module, load_module};
+
+/// Which naming a DiT checkpoint uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DiTCheckpointLayout {
+    /// facebookresearch/DiT `models.py` state-dict keys.
+    Official,
+    /// diffusers `DiTTransformer2DModel` keys.
+    Diffusers,
+}
+
+impl DiTCheckpointLayout {
+    /// Guess the layout from the keys (diffusers checkpoints have `transformer_blocks.*`).
+    pub fn detect(checkpoint: &Checkpoint) -> Self {
+        if checkpoint.tensors().keys().any(|k| k.starts_with("transformer_blocks.")) {
+            Self::Diffusers
+        } else {
+            Self::Official
+        }
+    }
+}
+
+/// Module path -> official key.
+pub fn official_key_map() -> KeyMap {
+    KeyMap::new([
+        ("t_embedder.linear_1", "t_embedder.mlp.0"),
+        ("t_embedder.linear_2", "t_embedder.mlp.2"),
+        ("ada_ln_modulation.linear", "adaLN_modulation.1"),
+    ])
+}
+
+const QKV: &str = "{to_q,to_k,to_v}";
+
+/// Module path -> diffusers key (the fused qkv maps to a synthetic `attn1.{to_q,to_k,to_v}` key
+/// that [`load_dit`] assembles from the three projections).
+pub fn diffusers_key(path: &str) -> String {
+    let emb = |rest: &str| {
+        rest.replacen("t_embedder.", "timestep_embedder.", 1).replacen("y_embedder.", "class_embedder.", 1)
+    };
+    if let Some(rest) = path.strip_prefix("block_embedders.") {
+        if let Some((k, rest)) = rest.split_once('.') {
+            if let Ok(k) = k.parse::<usize>() {
+                return format!("transformer_blocks.{}.norm1.emb.{}", k + 1, emb(rest));
+            }
+        }
+    }
+    if path.starts_with("t_embedder.") || path.starts_with("y_embedder.") {
+        return format!("transformer_blocks.0.norm1.emb.{}", emb(path));
+    }
+    if let Some(rest) = path.strip_prefix("x_embedder.") {
+        return format!("pos_embed.{rest}");
+    }
+    if let Some(rest) = path.strip_prefix("final_layer.") {
+        return rest
+            .replacen("ada_ln_modulation.linear.", "proj_out_1.", 1)
+            .replacen("linear.", "proj_out_2.", 1);
+    }
+    if let Some(rest) = path.strip_prefix("blocks.") {
+        if let Some((i, rest)) = rest.split_once('.') {
+            let mapped = [
+                ("attn.qkv.", format!("attn1.{QKV}.")),
+                ("attn.proj.", "attn1.to_out.0.".to_string()),
+                ("mlp.fc1.", "ff.net.0.proj.".to_string()),
+                ("mlp.fc2.", "ff.net.2.".to_string()),
+                ("ada_ln_modulation.linear.", "norm1.linear.".to_string()),
+            ]
+            .into_iter()
+            .find_map(|(from, to)| rest.strip_prefix(from).map(|r| format!("{to}{r}")));
+            if let Some(m) = mapped {
+                return format!("transformer_blocks.{i}.{m}");
+            }
+        }
+    }
+    path.to_string()
+}
+
+fn to_f32(d: &TensorData) -> Vec<f32> {
+    d.clone().convert_dtype(DType::F32).try_into_vec::<f32>().unwrap_or_default()
+}
+
+/// Rewrites a diffusers checkpoint for [`diffusers_key`]: concatenates each block's q/k/v,
+/// supplies the sin-cos `pos_embed` when absent, and drops per-block embedder copies that
+/// equal block 0's when `model` shares one embedder.
+fn prepare_diffusers(model: &DiT, checkpoint: &Checkpoint) -> Checkpoint {
+    let mut ck = checkpoint.clone();
+    if let Some(p) = ck.remove("pos_embed.pos_embed") {
+        ck.insert("pos_embed", p);
+    } else if !ck.contains("pos_embed") {
+        ck.insert("pos_embed", model.pos_embed.val().into_data());
+    }
+    for i in 0..model.blocks.len() {
+        for param in ["weight", "bias"] {
+            let names: Vec<String> =
+                ["to_q", "to_k", "to_v"].iter().map(|n| format!("transformer_blocks.{i}.attn1.{n}.{param}")).collect();
+            if names.iter().all(|n| ck.contains(n)) {
+                let parts: Vec<TensorData> = names.iter().map(|n| ck.remove(n).expect("present")).collect();
+                let mut shape = parts[0].shape().to_vec();
+                shape[0] = parts.iter().map(|p| p.shape()[0]).sum();
+                let data: Vec<f32> = parts.iter().flat_map(to_f32).collect();
+                ck.insert(format!("transformer_blocks.{i}.attn1.{QKV}.{param}"), TensorData::new(data, shape));
+            }
+        }
+    }
+    if model.block_embedders.is_empty() {
+        let copies: Vec<String> = ck
+            .tensors()
+            .keys()
+            .filter(|k| k.starts_with("transformer_blocks.") && k.contains(".norm1.emb.") && !k.starts_with("transformer_blocks.0."))
+            .cloned()
+            .collect();
+        for key in copies {
+            let (_, rest) = key.split_once(".norm1.emb.").expect("filtered");
+            let first = format!("transformer_blocks.0.norm1.emb.{rest}");
+            let same = match (ck.get(&key), ck.get(&first)) {
+                (Some(a), Some(b)) => a.shape() == b.shape() && to_f32(a) == to_f32(b),
+                _ => false,
+            };
+            if same {
+                ck.remove(&key);
+            }
+        }
+    }
+    ck
+}
+
+impl DiT {
+    /// Load a checkpoint in either layout (detected from its keys). On error (listing every
+    /// missing, unexpected and mis-shaped key) `self` is left unchanged.
+    pub fn load_checkpoint(&mut self, checkpoint: &Checkpoint) -> Result<()> {
+        self.load_checkpoint_as(checkpoint, DiTCheckpointLayout::detect(checkpoint))
+    }
+
+    /// Load a checkpoint in the given layout; `self` is unchanged on error.
+    pub fn load_checkpoint_as(&mut self, checkpoint: &Checkpoint, layout: DiTCheckpointLayout) -> Result<()> {
+        let loaded = match layout {
+            DiTCheckpointLayout::Official => {
+                let map = official_key_map();
+                load_module(self, checkpoint, |p| map.checkpoint_key(p))?
+            }
+            DiTCheckpointLayout::Diffusers => {
+                let ck = prepare_diffusers(self, checkpoint);
+                load_module(self, &ck, diffusers_key)?
+            }
+        };
+        *self = loaded;
+        Ok(())
+    }
+
+    /// Read and load a checkpoint file (see [`Checkpoint::from_file`] for the formats).
+    pub fn load_weights(&mut self, path: impl AsRef<Path>) -> Result<()> {
+        let checkpoint = Checkpoint::from_file(path)?;
+        self.load_checkpoint(&checkpoint)
+    }
+
+    /// The parameters under the official key names (PyTorch layout), e.g. for saving as
+    /// `.safetensors` for the reference code.
+    pub fn to_official_checkpoint(&self) -> Result<Checkpoint> {
+        let map = official_key_map();
+        export_module(self, |p| map.checkpoint_key(p))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn diffusers_names() {
+        assert_eq!(diffusers_key("x_embedder.proj.weight"), "pos_embed.proj.weight");
+        assert_eq!(
+            diffusers_key("t_embedder.linear_1.weight"),
+            "transformer_blocks.0.norm1.emb.timestep_embedder.linear_1.weight"
+        );
+        assert_eq!(
+            diffusers_key("block_embedders.0.y_embedder.embedding_table.weight"),
+            "transformer_blocks.1.norm1.emb.class_embedder.embedding_table.weight"
+        );
+        assert_eq!(diffusers_key("blocks.2.mlp.fc1.bias"), "transformer_blocks.2.ff.net.0.proj.bias");
+        assert_eq!(diffusers_key("blocks.2.attn.qkv.weight"), "transformer_blocks.2.attn1.{to_q,to_k,to_v}.weight");
+        assert_eq!(diffusers_key("final_layer.linear.weight"), "proj_out_2.weight");
+        assert_eq!(diffusers_key("final_layer.ada_ln_modulation.linear.bias"), "proj_out_1.bias");
+        assert_eq!(official_key_map().checkpoint_key("blocks.1.ada_ln_modulation.linear.weight"), "blocks.1.adaLN_modulation.1.weight");
+    }
+}

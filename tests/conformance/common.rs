@@ -1,0 +1,139 @@
+//! Fixture loading and comparison shared by every kind of the conformance test.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use burn::prelude::*;
+use diffusion_transformers::weights::Checkpoint;
+use serde_json::Value;
+
+/// Prefixes of non-weight tensors in a fixture file.
+const DATA_PREFIXES: [&str; 5] = ["input.", "output.", "intermediate.", "schedule.", "eval_state."];
+
+/// One fixture: its sidecar, its data tensors (keys keep their prefix) and its weights.
+pub struct Fixture {
+    pub sidecar: Value,
+    pub data: BTreeMap<String, TensorData>,
+    pub weights: Checkpoint,
+    pub atol: f64,
+    pub rtol: f64,
+    pub device: Device,
+}
+
+pub type Outcome = Result<f64, String>;
+
+impl Fixture {
+    pub fn load(json: &Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(json).map_err(|e| format!("cannot read sidecar: {e}"))?;
+        let sidecar: Value = serde_json::from_str(&text).map_err(|e| format!("bad sidecar JSON: {e}"))?;
+        let st: PathBuf = json.with_extension("safetensors");
+        let mut weights = Checkpoint::from_file(&st).map_err(|e| e.to_string())?;
+        let mut data = BTreeMap::new();
+        for p in DATA_PREFIXES {
+            for (k, v) in weights.take_prefix(p) {
+                data.insert(format!("{p}{k}"), v);
+            }
+        }
+        let tol = sidecar.get("tolerance");
+        let num = |k: &str, d: f64| tol.and_then(|t| t.get(k)).and_then(Value::as_f64).unwrap_or(d);
+        Ok(Self {
+            atol: num("atol", 1e-4),
+            rtol: num("rtol", 1e-4),
+            sidecar,
+            data,
+            weights,
+            device: Device::flex(),
+        })
+    }
+
+    pub fn kind(&self) -> &str {
+        self.sidecar.get("kind").and_then(Value::as_str).unwrap_or("<none>")
+    }
+
+    pub fn config(&self) -> &Value {
+        self.sidecar.get("config").unwrap_or(&Value::Null)
+    }
+
+    /// A field of the sidecar (top level).
+    pub fn field(&self, key: &str) -> Option<&Value> {
+        self.sidecar.get(key)
+    }
+
+    pub fn has(&self, key: &str) -> bool {
+        self.data.contains_key(key)
+    }
+
+    pub fn raw(&self, key: &str) -> Result<TensorData, String> {
+        self.data.get(key).cloned().ok_or_else(|| format!("fixture has no tensor `{key}`"))
+    }
+
+    pub fn float<const D: usize>(&self, key: &str) -> Result<Tensor<D>, String> {
+        let d = self.raw(key)?;
+        if d.shape().len() != D {
+            return Err(format!("`{key}` has rank {}, expected {D}", d.shape().len()));
+        }
+        Ok(Tensor::<D>::from_data(d.convert_dtype(burn::tensor::DType::F32), &self.device))
+    }
+
+    pub fn int<const D: usize>(&self, key: &str) -> Result<Tensor<D, Int>, String> {
+        let d = self.raw(key)?;
+        if d.shape().len() != D {
+            return Err(format!("`{key}` has rank {}, expected {D}", d.shape().len()));
+        }
+        Ok(Tensor::<D, Int>::from_data(d.convert_dtype(burn::tensor::DType::I64), &self.device))
+    }
+
+    /// Compare `got` with the reference tensor `key`: every element must satisfy
+    /// `|got - ref| <= atol + rtol * |ref|`. Returns the max abs error.
+    pub fn compare<const D: usize>(&self, key: &str, got: Tensor<D>) -> Outcome {
+        let reference = self.raw(key)?;
+        compare_data(key, got.into_data(), reference, self.atol, self.rtol)
+    }
+}
+
+pub fn to_f64(d: TensorData) -> Vec<f64> {
+    d.convert_dtype(burn::tensor::DType::F64).try_into_vec::<f64>().expect("f64 data")
+}
+
+pub fn compare_data(key: &str, got: TensorData, reference: TensorData, atol: f64, rtol: f64) -> Outcome {
+    if got.shape() != reference.shape() {
+        return Err(format!("`{key}`: shape {:?}, reference {:?}", got.shape(), reference.shape()));
+    }
+    let (g, r) = (to_f64(got), to_f64(reference));
+    let mut max_err: f64 = 0.0;
+    for (i, (a, b)) in g.iter().zip(&r).enumerate() {
+        let err = (a - b).abs();
+        if !(err <= atol + rtol * b.abs()) {
+            return Err(format!("`{key}`[{i}]: got {a}, reference {b} (|err| {err:.3e} > atol {atol:e} + rtol {rtol:e} * |ref|)"));
+        }
+        max_err = max_err.max(err);
+    }
+    Ok(max_err)
+}
+
+/// Integer/usize/float config accessors with a clear error for missing fields.
+pub fn cfg_usize(cfg: &Value, key: &str) -> Result<usize, String> {
+    cfg.get(key).and_then(Value::as_u64).map(|v| v as usize).ok_or_else(|| format!("config lacks integer `{key}`"))
+}
+
+pub fn cfg_f64(cfg: &Value, key: &str) -> Result<f64, String> {
+    cfg.get(key).and_then(Value::as_f64).ok_or_else(|| format!("config lacks number `{key}`"))
+}
+
+pub fn cfg_bool(cfg: &Value, key: &str) -> Result<bool, String> {
+    cfg.get(key).and_then(Value::as_bool).ok_or_else(|| format!("config lacks bool `{key}`"))
+}
+
+
+/// Run several comparisons, returning the largest error or the first failure.
+pub fn all(results: impl IntoIterator<Item = Outcome>) -> Outcome {
+    let mut max: f64 = 0.0;
+    for r in results {
+        max = max.max(r?);
+    }
+    Ok(max)
+}
+
+pub fn err<E: std::fmt::Display>(e: E) -> String {
+    e.to_string()
+}
