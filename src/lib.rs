@@ -24,6 +24,7 @@ pub mod blocks;
 pub mod error;
 pub mod layers;
 pub mod models;
+pub mod sampling;
 pub mod weights;
 
 pub use error::{Error, Result};

@@ -1,0 +1,5 @@
+//! Samplers and guidance, generic over any [`Denoiser`].
+
+pub mod denoiser;
+
+pub use denoiser::Denoiser;
