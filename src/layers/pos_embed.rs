@@ -69,7 +69,7 @@ mod tests {
         let v = t.into_data().try_to_vec::<f32>().unwrap();
         // token (i=1, j=2) = index 5: first half encodes column 2, second half row 1.
         let tok = &v[5 * 8..6 * 8];
-        let (w0, w1) = (1.0f64, 1.0 / 100.0); // omega for half=4 -> dim 4: i/2 -> 1, 1/100
+        let (w0, w1): (f64, f64) = (1.0, 1.0 / 100.0); // omega for half=4 -> dim 4: i/2 -> 1, 1/100
         let exp = [
             (2.0 * w0).sin(), (2.0 * w1).sin(), (2.0 * w0).cos(), (2.0 * w1).cos(),
             (1.0 * w0).sin(), (1.0 * w1).sin(), (1.0 * w0).cos(), (1.0 * w1).cos(),
