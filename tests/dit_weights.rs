@@ -174,3 +174,15 @@ fn diffusers_copies_collapse_into_an_official_model() {
     let e = from_diffusers.load_checkpoint(&diffusers).unwrap_err().to_string();
     assert!(e.contains(key), "{e}");
 }
+
+#[test]
+fn pytorch_pt_checkpoint_loads_like_safetensors() {
+    // tests/data/dit_official_tiny.pt is written by scripts/make_pt_fixture.py from the
+    // safetensors fixture (a plain torch.save state dict, like the released DiT files).
+    let device = Device::flex();
+    let mut from_pt = tiny_config().init(&device).unwrap();
+    from_pt.load_weights(std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/dit_official_tiny.pt")).unwrap();
+    let mut from_st = tiny_config().init(&device).unwrap();
+    from_st.load_checkpoint(&official()).unwrap();
+    assert_eq!(param_bytes(&from_pt), param_bytes(&from_st));
+}

@@ -101,7 +101,9 @@ impl Checkpoint {
 
     #[cfg(feature = "pytorch")]
     fn read_pytorch(path: &Path) -> Result<Self> {
-        let tensors = read_store(path, burn::store::PytorchStore::from_file(path))?;
+        // Keep the file's own indices (`mlp.2` stays `mlp.2`); the key maps expect them.
+        let store = burn::store::PytorchStore::from_file(path).map_indices_contiguous(false);
+        let tensors = read_store(path, store)?;
         Ok(Self { tensors })
     }
 
