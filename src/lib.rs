@@ -25,6 +25,7 @@ pub mod error;
 pub mod layers;
 pub mod models;
 pub mod sampling;
+pub mod training;
 pub mod weights;
 
 pub use error::{Error, Result};

@@ -1,0 +1,14 @@
+//! Training support for every model and objective of the crate: AdamW as DiT trains,
+//! EMA, learning-rate schedules, gradient clipping, a NaN/inf guard and crash-safe
+//! checkpoints that resume exactly.
+
+pub mod checkpoint;
+pub mod ema;
+pub mod optimizer;
+pub mod rng;
+pub mod trainer;
+
+pub use ema::Ema;
+pub use optimizer::{LrSchedule, OptimizerConfig};
+pub use rng::TrainRng;
+pub use trainer::{Objective, Trainer, TrainerConfig};
