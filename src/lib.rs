@@ -21,6 +21,7 @@
 #![warn(missing_docs)]
 
 pub mod blocks;
+pub mod data;
 pub mod error;
 pub mod layers;
 pub mod models;
