@@ -2,6 +2,8 @@
 
 pub mod dit_block;
 pub mod final_layer;
+pub mod udit_block;
 
 pub use dit_block::{BlockKind, DiTBlock, DiTBlockConfig};
 pub use final_layer::FinalLayer;
+pub use udit_block::{UDiTBlock, UDiTBlockConfig, UDiTFinalLayer, UDiTResample};

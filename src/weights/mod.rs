@@ -7,6 +7,7 @@
 pub mod checkpoint;
 pub mod dit;
 pub mod loader;
+pub mod udit;
 
 pub use checkpoint::Checkpoint;
 pub use dit::DiTCheckpointLayout;

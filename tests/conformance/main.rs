@@ -5,6 +5,7 @@
 
 mod common;
 mod dit;
+mod udit;
 
 use std::path::PathBuf;
 
@@ -15,6 +16,7 @@ fn run(fx: &Fixture) -> Outcome {
         "dit_official" => dit::official(fx),
         "dit_diffusers" => dit::diffusers(fx),
         "sincos_pos_embed_official" => dit::sincos_pos_embed(fx),
+        "udit_official" => udit::official(fx),
         other => Err(format!("unknown fixture kind `{other}`")),
     }
 }

@@ -1,0 +1,263 @@
+//! U-DiT building blocks on NCHW feature maps: the transformer block (two adaLN-Zero
+//! sub-blocks of downsampled-token attention and depthwise-conv FFN), the final layer, and
+//! the pixel-(un)shuffle resampling between levels (official `U_DiTBlock`, `FinalLayer`,
+//! `Downsample`, `Upsample`).
+
+use burn::nn::conv::Conv2d;
+use burn::prelude::*;
+
+use crate::error::{Result, ensure_config, ensure_dims};
+use crate::layers::adaln::AdaLnModulation;
+use crate::layers::downsampled_attention::{DownsampledAttention, DownsampledAttentionConfig};
+use crate::layers::dwconv_ffn::{DwConvFfn, DwConvFfnConfig, FfnForm, same_conv2d};
+
+/// Epsilon of every channel LayerNorm in U-DiT.
+pub const UDIT_NORM_EPS: f64 = 1e-6;
+
+/// LayerNorm over the channel axis of a feature map, without affine parameters (official
+/// `LayerNorm2d(C, affine=False, eps)`).
+///
+/// # Shapes
+/// - `x`: `[B, C, H, W]` -> `[B, C, H, W]`
+pub fn channel_layer_norm(x: Tensor<4>, eps: f64) -> Tensor<4> {
+    let (var, mean) = x.clone().var_mean_bias(1);
+    (x - mean) / (var + eps).sqrt()
+}
+
+fn per_channel(v: Tensor<2>) -> Tensor<4> {
+    let [b, c] = v.dims();
+    v.reshape([b, c, 1, 1])
+}
+
+/// adaLN modulation of a feature map, `x * (1 + scale) + shift` per sample and channel.
+///
+/// # Shapes
+/// - `x`: `[B, C, H, W]`; `shift`, `scale`: `[B, C]`; output `[B, C, H, W]`
+pub fn modulate_2d(x: Tensor<4>, shift: Tensor<2>, scale: Tensor<2>) -> Tensor<4> {
+    x * (per_channel(scale) + 1.0) + per_channel(shift)
+}
+
+/// Gated residual `x + gate * y` on feature maps (the adaLN-Zero update).
+///
+/// # Shapes
+/// - `x`, `y`: `[B, C, H, W]`; `gate`: `[B, C]`; output `[B, C, H, W]`
+pub fn gated_residual_2d(x: Tensor<4>, gate: Tensor<2>, y: Tensor<4>) -> Tensor<4> {
+    x + per_channel(gate) * y
+}
+
+/// Configuration of a [`UDiTBlock`].
+#[derive(Config, Debug)]
+pub struct UDiTBlockConfig {
+    /// Both attention layers (width, heads, down factor, scores, RoPE, downsampler).
+    pub attention: DownsampledAttentionConfig,
+    /// FFN hidden width is `int(C * mlp_ratio)`. Default: 4.0 (the presets use 2).
+    #[config(default = 4.0)]
+    pub mlp_ratio: f64,
+    /// FFN structure. Default: the re-parametrised training form.
+    #[config(default = "FfnForm::Reparam")]
+    pub ffn: FfnForm,
+}
+
+impl UDiTBlockConfig {
+    /// FFN hidden width, `int(C * mlp_ratio)` as the official code.
+    pub fn mlp_hidden(&self) -> usize {
+        (self.attention.d_model as f64 * self.mlp_ratio) as usize
+    }
+
+    /// Initialise a [`UDiTBlock`] (official init: zero adaLN-Zero modulations).
+    pub fn init(&self, device: &Device) -> Result<UDiTBlock> {
+        let d = self.attention.d_model;
+        ensure_config(self.mlp_ratio > 0.0 && self.mlp_hidden() > 0, || {
+            format!("mlp_ratio must give a positive hidden width, got {}", self.mlp_ratio)
+        })?;
+        let ffn = DwConvFfnConfig::new(d, self.mlp_hidden()).with_form(self.ffn);
+        Ok(UDiTBlock {
+            ada_ln_modulation1: AdaLnModulation::new(d, d, 6, true, device),
+            attn1: self.attention.init(device)?,
+            mlp1: ffn.init(device)?,
+            ada_ln_modulation2: AdaLnModulation::new(d, d, 6, true, device),
+            attn2: self.attention.init(device)?,
+            mlp2: ffn.init(device)?,
+        })
+    }
+}
+
+/// A U-DiT block: two adaLN-Zero sub-blocks `x + g * attn(mod(LN(x)))`,
+/// `x + g * ffn(mod(LN(x)))`, each pair with its own modulation (official keys
+/// `adaLN_modulation{1,2}.1`, `attn{1,2}`, `mlp{1,2}`; chunk order shift_msa, scale_msa,
+/// gate_msa, shift_mlp, scale_mlp, gate_mlp).
+#[derive(Module, Debug)]
+pub struct UDiTBlock {
+    /// Modulation of the first sub-block.
+    pub ada_ln_modulation1: AdaLnModulation,
+    /// Attention of the first sub-block.
+    pub attn1: DownsampledAttention,
+    /// FFN of the first sub-block.
+    pub mlp1: DwConvFfn,
+    /// Modulation of the second sub-block.
+    pub ada_ln_modulation2: AdaLnModulation,
+    /// Attention of the second sub-block.
+    pub attn2: DownsampledAttention,
+    /// FFN of the second sub-block.
+    pub mlp2: DwConvFfn,
+}
+
+impl UDiTBlock {
+    /// Width `C`.
+    pub fn d_model(&self) -> usize {
+        self.attn1.d_model()
+    }
+
+    /// # Shapes
+    /// - `x`: `[B, C, H, W]` (`H`, `W` multiples of the down factor), `c`: `[B, C]`
+    /// - output: `[B, C, H, W]`
+    ///
+    /// # Errors
+    /// Mismatched widths or a grid the attention cannot split.
+    pub fn forward(&self, x: Tensor<4>, c: Tensor<2>) -> Result<Tensor<4>> {
+        ensure_dims("c", c.dims(), [Some(x.dims()[0]), Some(self.d_model())])?;
+        let ln = |t: Tensor<4>| channel_layer_norm(t, UDIT_NORM_EPS);
+        let mut x = x;
+        for (ada, attn, mlp) in
+            [(&self.ada_ln_modulation1, &self.attn1, &self.mlp1), (&self.ada_ln_modulation2, &self.attn2, &self.mlp2)]
+        {
+            let [s_msa, sc_msa, g_msa, s_mlp, sc_mlp, g_mlp] = ada.forward(c.clone()).try_into().expect("6 chunks");
+            x = gated_residual_2d(x.clone(), g_msa, attn.forward(modulate_2d(ln(x), s_msa, sc_msa))?);
+            x = gated_residual_2d(x.clone(), g_mlp, mlp.forward(modulate_2d(ln(x), s_mlp, sc_mlp))?);
+        }
+        Ok(x)
+    }
+
+    /// The block with both FFNs in inference form (see [`DwConvFfn::reparameterize`]).
+    pub fn reparameterize(&self) -> Self {
+        let mut out = self.clone();
+        out.mlp1 = self.mlp1.reparameterize();
+        out.mlp2 = self.mlp2.reparameterize();
+        out
+    }
+}
+
+/// U-DiT's final layer: channel LayerNorm, adaLN shift/scale, 3x3 conv to the output
+/// channels (official keys `adaLN_modulation.1`, `out_proj`).
+#[derive(Module, Debug)]
+pub struct UDiTFinalLayer {
+    /// Regresses `(shift, scale)`; zero-initialised.
+    pub ada_ln_modulation: AdaLnModulation,
+    /// 3x3 conv `[C_out, C, 3, 3]`, zero-initialised.
+    pub out_proj: Conv2d,
+}
+
+impl UDiTFinalLayer {
+    /// A zero-initialised final layer `d_model -> out_channels`.
+    pub fn new(d_model: usize, out_channels: usize, device: &Device) -> Self {
+        Self {
+            ada_ln_modulation: AdaLnModulation::new(d_model, d_model, 2, true, device),
+            out_proj: same_conv2d([d_model, out_channels], 3, 1, true, true, device),
+        }
+    }
+
+    /// # Shapes
+    /// - `x`: `[B, C, H, W]`, `c`: `[B, C]` -> `[B, C_out, H, W]`
+    pub fn forward(&self, x: Tensor<4>, c: Tensor<2>) -> Tensor<4> {
+        let [shift, scale] = self.ada_ln_modulation.forward(c).try_into().expect("2 chunks");
+        self.out_proj.forward(modulate_2d(channel_layer_norm(x, UDIT_NORM_EPS), shift, scale))
+    }
+}
+
+/// 2x resampling between U-DiT levels: a bias-free 3x3 conv then pixel-unshuffle (down:
+/// `C -> C/2` channels, then `2C` at half the grid) or pixel-shuffle (up: `C -> 2C`
+/// channels, then `C/2` at twice the grid). Official key `body.0`.
+#[derive(Module, Debug)]
+pub struct UDiTResample {
+    /// The 3x3 conv.
+    pub conv: Conv2d,
+    /// Upsampling (pixel-shuffle) rather than downsampling (pixel-unshuffle).
+    pub up: bool,
+}
+
+impl UDiTResample {
+    /// Downsampling from `channels` (must be even) to `2 * channels` at half the grid.
+    pub fn down(channels: usize, device: &Device) -> Self {
+        Self { conv: same_conv2d([channels, channels / 2], 3, 1, false, false, device), up: false }
+    }
+
+    /// Upsampling from `channels` (must be even) to `channels / 2` at twice the grid.
+    pub fn up(channels: usize, device: &Device) -> Self {
+        Self { conv: same_conv2d([channels, 2 * channels], 3, 1, false, false, device), up: true }
+    }
+
+    /// # Shapes
+    /// - down: `[B, C, H, W]` (even `H`, `W`) -> `[B, 2C, H/2, W/2]`
+    /// - up: `[B, C, H, W]` -> `[B, C/2, 2H, 2W]`
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let y = self.conv.forward(x);
+        if self.up {
+            burn::nn::PixelShuffleConfig::new(2).init().forward(y)
+        } else {
+            burn::nn::PixelUnshuffleConfig::new(2).init().forward(y)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layers::dwconv_ffn::test_support::{Randomize, uniform};
+    use burn::tensor::Tolerance;
+
+    fn config(ffn: FfnForm) -> UDiTBlockConfig {
+        UDiTBlockConfig::new(DownsampledAttentionConfig::new(16, 2)).with_mlp_ratio(2.0).with_ffn(ffn)
+    }
+
+    #[test]
+    fn channel_norm_and_modulation() {
+        let device = Device::flex();
+        let x = uniform([2, 6, 3, 4], 1, &device);
+        let n = channel_layer_norm(x.clone(), UDIT_NORM_EPS);
+        let reference = crate::layers::norm::layer_norm(x.permute([0, 2, 3, 1]), UDIT_NORM_EPS).permute([0, 3, 1, 2]);
+        n.clone().into_data().assert_approx_eq::<f32>(&reference.into_data(), Tolerance::absolute(1e-5));
+        let shift = Tensor::<2>::ones([2, 6], &device);
+        let m = modulate_2d(n.clone(), shift, Tensor::zeros([2, 6], &device));
+        m.into_data().assert_approx_eq::<f32>(&(n + 1.0).into_data(), Tolerance::absolute(0.0));
+    }
+
+    #[test]
+    fn zero_init_block_is_identity_and_reparameterize_keeps_outputs() {
+        let device = Device::flex();
+        let block = config(FfnForm::Reparam).init(&device).unwrap();
+        let x = uniform([2, 16, 8, 8], 2, &device);
+        let c = uniform([2, 16], 3, &device);
+        let out = block.forward(x.clone(), c.clone()).unwrap();
+        out.into_data().assert_approx_eq::<f32>(&x.clone().into_data(), Tolerance::absolute(0.0));
+        let block = block.map(&mut Randomize::seeded(5));
+        let train = block.forward(x.clone(), c.clone()).unwrap();
+        let fused = block.reparameterize();
+        assert_eq!(fused.mlp1.form, FfnForm::Fused);
+        let eval = fused.forward(x, c).unwrap();
+        eval.into_data().assert_approx_eq::<f32>(&train.into_data(), Tolerance::absolute(1e-4));
+    }
+
+    #[test]
+    fn resampling_and_final_layer_shapes() {
+        let device = Device::flex();
+        let x = uniform([1, 8, 4, 6], 4, &device);
+        let down = UDiTResample::down(8, &device).forward(x.clone());
+        assert_eq!(down.dims(), [1, 16, 2, 3]);
+        assert_eq!(UDiTResample::up(16, &device).forward(down).dims(), [1, 8, 4, 6]);
+        let fin = UDiTFinalLayer::new(8, 3, &device);
+        let out = fin.forward(x, Tensor::ones([1, 8], &device));
+        assert_eq!(out.dims(), [1, 3, 4, 6]);
+        assert!(out.equal_elem(0.0).all().into_scalar::<bool>());
+    }
+
+    #[test]
+    fn bad_inputs_are_errors() {
+        let device = Device::flex();
+        let block = config(FfnForm::Plain).init(&device).unwrap();
+        let c = Tensor::<2>::zeros([1, 16], &device);
+        assert!(block.forward(Tensor::zeros([1, 16, 7, 8], &device), c.clone()).is_err());
+        assert!(block.forward(Tensor::zeros([1, 16, 8, 8], &device), Tensor::zeros([1, 8], &device)).is_err());
+        assert!(block.forward(Tensor::zeros([2, 16, 8, 8], &device), c).is_err());
+        assert!(config(FfnForm::Reparam).with_mlp_ratio(0.0).init(&device).is_err());
+    }
+}

@@ -1,0 +1,345 @@
+//! Depthwise-convolution feed-forward network of U-DiT (official `FeedForward`), with the
+//! training-time re-parametrisation branches and the fold that removes them for inference.
+//!
+//! Training form (`rep=1`, [`FfnForm::Reparam`]):
+//!
+//! ```text
+//! h   = GELU(conv1x1_b(conv1x1_a(x)))          project_in.0 (C -> D/2), project_in.1 (D/2 -> D)
+//! h'  = h + dw5x5(h) + dw3x3(h) + dw1x1(h)      dwconv.0, dwconv.1, dwconv.2 (depthwise)
+//! out = conv1x1_d(conv1x1_c(h'))                project_out.0 (D -> D/2), project_out.1 (D/2 -> C)
+//! ```
+//!
+//! Every branch is linear, so [`DwConvFfn::reparameterize`] folds the two stacked 1x1 convs
+//! into one (`W = W2 W1`, `b = W2 b1 + b2`) and the identity plus the three depthwise convs
+//! into a single 5x5 depthwise conv (smaller kernels zero-padded to 5x5, identity as a 1 at
+//! the centre), giving [`FfnForm::Fused`]: `conv1x1 -> GELU -> dw5x5 -> conv1x1` with the same
+//! outputs up to float rounding.
+
+use burn::module::Param;
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::{Initializer, PaddingConfig2d};
+use burn::prelude::*;
+
+use crate::error::{Result, ensure_config, ensure_dims};
+use crate::layers::activation::Activation;
+
+/// Kernel of the single depthwise conv of the plain and fused forms (and of the largest
+/// re-parametrisation branch).
+pub const DW_KERNEL: usize = 5;
+
+/// Kernels of the parallel depthwise branches of the training form.
+pub const REP_DW_KERNELS: [usize; 3] = [5, 3, 1];
+
+/// A stride-1 conv with "same" padding (`kernel / 2`), Xavier-uniform weight over PyTorch's
+/// fans (`fan_in = C_in/groups * k*k`, `fan_out = C_out * k*k`, as U-DiT's `_basic_init`
+/// applies `xavier_uniform_` to every conv) and a zero bias. `zero` zero-initialises the
+/// weight instead (adaLN-Zero output layers).
+///
+/// # Shapes
+/// - weight `[C_out, C_in / groups, k, k]`
+pub fn same_conv2d(
+    channels: [usize; 2],
+    kernel: usize,
+    groups: usize,
+    bias: bool,
+    zero: bool,
+    device: &Device,
+) -> Conv2d {
+    let k2 = kernel * kernel;
+    let a = (6.0 / ((channels[0] / groups * k2 + channels[1] * k2) as f64)).sqrt();
+    let init = if zero { Initializer::Zeros } else { Initializer::Uniform { min: -a, max: a } };
+    let p = kernel / 2;
+    let mut conv = Conv2dConfig::new(channels, [kernel, kernel])
+        .with_padding(PaddingConfig2d::Explicit(p, p, p, p))
+        .with_groups(groups)
+        .with_bias(false)
+        .with_initializer(init)
+        .init(device);
+    conv.bias = bias.then(|| Initializer::Zeros.init([channels[1]], device));
+    conv
+}
+
+/// Which structure a [`DwConvFfn`] has.
+#[derive(Config, Debug, Copy, PartialEq, Eq)]
+pub enum FfnForm {
+    /// Training form with re-parametrisation branches (official `ffn_type='rep', rep=1`):
+    /// keys `project_in.{0,1}`, `dwconv.{0,1,2}`, `project_out.{0,1}`.
+    Reparam,
+    /// Single path without re-parametrisation or identity (official `ffn_type='rep', rep=0`):
+    /// keys `project_in`, `dwconv`, `project_out`.
+    Plain,
+    /// The folded inference form of [`Reparam`](FfnForm::Reparam) (official eval mode;
+    /// the reference keeps it in the attributes `project_in_weight`, `project_in_bias`,
+    /// `dwconv_weight`, `dwconv_bias`, `project_out_weight`, `project_out_bias`).
+    Fused,
+    /// Pointwise MLP without depthwise conv, tanh-GELU (official `ffn_type='basic'`, keys
+    /// `fc1`, `fc2`).
+    Pointwise,
+}
+
+impl FfnForm {
+    /// Whether this form has the training-time branches that [`DwConvFfn::reparameterize`]
+    /// folds.
+    pub fn is_reparam(self) -> bool {
+        self == FfnForm::Reparam
+    }
+}
+
+/// Configuration of a [`DwConvFfn`].
+#[derive(Config, Debug)]
+pub struct DwConvFfnConfig {
+    /// Input and output channels `C`.
+    pub d_model: usize,
+    /// Hidden channels `D` (U-DiT: `int(C * mlp_ratio)`).
+    pub d_hidden: usize,
+    /// Structure. Default: the training form with re-parametrisation branches.
+    #[config(default = "FfnForm::Reparam")]
+    pub form: FfnForm,
+    /// Biases on every conv. Default: true (U-DiT).
+    #[config(default = true)]
+    pub bias: bool,
+}
+
+impl DwConvFfnConfig {
+    /// Initialise a [`DwConvFfn`] (Xavier-uniform convs, zero biases).
+    ///
+    /// # Errors
+    /// Zero sizes, or a hidden width below 2 for the re-parametrised form (its bottleneck
+    /// has `D / 2` channels).
+    pub fn init(&self, device: &Device) -> Result<DwConvFfn> {
+        let (c, d, bias) = (self.d_model, self.d_hidden, self.bias);
+        ensure_config(c > 0 && d > 0, || format!("FFN sizes must be positive: {self:?}"))?;
+        let conv = |i, o, k, g| same_conv2d([i, o], k, g, bias, false, device);
+        let (project_in, dwconv, project_out) = match self.form {
+            FfnForm::Reparam => {
+                ensure_config(d >= 2, || format!("re-parametrised FFN needs a hidden width >= 2, got {d}"))?;
+                let m = d / 2;
+                (
+                    vec![conv(c, m, 1, 1), conv(m, d, 1, 1)],
+                    REP_DW_KERNELS.iter().map(|&k| conv(d, d, k, d)).collect(),
+                    vec![conv(d, m, 1, 1), conv(m, c, 1, 1)],
+                )
+            }
+            FfnForm::Plain | FfnForm::Fused => {
+                (vec![conv(c, d, 1, 1)], vec![conv(d, d, DW_KERNEL, d)], vec![conv(d, c, 1, 1)])
+            }
+            FfnForm::Pointwise => (vec![conv(c, d, 1, 1)], vec![], vec![conv(d, c, 1, 1)]),
+        };
+        Ok(DwConvFfn { project_in, dwconv, project_out, form: self.form })
+    }
+}
+
+/// U-DiT's feed-forward network on feature maps; see the [module docs](self) for the forms.
+#[derive(Module, Debug)]
+pub struct DwConvFfn {
+    /// 1x1 convs into the hidden width (two stacked in the re-parametrised form, else one).
+    pub project_in: Vec<Conv2d>,
+    /// Depthwise convs (5x5, 3x3, 1x1 in parallel in the re-parametrised form; one 5x5 in
+    /// the plain and fused forms; none in the pointwise form).
+    pub dwconv: Vec<Conv2d>,
+    /// 1x1 convs back to `C` (two stacked in the re-parametrised form, else one).
+    pub project_out: Vec<Conv2d>,
+    /// Structure.
+    #[module(skip)]
+    pub form: FfnForm,
+}
+
+fn chain(convs: &[Conv2d], x: Tensor<4>) -> Tensor<4> {
+    convs.iter().fold(x, |x, conv| conv.forward(x))
+}
+
+/// Folds two stacked 1x1 convs `b(a(x))` into one.
+fn fold_pointwise(a: &Conv2d, b: &Conv2d) -> Conv2d {
+    let [m, c, _, _] = a.weight.dims();
+    let [d, _, _, _] = b.weight.dims();
+    let w1 = a.weight.val().reshape([m, c]);
+    let w2 = b.weight.val().reshape([d, m]);
+    let mut out = b.clone();
+    out.weight = Param::from_tensor(w2.clone().matmul(w1).reshape([d, c, 1, 1]));
+    // Both convs have a bias or neither (one `bias` setting per FFN).
+    out.bias = match (&a.bias, &b.bias) {
+        (Some(b1), Some(b2)) => Some(Param::from_tensor(w2.matmul(b1.val().reshape([m, 1])).reshape([d]) + b2.val())),
+        _ => None,
+    };
+    out
+}
+
+/// Folds the identity and parallel depthwise convs (odd kernels up to [`DW_KERNEL`]) into one
+/// [`DW_KERNEL`] x [`DW_KERNEL`] depthwise conv.
+fn fold_depthwise(branches: &[Conv2d]) -> Conv2d {
+    let device = branches[0].weight.device();
+    let [d, _, _, _] = branches[0].weight.dims();
+    let c = DW_KERNEL / 2;
+    let identity = Tensor::<4>::ones([d, 1, 1, 1], &device).pad((c, c, c, c), 0.0);
+    let mut weight = identity;
+    let mut bias: Option<Tensor<1>> = None;
+    for conv in branches {
+        let p = (DW_KERNEL - conv.kernel_size[0]) / 2;
+        weight = weight + conv.weight.val().pad((p, p, p, p), 0.0);
+        if let Some(b) = &conv.bias {
+            bias = Some(match bias {
+                Some(acc) => acc + b.val(),
+                None => b.val(),
+            });
+        }
+    }
+    let mut out = branches[0].clone();
+    out.weight = Param::from_tensor(weight);
+    out.bias = bias.map(Param::from_tensor);
+    out
+}
+
+impl DwConvFfn {
+    /// Input channels `C`.
+    pub fn d_model(&self) -> usize {
+        self.project_in[0].weight.dims()[1]
+    }
+
+    /// Hidden channels `D`.
+    pub fn d_hidden(&self) -> usize {
+        self.project_out[0].weight.dims()[1]
+    }
+
+    /// # Shapes
+    /// - `x`: `[B, C, H, W]` -> `[B, C, H, W]`
+    ///
+    /// # Errors
+    /// Input channels other than `C`.
+    pub fn forward(&self, x: Tensor<4>) -> Result<Tensor<4>> {
+        ensure_dims("x", x.dims(), [None, Some(self.d_model()), None, None])?;
+        Ok(match self.form {
+            FfnForm::Reparam => {
+                let h = Activation::Gelu.forward(chain(&self.project_in, x));
+                let mixed = self.dwconv.iter().fold(h.clone(), |acc, conv| acc + conv.forward(h.clone()));
+                chain(&self.project_out, mixed)
+            }
+            FfnForm::Plain | FfnForm::Fused => {
+                let h = Activation::Gelu.forward(chain(&self.project_in, x));
+                chain(&self.project_out, chain(&self.dwconv, h))
+            }
+            FfnForm::Pointwise => chain(&self.project_out, Activation::GeluTanh.forward(chain(&self.project_in, x))),
+        })
+    }
+
+    /// The inference form: for [`FfnForm::Reparam`], the branches folded into single convs
+    /// ([`FfnForm::Fused`], same outputs up to float rounding); other forms are returned
+    /// unchanged. `self` is not modified (unlike the official eval switch, which adds the
+    /// small kernels into `dwconv.0.weight` in place).
+    pub fn reparameterize(&self) -> Self {
+        if self.form != FfnForm::Reparam {
+            return self.clone();
+        }
+        Self {
+            project_in: vec![fold_pointwise(&self.project_in[0], &self.project_in[1])],
+            dwconv: vec![fold_depthwise(&self.dwconv)],
+            project_out: vec![fold_pointwise(&self.project_out[0], &self.project_out[1])],
+            form: FfnForm::Fused,
+        }
+    }
+}
+
+/// Test helpers shared by the U-DiT modules' tests.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use burn::module::{ModuleMapper, Param};
+    use burn::prelude::*;
+    use rand::{Rng, SeedableRng};
+
+    /// Overwrites every parameter with seeded uniform values in `[-0.5, 0.5)` (the inits
+    /// zero biases and adaLN layers, which would hide wiring mistakes).
+    pub(crate) struct Randomize(pub rand::rngs::StdRng);
+
+    impl Randomize {
+        pub(crate) fn seeded(seed: u64) -> Self {
+            Self(rand::rngs::StdRng::seed_from_u64(seed))
+        }
+    }
+
+    impl ModuleMapper for Randomize {
+        fn map_float<const D: usize>(&mut self, p: Param<Tensor<D>>) -> Param<Tensor<D>> {
+            let rng = &mut self.0;
+            p.map(|t| {
+                let shape = t.shape();
+                let v: Vec<f32> = (0..shape.num_elements()).map(|_| rng.random_range(-0.5..0.5)).collect();
+                let out = Tensor::from_data(TensorData::new(v, shape), &t.device());
+                if t.is_require_grad() { out.require_grad() } else { out }
+            })
+        }
+    }
+
+    /// A seeded uniform `[-1, 1)` tensor.
+    pub(crate) fn uniform<const D: usize>(shape: [usize; D], seed: u64, device: &Device) -> Tensor<D> {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let len: usize = shape.iter().product();
+        let v: Vec<f32> = (0..len).map(|_| rng.random_range(-1.0..1.0)).collect();
+        Tensor::from_data(TensorData::new(v, shape), device)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_support::{Randomize, uniform};
+    use super::*;
+    use burn::tensor::Tolerance;
+
+    fn input(device: &Device) -> Tensor<4> {
+        uniform([2, 6, 5, 7], 3, device)
+    }
+
+    #[test]
+    fn reparameterize_keeps_outputs() {
+        let device = Device::flex();
+        for bias in [true, false] {
+            let ffn = DwConvFfnConfig::new(6, 12).with_bias(bias).init(&device).unwrap();
+            let ffn = ffn.map(&mut Randomize::seeded(1));
+            let fused = ffn.reparameterize();
+            assert_eq!(fused.form, FfnForm::Fused);
+            assert_eq!((fused.project_in.len(), fused.dwconv.len(), fused.project_out.len()), (1, 1, 1));
+            assert_eq!(fused.dwconv[0].weight.dims(), [12, 1, 5, 5]);
+            let x = input(&device);
+            let a = ffn.forward(x.clone()).unwrap();
+            let b = fused.forward(x.clone()).unwrap();
+            b.into_data().assert_approx_eq::<f32>(&a.into_data(), Tolerance::absolute(1e-5));
+            // folding twice is a no-op; the training module is untouched
+            let again = fused.reparameterize().forward(x.clone()).unwrap();
+            again.into_data().assert_approx_eq::<f32>(&fused.forward(x).unwrap().into_data(), Tolerance::absolute(0.0));
+            assert_eq!(ffn.form, FfnForm::Reparam);
+        }
+    }
+
+    #[test]
+    fn fused_kernel_holds_identity_and_branches() {
+        let device = Device::flex();
+        let ffn = DwConvFfnConfig::new(2, 4).init(&device).unwrap();
+        let mut ffn = ffn.map(&mut Randomize::seeded(2));
+        for conv in ffn.dwconv.iter_mut() {
+            conv.weight = Param::from_tensor(conv.weight.val().ones_like());
+            conv.bias = conv.bias.take().map(|b| Param::from_tensor(b.val().ones_like()));
+        }
+        let fused = ffn.reparameterize();
+        let w = fused.dwconv[0].weight.val().slice([0..1, 0..1, 0..5, 0..5]).reshape([25]);
+        let w = w.into_data().try_to_vec::<f32>().unwrap();
+        assert_eq!(w[0], 1.0); // corner: 5x5 only
+        assert_eq!(w[6], 2.0); // inner ring: 5x5 + 3x3
+        assert_eq!(w[12], 4.0); // centre: 5x5 + 3x3 + 1x1 + identity
+        let b = fused.dwconv[0].bias.as_ref().unwrap().val().into_data().try_to_vec::<f32>().unwrap();
+        assert!(b.iter().all(|v| *v == 3.0));
+    }
+
+    #[test]
+    fn other_forms_and_errors() {
+        let device = Device::flex();
+        let x = input(&device);
+        for form in [FfnForm::Plain, FfnForm::Fused, FfnForm::Pointwise] {
+            let ffn = DwConvFfnConfig::new(6, 8).with_form(form).init(&device).unwrap();
+            assert_eq!(ffn.forward(x.clone()).unwrap().dims(), [2, 6, 5, 7]);
+            assert_eq!(ffn.reparameterize().form, form);
+            assert_eq!(ffn.d_hidden(), 8);
+        }
+        let ffn = DwConvFfnConfig::new(6, 8).init(&device).unwrap();
+        assert_eq!(ffn.d_hidden(), 8);
+        assert!(ffn.forward(Tensor::zeros([1, 5, 4, 4], &device)).is_err());
+        assert!(DwConvFfnConfig::new(6, 1).init(&device).is_err());
+        assert!(DwConvFfnConfig::new(0, 8).init(&device).is_err());
+    }
+}
