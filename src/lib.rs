@@ -22,6 +22,7 @@
 
 pub mod blocks;
 pub mod data;
+pub mod diffusion;
 pub mod error;
 pub mod layers;
 pub mod models;

@@ -26,3 +26,13 @@ impl Denoiser for DiT {
         self.forward(x, t, cond.clone())
     }
 }
+
+/// A shared reference denoises like the model itself, so wrappers such as
+/// [`ClassifierFreeGuidance`](crate::sampling::ClassifierFreeGuidance) can borrow a model.
+impl<M: Denoiser + ?Sized> Denoiser for &M {
+    type Cond = M::Cond;
+
+    fn denoise(&self, x: Tensor<4>, t: Tensor<1>, cond: &Self::Cond) -> Result<Tensor<4>> {
+        (**self).denoise(x, t, cond)
+    }
+}

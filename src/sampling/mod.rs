@@ -1,5 +1,22 @@
 //! Samplers and guidance, generic over any [`Denoiser`].
 
+pub mod cfg;
+pub mod ddim;
+pub mod ddpm;
 pub mod denoiser;
+pub mod dpm_solver;
+pub mod flow_euler;
+pub mod flow_heun;
+pub mod noise;
+pub mod progress;
+pub mod sampler;
 
+pub use cfg::{ClassifierFreeGuidance, Conditioning, GuidedChannels, NullEmbedding, guide};
+pub use ddim::DdimSampler;
+pub use ddpm::DdpmSampler;
 pub use denoiser::Denoiser;
+pub use dpm_solver::DpmSolverPp2M;
+pub use flow_euler::{FlowEulerSampler, FlowMatchSchedule, FlowMatchScheduleConfig, FlowSampler};
+pub use flow_heun::FlowHeunSampler;
+pub use progress::{NoProgress, Progress, ProgressCallback};
+pub use sampler::GaussianSampler;

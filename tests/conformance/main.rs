@@ -4,7 +4,9 @@
 //! fail the test; nothing is skipped.
 
 mod common;
+mod diffusion;
 mod dit;
+mod flow;
 mod udit;
 
 use std::path::PathBuf;
@@ -16,6 +18,10 @@ fn run(fx: &Fixture) -> Outcome {
         "dit_official" => dit::official(fx),
         "dit_diffusers" => dit::diffusers(fx),
         "sincos_pos_embed_official" => dit::sincos_pos_embed(fx),
+        "gaussian_diffusion_official" => diffusion::gaussian_official(fx),
+        "ddpm_diffusers" => diffusion::ddpm_diffusers(fx),
+        "ddim_diffusers" => diffusion::ddim_diffusers(fx),
+        "flow_diffusers" => flow::diffusers(fx),
         "udit_official" => udit::official(fx),
         other => Err(format!("unknown fixture kind `{other}`")),
     }

@@ -1,0 +1,429 @@
+//! Classifier-free guidance (Ho & Salimans 2022, "Classifier-Free Diffusion Guidance",
+//! arXiv:2207.12598) as a composable wrapper around any [`Denoiser`].
+//!
+//! [`ClassifierFreeGuidance`] is itself a [`Denoiser`] with the wrapped model's conditioning
+//! type, so every sampler of the crate (DDPM, DDIM, DPM-Solver++, flow Euler/Heun) takes it
+//! unchanged. On each call it doubles the batch (`[x; x]`, `[t; t]`, `[cond; null]`), runs the
+//! model once and combines the halves on the guided channels:
+//!
+//! `out = uncond + scale * (cond - uncond)`
+//!
+//! The other channels (e.g. DiT's learned-variance channels) are taken from the conditional
+//! half, which is what the conditional half of the official DiT `forward_with_cfg` returns.
+//! The official DiT guides only the first three latent channels ([`GuidedChannels::First`]`(3)`,
+//! the default); [`GuidedChannels::All`] guides every output channel as most other models do.
+//!
+//! Conditionings are batched and nulled through the small [`Conditioning`] trait, implemented
+//! for DiT class labels (`Option<Tensor<1, Int>>`), for embedding tensors (`Tensor<2>` pooled
+//! embeddings, `Tensor<3>` token embeddings; any float rank) and for pairs of conditionings.
+
+use burn::prelude::*;
+
+use crate::error::{Error, Result};
+use crate::sampling::Denoiser;
+
+/// A conditioning that classifier-free guidance can batch with its null counterpart.
+pub trait Conditioning: Clone {
+    /// What is needed to build the null ("unconditional") conditioning, e.g. the null class
+    /// index for labels or a zero / negative-prompt embedding for text.
+    type Null: Clone;
+
+    /// Batch size of the conditioning, `None` when it carries no tensor (unconditional).
+    fn batch_size(&self) -> Option<usize>;
+
+    /// Concatenates two conditionings along the batch dimension (`first` then `second`).
+    ///
+    /// # Errors
+    /// When the two cannot be concatenated (different kinds or non-batch shapes).
+    fn concat_batch(first: &Self, second: &Self) -> Result<Self>;
+
+    /// The null conditioning with the same batch size as `self`.
+    ///
+    /// # Errors
+    /// When `null` does not fit `self` (e.g. a null embedding of another shape).
+    fn null_like(&self, null: &Self::Null) -> Result<Self>;
+}
+
+/// Class labels `[B]` (DiT's conditioning); `None` is an unconditional model.
+impl Conditioning for Option<Tensor<1, Int>> {
+    /// The null class index (DiT: `num_classes`, the extra row of the label table).
+    type Null = usize;
+
+    fn batch_size(&self) -> Option<usize> {
+        self.as_ref().map(|y| y.dims()[0])
+    }
+
+    fn concat_batch(first: &Self, second: &Self) -> Result<Self> {
+        match (first, second) {
+            (Some(a), Some(b)) => Ok(Some(Tensor::cat(vec![a.clone(), b.clone()], 0))),
+            (None, None) => Ok(None),
+            _ => Err(Error::InvalidArgument(
+                "cannot batch a labelled conditioning with an unconditional one".into(),
+            )),
+        }
+    }
+
+    fn null_like(&self, null: &usize) -> Result<Self> {
+        Ok(self.as_ref().map(|y| Tensor::full([y.dims()[0]], *null as i64, &y.device())))
+    }
+}
+
+/// How to build a null embedding for tensor conditionings.
+#[derive(Debug, Clone)]
+#[allow(clippy::large_enum_variant)] // built once per guided model, never in hot loops
+pub enum NullEmbedding<const D: usize> {
+    /// All-zero embeddings of the conditioning's shape (MicroDiT's unconditional branch).
+    Zeros,
+    /// A given embedding (e.g. of the empty or a negative prompt), with batch 1 (repeated
+    /// over the batch) or the conditioning's batch size; other dims must match.
+    Given(Tensor<D>),
+}
+
+/// Embedding tensors with the batch first: pooled `[B, D]`, tokens `[B, L, D]`, ...
+impl<const D: usize> Conditioning for Tensor<D> {
+    /// Zeros or a given null embedding.
+    type Null = NullEmbedding<D>;
+
+    fn batch_size(&self) -> Option<usize> {
+        Some(self.dims()[0])
+    }
+
+    fn concat_batch(first: &Self, second: &Self) -> Result<Self> {
+        let (a, b) = (first.dims(), second.dims());
+        if a[1..] != b[1..] {
+            return Err(Error::Shape {
+                name: "conditioning".into(),
+                expected: format!("[_, {:?}] to match the other half", &a[1..]),
+                got: format!("{b:?}"),
+            });
+        }
+        Ok(Tensor::cat(vec![first.clone(), second.clone()], 0))
+    }
+
+    fn null_like(&self, null: &NullEmbedding<D>) -> Result<Self> {
+        let dims = self.dims();
+        match null {
+            NullEmbedding::Zeros => Ok(self.zeros_like()),
+            NullEmbedding::Given(n) => {
+                let nd = n.dims();
+                if nd[1..] != dims[1..] || (nd[0] != 1 && nd[0] != dims[0]) {
+                    return Err(Error::Shape {
+                        name: "null embedding".into(),
+                        expected: format!("[1 or {}, {:?}]", dims[0], &dims[1..]),
+                        got: format!("{nd:?}"),
+                    });
+                }
+                Ok(if nd[0] == dims[0] { n.clone() } else { n.clone().repeat_dim(0, dims[0]) })
+            }
+        }
+    }
+}
+
+/// Two conditionings taken together (e.g. pooled text embedding and token embeddings).
+impl<A: Conditioning, B: Conditioning> Conditioning for (A, B) {
+    /// The null of each part.
+    type Null = (A::Null, B::Null);
+
+    fn batch_size(&self) -> Option<usize> {
+        self.0.batch_size().or_else(|| self.1.batch_size())
+    }
+
+    fn concat_batch(first: &Self, second: &Self) -> Result<Self> {
+        Ok((A::concat_batch(&first.0, &second.0)?, B::concat_batch(&first.1, &second.1)?))
+    }
+
+    fn null_like(&self, null: &Self::Null) -> Result<Self> {
+        Ok((self.0.null_like(&null.0)?, self.1.null_like(&null.1)?))
+    }
+}
+
+/// Which output channels guidance applies to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GuidedChannels {
+    /// The first `n` channels (official DiT: 3); the rest come from the conditional half.
+    First(usize),
+    /// Every output channel.
+    All,
+}
+
+impl Default for GuidedChannels {
+    /// `First(3)`, as the official DiT `forward_with_cfg`.
+    fn default() -> Self {
+        GuidedChannels::First(3)
+    }
+}
+
+/// Combines a conditional and an unconditional prediction:
+/// `uncond + scale * (cond - uncond)` on the guided channels, `cond` on the others.
+///
+/// # Shapes
+/// - `cond`, `uncond`: `[B, C, H, W]` -> `[B, C, H, W]`
+///
+/// # Errors
+/// Mismatched shapes, `First(n)` with `n` zero or above `C`, or a non-finite scale.
+pub fn guide(cond: Tensor<4>, uncond: Tensor<4>, scale: f64, channels: GuidedChannels) -> Result<Tensor<4>> {
+    if cond.dims() != uncond.dims() {
+        return Err(Error::Shape {
+            name: "unconditional prediction".into(),
+            expected: format!("{:?} (the conditional prediction's shape)", cond.dims()),
+            got: format!("{:?}", uncond.dims()),
+        });
+    }
+    check_scale(scale)?;
+    let c = cond.dims()[1];
+    let n = guided_count(channels, c)?;
+    if n == c {
+        return Ok(uncond.clone() + (cond - uncond) * scale);
+    }
+    let guided = {
+        let (gc, gu) = (cond.clone().narrow(1, 0, n), uncond.narrow(1, 0, n));
+        gu.clone() + (gc - gu) * scale
+    };
+    Ok(Tensor::cat(vec![guided, cond.narrow(1, n, c - n)], 1))
+}
+
+fn check_scale(scale: f64) -> Result<()> {
+    if scale.is_finite() {
+        Ok(())
+    } else {
+        Err(Error::InvalidArgument(format!("guidance scale must be finite, got {scale}")))
+    }
+}
+
+fn guided_count(channels: GuidedChannels, c: usize) -> Result<usize> {
+    match channels {
+        GuidedChannels::All => Ok(c),
+        GuidedChannels::First(n) if n >= 1 && n <= c => Ok(n),
+        GuidedChannels::First(n) => Err(Error::InvalidArgument(format!(
+            "guided channels First({n}) must be in 1..={c} (the model's output channels)"
+        ))),
+    }
+}
+
+/// Classifier-free guidance around any [`Denoiser`] whose conditioning is a [`Conditioning`].
+///
+/// ```
+/// use burn::prelude::*;
+/// use diffusion_transformers::models::DiTConfig;
+/// use diffusion_transformers::sampling::{ClassifierFreeGuidance, Denoiser, GuidedChannels};
+///
+/// # fn main() -> Result<(), diffusion_transformers::Error> {
+/// let device = Device::flex();
+/// let dit = DiTConfig::new().with_input_size(8).with_hidden_size(32).with_depth(1)
+///     .with_num_heads(2).with_num_classes(10).init(&device)?;
+/// // Null class = num_classes; guide the first 3 channels like the official DiT.
+/// let guided = ClassifierFreeGuidance::new(&dit, 10, 4.0)?.with_channels(GuidedChannels::First(3));
+/// let x = Tensor::<4>::zeros([2, 4, 8, 8], &device);
+/// let t = Tensor::<1>::from_floats([999.0, 999.0], &device);
+/// let out = guided.denoise(x, t, &Some(Tensor::from_ints([1, 2], &device)))?; // [2, 8, 8, 8]
+/// # Ok(()) }
+/// ```
+pub struct ClassifierFreeGuidance<M: Denoiser>
+where
+    M::Cond: Conditioning,
+{
+    model: M,
+    null: <M::Cond as Conditioning>::Null,
+    scale: f64,
+    channels: GuidedChannels,
+    batch_doubling: bool,
+}
+
+impl<M: Denoiser> ClassifierFreeGuidance<M>
+where
+    M::Cond: Conditioning,
+{
+    /// Wraps `model` with guidance `scale` (1 = plain conditional model, 0 = unconditional),
+    /// the null conditioning built from `null`, guiding [`GuidedChannels::default`] (first 3)
+    /// with one doubled-batch model call per step.
+    ///
+    /// # Errors
+    /// A non-finite scale.
+    pub fn new(model: M, null: <M::Cond as Conditioning>::Null, scale: f64) -> Result<Self> {
+        check_scale(scale)?;
+        Ok(Self { model, null, scale, channels: GuidedChannels::default(), batch_doubling: true })
+    }
+
+    /// Sets the guided channels.
+    pub fn with_channels(mut self, channels: GuidedChannels) -> Self {
+        self.channels = channels;
+        self
+    }
+
+    /// `true` (default): one model call on the doubled batch; `false`: two calls on the
+    /// original batch (half the peak memory, same result).
+    pub fn with_batch_doubling(mut self, batch_doubling: bool) -> Self {
+        self.batch_doubling = batch_doubling;
+        self
+    }
+
+    /// The guidance scale.
+    pub fn scale(&self) -> f64 {
+        self.scale
+    }
+
+    /// The guided channels.
+    pub fn channels(&self) -> GuidedChannels {
+        self.channels
+    }
+
+    /// The wrapped model.
+    pub fn model(&self) -> &M {
+        &self.model
+    }
+
+    /// Unwraps the model.
+    pub fn into_inner(self) -> M {
+        self.model
+    }
+}
+
+impl<M: Denoiser> Denoiser for ClassifierFreeGuidance<M>
+where
+    M::Cond: Conditioning,
+{
+    type Cond = M::Cond;
+
+    /// # Shapes
+    /// - `x`: `[B, C, H, W]`, `t`: `[B]`, `cond` with batch `B` (the conditional half only)
+    /// - output: `[B, C_out, H, W]`, guided on the configured channels
+    fn denoise(&self, x: Tensor<4>, t: Tensor<1>, cond: &Self::Cond) -> Result<Tensor<4>> {
+        let b = x.dims()[0];
+        crate::error::ensure_dims("t", t.dims(), [Some(b)])?;
+        if let Some(cb) = cond.batch_size()
+            && cb != b
+        {
+            return Err(Error::Shape { name: "conditioning".into(), expected: format!("batch {b}"), got: format!("batch {cb}") });
+        }
+        if self.scale == 1.0 {
+            // uncond + 1 * (cond - uncond) == cond: skip the unconditional pass.
+            return self.model.denoise(x, t, cond);
+        }
+        let null = cond.null_like(&self.null)?;
+        let (c_out, u_out) = if self.batch_doubling {
+            let both = M::Cond::concat_batch(cond, &null)?;
+            let out = self.model.denoise(Tensor::cat(vec![x.clone(), x], 0), Tensor::cat(vec![t.clone(), t], 0), &both)?;
+            let ob = out.dims()[0];
+            if ob != 2 * b {
+                return Err(Error::Shape { name: "model output".into(), expected: format!("batch {}", 2 * b), got: format!("batch {ob}") });
+            }
+            (out.clone().narrow(0, 0, b), out.narrow(0, b, b))
+        } else {
+            (self.model.denoise(x.clone(), t.clone(), cond)?, self.model.denoise(x, t, &null)?)
+        };
+        guide(c_out, u_out, self.scale, self.channels)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::{Tolerance, Distribution};
+
+    /// A toy conditional model: output channel k = x_k * (1 + mean(cond)) + k.
+    struct Toy;
+    impl Denoiser for Toy {
+        type Cond = Tensor<2>;
+        fn denoise(&self, x: Tensor<4>, _t: Tensor<1>, cond: &Tensor<2>) -> Result<Tensor<4>> {
+            let [b, c, h, w] = x.dims();
+            let m = cond.clone().mean_dim(1).reshape([b, 1, 1, 1]);
+            let k = Tensor::<1, Int>::arange(0..c as i64, &x.device()).float().reshape([1, c, 1, 1]);
+            Ok(x.clone() * (m + 1.0) + k.expand([b, c, h, w]))
+        }
+    }
+
+    /// A label model: output = x + label (as float), one channel per input channel.
+    struct Labels;
+    impl Denoiser for Labels {
+        type Cond = Option<Tensor<1, Int>>;
+        fn denoise(&self, x: Tensor<4>, _t: Tensor<1>, cond: &Self::Cond) -> Result<Tensor<4>> {
+            let b = x.dims()[0];
+            let y = cond.clone().unwrap().float().reshape([b, 1, 1, 1]);
+            Ok(x + y)
+        }
+    }
+
+    #[test]
+    fn guidance_matches_formula_on_guided_channels_only() {
+        let device = Device::flex();
+        let x = Tensor::<4>::ones([2, 4, 2, 2], &device);
+        let t = Tensor::<1>::zeros([2], &device);
+        let y = Some(Tensor::<1, Int>::from_ints([1, 3], &device));
+        let g = ClassifierFreeGuidance::new(Labels, 10, 2.0).unwrap();
+        let out = g.denoise(x.clone(), t.clone(), &y).unwrap();
+        // cond = 1 + y, uncond = 1 + 10; guided = 11 + 2 * (y - 10) on channels 0..3.
+        let expected = TensorData::from([
+            [[[-7.0f32; 2]; 2], [[-7.0; 2]; 2], [[-7.0; 2]; 2], [[2.0; 2]; 2]],
+            [[[-3.0; 2]; 2], [[-3.0; 2]; 2], [[-3.0; 2]; 2], [[4.0; 2]; 2]],
+        ]);
+        out.into_data().assert_approx_eq::<f32>(&expected, Tolerance::default());
+        let all = g.with_channels(GuidedChannels::All).denoise(x, t, &y).unwrap();
+        let v = all.into_data().try_to_vec::<f32>().unwrap();
+        assert!(v[..16].iter().all(|&a| a == -7.0) && v[16..].iter().all(|&a| a == -3.0));
+    }
+
+    #[test]
+    fn doubling_and_two_passes_agree_with_manual_guidance() {
+        let device = Device::flex();
+        let x = Tensor::<4>::random([3, 4, 2, 2], Distribution::Normal(0.0, 1.0), &device);
+        let t = Tensor::<1>::zeros([3], &device);
+        let cond = Tensor::<2>::random([3, 5], Distribution::Normal(0.0, 1.0), &device);
+        let manual = guide(
+            Toy.denoise(x.clone(), t.clone(), &cond).unwrap(),
+            Toy.denoise(x.clone(), t.clone(), &cond.zeros_like()).unwrap(),
+            4.0,
+            GuidedChannels::First(3),
+        )
+        .unwrap();
+        for doubling in [true, false] {
+            let g = ClassifierFreeGuidance::new(&Toy, NullEmbedding::Zeros, 4.0).unwrap().with_batch_doubling(doubling);
+            let out = g.denoise(x.clone(), t.clone(), &cond).unwrap();
+            out.into_data().assert_approx_eq::<f32>(&manual.clone().into_data(), Tolerance::default());
+        }
+        // Scale 1 is the conditional model, scale 0 the unconditional one.
+        let one = ClassifierFreeGuidance::new(&Toy, NullEmbedding::Zeros, 1.0).unwrap().denoise(x.clone(), t.clone(), &cond).unwrap();
+        one.into_data().assert_approx_eq::<f32>(&Toy.denoise(x.clone(), t.clone(), &cond).unwrap().into_data(), Tolerance::default());
+        let zero = ClassifierFreeGuidance::new(&Toy, NullEmbedding::Zeros, 0.0).unwrap().with_channels(GuidedChannels::All);
+        zero.denoise(x.clone(), t.clone(), &cond)
+            .unwrap()
+            .into_data()
+            .assert_approx_eq::<f32>(&Toy.denoise(x, t, &cond.zeros_like()).unwrap().into_data(), Tolerance::default());
+    }
+
+    #[test]
+    fn conditioning_trait_for_tensors_labels_and_pairs() {
+        let device = Device::flex();
+        let tok = Tensor::<3>::ones([2, 3, 4], &device);
+        let neg = Tensor::<3>::full([1, 3, 4], 7.0, &device);
+        let n = tok.null_like(&NullEmbedding::Given(neg)).unwrap();
+        assert_eq!(n.dims(), [2, 3, 4]);
+        assert_eq!(n.sum().into_scalar::<f32>(), 7.0 * 24.0);
+        assert!(tok.null_like(&NullEmbedding::Given(Tensor::zeros([3, 3, 4], &device))).is_err());
+        assert!(tok.null_like(&NullEmbedding::Given(Tensor::zeros([1, 3, 5], &device))).is_err());
+        assert!(Tensor::concat_batch(&tok, &Tensor::zeros([2, 3, 5], &device)).is_err());
+        let labels = Some(Tensor::<1, Int>::from_ints([4, 5], &device));
+        let nl = labels.null_like(&9).unwrap().unwrap();
+        assert_eq!(nl.into_data().convert::<i64>().try_to_vec::<i64>().unwrap(), vec![9, 9]);
+        assert!(Option::concat_batch(&labels, &None).is_err());
+        assert_eq!(None::<Tensor<1, Int>>.null_like(&9).unwrap().map(|_| ()), None);
+        let pair = (Tensor::<2>::ones([2, 4], &device), tok);
+        let both = <(Tensor<2>, Tensor<3>)>::concat_batch(&pair, &pair.null_like(&(NullEmbedding::Zeros, NullEmbedding::Zeros)).unwrap()).unwrap();
+        assert_eq!((both.0.dims(), both.1.dims()), ([4, 4], [4, 3, 4]));
+        assert_eq!(pair.batch_size(), Some(2));
+    }
+
+    #[test]
+    fn bad_inputs_are_errors() {
+        let device = Device::flex();
+        let x = Tensor::<4>::ones([2, 4, 2, 2], &device);
+        let t = Tensor::<1>::zeros([2], &device);
+        assert!(ClassifierFreeGuidance::new(Labels, 10, f64::NAN).is_err());
+        let g = ClassifierFreeGuidance::new(Labels, 10, 3.0).unwrap();
+        assert!(g.denoise(x.clone(), t.clone(), &Some(Tensor::from_ints([1, 2, 3], &device))).is_err());
+        assert!(g.denoise(x.clone(), Tensor::zeros([3], &device), &Some(Tensor::from_ints([1, 2], &device))).is_err());
+        let g = g.with_channels(GuidedChannels::First(5));
+        assert!(g.denoise(x.clone(), t.clone(), &Some(Tensor::from_ints([1, 2], &device))).is_err());
+        assert!(guide(x.clone(), Tensor::ones([2, 3, 2, 2], &device), 2.0, GuidedChannels::All).is_err());
+        assert!(guide(x.clone(), x, 2.0, GuidedChannels::First(0)).is_err());
+    }
+}
