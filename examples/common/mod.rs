@@ -1,6 +1,9 @@
 //! Helpers shared by the examples: image grids and simple line plots as PNG (`image` crate).
 #![allow(dead_code)]
 
+pub mod classifier;
+pub mod generate;
+
 use std::path::Path;
 
 use burn::prelude::*;

@@ -793,6 +793,17 @@ impl GaussianDiffusion {
     }
 }
 
+/// DDPM training as a [`crate::training::Objective`]: uniform timesteps and Gaussian noise
+/// drawn from the trainer's RNG, then the batch mean of [`GaussianDiffusion::training_losses`]
+/// (MSE plus the VB term for learned variances, the hybrid loss DiT trains with).
+impl<M: Denoiser> crate::training::Objective<M> for GaussianDiffusion {
+    fn loss(&self, model: &M, x0: Tensor<4>, cond: &M::Cond, rng: &mut crate::training::TrainRng) -> Result<Tensor<1>> {
+        let t = self.sample_timesteps(x0.dims()[0], rng);
+        let noise = crate::sampling::noise::randn(x0.dims(), rng, &x0.device());
+        Ok(self.training_losses(model, x0, &t, cond, noise)?.loss.mean())
+    }
+}
+
 /// Checks a DDIM `eta` (non-negative and finite).
 ///
 /// # Errors
