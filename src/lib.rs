@@ -26,8 +26,10 @@ pub mod diffusion;
 pub mod error;
 pub mod layers;
 pub mod models;
+pub mod pipeline;
 pub mod sampling;
 pub mod training;
+pub mod vae;
 pub mod weights;
 
 pub use error::{Error, Result};

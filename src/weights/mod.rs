@@ -8,6 +8,7 @@ pub mod checkpoint;
 pub mod dit;
 pub mod loader;
 pub mod udit;
+pub mod vae;
 
 pub use checkpoint::Checkpoint;
 pub use dit::DiTCheckpointLayout;

@@ -8,6 +8,7 @@ mod diffusion;
 mod dit;
 mod flow;
 mod udit;
+mod vae;
 
 use std::path::PathBuf;
 
@@ -23,6 +24,8 @@ fn run(fx: &Fixture) -> Outcome {
         "ddim_diffusers" => diffusion::ddim_diffusers(fx),
         "flow_diffusers" => flow::diffusers(fx),
         "udit_official" => udit::official(fx),
+        "vae_diffusers" => vae::diffusers(fx),
+        "latent_pipeline_e2e" => vae::latent_pipeline(fx),
         other => Err(format!("unknown fixture kind `{other}`")),
     }
 }

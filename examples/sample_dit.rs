@@ -1,0 +1,236 @@
+//! Sample ImageNet pictures from the released DiT weights and the Stable Diffusion VAE, with no
+//! Python, and write them as a PNG.
+//!
+//! ```text
+//! cargo run --release --example sample_dit -- --dit DiT-XL-2-256x256.pt --vae sd-vae-ft-ema \
+//!     --class 207 --seed 0 [--class 360 ...] [--steps 250] [--sampler ddpm|ddim|dpm-solver++] \
+//!     [--cfg 4.0] [--guided-channels 3|all] [--heads 16] [--tile 32] [--out sample.png]
+//! cargo run --release --features cuda --example sample_dit -- ...   # on the GPU
+//! ```
+//!
+//! The files are not downloaded by the crate:
+//! - `--dit`: an official DiT checkpoint from the facebookresearch/DiT release,
+//!   `https://dl.fbaipublicfiles.com/DiT/models/DiT-XL-2-256x256.pt` (or `DiT-XL-2-512x512.pt`).
+//!   The architecture (size, patch, image size, classes) is read from the checkpoint; the number
+//!   of heads is `hidden / 64` as in every DiT preset (override with `--heads`).
+//! - `--vae`: the Stable Diffusion VAE in diffusers' format, e.g. Hugging Face
+//!   `stabilityai/sd-vae-ft-ema` (or `-mse`): a directory with `config.json` and
+//!   `diffusion_pytorch_model.safetensors`, or the weights file alone.
+//!
+//! Defaults are DiT's `sample.py`: DDPM with 250 steps, guidance scale 4 on the first three
+//! latent channels. `--sampler ddim` defaults to 50 steps and `dpm-solver++` to 20. The device
+//! is Burn's default (the first enabled backend, or the one named by `BURN_DEVICE`).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use burn::prelude::*;
+use diffusion_transformers::models::{DiT, DiTConfig};
+use diffusion_transformers::pipeline::{LatentDiffusionPipeline, PipelineConfig, RgbImage, SamplerKind};
+use diffusion_transformers::sampling::Progress;
+use diffusion_transformers::vae::AutoencoderKl;
+use diffusion_transformers::weights::Checkpoint;
+
+const DIT_HELP: &str = "Download an official DiT checkpoint from the facebookresearch/DiT release, e.g.\n    \
+    https://dl.fbaipublicfiles.com/DiT/models/DiT-XL-2-256x256.pt   (or DiT-XL-2-512x512.pt)";
+const VAE_HELP: &str = "Download the Stable Diffusion VAE from Hugging Face (`stabilityai/sd-vae-ft-ema` or \
+    `stabilityai/sd-vae-ft-mse`),\n    e.g. `huggingface-cli download stabilityai/sd-vae-ft-ema --local-dir sd-vae-ft-ema`,\n    \
+    and pass the directory (config.json + diffusion_pytorch_model.safetensors) or the weights file.";
+
+/// Command-line options.
+struct Args {
+    dit: PathBuf,
+    vae: PathBuf,
+    classes: Vec<usize>,
+    seed: u64,
+    sampler: SamplerKind,
+    steps: Option<usize>,
+    cfg: f64,
+    guided_channels: Option<usize>,
+    heads: Option<usize>,
+    tile: Option<usize>,
+    out: PathBuf,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut it = std::env::args().skip(1);
+    let (mut dit, mut vae, mut classes) = (None, None, Vec::new());
+    let mut args = Args {
+        dit: PathBuf::new(),
+        vae: PathBuf::new(),
+        classes: Vec::new(),
+        seed: 0,
+        sampler: SamplerKind::Ddpm,
+        steps: None,
+        cfg: 4.0,
+        guided_channels: Some(3),
+        heads: None,
+        tile: None,
+        out: PathBuf::from("sample.png"),
+    };
+    fn num<T: std::str::FromStr>(flag: &str, v: Option<String>) -> Result<T, String> {
+        let v = v.ok_or_else(|| format!("{flag} needs a value"))?;
+        v.parse().map_err(|_| format!("bad value `{v}` for {flag}"))
+    }
+    while let Some(flag) = it.next() {
+        match flag.as_str() {
+            "--dit" => dit = it.next().map(PathBuf::from),
+            "--vae" => vae = it.next().map(PathBuf::from),
+            "--class" => {
+                let v: String = num("--class", it.next())?;
+                for c in v.split(',') {
+                    classes.push(num("--class", Some(c.trim().to_string()))?);
+                }
+            }
+            "--seed" => args.seed = num("--seed", it.next())?,
+            "--steps" => args.steps = Some(num("--steps", it.next())?),
+            "--sampler" => {
+                args.sampler = SamplerKind::from_name(&it.next().ok_or("--sampler needs a value")?).map_err(|e| e.to_string())?
+            }
+            "--cfg" => args.cfg = num("--cfg", it.next())?,
+            "--guided-channels" => {
+                let v: String = num("--guided-channels", it.next())?;
+                args.guided_channels = if v == "all" { None } else { Some(num("--guided-channels", Some(v))?) };
+            }
+            "--heads" => args.heads = Some(num("--heads", it.next())?),
+            "--tile" => args.tile = Some(num("--tile", it.next())?),
+            "--out" => args.out = it.next().map(PathBuf::from).ok_or("--out needs a value")?,
+            "-h" | "--help" => return Err(String::new()),
+            other => return Err(format!("unknown argument `{other}`")),
+        }
+    }
+    args.dit = dit.ok_or("--dit <DiT-XL-2-256x256.pt> is required")?;
+    args.vae = vae.ok_or("--vae <dir or file> is required")?;
+    args.classes = if classes.is_empty() { vec![207] } else { classes };
+    Ok(args)
+}
+
+/// Build a DiT matching an official checkpoint's shapes.
+fn dit_from_checkpoint(checkpoint: &Checkpoint, heads: Option<usize>, device: &Device) -> Result<DiT, String> {
+    let ck = if checkpoint.tensors().keys().all(|k| k.starts_with("ema.") || k.starts_with("model.") || k.starts_with("opt.")) {
+        // A DiT training checkpoint ({"model", "ema", "opt", "args"}): sample with the EMA weights.
+        checkpoint.clone().sub_checkpoint("ema.")
+    } else {
+        checkpoint.clone()
+    };
+    let shape = |k: &str| ck.get(k).map(|d| d.shape().to_vec()).ok_or_else(|| format!("the DiT checkpoint has no `{k}` (is it an official DiT checkpoint?)"));
+    let proj = shape("x_embedder.proj.weight")?; // [D, C, p, p]
+    let (hidden, in_channels, patch) = (proj[0], proj[1], proj[2]);
+    let tokens = shape("pos_embed")?[1];
+    let grid = (tokens as f64).sqrt().round() as usize;
+    let depth = (0..).take_while(|i| ck.contains(&format!("blocks.{i}.attn.qkv.weight"))).count();
+    let mlp_hidden = shape("blocks.0.mlp.fc1.weight")?[0];
+    let out = shape("final_layer.linear.weight")?[0] / (patch * patch);
+    let classes = shape("y_embedder.embedding_table.weight")?[0] - 1; // the last row is the null class
+    let heads = heads.unwrap_or((hidden / 64).max(1));
+    let config = DiTConfig::new()
+        .with_input_size(grid * patch)
+        .with_patch_size(patch)
+        .with_in_channels(in_channels)
+        .with_hidden_size(hidden)
+        .with_depth(depth)
+        .with_num_heads(heads)
+        .with_mlp_ratio(mlp_hidden as f64 / hidden as f64)
+        .with_num_classes(classes)
+        .with_learn_sigma(out == 2 * in_channels);
+    println!(
+        "DiT: depth {depth}, hidden {hidden}, {heads} heads, patch {patch}, {}x{} latents, {classes} classes{}",
+        grid * patch,
+        grid * patch,
+        if config.learn_sigma { ", learned sigma" } else { "" }
+    );
+    let mut dit = config.init(device).map_err(|e| e.to_string())?;
+    dit.load_checkpoint(&ck).map_err(|e| e.to_string())?;
+    Ok(dit)
+}
+
+/// Images side by side in rows of up to 4 with 2-pixel black borders (torchvision's
+/// `save_image(nrow=4)` layout).
+fn grid(images: &[RgbImage]) -> image::RgbImage {
+    let (w, h, pad) = (images[0].width() as u32, images[0].height() as u32, 2u32);
+    let cols = images.len().min(4) as u32;
+    let rows = images.len().div_ceil(4) as u32;
+    let mut out = image::RgbImage::new(cols * (w + pad) + pad, rows * (h + pad) + pad);
+    for (i, img) in images.iter().enumerate() {
+        let (x0, y0) = (pad + (i as u32 % 4) * (w + pad), pad + (i as u32 / 4) * (h + pad));
+        for y in 0..h {
+            for x in 0..w {
+                let p = img.pixel(x as usize, y as usize).expect("in bounds");
+                out.put_pixel(x0 + x, y0 + y, image::Rgb(p));
+            }
+        }
+    }
+    out
+}
+
+fn run(args: Args) -> Result<(), String> {
+    let device = Device::default();
+    println!("device: {device:?}");
+    let start = Instant::now();
+    let checkpoint = Checkpoint::from_file(&args.dit).map_err(|e| e.to_string())?;
+    let dit = dit_from_checkpoint(&checkpoint, args.heads, &device)?;
+    drop(checkpoint);
+    let vae = AutoencoderKl::from_pretrained(&args.vae, &device).map_err(|e| e.to_string())?;
+    println!("loaded the DiT and the VAE in {:.1?}", start.elapsed());
+
+    let steps = args.steps.unwrap_or(args.sampler.default_steps());
+    let mut config = PipelineConfig::new()
+        .with_sampler(args.sampler)
+        .with_num_steps(steps)
+        .with_cfg_scale(args.cfg)
+        .with_guided_channels(args.guided_channels);
+    if let Some(tile) = args.tile {
+        config = config.with_decode_tiling(Some((tile, tile / 4)));
+    }
+    let pipeline = LatentDiffusionPipeline::from_dit(dit, vae, config).map_err(|e| e.to_string())?;
+    println!("sampling classes {:?} with {:?}, {steps} steps, guidance {}, seed {}", args.classes, args.sampler, args.cfg, args.seed);
+    let start = Instant::now();
+    let mut report = |p: &Progress| {
+        if p.step == 1 || p.step == p.total_steps || p.step.is_multiple_of((p.total_steps / 10).max(1)) {
+            println!("  step {}/{} (t = {}) {:.1?}", p.step, p.total_steps, p.timestep, start.elapsed());
+        }
+    };
+    let images = pipeline.generate(&args.classes, args.seed, &mut report).map_err(|e| e.to_string())?;
+    println!("sampled and decoded {} image(s) in {:.1?}", images.len(), start.elapsed());
+    grid(&images).save(&args.out).map_err(|e| format!("cannot write {}: {e}", args.out.display()))?;
+    println!("wrote {}", args.out.display());
+    Ok(())
+}
+
+fn missing(path: &Path, what: &str, help: &str) -> bool {
+    if path.exists() {
+        return false;
+    }
+    eprintln!("error: {what} `{}` not found.\n  {help}", path.display());
+    true
+}
+
+fn main() -> ExitCode {
+    let args = match parse_args() {
+        Ok(a) => a,
+        Err(why) => {
+            if !why.is_empty() {
+                eprintln!("error: {why}");
+            }
+            eprintln!(
+                "usage: sample_dit --dit <DiT-XL-2-256x256.pt> --vae <sd-vae-ft-ema dir or file> [--class 207[,360..]] \
+                 [--seed 0] [--steps N] [--sampler ddpm|ddim|dpm-solver++] [--cfg 4.0] [--guided-channels 3|all] \
+                 [--heads H] [--tile T] [--out sample.png]\n  {DIT_HELP}\n  {VAE_HELP}"
+            );
+            return ExitCode::from(2);
+        }
+    };
+    let dit_missing = missing(&args.dit, "DiT checkpoint", DIT_HELP);
+    let vae_missing = missing(&args.vae, "VAE", VAE_HELP);
+    if dit_missing || vae_missing {
+        return ExitCode::from(2);
+    }
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
