@@ -3,7 +3,11 @@
 //!
 //! ```text
 //! cargo run --release --example dit_inference -- --model DiT-S/2 [--weights DiT-XL-2-256x256.pt] [--batch 4]
+//! cargo run --release --features cuda --example dit_inference   # on the GPU
 //! ```
+//!
+//! The device is Burn's default: the first enabled backend (CUDA, wgpu, ..., flex), or the one
+//! named by `BURN_DEVICE`.
 
 use std::time::Instant;
 
@@ -19,7 +23,8 @@ fn arg(name: &str) -> Option<String> {
 fn main() -> Result<(), diffusion_transformers::Error> {
     let name = arg("--model").unwrap_or_else(|| "DiT-S/2".into());
     let batch: usize = arg("--batch").and_then(|b| b.parse().ok()).unwrap_or(2);
-    let device = Device::flex();
+    let device = Device::default();
+    println!("device: {device:?}");
     let config = DiTConfig::from_name(&name)?;
     println!(
         "{name}: {} parameters, {:.2} GFLOPs per forward (paper convention)",

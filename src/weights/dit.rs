@@ -26,12 +26,10 @@
 
 use std::path::Path;
 
-use burn::tensor::{DType, TensorData};
-
 use crate::error::Result;
 use crate::models::DiT;
 use crate::weights::checkpoint::Checkpoint;
-use crate::weights::loader::{KeyMap, export_module, load_module};
+use crate::weights::loader::{KeyMap, export_module, fuse_rows, load_module, to_f32};
 
 /// Which naming a DiT checkpoint uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,7 +63,7 @@ pub fn official_key_map() -> KeyMap {
 const QKV: &str = "{to_q,to_k,to_v}";
 
 /// Module path -> diffusers key (the fused qkv maps to a synthetic `attn1.{to_q,to_k,to_v}` key
-/// that [`load_dit`] assembles from the three projections).
+/// that [`DiT::load_checkpoint_as`] assembles from the three projections).
 pub fn diffusers_key(path: &str) -> String {
     let emb = |rest: &str| {
         rest.replacen("t_embedder.", "timestep_embedder.", 1).replacen("y_embedder.", "class_embedder.", 1)
@@ -107,10 +105,6 @@ pub fn diffusers_key(path: &str) -> String {
     path.to_string()
 }
 
-fn to_f32(d: &TensorData) -> Vec<f32> {
-    d.clone().convert_dtype(DType::F32).try_into_vec::<f32>().unwrap_or_default()
-}
-
 /// Rewrites a diffusers checkpoint for [`diffusers_key`]: concatenates each block's q/k/v,
 /// supplies the sin-cos `pos_embed` when absent, and drops per-block embedder copies that
 /// equal block 0's when `model` shares one embedder.
@@ -125,13 +119,7 @@ fn prepare_diffusers(model: &DiT, checkpoint: &Checkpoint) -> Checkpoint {
         for param in ["weight", "bias"] {
             let names: Vec<String> =
                 ["to_q", "to_k", "to_v"].iter().map(|n| format!("transformer_blocks.{i}.attn1.{n}.{param}")).collect();
-            if names.iter().all(|n| ck.contains(n)) {
-                let parts: Vec<TensorData> = names.iter().map(|n| ck.remove(n).expect("present")).collect();
-                let mut shape = parts[0].shape().to_vec();
-                shape[0] = parts.iter().map(|p| p.shape()[0]).sum();
-                let data: Vec<f32> = parts.iter().flat_map(to_f32).collect();
-                ck.insert(format!("transformer_blocks.{i}.attn1.{QKV}.{param}"), TensorData::new(data, shape));
-            }
+            fuse_rows(&mut ck, &names, format!("transformer_blocks.{i}.attn1.{QKV}.{param}"));
         }
     }
     if model.block_embedders.is_empty() {

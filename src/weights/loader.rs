@@ -6,6 +6,7 @@ use std::path::Path;
 
 use burn::module::Module;
 use burn::store::{BurnToPyTorchAdapter, ModuleSnapshot, PyTorchToBurnAdapter, bridge};
+use burn::tensor::{DType, TensorData};
 
 use crate::error::{Error, Result};
 use crate::weights::checkpoint::Checkpoint;
@@ -110,6 +111,54 @@ pub fn export_module<M: Module>(module: &M, key_of: impl Fn(&str) -> String) -> 
     Ok(out)
 }
 
+/// Concatenates the rows (first dimension) of the tensors `parts` into one tensor stored under
+/// `fused`, removing the parts (e.g. diffusers' separate `to_q`/`to_k`/`to_v` into the crate's
+/// fused qkv projection). Does nothing unless every part is present and all have the same
+/// trailing dimensions, so a malformed checkpoint is reported by [`load_module`] instead.
+/// Data is converted to f32 (the load converts it to the parameter's dtype).
+pub(crate) fn fuse_rows(checkpoint: &mut Checkpoint, parts: &[String], fused: String) {
+    let Some(first) = parts.first().and_then(|k| checkpoint.get(k)) else { return };
+    let Some((_, tail)) = first.shape().split_first() else { return };
+    let tail = tail.to_vec();
+    let fits = |k: &String| {
+        checkpoint.get(k).is_some_and(|d| d.shape().split_first().is_some_and(|(_, t)| *t == tail[..]))
+    };
+    if !parts.iter().all(fits) {
+        return;
+    }
+    let parts: Vec<TensorData> = parts.iter().map(|k| checkpoint.remove(k).expect("checked")).collect();
+    let mut shape = parts[0].shape().to_vec();
+    shape[0] = parts.iter().map(|p| p.shape()[0]).sum();
+    let data: Vec<f32> = parts.iter().flat_map(to_f32).collect();
+    checkpoint.insert(fused, TensorData::new(data, shape));
+}
+
+/// The inverse of [`fuse_rows`]: splits the rows of `fused` into `parts.len()` equal blocks
+/// stored under `parts` (in order), removing `fused`.
+pub(crate) fn split_rows(checkpoint: &mut Checkpoint, fused: &str, parts: &[String]) -> Result<()> {
+    let data = checkpoint
+        .remove(fused)
+        .ok_or_else(|| Error::InvalidArgument(format!("no tensor `{fused}` to split")))?;
+    let shape = data.shape().to_vec();
+    let n = parts.len();
+    if shape.is_empty() || n == 0 || shape[0] % n != 0 {
+        return Err(Error::InvalidArgument(format!("cannot split `{fused}` of shape {shape:?} into {n} row blocks")));
+    }
+    let values = to_f32(&data);
+    let chunk = values.len() / n;
+    for (i, key) in parts.iter().enumerate() {
+        let mut s = shape.clone();
+        s[0] /= n;
+        checkpoint.insert(key.clone(), TensorData::new(values[i * chunk..(i + 1) * chunk].to_vec(), s));
+    }
+    Ok(())
+}
+
+/// The values of `data` as f32 (empty if they cannot be converted).
+pub(crate) fn to_f32(data: &TensorData) -> Vec<f32> {
+    data.clone().convert_dtype(DType::F32).try_into_vec::<f32>().unwrap_or_default()
+}
+
 /// Save a module in Burn's own format (burnpack), bit-exactly.
 pub fn save_burnpack<M: Module>(module: &M, path: impl AsRef<Path>) -> Result<()> {
     let path = path.as_ref();
@@ -134,6 +183,37 @@ pub fn load_burnpack<M: Module>(module: &M, path: impl AsRef<Path>) -> Result<M>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fuse_and_split_rows_roundtrip() {
+        let mut ck = Checkpoint::new();
+        let names: Vec<String> = ["q", "k", "v"].iter().map(|s| s.to_string()).collect();
+        for (i, n) in names.iter().enumerate() {
+            let base = i as f32 * 10.0;
+            ck.insert(n.clone(), TensorData::new(vec![base, base + 1.0, base + 2.0, base + 3.0], [2, 2]));
+        }
+        fuse_rows(&mut ck, &names, "qkv".into());
+        assert_eq!(ck.len(), 1);
+        let fused = ck.get("qkv").unwrap();
+        assert_eq!(fused.shape().to_vec(), vec![6, 2]);
+        assert_eq!(to_f32(fused), vec![0.0, 1.0, 2.0, 3.0, 10.0, 11.0, 12.0, 13.0, 20.0, 21.0, 22.0, 23.0]);
+        split_rows(&mut ck, "qkv", &names).unwrap();
+        assert_eq!(to_f32(ck.get("k").unwrap()), vec![10.0, 11.0, 12.0, 13.0]);
+        assert_eq!(ck.get("v").unwrap().shape().to_vec(), vec![2, 2]);
+        assert!(split_rows(&mut ck, "qkv", &names).is_err());
+        // a part with other trailing dims (or a missing part) leaves everything as it was
+        ck.insert("v", TensorData::new(vec![0.0f32; 6], [2, 3]));
+        fuse_rows(&mut ck, &names, "qkv".into());
+        assert_eq!(ck.len(), 3);
+        ck.remove("v");
+        fuse_rows(&mut ck, &names, "qkv".into());
+        assert_eq!(ck.len(), 2);
+        // 0-d tensors cannot be row-concatenated
+        ck.insert("v", TensorData::new(vec![1.0f32], Vec::<usize>::new()));
+        ck.insert("q", TensorData::new(vec![1.0f32], Vec::<usize>::new()));
+        fuse_rows(&mut ck, &names, "qkv".into());
+        assert!(!ck.contains("qkv"));
+    }
 
     #[test]
     fn keymap_is_segment_aligned() {

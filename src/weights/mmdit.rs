@@ -1,0 +1,397 @@
+//! MM-DiT checkpoints in diffusers' `SD3Transformer2DModel` layout (`.safetensors`, sharded
+//! safetensors with an index JSON, or a `transformer/` directory; see
+//! [`Checkpoint::from_file`]).
+//!
+//! # How diffusers' layout maps
+//! Stream 0 of every [`JointBlock`](crate::blocks::JointBlock) is the image, stream 1 the text.
+//!
+//! | crate module path | diffusers key |
+//! |---|---|
+//! | `x_embedder.proj` | `pos_embed.proj` |
+//! | `pos_embed.table` | `pos_embed.pos_embed` (supplied from the model when absent) |
+//! | `t_embedder.linear_{1,2}` | `time_text_embed.timestep_embedder.linear_{1,2}` |
+//! | `pooled_embedder.fc{1,2}` | `time_text_embed.text_embedder.linear_{1,2}` |
+//! | `context_embedder` | `context_embedder` |
+//! | `blocks.{i}.attn.streams.0.qkv` | `transformer_blocks.{i}.attn.to_{q,k,v}` (rows concatenated) |
+//! | `blocks.{i}.attn.streams.1.qkv` | `transformer_blocks.{i}.attn.add_{q,k,v}_proj` (rows concatenated) |
+//! | `blocks.{i}.attn.streams.{0,1}.proj` | `transformer_blocks.{i}.attn.{to_out.0, to_add_out}` |
+//! | `blocks.{i}.attn.streams.0.{q,k}_norm` | `transformer_blocks.{i}.attn.norm_{q,k}` |
+//! | `blocks.{i}.attn.streams.1.{q,k}_norm` | `transformer_blocks.{i}.attn.norm_added_{q,k}` |
+//! | `blocks.{i}.ada_ln_modulation.{0,1}.linear` | `transformer_blocks.{i}.{norm1, norm1_context}.linear` |
+//! | `blocks.{i}.mlp.{0,1}.fc1` | `transformer_blocks.{i}.{ff, ff_context}.net.0.proj` |
+//! | `blocks.{i}.mlp.{0,1}.fc2` | `transformer_blocks.{i}.{ff, ff_context}.net.2` |
+//! | `final_layer.ada_ln_modulation.linear` | `norm_out.linear` (halves swapped) |
+//! | `final_layer.linear` | `proj_out` |
+//!
+//! diffusers' `AdaLayerNormContinuous` (the final `norm_out` and the last block's
+//! `norm1_context`) emits `(scale, shift)`; the crate's modulations emit `(shift, scale)`, so
+//! the two row halves of those linears are swapped on load and swapped back on export.
+
+use std::path::Path;
+
+use burn::tensor::TensorData;
+
+use crate::error::Result;
+use crate::models::MMDiT;
+use crate::weights::checkpoint::Checkpoint;
+use crate::weights::loader::{KeyMap, export_module, fuse_rows, load_module, split_rows, to_f32};
+
+const IMAGE_QKV: [&str; 3] = ["to_q", "to_k", "to_v"];
+const TEXT_QKV: [&str; 3] = ["add_q_proj", "add_k_proj", "add_v_proj"];
+
+/// Module path -> diffusers key. The fused q/k/v projections map to synthetic keys
+/// `attn.{to_q,to_k,to_v}` / `attn.{add_q_proj,add_k_proj,add_v_proj}` that the loader
+/// assembles from (and the exporter splits into) the three projections.
+pub fn diffusers_key_map() -> KeyMap {
+    let fused = |names: [&str; 3]| format!("attn.{{{}}}", names.join(","));
+    KeyMap::new([
+        ("pos_embed.table".to_string(), "pos_embed.pos_embed".to_string()),
+        ("x_embedder.proj".into(), "pos_embed.proj".into()),
+        ("t_embedder".into(), "time_text_embed.timestep_embedder".into()),
+        ("pooled_embedder.fc1".into(), "time_text_embed.text_embedder.linear_1".into()),
+        ("pooled_embedder.fc2".into(), "time_text_embed.text_embedder.linear_2".into()),
+        ("blocks".into(), "transformer_blocks".into()),
+        ("attn.streams.0.qkv".into(), fused(IMAGE_QKV)),
+        ("attn.streams.1.qkv".into(), fused(TEXT_QKV)),
+        ("attn.streams.0.proj".into(), "attn.to_out.0".into()),
+        ("attn.streams.1.proj".into(), "attn.to_add_out".into()),
+        ("attn.streams.0.q_norm".into(), "attn.norm_q".into()),
+        ("attn.streams.0.k_norm".into(), "attn.norm_k".into()),
+        ("attn.streams.1.q_norm".into(), "attn.norm_added_q".into()),
+        ("attn.streams.1.k_norm".into(), "attn.norm_added_k".into()),
+        ("ada_ln_modulation.0.linear".into(), "norm1.linear".into()),
+        ("ada_ln_modulation.1.linear".into(), "norm1_context.linear".into()),
+        ("mlp.0.fc1".into(), "ff.net.0.proj".into()),
+        ("mlp.0.fc2".into(), "ff.net.2".into()),
+        ("mlp.1.fc1".into(), "ff_context.net.0.proj".into()),
+        ("mlp.1.fc2".into(), "ff_context.net.2".into()),
+        ("final_layer.ada_ln_modulation.linear".into(), "norm_out.linear".into()),
+        ("final_layer.linear".into(), "proj_out".into()),
+    ])
+}
+
+fn keys(prefix: &str, names: [&str; 3], param: &str) -> Vec<String> {
+    names.iter().map(|n| format!("{prefix}.{n}.{param}")).collect()
+}
+
+fn fused_key(prefix: &str, names: [&str; 3], param: &str) -> String {
+    format!("{prefix}.{{{}}}.{param}", names.join(","))
+}
+
+/// Swaps the two halves of the rows of `key` (`(scale, shift)` <-> `(shift, scale)`); leaves
+/// a missing or odd-sized tensor alone (the load then reports it).
+fn swap_row_halves(checkpoint: &mut Checkpoint, key: &str) {
+    let Some(data) = checkpoint.get(key) else { return };
+    let shape = data.shape().to_vec();
+    if shape.is_empty() || shape[0] % 2 != 0 {
+        return;
+    }
+    let values = to_f32(data);
+    let half = values.len() / 2;
+    let swapped: Vec<f32> = values[half..].iter().chain(&values[..half]).copied().collect();
+    checkpoint.insert(key, TensorData::new(swapped, shape));
+}
+
+/// Keys of the `(scale, shift)` linears of diffusers' `AdaLayerNormContinuous` in `model`.
+fn continuous_norm_keys(model: &MMDiT) -> Vec<String> {
+    let mut prefixes = vec!["norm_out.linear".to_string()];
+    for (i, block) in model.blocks.iter().enumerate() {
+        if block.is_pre_only(1) {
+            prefixes.push(format!("transformer_blocks.{i}.norm1_context.linear"));
+        }
+    }
+    prefixes.iter().flat_map(|p| [format!("{p}.weight"), format!("{p}.bias")]).collect()
+}
+
+/// Rewrites a diffusers checkpoint for [`diffusers_key_map`]: fuses each block's q/k/v rows,
+/// swaps the `(scale, shift)` halves, and supplies the sin-cos table when absent.
+fn prepare_diffusers(model: &MMDiT, checkpoint: &Checkpoint) -> Checkpoint {
+    let mut ck = checkpoint.clone();
+    for i in 0..model.blocks.len() {
+        let prefix = format!("transformer_blocks.{i}.attn");
+        for param in ["weight", "bias"] {
+            for names in [IMAGE_QKV, TEXT_QKV] {
+                fuse_rows(&mut ck, &keys(&prefix, names, param), fused_key(&prefix, names, param));
+            }
+        }
+    }
+    for key in continuous_norm_keys(model) {
+        swap_row_halves(&mut ck, &key);
+    }
+    if !ck.contains("pos_embed.pos_embed") {
+        ck.insert("pos_embed.pos_embed", model.pos_embed.table.val().into_data());
+    }
+    ck
+}
+
+impl MMDiT {
+    /// Load a diffusers `SD3Transformer2DModel` checkpoint. On error (listing every missing,
+    /// unexpected and mis-shaped key, in diffusers' naming) `self` is left unchanged.
+    pub fn load_checkpoint(&mut self, checkpoint: &Checkpoint) -> Result<()> {
+        let map = diffusers_key_map();
+        let ck = prepare_diffusers(self, checkpoint);
+        *self = load_module(self, &ck, |p| map.checkpoint_key(p))?;
+        Ok(())
+    }
+
+    /// Read and load a checkpoint file, a sharded checkpoint's index JSON, or a directory
+    /// holding either (see [`Checkpoint::from_file`]).
+    pub fn load_weights(&mut self, path: impl AsRef<Path>) -> Result<()> {
+        let checkpoint = Checkpoint::from_file(path)?;
+        self.load_checkpoint(&checkpoint)
+    }
+
+    /// The parameters under diffusers' key names and layouts (separate q/k/v, `(scale, shift)`
+    /// order, PyTorch `[out, in]` weights, `pos_embed.pos_embed` included), e.g. for saving as
+    /// `.safetensors` and loading into `SD3Transformer2DModel`.
+    pub fn to_diffusers_checkpoint(&self) -> Result<Checkpoint> {
+        let map = diffusers_key_map();
+        let mut ck = export_module(self, |p| map.checkpoint_key(p))?;
+        for i in 0..self.blocks.len() {
+            let prefix = format!("transformer_blocks.{i}.attn");
+            for param in ["weight", "bias"] {
+                for names in [IMAGE_QKV, TEXT_QKV] {
+                    split_rows(&mut ck, &fused_key(&prefix, names, param), &keys(&prefix, names, param))?;
+                }
+            }
+        }
+        for key in continuous_norm_keys(self) {
+            swap_row_halves(&mut ck, &key);
+        }
+        Ok(ck)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Error;
+    use crate::layers::attention::QkNorm;
+    use crate::models::MMDiTConfig;
+    use burn::prelude::*;
+    use burn::tensor::Distribution;
+
+    fn tiny(qk: QkNorm) -> MMDiTConfig {
+        MMDiTConfig::new()
+            .with_sample_size(8)
+            .with_in_channels(4)
+            .with_out_channels(4)
+            .with_num_layers(2)
+            .with_attention_head_dim(8)
+            .with_num_attention_heads(2)
+            .with_joint_attention_dim(12)
+            .with_pooled_projection_dim(10)
+            .with_pos_embed_max_size(6)
+            .with_qk_norm(qk)
+    }
+
+    /// A model with every parameter random (the init zeroes the modulations and final layer).
+    fn random_model(cfg: &MMDiTConfig, device: &Device) -> MMDiT {
+        let m = cfg.init(device).unwrap();
+        let mut ck = m.to_diffusers_checkpoint().unwrap();
+        let keys: Vec<String> = ck.tensors().keys().filter(|k| *k != "pos_embed.pos_embed").cloned().collect();
+        for (i, k) in keys.iter().enumerate() {
+            let shape = ck.get(k).unwrap().shape().to_vec();
+            let n: usize = shape.iter().product();
+            let vals: Vec<f32> = (0..n).map(|j| ((i * 7919 + j * 104_729) % 1000) as f32 / 5000.0 - 0.1).collect();
+            ck.insert(k.clone(), TensorData::new(vals, shape));
+        }
+        let mut m = m;
+        m.load_checkpoint(&ck).unwrap();
+        m
+    }
+
+    fn inputs(device: &Device) -> (Tensor<4>, Tensor<1>, Tensor<3>, Tensor<2>) {
+        (
+            Tensor::random([2, 4, 8, 4], Distribution::Normal(0.0, 1.0), device),
+            Tensor::from_floats([100.0, 700.0], device),
+            Tensor::random([2, 3, 12], Distribution::Normal(0.0, 1.0), device),
+            Tensor::random([2, 10], Distribution::Normal(0.0, 1.0), device),
+        )
+    }
+
+    #[test]
+    fn names_follow_diffusers() {
+        let map = diffusers_key_map();
+        let k = |p: &str| map.checkpoint_key(p);
+        assert_eq!(k("pos_embed.table"), "pos_embed.pos_embed");
+        assert_eq!(k("x_embedder.proj.weight"), "pos_embed.proj.weight");
+        assert_eq!(k("t_embedder.linear_2.bias"), "time_text_embed.timestep_embedder.linear_2.bias");
+        assert_eq!(k("pooled_embedder.fc1.weight"), "time_text_embed.text_embedder.linear_1.weight");
+        assert_eq!(k("blocks.3.attn.streams.0.qkv.weight"), "transformer_blocks.3.attn.{to_q,to_k,to_v}.weight");
+        assert_eq!(
+            k("blocks.3.attn.streams.1.qkv.bias"),
+            "transformer_blocks.3.attn.{add_q_proj,add_k_proj,add_v_proj}.bias"
+        );
+        assert_eq!(k("blocks.0.attn.streams.0.proj.weight"), "transformer_blocks.0.attn.to_out.0.weight");
+        assert_eq!(k("blocks.0.attn.streams.1.proj.weight"), "transformer_blocks.0.attn.to_add_out.weight");
+        assert_eq!(k("blocks.1.attn.streams.1.k_norm.weight"), "transformer_blocks.1.attn.norm_added_k.weight");
+        assert_eq!(k("blocks.1.ada_ln_modulation.1.linear.weight"), "transformer_blocks.1.norm1_context.linear.weight");
+        assert_eq!(k("blocks.10.mlp.1.fc2.bias"), "transformer_blocks.10.ff_context.net.2.bias");
+        assert_eq!(k("final_layer.ada_ln_modulation.linear.weight"), "norm_out.linear.weight");
+        assert_eq!(k("final_layer.linear.bias"), "proj_out.bias");
+    }
+
+    #[test]
+    fn export_has_diffusers_keys_and_roundtrips() {
+        let device = Device::flex();
+        for qk in [QkNorm::None, QkNorm::RmsNorm, QkNorm::LayerNorm] {
+            let cfg = tiny(qk);
+            let m = random_model(&cfg, &device);
+            let ck = m.to_diffusers_checkpoint().unwrap();
+            for key in [
+                "transformer_blocks.0.attn.to_q.weight",
+                "transformer_blocks.0.attn.add_v_proj.bias",
+                "transformer_blocks.0.attn.to_add_out.weight",
+                "transformer_blocks.0.ff_context.net.0.proj.weight",
+                "transformer_blocks.1.norm1_context.linear.weight",
+                "norm_out.linear.bias",
+                "pos_embed.pos_embed",
+            ] {
+                assert!(ck.contains(key), "{qk:?}: {key}");
+            }
+            // the last block's text stream is pre-only: no output projection or MLP
+            assert!(!ck.contains("transformer_blocks.1.attn.to_add_out.weight"));
+            assert!(!ck.contains("transformer_blocks.1.ff_context.net.2.bias"));
+            assert_eq!(
+                ck.get("transformer_blocks.1.norm1_context.linear.weight").unwrap().shape().to_vec(),
+                vec![32, 16]
+            );
+            assert_eq!(ck.get("transformer_blocks.0.attn.to_q.weight").unwrap().shape().to_vec(), vec![16, 16]);
+            assert_eq!(ck.contains("transformer_blocks.0.attn.norm_added_q.weight"), qk != QkNorm::None);
+            assert_eq!(ck.contains("transformer_blocks.0.attn.norm_q.bias"), qk == QkNorm::LayerNorm);
+            // PyTorch's parameter count plus the table buffer
+            let total: usize = ck.tensors().values().map(|d| d.shape().iter().product::<usize>()).sum();
+            assert_eq!(total, cfg.num_params() + 36 * 16);
+            let mut fresh = cfg.init(&device).unwrap();
+            fresh.load_checkpoint(&ck).unwrap();
+            let (x, t, text, pooled) = inputs(&device);
+            let a = m.forward(x.clone(), t.clone(), text.clone(), pooled.clone()).unwrap();
+            let b = fresh.forward(x, t, text, pooled).unwrap();
+            assert!(a.clone().abs().max().into_scalar::<f32>() > 1e-3);
+            assert!(a.equal(b).all().into_scalar::<bool>());
+            let again = fresh.to_diffusers_checkpoint().unwrap();
+            for (k, v) in ck.tensors() {
+                assert_eq!(to_f32(v), to_f32(again.get(k).unwrap()), "{k}");
+            }
+        }
+    }
+
+    #[test]
+    fn halves_are_swapped_into_shift_scale_order() {
+        let device = Device::flex();
+        let cfg = tiny(QkNorm::None);
+        let m = random_model(&cfg, &device);
+        let ck = m.to_diffusers_checkpoint().unwrap();
+        // diffusers' norm_out bias is (scale, shift); the crate's is (shift, scale)
+        let ours = m.final_layer.ada_ln_modulation.linear.bias.as_ref().unwrap().val();
+        let ours = ours.into_data().try_to_vec::<f32>().unwrap();
+        let theirs = to_f32(ck.get("norm_out.linear.bias").unwrap());
+        assert_eq!(&ours[..16], &theirs[16..]);
+        assert_eq!(&ours[16..], &theirs[..16]);
+    }
+
+    #[test]
+    fn mismatches_list_every_key_and_leave_the_model_unchanged() {
+        let device = Device::flex();
+        let cfg = tiny(QkNorm::RmsNorm);
+        let m = random_model(&cfg, &device);
+        let mut ck = m.to_diffusers_checkpoint().unwrap();
+        ck.remove("transformer_blocks.0.attn.norm_added_q.weight");
+        ck.remove("transformer_blocks.1.attn.to_k.bias");
+        ck.insert("extra.weight", TensorData::new(vec![0.0f32; 2], [2]));
+        ck.insert("context_embedder.weight", TensorData::new(vec![0.0f32; 16 * 11], [16, 11]));
+        let mut target = cfg.init(&device).unwrap();
+        let before = target.to_diffusers_checkpoint().unwrap();
+        let err = target.load_checkpoint(&ck).unwrap_err();
+        let msg = err.to_string();
+        assert!(matches!(err, Error::CheckpointMismatch { .. }));
+        for needle in [
+            "transformer_blocks.0.attn.norm_added_q.weight",
+            // the incomplete q/k/v set is not fused: the fused key is missing, the parts unexpected
+            "transformer_blocks.1.attn.{to_q,to_k,to_v}.bias",
+            "transformer_blocks.1.attn.to_q.bias",
+            "extra.weight",
+            "context_embedder.weight: model expects [16, 12], checkpoint has [16, 11]",
+        ] {
+            assert!(msg.contains(needle), "{needle} not in {msg}");
+        }
+        let after = target.to_diffusers_checkpoint().unwrap();
+        for (k, v) in before.tensors() {
+            assert_eq!(to_f32(v), to_f32(after.get(k).unwrap()), "{k} changed");
+        }
+        // a checkpoint for a model without QK norm does not fit one with it
+        let plain = random_model(&tiny(QkNorm::None), &device).to_diffusers_checkpoint().unwrap();
+        let msg = cfg.init(&device).unwrap().load_checkpoint(&plain).unwrap_err().to_string();
+        assert!(msg.contains("norm_q.weight"), "{msg}");
+    }
+
+    #[test]
+    fn table_is_supplied_when_absent() {
+        let device = Device::flex();
+        let cfg = tiny(QkNorm::None);
+        let m = random_model(&cfg, &device);
+        let mut ck = m.to_diffusers_checkpoint().unwrap();
+        ck.remove("pos_embed.pos_embed");
+        let mut fresh = cfg.init(&device).unwrap();
+        fresh.load_checkpoint(&ck).unwrap();
+        let table = |m: &MMDiT| m.pos_embed.table.val().into_data().try_to_vec::<f32>().unwrap();
+        assert_eq!(table(&fresh), table(&cfg.init(&device).unwrap()));
+    }
+
+    /// Writes f32 tensors as a safetensors file (8-byte header length, JSON header, data).
+    fn write_safetensors(path: &std::path::Path, tensors: &[(&String, &TensorData)]) {
+        let mut header = serde_json::Map::new();
+        let mut bytes = Vec::new();
+        for (k, d) in tensors {
+            let vals = to_f32(d);
+            let start = bytes.len();
+            bytes.extend(vals.iter().flat_map(|v| v.to_le_bytes()));
+            header.insert(
+                (*k).clone(),
+                serde_json::json!({"dtype": "F32", "shape": d.shape().to_vec(), "data_offsets": [start, bytes.len()]}),
+            );
+        }
+        let h = serde_json::to_vec(&serde_json::Value::Object(header)).unwrap();
+        let mut out = (h.len() as u64).to_le_bytes().to_vec();
+        out.extend(h);
+        out.extend(bytes);
+        std::fs::write(path, out).unwrap();
+    }
+
+    #[test]
+    fn loads_single_file_sharded_and_directory_checkpoints() {
+        let device = Device::flex();
+        let cfg = tiny(QkNorm::RmsNorm);
+        let m = random_model(&cfg, &device);
+        let ck = m.to_diffusers_checkpoint().unwrap();
+        let dir = std::env::temp_dir().join(format!("dt_mmdit_ckpt_{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let all: Vec<(&String, &TensorData)> = ck.tensors().iter().collect();
+        let single = dir.join("single.safetensors");
+        write_safetensors(&single, &all);
+        // two shards and diffusers' index file
+        let (a, b) = all.split_at(all.len() / 2);
+        write_safetensors(&dir.join("diffusion_pytorch_model-00001-of-00002.safetensors"), a);
+        write_safetensors(&dir.join("diffusion_pytorch_model-00002-of-00002.safetensors"), b);
+        let mut weight_map = serde_json::Map::new();
+        for (part, file) in [(a, "00001"), (b, "00002")] {
+            for (k, _) in part {
+                weight_map.insert((*k).clone(), format!("diffusion_pytorch_model-{file}-of-00002.safetensors").into());
+            }
+        }
+        let index = dir.join("diffusion_pytorch_model.safetensors.index.json");
+        std::fs::write(&index, serde_json::json!({"metadata": {}, "weight_map": weight_map}).to_string()).unwrap();
+        for path in [single.clone(), index.clone(), dir.clone()] {
+            let mut fresh = cfg.init(&device).unwrap();
+            fresh.load_weights(&path).unwrap();
+            let again = fresh.to_diffusers_checkpoint().unwrap();
+            for (k, v) in ck.tensors() {
+                assert_eq!(to_f32(v), to_f32(again.get(k).unwrap()), "{k} from {path:?}");
+            }
+        }
+        let mut fresh = cfg.init(&device).unwrap();
+        assert!(matches!(fresh.load_weights(dir.join("missing.safetensors")), Err(Error::Io { .. })));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
