@@ -1,6 +1,6 @@
 //! DiT under autodiff: every trainable parameter gets a gradient, and AdamW fits a batch.
 
-use burn::module::{ModuleVisitor, ParamId};
+use burn::module::{ModuleVisitor, Param};
 use burn::optim::{AdamWConfig, GradientsParams};
 use burn::prelude::*;
 use burn::tensor::TensorData;
@@ -28,15 +28,32 @@ fn batch(device: &Device) -> (Tensor<4>, Tensor<1>, Tensor<1, Int>) {
     )
 }
 
+/// Lists trainable parameters without a gradient. Paths are tracked with
+/// `enter_module`/`exit_module` (Burn's traversal calls `visit_float`, not the `_with_path`
+/// variant), and the visit count guards against a visitor that sees nothing.
 struct MissingGrads<'a> {
     grads: &'a burn::tensor::Gradients,
+    path: Vec<String>,
+    visited: usize,
     missing: Vec<String>,
 }
 
 impl ModuleVisitor for MissingGrads<'_> {
-    fn visit_float_with_path<const D: usize>(&mut self, path: &[String], _id: ParamId, tensor: &Tensor<D>) {
-        if tensor.is_require_grad() && tensor.grad(self.grads).is_none() {
-            self.missing.push(path.join("."));
+    fn enter_module(&mut self, name: &str, _container: &str) {
+        self.path.push(name.to_string());
+    }
+
+    fn exit_module(&mut self, _name: &str, _container: &str) {
+        self.path.pop();
+    }
+
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        let tensor = param.val();
+        if tensor.is_require_grad() {
+            self.visited += 1;
+            if tensor.grad(self.grads).is_none() {
+                self.missing.push(self.path.join("."));
+            }
         }
     }
 }
@@ -58,8 +75,10 @@ fn every_trainable_parameter_gets_a_gradient_and_adamw_fits() {
             if step == 1 {
                 // After one update the zero-initialised layers are non-zero, so every
                 // trainable parameter is on the gradient path.
-                let mut v = MissingGrads { grads: &grads, missing: vec![] };
+                let mut v = MissingGrads { grads: &grads, path: vec![], visited: 0, missing: vec![] };
                 model.visit(&mut v);
+                // 2 blocks of at least 8 trainable tensors plus embedders and final layer
+                assert!(v.visited >= 20, "{kind:?}: the visitor saw only {} parameters", v.visited);
                 assert!(v.missing.is_empty(), "{kind:?}: no gradient for {:?}", v.missing);
             }
             let grads = GradientsParams::from_grads(grads, &model);
