@@ -471,29 +471,7 @@ impl DiT {
         cfg_scale: f64,
         guided_channels: usize,
     ) -> Result<Tensor<4>> {
-        let [b2, c, h, w] = x.dims();
-        if b2 % 2 != 0 {
-            return Err(Error::Shape {
-                name: "x".into(),
-                expected: "an even batch (conditional half, then null-label half)".into(),
-                got: format!("{:?}", x.dims()),
-            });
-        }
-        if guided_channels > self.out_channels {
-            return Err(Error::InvalidArgument(format!(
-                "guided_channels {guided_channels} exceeds the {} output channels",
-                self.out_channels
-            )));
-        }
-        let half = x.slice([0..b2 / 2, 0..c, 0..h, 0..w]);
-        let out = self.forward(Tensor::cat(vec![half.clone(), half], 0), t, Some(y))?;
-        let co = self.out_channels;
-        let eps = out.clone().slice([0..b2, 0..guided_channels, 0..h, 0..w]);
-        let rest = out.slice([0..b2, guided_channels..co, 0..h, 0..w]);
-        let cond = eps.clone().slice([0..b2 / 2, 0..guided_channels, 0..h, 0..w]);
-        let uncond = eps.slice([b2 / 2..b2, 0..guided_channels, 0..h, 0..w]);
-        let guided = uncond.clone() + (cond - uncond) * cfg_scale;
-        Ok(Tensor::cat(vec![Tensor::cat(vec![guided.clone(), guided], 0), rest], 1))
+        crate::sampling::cfg::official_forward_with_cfg(x, cfg_scale, guided_channels, |x| self.forward(x, t, Some(y)))
     }
 }
 

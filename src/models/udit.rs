@@ -570,29 +570,7 @@ impl UDiT {
         cfg_scale: f64,
         guided_channels: usize,
     ) -> Result<Tensor<4>> {
-        let [b2, _, _, _] = x.dims();
-        if b2 % 2 != 0 {
-            return Err(Error::Shape {
-                name: "x".into(),
-                expected: "an even batch (conditional half, then null-label half)".into(),
-                got: format!("{:?}", x.dims()),
-            });
-        }
-        if guided_channels == 0 || guided_channels > self.out_channels {
-            return Err(Error::InvalidArgument(format!(
-                "guided_channels {guided_channels} must be in 1..={} (the output channels)",
-                self.out_channels
-            )));
-        }
-        let half = x.narrow(0, 0, b2 / 2);
-        let out = self.forward(Tensor::cat(vec![half.clone(), half], 0), t, Some(y))?;
-        let co = self.out_channels;
-        let eps = out.clone().narrow(1, 0, guided_channels);
-        let rest = out.narrow(1, guided_channels, co - guided_channels);
-        let cond = eps.clone().narrow(0, 0, b2 / 2);
-        let uncond = eps.narrow(0, b2 / 2, b2 / 2);
-        let guided = uncond.clone() + (cond - uncond) * cfg_scale;
-        Ok(Tensor::cat(vec![Tensor::cat(vec![guided.clone(), guided], 0), rest], 1))
+        crate::sampling::cfg::official_forward_with_cfg(x, cfg_scale, guided_channels, |x| self.forward(x, t, Some(y)))
     }
 }
 
