@@ -44,7 +44,7 @@ fn run() -> Result<(), String> {
     let images = sample(&model, objective, &sampler, steps, num("--cfg", 3.0)?, &labels, num("--seed", 0.0)? as u64, &device)
         .map_err(|e| e.to_string())?;
     let out = PathBuf::from(get("--out").unwrap_or_else(|| "samples.png".into()));
-    common::save_grid(images, per_class, 2, &out)?;
+    common::save_grid(images, per_class, (64 / config.input_size).max(1), &out)?;
     println!("wrote {}", out.display());
     Ok(())
 }
