@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use burn::store::{ModuleStore, SafetensorsStore, bridge};
-use burn::tensor::TensorData;
+use burn::tensor::{DType, TensorData};
 
 use crate::error::{Error, Result};
 
@@ -112,6 +112,45 @@ impl Checkpoint {
         Err(io_err(path, "reading PyTorch files needs the crate feature `pytorch`"))
     }
 
+    /// Write the tensors as one `.safetensors` file (keys sorted; float, integer and bool
+    /// tensors keep their dtype). Written to a temporary file and renamed, so an interrupted
+    /// save never leaves a truncated file under `path`.
+    pub fn save_safetensors(&self, path: impl AsRef<Path>) -> Result<()> {
+        let path = path.as_ref();
+        let werr = |e: &dyn std::fmt::Display| Error::Write { path: path.to_path_buf(), reason: e.to_string() };
+        let mut header = serde_json::Map::new();
+        let mut data = Vec::new();
+        for (key, t) in &self.tensors {
+            let dtype = match t.dtype() {
+                DType::F64 => "F64",
+                DType::F32 => "F32",
+                DType::F16 => "F16",
+                DType::BF16 => "BF16",
+                DType::I64 => "I64",
+                DType::I32 => "I32",
+                DType::I16 => "I16",
+                DType::I8 => "I8",
+                DType::U8 => "U8",
+                DType::Bool(_) => "BOOL",
+                other => return Err(werr(&format!("tensor `{key}` has dtype {other:?}, which safetensors cannot hold"))),
+            };
+            let start = data.len();
+            data.extend_from_slice(t.as_bytes());
+            header.insert(
+                key.clone(),
+                serde_json::json!({"dtype": dtype, "shape": t.shape().to_vec(), "data_offsets": [start, data.len()]}),
+            );
+        }
+        let mut head = serde_json::to_vec(&serde_json::Value::Object(header)).map_err(|e| werr(&e))?;
+        head.resize(head.len().div_ceil(8) * 8, b' '); // the format pads the header to 8 bytes
+        let mut bytes = (head.len() as u64).to_le_bytes().to_vec();
+        bytes.extend(head);
+        bytes.extend(data);
+        let tmp = path.with_extension("safetensors.tmp");
+        std::fs::write(&tmp, bytes).map_err(|e| werr(&e))?;
+        std::fs::rename(&tmp, path).map_err(|e| werr(&e))
+    }
+
     /// Wrap an existing map of tensors.
     pub fn from_tensors(tensors: BTreeMap<String, TensorData>) -> Self {
         Self { tensors }
@@ -194,6 +233,22 @@ mod tests {
         let empty = dir.join("empty_dir");
         std::fs::create_dir_all(&empty).unwrap();
         assert!(matches!(Checkpoint::from_file(&empty), Err(Error::Io { .. })));
+    }
+
+    #[test]
+    fn safetensors_roundtrip_keeps_dtypes() {
+        let mut c = Checkpoint::new();
+        c.insert("a.weight", TensorData::new(vec![1.5f32, -2.0, 3.25, 0.0], [2, 2]));
+        c.insert("b.index", TensorData::new(vec![7i64, -1], [2]));
+        let path = std::env::temp_dir().join(format!("dt_ckpt_rt_{}.safetensors", std::process::id()));
+        c.save_safetensors(&path).unwrap();
+        let back = Checkpoint::from_file(&path).unwrap();
+        for (k, v) in c.tensors() {
+            let w = back.get(k).unwrap();
+            assert_eq!((w.dtype(), w.shape(), w.as_bytes()), (v.dtype(), v.shape(), v.as_bytes()), "{k}");
+        }
+        std::fs::remove_file(&path).unwrap();
+        assert!(c.save_safetensors("/no/such/dir/x.safetensors").is_err());
     }
 
     #[test]

@@ -339,24 +339,10 @@ mod tests {
         assert_eq!(table(&fresh), table(&cfg.init(&device).unwrap()));
     }
 
-    /// Writes f32 tensors as a safetensors file (8-byte header length, JSON header, data).
+    /// Writes `tensors` as one safetensors file through [`Checkpoint::save_safetensors`].
     fn write_safetensors(path: &std::path::Path, tensors: &[(&String, &TensorData)]) {
-        let mut header = serde_json::Map::new();
-        let mut bytes = Vec::new();
-        for (k, d) in tensors {
-            let vals = to_f32(d);
-            let start = bytes.len();
-            bytes.extend(vals.iter().flat_map(|v| v.to_le_bytes()));
-            header.insert(
-                (*k).clone(),
-                serde_json::json!({"dtype": "F32", "shape": d.shape().to_vec(), "data_offsets": [start, bytes.len()]}),
-            );
-        }
-        let h = serde_json::to_vec(&serde_json::Value::Object(header)).unwrap();
-        let mut out = (h.len() as u64).to_le_bytes().to_vec();
-        out.extend(h);
-        out.extend(bytes);
-        std::fs::write(path, out).unwrap();
+        let map = tensors.iter().map(|(k, d)| ((*k).clone(), (*d).clone())).collect();
+        Checkpoint::from_tensors(map).save_safetensors(path).unwrap();
     }
 
     #[test]

@@ -249,21 +249,6 @@ mod tests {
         assert!(AutoencoderKlConfig::from_checkpoint(&Checkpoint::new()).is_err());
     }
 
-    /// Writes f32 tensors as a safetensors file (8-byte header length, JSON header, data).
-    fn write_safetensors(path: &Path, ck: &Checkpoint) {
-        let mut header = serde_json::Map::new();
-        let mut bytes = Vec::new();
-        for (k, d) in ck.tensors() {
-            let start = bytes.len();
-            bytes.extend(d.clone().convert_dtype(burn::tensor::DType::F32).try_into_vec::<f32>().unwrap().iter().flat_map(|v| v.to_le_bytes()));
-            header.insert(k.clone(), serde_json::json!({"dtype": "F32", "shape": d.shape().to_vec(), "data_offsets": [start, bytes.len()]}));
-        }
-        let h = serde_json::to_vec(&serde_json::Value::Object(header)).unwrap();
-        let mut out = (h.len() as u64).to_le_bytes().to_vec();
-        out.extend(h);
-        out.extend(bytes);
-        std::fs::write(path, out).unwrap();
-    }
 
     #[test]
     fn from_pretrained_reads_directories_and_files() {
@@ -278,8 +263,8 @@ mod tests {
         let cfg = tiny().with_scaling_factor(0.5);
         let src = cfg.init(&device).unwrap();
         let ck = src.to_diffusers_checkpoint().unwrap();
-        write_safetensors(&dir.join("diffusion_pytorch_model.safetensors"), &ck);
-        write_safetensors(&lone.join("vae.safetensors"), &ck);
+        ck.save_safetensors(dir.join("diffusion_pytorch_model.safetensors")).unwrap();
+        ck.save_safetensors(lone.join("vae.safetensors")).unwrap();
         std::fs::write(
             dir.join("config.json"),
             r#"{"_class_name": "AutoencoderKL", "block_out_channels": [32, 64], "layers_per_block": 2,
