@@ -1,5 +1,5 @@
 //! Quickstart: train a small class-conditional DiT from scratch on the built-in shapes dataset
-//! (pixel space, CPU, about ten minutes on 2 cores), sample a grid with classifier-free
+//! (pixel space, 16x16 RGB by default, CPU, about ten minutes on 2 cores), sample a grid with classifier-free
 //! guidance, and judge the samples with a small classifier.
 //!
 //! ```text
@@ -30,8 +30,9 @@ quickstart: train a class-conditional DiT on procedural shapes, then sample it w
 options (defaults in brackets):
   --steps N          training steps [2000]
   --batch N          batch size [32]
+  --size N           image height = width, a multiple of the patch size [16]
   --model NAME       tiny | small | any DiT preset name such as DiT-S/4 [tiny]
-                     (tiny: width 128, depth 4, 4 heads, patch 4; small: 192, 6, 6, patch 4)
+                     (tiny: width 128, depth 4, 4 heads, patch 2; small: 192, 6, 6, patch 2)
   --objective OBJ    ddpm (hybrid loss, learned sigma) | flow (rectified flow) [ddpm]
   --sampler S        ddpm | ddim | dpm (DDPM models); euler | heun (flow models) [dpm / euler]
   --sample-steps N   sampler steps [50 for ddpm/ddim, 25 for dpm/euler/heun]
@@ -45,6 +46,7 @@ options (defaults in brackets):
 struct Args {
     steps: u64,
     batch: usize,
+    size: usize,
     model: String,
     objective: ObjectiveKind,
     sampler: String,
@@ -72,6 +74,7 @@ fn parse_args() -> Result<Args, String> {
     Ok(Args {
         steps: num("--steps", 2000.0)? as u64,
         batch: num("--batch", 32.0)? as usize,
+        size: num("--size", 16.0)? as usize,
         model: get("--model").unwrap_or_else(|| "tiny".into()),
         objective,
         sampler,
@@ -84,15 +87,15 @@ fn parse_args() -> Result<Args, String> {
     })
 }
 
-/// The model config for `name`, in pixel space (3 channels, 32x32).
-pub fn model_config(name: &str, objective: ObjectiveKind) -> Result<DiTConfig, String> {
+/// The model config for `name`, in pixel space (3 channels, `size x size`).
+pub fn model_config(name: &str, objective: ObjectiveKind, size: usize) -> Result<DiTConfig, String> {
     let base = match name {
-        "tiny" => DiTConfig::new().with_hidden_size(128).with_depth(4).with_num_heads(4).with_patch_size(4),
-        "small" => DiTConfig::new().with_hidden_size(192).with_depth(6).with_num_heads(6).with_patch_size(4),
+        "tiny" => DiTConfig::new().with_hidden_size(128).with_depth(4).with_num_heads(4).with_patch_size(2),
+        "small" => DiTConfig::new().with_hidden_size(192).with_depth(6).with_num_heads(6).with_patch_size(2),
         other => DiTConfig::from_name(other).map_err(|e| e.to_string())?,
     };
     Ok(base
-        .with_input_size(32)
+        .with_input_size(size)
         .with_in_channels(3)
         .with_num_classes(CLASSES.len())
         .with_learn_sigma(objective == ObjectiveKind::Ddpm))
@@ -137,10 +140,11 @@ fn run(args: Args) -> Result<(), String> {
     std::fs::create_dir_all(&args.out).map_err(|e| format!("cannot create {}: {e}", args.out.display()))?;
     let device = Device::flex();
     let train_device = device.clone().autodiff();
-    let data = ShapesDataset::new(args.seed, 50_000, 32).map_err(e)?;
-    common::save_grid(data.batch(&(0..40).collect::<Vec<_>>(), &device).0, 10, 2, &args.out.join("data.png"))?;
+    let data = ShapesDataset::new(args.seed, 50_000, args.size).map_err(e)?;
+    common::save_grid(data.batch(&(0..40).collect::<Vec<_>>(), &device).0, 10, 64 / args.size.min(64), &args.out.join("data.png"))?;
 
-    let config = model_config(&args.model, args.objective)?;
+    let config = model_config(&args.model, args.objective, args.size)?;
+    config.validate().map_err(e)?;
     println!(
         "model: {} ({} parameters, {:.3} GFLOPs/image), objective {}, {} steps of batch {}",
         args.model,
@@ -164,6 +168,7 @@ fn run(args: Args) -> Result<(), String> {
         keep_checkpoints: 2,
     };
     let ckpt_root = args.out.join("checkpoint");
+    train_device.seed(args.seed); // the initial weights (Burn's RNG is process-wide)
     let model = config.init(&train_device).map_err(e)?;
     let mut trainer = if args.resume {
         let (t, _) = Trainer::resume(model, trainer_config, &ckpt_root).map_err(e)?;
@@ -218,7 +223,7 @@ fn run(args: Args) -> Result<(), String> {
     println!("sampling {} images with {} ({} steps, guidance {})", labels.len(), args.sampler, args.sample_steps, args.cfg);
     let samples = sample(&ema, args.objective, &args.sampler, args.sample_steps, args.cfg, &labels, args.seed + 1, &device)
         .map_err(e)?;
-    common::save_grid(samples.clone(), per_class, 2, &args.out.join("samples.png"))?;
+    common::save_grid(samples.clone(), per_class, 64 / args.size.min(64), &args.out.join("samples.png"))?;
 
     println!("training the judge classifier on real images");
     let classifier = train_classifier(&data, 400, &device);

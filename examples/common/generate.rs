@@ -3,7 +3,7 @@
 
 use burn::prelude::*;
 use diffusion_transformers::Result;
-use diffusion_transformers::diffusion::GaussianDiffusionConfig;
+use diffusion_transformers::diffusion::{ClipMode, GaussianDiffusionConfig};
 use diffusion_transformers::models::DiT;
 use diffusion_transformers::sampling::{
     ClassifierFreeGuidance, DdimSampler, DdpmSampler, DpmSolverPp2M, FlowEulerSampler, FlowHeunSampler,
@@ -45,7 +45,8 @@ impl ObjectiveKind {
 
 /// Sample `labels.len()` images `[B, C, S, S]` with guidance `scale` using `sampler`
 /// (`ddpm`, `ddim`, `dpm` for DDPM models; `euler`, `heun` for flow models) and `steps`
-/// model-evaluation steps.
+/// model-evaluation steps. DDPM samplers clamp the predicted `x0` to the data range [-1, 1]
+/// (pixel space).
 #[allow(clippy::too_many_arguments)]
 pub fn sample(
     model: &DiT,
@@ -77,10 +78,11 @@ pub fn sample(
                 .with_channels(GuidedChannels::First(model.in_channels));
             let respacing = if sampler == "ddim" { format!("ddim{steps}") } else { steps.to_string() };
             let diffusion = GaussianDiffusionConfig::dit(&respacing).init()?;
+            let clip = ClipMode::Clamp(1.0);
             match sampler {
-                "ddpm" => DdpmSampler::new().sample(&diffusion, &guided, &y, shape, device, &mut rng, &mut progress),
-                "ddim" => DdimSampler::new(0.0)?.sample(&diffusion, &guided, &y, shape, device, &mut rng, &mut progress),
-                "dpm" => DpmSolverPp2M::new().sample(&diffusion, &guided, &y, shape, device, &mut rng, &mut progress),
+                "ddpm" => DdpmSampler::new().with_clip(clip).sample(&diffusion, &guided, &y, shape, device, &mut rng, &mut progress),
+                "ddim" => DdimSampler::new(0.0)?.with_clip(clip).sample(&diffusion, &guided, &y, shape, device, &mut rng, &mut progress),
+                "dpm" => DpmSolverPp2M::new().with_clip(clip).sample(&diffusion, &guided, &y, shape, device, &mut rng, &mut progress),
                 s => Err(bad(s)),
             }
         }
