@@ -4,8 +4,10 @@ pub mod dit_block;
 pub mod final_layer;
 pub mod joint_block;
 pub mod udit_block;
+pub mod microdit_block;
 
 pub use dit_block::{BlockKind, DiTBlock, DiTBlockConfig};
 pub use final_layer::FinalLayer;
 pub use joint_block::{JointBlock, JointBlockConfig};
+pub use microdit_block::{BlockStyle, MicroDiTBlock, MicroDiTBlockConfig};
 pub use udit_block::{UDiTBlock, UDiTBlockConfig, UDiTFinalLayer, UDiTResample};

@@ -1,6 +1,7 @@
 //! Noise schedules and diffusion processes: discrete Gaussian diffusion (DDPM) with respacing
 //! and the diffusers-compatible DDPM/DDIM schedulers.
 
+pub mod edm;
 pub mod flow;
 pub mod gaussian;
 pub mod likelihood;
@@ -9,6 +10,7 @@ pub mod schedule;
 pub mod schedulers;
 pub mod timestep_sampling;
 
+pub use edm::{Edm, EdmConfig, EdmLoss, EdmScalings, MaskedEdm};
 pub use gaussian::{
     ClipMode, GaussianDiffusion, GaussianDiffusionConfig, LossType, PredictionType, TrainingLosses, VarianceType,
 };

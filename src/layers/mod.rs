@@ -9,12 +9,15 @@ pub mod dwconv_ffn;
 pub mod init;
 pub mod joint_attention;
 pub mod label_embed;
+pub mod masking;
 pub mod mlp;
+pub mod moe;
 pub mod norm;
 pub mod patch_embed;
 pub mod pos_embed;
 pub mod pos_embed_cropped;
 pub mod rope2d;
+pub mod swiglu;
 pub mod timestep_embed;
 
 pub use activation::Activation;
@@ -24,8 +27,11 @@ pub use downsampled_attention::{AttentionScore, DownsampledAttention, Downsample
 pub use dwconv_ffn::{DwConvFfn, DwConvFfnConfig, FfnForm};
 pub use joint_attention::{JointAttention, JointAttentionConfig, JointAttentionStream};
 pub use label_embed::{LabelEmbedder, LabelEmbedderConfig};
+pub use masking::{MaskedDenoiser, TokenMask};
 pub use mlp::{Mlp, MlpConfig};
+pub use moe::{ExpertChoiceMoe, ExpertChoiceMoeConfig};
 pub use patch_embed::{PatchEmbed, PatchEmbedConfig};
 pub use pos_embed_cropped::{CroppedPosEmbed, CroppedPosEmbedConfig};
 pub use rope2d::Rope2d;
+pub use swiglu::{SwiGlu, SwiGluConfig};
 pub use timestep_embed::{TimestepEmbedder, TimestepEmbedderConfig};

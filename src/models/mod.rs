@@ -1,9 +1,11 @@
 //! Complete models.
 
 pub mod dit;
+pub mod microdit;
 pub mod mmdit;
 pub mod udit;
 
 pub use dit::{DiT, DiTConfig, DiTSize};
+pub use microdit::{MaskingMode, MicroDiT, MicroDiTBackbone, MicroDiTCond, MicroDiTConfig, MicroDiTNull, MicroDiTSize};
 pub use mmdit::{MMDiT, MMDiTConfig};
 pub use udit::{UDiT, UDiTCondition, UDiTConfig, UDiTSize};

@@ -7,6 +7,7 @@
 pub mod checkpoint;
 pub mod dit;
 pub mod loader;
+pub mod microdit;
 pub mod mmdit;
 pub mod udit;
 pub mod vae;

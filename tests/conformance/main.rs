@@ -6,6 +6,7 @@
 mod common;
 mod diffusion;
 mod dit;
+mod microdit;
 mod flow;
 mod mmdit;
 mod udit;
@@ -25,6 +26,7 @@ fn run(fx: &Fixture) -> Outcome {
         "ddpm_diffusers" => diffusion::ddpm_diffusers(fx),
         "ddim_diffusers" => diffusion::ddim_diffusers(fx),
         "flow_diffusers" => flow::diffusers(fx),
+        "microdit_official" => microdit::official(fx),
         "udit_official" => udit::official(fx),
         "vae_diffusers" => vae::diffusers(fx),
         "latent_pipeline_e2e" => vae::latent_pipeline(fx),
