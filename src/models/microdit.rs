@@ -1308,7 +1308,7 @@ mod tests {
         assert!(f[0] > f[1] && f[1] > f[2]);
         assert!(xl.clone().with_masking(MaskingMode::Naive).flops(0.75, 77).unwrap() < f[2]);
         assert!(xl.flops(1.0, 77).is_err());
-        // the table in docs/microdit.md (GMACs per image, 256px, 77 caption tokens)
+        // the MicroDiT training-cost table in docs/architecture.md (GMACs per image, 256px, 77 caption tokens)
         for (name, want) in [("MicroDiT_Tiny_2", [21.31, 13.68, 10.03]), ("MicroDiT_XL_2", [119.07, 70.68, 47.05])] {
             let c = MicroDiTConfig::from_name(name).unwrap();
             for (r, w) in [0.0, 0.5, 0.75].iter().zip(want) {
