@@ -30,7 +30,7 @@ fn inside(class: usize, x: f32, y: f32) -> bool {
     match class {
         0 => r <= 1.0,
         1 => x.abs() <= 0.8 && y.abs() <= 0.8,
-        2 => y >= -0.7 && y <= 0.9 - 0.0 && x.abs() <= (0.9 - y) * 0.6,
+        2 => y >= -0.7 && y <= 0.9 && x.abs() <= (0.9 - y) * 0.6,
         3 => (x.abs() <= 0.3 && y.abs() <= 1.0) || (y.abs() <= 0.3 && x.abs() <= 1.0),
         4 => (0.55..=1.0).contains(&r),
         5 => x.abs() + y.abs() <= 1.0,
@@ -42,7 +42,7 @@ fn inside(class: usize, x: f32, y: f32) -> bool {
         }
         8 => {
             let (ax, ay) = (x.abs(), y.abs());
-            ay <= 0.85 && ax * 0.866 + ay * 0.5 <= 0.85 * 1.0
+            ay <= 0.85 && ax * 0.866 + ay * 0.5 <= 0.85
         }
         9 => r <= 1.0 && ((x - 0.45).powi(2) + y * y).sqrt() > 0.75,
         _ => false,
