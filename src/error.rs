@@ -92,6 +92,14 @@ pub(crate) fn ensure_config(cond: bool, msg: impl FnOnce() -> String) -> Result<
     if cond { Ok(()) } else { Err(Error::InvalidConfig(msg())) }
 }
 
+/// Returns `Err(Error::InvalidConfig)` naming the first of `fields` that is zero.
+pub(crate) fn ensure_positive(fields: &[(&str, usize)]) -> Result<()> {
+    for (name, v) in fields {
+        ensure_config(*v > 0, || format!("{name} must be positive"))?;
+    }
+    Ok(())
+}
+
 /// Checks a tensor's dims against an expected pattern; `None` entries match anything.
 pub(crate) fn ensure_dims<const D: usize>(
     name: &str,

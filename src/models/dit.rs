@@ -6,7 +6,7 @@ use burn::prelude::*;
 use rand::Rng;
 
 use crate::blocks::{BlockKind, DiTBlock, DiTBlockConfig, FinalLayer};
-use crate::error::{Error, Result, ensure_config, ensure_dims};
+use crate::error::{Error, Result, ensure_config, ensure_dims, ensure_positive};
 use crate::layers::init::frozen_param;
 use crate::layers::label_embed::random_drop_mask;
 use crate::layers::patch_embed::unpatchify;
@@ -137,17 +137,14 @@ impl DiTConfig {
 
     /// Checks every size constraint; called by [`init`](Self::init).
     pub fn validate(&self) -> Result<()> {
-        let positive = [
+        ensure_positive(&[
             ("input_size", self.input_size),
             ("patch_size", self.patch_size),
             ("in_channels", self.in_channels),
             ("hidden_size", self.hidden_size),
             ("depth", self.depth),
             ("num_heads", self.num_heads),
-        ];
-        for (name, v) in positive {
-            ensure_config(v > 0, || format!("{name} must be positive"))?;
-        }
+        ])?;
         ensure_config(self.hidden_size % self.num_heads == 0, || {
             format!("hidden_size {} is not divisible by num_heads {}", self.hidden_size, self.num_heads)
         })?;

@@ -53,7 +53,7 @@ use rand::Rng;
 use crate::blocks::microdit_block::{
     BlockStyle, MicroDiTBlock, MicroDiTBlockConfig, MicroFinalLayer, NormLinear, NormMlp, PromptBlock,
 };
-use crate::error::{Error, Result, ensure_config, ensure_dims};
+use crate::error::{Error, Result, ensure_config, ensure_dims, ensure_positive};
 use crate::layers::activation::Activation;
 use crate::layers::init::frozen_param;
 use crate::layers::label_embed::random_drop_mask;
@@ -355,7 +355,7 @@ impl MicroDiTConfig {
 
     /// Checks every size constraint; called by [`init`](Self::init).
     pub fn validate(&self) -> Result<()> {
-        let positive = [
+        ensure_positive(&[
             ("input_size", self.input_size),
             ("patch_size", self.patch_size),
             ("in_channels", self.in_channels),
@@ -363,10 +363,7 @@ impl MicroDiTConfig {
             ("depth", self.depth),
             ("head_dim", self.head_dim),
             ("multiple_of", self.multiple_of),
-        ];
-        for (name, v) in positive {
-            ensure_config(v > 0, || format!("{name} must be positive"))?;
-        }
+        ])?;
         ensure_config(self.input_size.is_multiple_of(self.patch_size), || {
             format!("input_size {} is not divisible by patch_size {}", self.input_size, self.patch_size)
         })?;

@@ -17,7 +17,7 @@ use burn::nn::Linear;
 use burn::prelude::*;
 
 use crate::blocks::{FinalLayer, JointBlock, JointBlockConfig};
-use crate::error::{Error, Result, ensure_config, ensure_dims};
+use crate::error::{Error, Result, ensure_config, ensure_dims, ensure_positive};
 use crate::layers::activation::Activation;
 use crate::layers::attention::QkNorm;
 use crate::layers::init::{WeightInit, linear};
@@ -194,7 +194,7 @@ impl MMDiTConfig {
 
     /// Checks every size constraint; called by [`init`](Self::init).
     pub fn validate(&self) -> Result<()> {
-        let positive = [
+        ensure_positive(&[
             ("sample_size", self.sample_size),
             ("patch_size", self.patch_size),
             ("in_channels", self.in_channels),
@@ -205,10 +205,7 @@ impl MMDiTConfig {
             ("pooled_projection_dim", self.pooled_projection_dim),
             ("out_channels", self.out_channels),
             ("pos_embed_max_size", self.pos_embed_max_size),
-        ];
-        for (name, v) in positive {
-            ensure_config(v > 0, || format!("{name} must be positive"))?;
-        }
+        ])?;
         ensure_config(self.sample_size >= self.patch_size, || {
             format!("sample_size {} is smaller than patch_size {}", self.sample_size, self.patch_size)
         })?;

@@ -14,7 +14,7 @@ use burn::prelude::*;
 use rand::Rng;
 
 use crate::blocks::{UDiTBlock, UDiTBlockConfig, UDiTFinalLayer, UDiTResample};
-use crate::error::{Error, Result, ensure_config, ensure_dims};
+use crate::error::{Error, Result, ensure_config, ensure_dims, ensure_positive};
 use crate::layers::downsampled_attention::{AttentionScore, DownsampledAttentionConfig, downsampled_attention_macs};
 use crate::layers::dwconv_ffn::{DW_KERNEL, FfnForm, REP_DW_KERNELS, same_conv2d};
 use crate::layers::init::{WeightInit, conv2d};
@@ -161,15 +161,12 @@ impl UDiTConfig {
 
     /// Checks every size constraint; called by [`init`](Self::init).
     pub fn validate(&self) -> Result<()> {
-        let positive = [
+        ensure_positive(&[
             ("input_size", self.input_size),
             ("in_channels", self.in_channels),
             ("hidden_size", self.hidden_size),
             ("num_heads", self.num_heads),
-        ];
-        for (name, v) in positive {
-            ensure_config(v > 0, || format!("{name} must be positive"))?;
-        }
+        ])?;
         ensure_config(self.depth.len() == UDIT_LEVELS, || {
             format!("depth needs {UDIT_LEVELS} entries (enc1, enc2, latent, dec2, dec1), got {:?}", self.depth)
         })?;

@@ -6,7 +6,7 @@ use std::path::Path;
 use burn::prelude::*;
 use serde_json::Value;
 
-use crate::error::{Error, Result, ensure_config};
+use crate::error::{Error, Result, ensure_config, ensure_positive};
 
 /// Configuration of an [`AutoencoderKl`](crate::vae::AutoencoderKl).
 ///
@@ -195,16 +195,14 @@ impl AutoencoderKlConfig {
 
     /// Checks every constraint; called by [`init`](Self::init).
     pub fn validate(&self) -> Result<()> {
-        for (name, v) in [
-            ("in_channels", self.in_channels),
-            ("out_channels", self.out_channels),
-            ("layers_per_block", self.layers_per_block),
-            ("latent_channels", self.latent_channels),
-            ("norm_num_groups", self.norm_num_groups),
-            ("sample_size", self.sample_size),
-        ] {
-            ensure_config(v > 0, || format!("VAE {name} must be positive"))?;
-        }
+        ensure_positive(&[
+            ("VAE in_channels", self.in_channels),
+            ("VAE out_channels", self.out_channels),
+            ("VAE layers_per_block", self.layers_per_block),
+            ("VAE latent_channels", self.latent_channels),
+            ("VAE norm_num_groups", self.norm_num_groups),
+            ("VAE sample_size", self.sample_size),
+        ])?;
         ensure_config(!self.block_out_channels.is_empty(), || "VAE block_out_channels must not be empty".into())?;
         ensure_config(self.block_out_channels.len() <= 16, || "VAE block_out_channels has more than 16 levels".into())?;
         for &c in &self.block_out_channels {
