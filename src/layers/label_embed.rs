@@ -85,17 +85,22 @@ impl LabelEmbedder {
         Ok(self.embedding_table.forward(labels.unsqueeze_dim::<2>(1)).reshape([b, d]))
     }
 
+    /// The train-time dropout mask for a batch: each entry true with `dropout_prob`, drawn
+    /// from `rng`; `None` (and no draws) when dropout is off.
+    pub fn draw_drop_mask<R: Rng + ?Sized>(&self, batch: usize, rng: &mut R, device: &Device) -> Option<Tensor<1, Bool>> {
+        (self.dropout_prob > 0.0).then(|| random_drop_mask(batch, self.dropout_prob, rng, device))
+    }
+
     /// Train-time forward: each label is dropped to the null class with `dropout_prob`,
     /// drawing from `rng`.
     pub fn forward_train<R: Rng>(&self, labels: Tensor<1, Int>, rng: &mut R) -> Result<Tensor<2>> {
-        let [b] = labels.dims();
-        let mask = random_drop_mask(b, self.dropout_prob, rng, &labels.device());
-        self.forward(labels, (self.dropout_prob > 0.0).then_some(mask))
+        let drop = self.draw_drop_mask(labels.dims()[0], rng, &labels.device());
+        self.forward(labels, drop)
     }
 }
 
 /// A `[batch]` mask, each entry true with probability `prob`, drawn from `rng`.
-pub fn random_drop_mask<R: Rng>(batch: usize, prob: f64, rng: &mut R, device: &Device) -> Tensor<1, Bool> {
+pub fn random_drop_mask<R: Rng + ?Sized>(batch: usize, prob: f64, rng: &mut R, device: &Device) -> Tensor<1, Bool> {
     let v: Vec<bool> = (0..batch).map(|_| rng.random::<f64>() < prob).collect();
     Tensor::from_data(TensorData::new(v, [batch]), device)
 }

@@ -8,7 +8,6 @@ use rand::Rng;
 use crate::blocks::{BlockKind, DiTBlock, DiTBlockConfig, FinalLayer};
 use crate::error::{Error, Result, ensure_config, ensure_dims, ensure_positive};
 use crate::layers::init::frozen_param;
-use crate::layers::label_embed::random_drop_mask;
 use crate::layers::patch_embed::unpatchify;
 use crate::layers::pos_embed::sincos_2d;
 use crate::layers::{LabelEmbedder, LabelEmbedderConfig, PatchEmbed, PatchEmbedConfig};
@@ -443,12 +442,7 @@ impl DiT {
         y: Option<Tensor<1, Int>>,
         rng: &mut R,
     ) -> Result<Tensor<4>> {
-        let drop = match &self.y_embedder {
-            Some(e) if e.dropout_prob > 0.0 => {
-                Some(random_drop_mask(x.dims()[0], e.dropout_prob, rng, &x.device()))
-            }
-            _ => None,
-        };
+        let drop = self.y_embedder.as_ref().and_then(|e| e.draw_drop_mask(x.dims()[0], rng, &x.device()));
         self.forward_with_drop(x, t, y, drop)
     }
 

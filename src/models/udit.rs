@@ -18,7 +18,6 @@ use crate::error::{Error, Result, ensure_config, ensure_dims, ensure_positive};
 use crate::layers::downsampled_attention::{AttentionScore, DownsampledAttentionConfig, downsampled_attention_macs};
 use crate::layers::dwconv_ffn::{DW_KERNEL, FfnForm, REP_DW_KERNELS, same_conv2d};
 use crate::layers::init::{WeightInit, conv2d};
-use crate::layers::label_embed::random_drop_mask;
 use crate::layers::{LabelEmbedder, LabelEmbedderConfig, TimestepEmbedder, TimestepEmbedderConfig};
 use crate::sampling::Denoiser;
 
@@ -542,10 +541,7 @@ impl UDiT {
         self.check_inputs(&x, &t, y.as_ref())?;
         let b = x.dims()[0];
         let device = x.device();
-        let mut draw = |e: &Option<LabelEmbedder>| match e {
-            Some(e) if e.dropout_prob > 0.0 => Some(random_drop_mask(b, e.dropout_prob, rng, &device)),
-            _ => None,
-        };
+        let mut draw = |e: &Option<LabelEmbedder>| e.as_ref().and_then(|e| e.draw_drop_mask(b, rng, &device));
         let drops = [draw(&self.y_embedder_1), draw(&self.y_embedder_2), draw(&self.y_embedder_3)];
         let cond = self.condition_with(t, y, drops)?;
         self.forward_condition(x, &cond)
