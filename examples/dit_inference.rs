@@ -21,6 +21,7 @@ fn arg(name: &str) -> Option<String> {
 }
 
 fn main() -> Result<(), diffusion_transformers::Error> {
+    diffusion_transformers::cpu::tune_allocator(); // keep large CPU buffers for reuse
     let name = arg("--model").unwrap_or_else(|| "DiT-S/2".into());
     let batch: usize = arg("--batch").and_then(|b| b.parse().ok()).unwrap_or(2);
     let device = Device::default();

@@ -139,6 +139,7 @@ fn evaluate(
 }
 
 fn main() -> Result<(), diffusion_transformers::Error> {
+    diffusion_transformers::cpu::tune_allocator(); // keep large CPU buffers for reuse
     let steps: usize = arg("--steps", 300);
     let batch: usize = arg("--batch", 16);
     let lr: f64 = arg("--lr", 1e-3);

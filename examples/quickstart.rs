@@ -239,6 +239,7 @@ fn run(args: Args) -> Result<(), String> {
 }
 
 fn main() {
+    diffusion_transformers::cpu::tune_allocator(); // keep large CPU buffers for reuse
     let result = parse_args().and_then(run);
     if let Err(msg) = result {
         eprintln!("error: {msg}");

@@ -50,6 +50,7 @@ fn run() -> Result<(), String> {
 }
 
 fn main() {
+    diffusion_transformers::cpu::tune_allocator(); // keep large CPU buffers for reuse
     if let Err(msg) = run() {
         eprintln!("error: {msg}");
         std::process::exit(1);

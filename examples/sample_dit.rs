@@ -207,6 +207,7 @@ fn missing(path: &Path, what: &str, help: &str) -> bool {
 }
 
 fn main() -> ExitCode {
+    diffusion_transformers::cpu::tune_allocator(); // keep large CPU buffers for reuse
     let args = match parse_args() {
         Ok(a) => a,
         Err(why) => {

@@ -24,6 +24,7 @@ pub mod blocks;
 pub mod data;
 pub mod diffusion;
 pub mod error;
+pub mod cpu;
 pub mod layers;
 pub mod models;
 pub mod pipeline;

@@ -1,7 +1,7 @@
 //! Activations used by the models, selectable by config.
 
 use burn::prelude::*;
-use burn::tensor::activation::{gelu, sigmoid, silu};
+use burn::tensor::activation::{gelu, silu};
 
 /// A pointwise activation.
 #[derive(Config, Debug, Copy, PartialEq, Eq)]
@@ -25,13 +25,7 @@ impl Activation {
     }
 }
 
-/// tanh-approximated GELU written as `x * sigmoid(2u)`, `u = sqrt(2/pi) (x + 0.044715 x^3)`,
-/// which equals `0.5 x (1 + tanh(u))` and is about 3x faster than `tanh` on CPU backends.
-pub fn gelu_tanh<const D: usize>(x: Tensor<D>) -> Tensor<D> {
-    const K2: f64 = 2.0 * 0.797_884_560_802_865_4;
-    let u2 = (x.clone() * x.clone() * 0.044715 + 1.0) * x.clone() * K2;
-    sigmoid(u2) * x
-}
+pub use crate::cpu::gelu_tanh;
 
 #[cfg(test)]
 mod tests {
