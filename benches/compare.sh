@@ -1,15 +1,43 @@
 #!/usr/bin/env bash
-# Runs our benches and the PyTorch reference on this machine, in one go, and writes
-# docs/benchmarks.md. Needs a venv with torch + diffusers: python3 -m venv .venv &&
-# .venv/bin/pip install torch diffusers safetensors
+# Runs our benches, candle's MM-DiT and the PyTorch reference on this machine, in one go, and
+# writes the CPU tables of docs/benchmarks.md (benches/report.py). Needs a venv with torch +
+# diffusers: python3 -m venv .venv && .venv/bin/pip install torch diffusers safetensors
+#
+# Every process gets the same allocator setting (glibc mmap/trim thresholds: ours through
+# `cpu::tune_allocator()` in the benches, PyTorch and candle through the environment) and the
+# same thread count. Also measured: the crate with glibc's default allocator settings, and
+# the CPU backends flex / ndarray / ndarray + system OpenBLAS (needs `libopenblas-dev`; set
+# BACKENDS=0 to skip; their builds go to $BACKENDS_TARGET_DIR).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 THREADS="${THREADS:-$(nproc)}"
 PY="${PY:-.venv/bin/python}"
+BACKENDS="${BACKENDS:-1}"
+BACKENDS_TARGET_DIR="${BACKENDS_TARGET_DIR:-target/backends}"
 MACHINE="${MACHINE:-$(lscpu | sed -n 's/^Model name:\s*//p' | head -1), $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB}"
-export RAYON_NUM_THREADS="$THREADS"
-cargo bench --bench dit -- --noplot
-"$PY" benches/pytorch_reference.py --threads "$THREADS" --out target/pytorch.json
+export RAYON_NUM_THREADS="$THREADS" OMP_NUM_THREADS="$THREADS" OPENBLAS_NUM_THREADS="$THREADS"
+TUNED=(MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=134217728)
+rm -rf target/criterion target/criterion-* target/bench_memory.jsonl
+
+cargo bench --bench dit --bench models --bench samplers -- --noplot
+# candle-transformers' MM-DiT next to ours, one process (ids mmdit_forward/{ours,candle}/...).
+env "${TUNED[@]}" cargo bench --features bench-candle --bench mmdit_candle -- --noplot
+env "${TUNED[@]}" "$PY" benches/pytorch_reference.py --threads "$THREADS" --out target/pytorch.json
+
+# Side tables (DiT-S/2, batch 8): glibc's default allocator settings, and the CPU backends.
+DT_DEFAULT_MALLOC=1 CRITERION_HOME=target/criterion-default-malloc \
+    cargo bench --bench dit -- "DiT-S/2/b8" --noplot
+"$PY" benches/pytorch_reference.py --threads "$THREADS" --only "DiT-S/2/b8" --out target/pytorch-default-malloc.json
+SIDE=(--side "flex, glibc default malloc=target/criterion-default-malloc")
+if [ "$BACKENDS" = 1 ]; then
+    for features in ndarray ndarray-openblas; do
+        CARGO_TARGET_DIR="$BACKENDS_TARGET_DIR" BURN_DEVICE=ndarray CRITERION_HOME="target/criterion-$features" \
+            cargo bench --features "$features" --bench dit -- "DiT-S/2/b8" --noplot
+        SIDE+=(--side "$features=target/criterion-$features")
+    done
+fi
+
 cargo run --release --example bench_flops > target/flops.json
-python3 benches/report.py --criterion target/criterion --pytorch target/pytorch.json \
-    --flops target/flops.json --machine "$MACHINE" --out docs/benchmarks.md
+"$PY" benches/report.py --criterion target/criterion --pytorch target/pytorch.json \
+    --pytorch-default-malloc target/pytorch-default-malloc.json --flops target/flops.json \
+    --memory target/bench_memory.jsonl "${SIDE[@]}" --machine "$MACHINE" --out docs/benchmarks.md

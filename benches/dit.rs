@@ -4,29 +4,16 @@
 //! crate feature (`cargo bench --features cuda --bench dit`). The device is synced inside
 //! every timed iteration.
 
+#[path = "common/mod.rs"]
+mod common;
+
 use std::hint::black_box;
 
-use burn::optim::{AdamWConfig, GradientsParams};
 use burn::prelude::*;
-use burn::tensor::Distribution;
 use criterion::{Criterion, criterion_group, criterion_main};
 use diffusion_transformers::models::DiTConfig;
 
-fn device() -> Device {
-    match std::env::var("BURN_DEVICE").as_deref() {
-        Ok("flex") | Err(_) => Device::flex(),
-        Ok(_) => Device::default(),
-    }
-}
-
-fn inputs(config: &DiTConfig, batch: usize, device: &Device) -> (Tensor<4>, Tensor<1>, Tensor<1, Int>) {
-    let s = config.input_size;
-    (
-        Tensor::random([batch, config.in_channels, s, s], Distribution::Normal(0.0, 1.0), device),
-        Tensor::full([batch], 500.0, device),
-        Tensor::from_data(TensorData::new(vec![1i64; batch], [batch]), device),
-    )
-}
+use common::{TrainStep, device, labels, randn, record_peak_memory, reset_peak_memory};
 
 fn forward(c: &mut Criterion) {
     let device = device();
@@ -36,14 +23,17 @@ fn forward(c: &mut Criterion) {
         let config = DiTConfig::from_name(name).unwrap();
         let model = config.init(&device).unwrap();
         for batch in [1, 8] {
-            let (x, t, y) = inputs(&config, batch, &device);
+            let s = config.input_size;
+            let (x, t, y) = (randn([batch, 4, s, s], &device), Tensor::full([batch], 500.0, &device), labels(batch, &device));
             let run = || {
                 let out = model.forward(x.clone(), t.clone(), Some(y.clone())).unwrap();
                 device.sync().unwrap();
                 out
             };
+            reset_peak_memory();
             black_box(run()); // warm-up (JIT/autotune on GPU backends)
             group.bench_function(format!("{name}/b{batch}"), |b| b.iter(|| black_box(run())));
+            record_peak_memory(&format!("dit_forward/{name}/b{batch}"));
         }
     }
     group.finish();
@@ -56,23 +46,15 @@ fn train_step(c: &mut Criterion) {
     for name in ["DiT-S/2", "DiT-B/2"] {
         let config = DiTConfig::from_name(name).unwrap();
         for batch in [1, 8] {
-            let mut model = Some(config.init(&device).unwrap());
-            let mut optim = AdamWConfig::new().with_weight_decay(0.0).with_epsilon(1e-8).init();
-            let (x, t, y) = inputs(&config, batch, &device);
-            let target = Tensor::<4>::random(
-                [batch, config.out_channels(), config.input_size, config.input_size],
-                Distribution::Normal(0.0, 1.0),
-                &device,
-            );
-            let mut step = || {
-                let m = model.take().unwrap();
-                let loss = (m.forward(x.clone(), t.clone(), Some(y.clone())).unwrap() - target.clone()).square().mean();
-                let grads = GradientsParams::from_grads(loss.backward(), &m);
-                model = Some(optim.step(1e-4, m, grads));
-                device.sync().unwrap();
-            };
+            let s = config.input_size;
+            let (x, t, y) = (randn([batch, 4, s, s], &device), Tensor::full([batch], 500.0, &device), labels(batch, &device));
+            let target = randn([batch, config.out_channels(), s, s], &device);
+            reset_peak_memory();
+            let mut train = TrainStep::new(config.init(&device).unwrap(), &device);
+            let mut step = || train.step(&target, |m| m.forward(x.clone(), t.clone(), Some(y.clone())).unwrap());
             step();
             group.bench_function(format!("{name}/b{batch}"), |b| b.iter(&mut step));
+            record_peak_memory(&format!("dit_train_step/{name}/b{batch}"));
         }
     }
     group.finish();

@@ -1,0 +1,82 @@
+//! What every bench binary shares: the device and the allocator setting.
+
+#![allow(dead_code)] // each bench binary uses its own part
+
+use burn::module::Module;
+use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
+use burn::prelude::*;
+use burn::tensor::Distribution;
+
+/// The device to time on: flex (default), `BURN_DEVICE=ndarray` (with the `ndarray` or
+/// `ndarray-openblas` feature), or `BURN_DEVICE=cuda|wgpu` with the matching crate feature. Also applies [`diffusion_transformers::cpu::tune_allocator`] (as the README
+/// recommends for CPU use) unless `DT_DEFAULT_MALLOC=1`; `benches/compare.sh` gives PyTorch the
+/// same setting through the environment.
+pub fn device() -> Device {
+    if std::env::var("DT_DEFAULT_MALLOC").as_deref() != Ok("1") {
+        diffusion_transformers::cpu::tune_allocator();
+    }
+    match std::env::var("BURN_DEVICE").as_deref() {
+        Ok("flex") | Err(_) => Device::flex(),
+        #[cfg(feature = "ndarray")]
+        Ok("ndarray") => Device::ndarray(),
+        Ok(_) => Device::default(),
+    }
+}
+
+/// Standard normal tensor.
+pub fn randn<const D: usize>(shape: [usize; D], device: &Device) -> Tensor<D> {
+    Tensor::random(shape, Distribution::Normal(0.0, 1.0), device)
+}
+
+/// Class labels, all `1`.
+pub fn labels(batch: usize, device: &Device) -> Tensor<1, Int> {
+    Tensor::from_data(TensorData::new(vec![1i64; batch], [batch]), device)
+}
+
+/// A training step as the PyTorch reference times it: forward, MSE against a fixed target,
+/// backward, AdamW (lr 1e-4, no weight decay, PyTorch's epsilon), then a device sync.
+pub struct TrainStep<M: Module> {
+    model: Option<M>,
+    optim: ModuleOptimizer,
+    device: Device,
+}
+
+impl<M: Module> TrainStep<M> {
+    /// Wraps a model initialised on an autodiff device.
+    pub fn new(model: M, device: &Device) -> Self {
+        let optim = AdamWConfig::new().with_weight_decay(0.0).with_epsilon(1e-8).init();
+        Self { model: Some(model), optim, device: device.clone() }
+    }
+
+    /// One step; `output` runs the model, the loss is `mean((output - target)^2)`.
+    pub fn step(&mut self, target: &Tensor<4>, output: impl Fn(&M) -> Tensor<4>) {
+        let m = self.model.take().expect("model present between steps");
+        let loss = (output(&m) - target.clone()).square().mean();
+        let grads = GradientsParams::from_grads(loss.backward(), &m);
+        self.model = Some(self.optim.step(1e-4, m, grads));
+        self.device.sync().expect("device sync");
+    }
+}
+
+/// Resets the process's peak resident memory (Linux `/proc/self/clear_refs`), so that the
+/// next [`record_peak_memory`] covers one workload.
+pub fn reset_peak_memory() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+/// Appends the peak resident memory since [`reset_peak_memory`] (Linux `VmHWM`, whole
+/// process: weights, optimizer state and activations) for `id` to
+/// `target/bench_memory.jsonl`, which `benches/report.py` reads.
+pub fn record_peak_memory(id: &str) {
+    let Some(kib) = std::fs::read_to_string("/proc/self/status").ok().and_then(|s| {
+        s.lines().find_map(|l| l.strip_prefix("VmHWM:").and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok()))
+    }) else {
+        return;
+    };
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/target/bench_memory.jsonl");
+    let line = format!("{{\"id\": \"{id}\", \"peak_rss_bytes\": {}}}\n", kib * 1024);
+    use std::io::Write;
+    if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
+        let _ = f.write_all(line.as_bytes());
+    }
+}
