@@ -1,5 +1,5 @@
-//! tanh-GELU with a vectorised fast path on Burn's pure-Rust CPU backend (`flex`), for
-//! inference and training.
+//! tanh and exact GELU with a vectorised fast path on Burn's pure-Rust CPU backend (`flex`),
+//! for inference and training.
 //!
 //! Flex evaluates `exp`/`tanh` one scalar libm call at a time, and the composed formula takes
 //! seven elementwise ops (each with its own backward under autodiff), which made the GELU of
@@ -19,14 +19,35 @@ use burn::prelude::*;
 /// # Shapes
 /// - `x`: any shape; output the same
 pub fn gelu_tanh<const D: usize>(x: Tensor<D>) -> Tensor<D> {
-    #[cfg(feature = "flex")]
-    if x.dtype() == burn::tensor::DType::F32 && x.device() == Device::flex() {
-        use burn::backend::Dispatch;
-        return Tensor::from_dispatch(<Dispatch as flex::GeluTanhBackend>::gelu_tanh(x.into_dispatch()));
-    }
+    let x = match flex::gelu(x, true) {
+        Ok(y) => return y,
+        Err(x) => x,
+    };
     const K2: f64 = 2.0 * 0.797_884_560_802_865_4;
     let u2 = (x.clone() * x.clone() * 0.044715 + 1.0) * x.clone() * K2;
     burn::tensor::activation::sigmoid(u2) * x
+}
+
+/// Exact GELU `x Phi(x) = 0.5 x (1 + erf(x / sqrt 2))` (PyTorch `GELU()`); one vectorised op
+/// with its own backward on flex, Burn's `gelu` elsewhere.
+///
+/// # Shapes
+/// - `x`: any shape; output the same
+pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    match flex::gelu(x, false) {
+        Ok(y) => y,
+        Err(x) => burn::tensor::activation::gelu(x),
+    }
+}
+
+#[cfg(not(feature = "flex"))]
+mod flex {
+    use burn::prelude::*;
+
+    /// Without the flex backend there is no fast path: `x` is given back.
+    pub fn gelu<const D: usize>(x: Tensor<D>, _approximate: bool) -> Result<Tensor<D>, Tensor<D>> {
+        Err(x)
+    }
 }
 
 #[cfg(feature = "flex")]
@@ -40,15 +61,27 @@ mod flex {
     use burn::backend::tensor::FloatTensor;
     use burn::backend::{Autodiff, Backend, Flex, backend_extension};
 
+    use burn::prelude::*;
+
     use crate::cpu::simd;
+
+    /// The fast path for a `float32` tensor on the flex device (plain or autodiff): the tanh
+    /// (`approximate`) or exact GELU; any other tensor is given back.
+    pub fn gelu<const D: usize>(x: Tensor<D>, approximate: bool) -> Result<Tensor<D>, Tensor<D>> {
+        if x.dtype() != burn::tensor::DType::F32 || x.device() != Device::flex() {
+            return Err(x);
+        }
+        use burn::backend::Dispatch;
+        Ok(Tensor::from_dispatch(<Dispatch as GeluBackend>::fast_gelu(x.into_dispatch(), approximate)))
+    }
 
     /// The GELU op and its backward as a Burn backend extension (flex and autodiff over it).
     #[backend_extension(Flex, Autodiff)]
-    pub trait GeluTanhBackend: Backend {
-        /// `gelu_tanh(x)`; `x` is `float32`.
-        fn gelu_tanh(x: FloatTensor<Self>) -> FloatTensor<Self>;
-        /// `grad * gelu_tanh'(x)`; both `float32`, same shape.
-        fn gelu_tanh_backward(x: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self>;
+    pub trait GeluBackend: Backend {
+        /// tanh (`approximate`) or exact GELU of `x` (`float32`).
+        fn fast_gelu(x: FloatTensor<Self>, approximate: bool) -> FloatTensor<Self>;
+        /// `grad * gelu'(x)`; both `float32`, same shape.
+        fn fast_gelu_backward(x: FloatTensor<Self>, grad: FloatTensor<Self>, approximate: bool) -> FloatTensor<Self>;
     }
 
     /// `t` as a contiguous tensor that owns its buffer alone (copied only when it does not).
@@ -60,50 +93,54 @@ mod flex {
         t
     }
 
-    impl GeluTanhBackend for Flex {
-        fn gelu_tanh(x: FlexTensor) -> FlexTensor {
+    impl GeluBackend for Flex {
+        fn fast_gelu(x: FlexTensor, approximate: bool) -> FlexTensor {
+            let kernel = if approximate { simd::gelu_tanh_inplace } else { simd::gelu_erf_inplace };
             let mut y = owned_contiguous(x);
             let n = y.layout().num_elements();
-            super::for_chunks(&mut y.storage_mut::<f32>()[..n], &[], |dst, _| simd::gelu_tanh_inplace(dst));
+            super::for_chunks(&mut y.storage_mut::<f32>()[..n], &[], |dst, _| kernel(dst));
             y
         }
 
-        fn gelu_tanh_backward(x: FlexTensor, grad: FlexTensor) -> FlexTensor {
+        fn fast_gelu_backward(x: FlexTensor, grad: FlexTensor, approximate: bool) -> FlexTensor {
+            let kernel = if approximate { simd::gelu_tanh_grad_inplace } else { simd::gelu_erf_grad_inplace };
             let x = if x.is_contiguous() { x } else { x.to_contiguous() };
             let mut g = owned_contiguous(grad);
             let n = g.layout().num_elements();
             let x_data = x.as_slice::<f32>().expect("contiguous f32 input");
-            super::for_chunks(&mut g.storage_mut::<f32>()[..n], x_data, simd::gelu_tanh_grad_inplace);
+            super::for_chunks(&mut g.storage_mut::<f32>()[..n], x_data, kernel);
             g
         }
     }
 
-    impl<B: Backend + GeluTanhBackend, C: CheckpointStrategy> GeluTanhBackend for Autodiff<B, C> {
-        fn gelu_tanh(x: FloatTensor<Self>) -> FloatTensor<Self> {
+    impl<B: Backend + GeluBackend, C: CheckpointStrategy> GeluBackend for Autodiff<B, C> {
+        fn fast_gelu(x: FloatTensor<Self>, approximate: bool) -> FloatTensor<Self> {
             #[derive(Debug)]
-            struct GeluTanhBackward;
+            struct GeluBackward {
+                approximate: bool,
+            }
 
-            impl<B: Backend + GeluTanhBackend> Backward<B, 1> for GeluTanhBackward {
+            impl<B: Backend + GeluBackend> Backward<B, 1> for GeluBackward {
                 type State = NodeId;
 
                 fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, checkpointer: &mut Checkpointer) {
                     let input = checkpointer.retrieve_node_output(ops.state);
-                    unary::<B, _>(ops.parents, ops.node, grads, |grad| B::gelu_tanh_backward(input, grad));
+                    unary::<B, _>(ops.parents, ops.node, grads, |grad| B::fast_gelu_backward(input, grad, self.approximate));
                 }
             }
 
-            match GeluTanhBackward.prepare::<C>([x.node()]).compute_bound().stateful() {
+            match (GeluBackward { approximate }).prepare::<C>([x.node()]).compute_bound().stateful() {
                 OpsKind::Tracked(mut prep) => {
                     let state = prep.checkpoint(&x);
-                    prep.finish(state, B::gelu_tanh(x.primitive().clone()))
+                    prep.finish(state, B::fast_gelu(x.primitive().clone(), approximate))
                 }
-                OpsKind::UnTracked(prep) => prep.finish(B::gelu_tanh(x.into_primitive())),
+                OpsKind::UnTracked(prep) => prep.finish(B::fast_gelu(x.into_primitive(), approximate)),
             }
         }
 
-        fn gelu_tanh_backward(x: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
+        fn fast_gelu_backward(x: FloatTensor<Self>, grad: FloatTensor<Self>, approximate: bool) -> FloatTensor<Self> {
             // Only reached by a second-order derivative, which this op does not track.
-            FloatTensor::<Self>::new(B::gelu_tanh_backward(x.into_primitive(), grad.into_primitive()))
+            FloatTensor::<Self>::new(B::fast_gelu_backward(x.into_primitive(), grad.into_primitive(), approximate))
         }
     }
 }
@@ -182,11 +219,32 @@ mod tests {
     }
 
     #[test]
+    fn flex_exact_gelu_and_its_gradient_match_burn() {
+        let device = Device::flex().autodiff();
+        let data = Tensor::<2>::random([64, 600], Distribution::Normal(0.0, 2.5), &Device::flex()).into_data();
+        let upstream = Tensor::<2>::random([64, 600], Distribution::Normal(0.0, 1.0), &device);
+        let run = |f: &dyn Fn(Tensor<2>) -> Tensor<2>| {
+            let x = Tensor::<2>::from_data(data.clone(), &device).require_grad();
+            let y = f(x.clone());
+            let value = y.clone().inner().into_data();
+            let grads = (y * upstream.clone()).sum().backward();
+            (value, x.grad(&grads).expect("gradient").into_data())
+        };
+        let (fast, fast_grad) = run(&|x| gelu(x));
+        let (slow, slow_grad) = run(&|x| burn::tensor::activation::gelu(x));
+        fast.assert_approx_eq::<f32>(&slow, Tolerance::absolute(2e-6));
+        fast_grad.assert_approx_eq::<f32>(&slow_grad, Tolerance::absolute(5e-6));
+        let plain = Tensor::<2>::from_data(data.clone(), &Device::flex());
+        gelu(plain.clone()).into_data().assert_approx_eq::<f32>(&slow, Tolerance::absolute(2e-6));
+    }
+
+    #[test]
     fn input_kept_by_the_caller_is_not_overwritten() {
         let device = Device::flex();
         let x = Tensor::<2>::from_floats([[1.0, -1.0, 2.0]], &device);
         let before = x.to_data();
         let _ = gelu_tanh(x.clone());
+        let _ = gelu(x.clone());
         x.into_data().assert_eq(&before, true);
     }
 }

@@ -1,4 +1,4 @@
-//! CPU performance: a vectorised tanh-GELU for the flex backend and an opt-in allocator
+//! CPU performance: vectorised GELUs (tanh and exact) for the flex backend and an opt-in allocator
 //! setting that removes most of the page-fault cost of large activations.
 
 mod allocator;
@@ -7,4 +7,4 @@ mod gelu;
 mod simd;
 
 pub use allocator::tune_allocator;
-pub use gelu::gelu_tanh;
+pub use gelu::{gelu, gelu_tanh};

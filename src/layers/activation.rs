@@ -1,7 +1,9 @@
 //! Activations used by the models, selectable by config.
 
 use burn::prelude::*;
-use burn::tensor::activation::{gelu, silu};
+use burn::tensor::activation::silu;
+
+use crate::cpu::gelu;
 
 /// A pointwise activation.
 #[derive(Config, Debug, Copy, PartialEq, Eq)]

@@ -10,7 +10,9 @@ use burn::module::Param;
 use burn::nn::{Initializer, Linear};
 use burn::prelude::*;
 use burn::tensor::IndexingUpdateOp;
-use burn::tensor::activation::{gelu, softmax};
+use burn::tensor::activation::softmax;
+
+use crate::cpu::gelu;
 
 use crate::error::{Error, Result, ensure_config, ensure_dims};
 use crate::layers::init::{WeightInit, linear};
