@@ -1,13 +1,15 @@
 //! Training support for every model and objective of the crate: AdamW as DiT trains,
 //! EMA, learning-rate schedules, gradient clipping, a NaN/inf guard and crash-safe
-//! checkpoints that resume exactly.
+//! checkpoints that resume exactly, on one device or data-parallel on several.
 
 pub mod checkpoint;
+pub mod data_parallel;
 pub mod ema;
 pub mod optimizer;
 pub mod rng;
 pub mod trainer;
 
+pub use data_parallel::{BatchShard, DataParallelTrainer, GradientSync, supports_all_reduce};
 pub use ema::Ema;
 pub use optimizer::{LrSchedule, OptimizerConfig};
 pub use rng::TrainRng;

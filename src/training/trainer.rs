@@ -50,12 +50,13 @@ impl Default for TrainerConfig {
 /// Online model, EMA, optimizer state, step counter and RNG: everything a run needs to
 /// continue exactly where it stopped.
 pub struct Trainer<M: Module + Denoiser> {
-    model: Option<M>,
-    ema: Ema<M>,
-    optim: ModuleOptimizer,
-    step: u64,
-    rng: TrainRng,
-    config: TrainerConfig,
+    // `pub(super)`: the data-parallel trainer drives the same state.
+    pub(super) model: Option<M>,
+    pub(super) ema: Ema<M>,
+    pub(super) optim: ModuleOptimizer,
+    pub(super) step: u64,
+    pub(super) rng: TrainRng,
+    pub(super) config: TrainerConfig,
 }
 
 impl<M: Module + Denoiser> Trainer<M> {
