@@ -24,12 +24,13 @@ Structure:
 - final adaLN layer; removed tokens are filled with `mask_token` before unpatchify.
 LayerNorms carry a weight but no bias (`bias=False`); the q/k norms have no affine at all.
 """
-import math
 
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from pytorch_layers import timestep_embedding
 
 # Token dispatch of the expert-choice MoE: "einsum" builds the one-hot dispatch tensor
 # `[B, E, k, T]` and contracts it as the official `FeedForwardECMoe`; "gather" indexes the chosen
@@ -91,18 +92,8 @@ class TimestepEmbedder(nn.Module):
                                  nn.Linear(hidden_size, hidden_size))
         self.frequency_embedding_size = frequency_embedding_size
 
-    @staticmethod
-    def timestep_embedding(t, dim, max_period=10000):
-        half = dim // 2
-        freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
-        args = t[:, None].float() * freqs[None]
-        emb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
-        if dim % 2:
-            emb = torch.cat([emb, torch.zeros_like(emb[:, :1])], dim=-1)
-        return emb
-
     def forward(self, t):
-        return self.mlp(self.timestep_embedding(t, self.frequency_embedding_size).to(self.mlp[0].weight.dtype))
+        return self.mlp(timestep_embedding(t, self.frequency_embedding_size).to(self.mlp[0].weight.dtype))
 
 
 def _qk_norm(z, eps):

@@ -24,11 +24,12 @@ Structure (all on NCHW feature maps):
   two stacked 1x1 convs on each side and three parallel depthwise convs (5x5, 3x3, 1x1) plus an
   identity, which eval mode folds into single convs (same function).
 """
-import math
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from pytorch_layers import timestep_embedding
 
 # Attention kernel: True uses `F.scaled_dot_product_attention` (the temperature is folded into the
 # queries), False the explicit `softmax(q k^T) v`. Both compute the same function.
@@ -77,18 +78,8 @@ class TimestepEmbedder(nn.Module):
             nn.Linear(frequency_embedding_size, hidden_size), nn.SiLU(), nn.Linear(hidden_size, hidden_size))
         self.frequency_embedding_size = frequency_embedding_size
 
-    @staticmethod
-    def timestep_embedding(t, dim, max_period=10000):
-        half = dim // 2
-        freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
-        args = t[:, None].float() * freqs[None]
-        emb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
-        if dim % 2:
-            emb = torch.cat([emb, torch.zeros_like(emb[:, :1])], dim=-1)
-        return emb
-
     def forward(self, t):
-        freq = self.timestep_embedding(t, self.frequency_embedding_size)
+        freq = timestep_embedding(t, self.frequency_embedding_size)
         return self.mlp(freq.to(self.mlp[0].weight.dtype))
 
 

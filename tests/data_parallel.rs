@@ -8,10 +8,12 @@
 //! its own model replica, thread and autodiff graph.
 
 use burn::module::{Module, ModuleVisitor, Param};
+mod common;
+
 use burn::prelude::*;
 use burn::tensor::TensorData;
 use diffusion_transformers::Error;
-use diffusion_transformers::models::{DiT, DiTConfig};
+use diffusion_transformers::models::DiT;
 use diffusion_transformers::sampling::Denoiser;
 use diffusion_transformers::training::{
     DataParallelTrainer, GradientSync, Objective, OptimizerConfig, TrainRng, Trainer, TrainerConfig,
@@ -93,18 +95,6 @@ impl Objective<DiT> for NanOnSecondShard {
     }
 }
 
-fn config() -> DiTConfig {
-    DiTConfig::new()
-        .with_input_size(8)
-        .with_patch_size(4)
-        .with_in_channels(3)
-        .with_hidden_size(32)
-        .with_depth(2)
-        .with_num_heads(2)
-        .with_num_classes(4)
-        .with_learn_sigma(false)
-}
-
 /// AdamW with a large epsilon, so an update scales with the gradient (plain Adam would take
 /// nearly the same step for a gradient and twice that gradient, hiding a sum-for-mean bug).
 fn trainer_config() -> TrainerConfig {
@@ -159,7 +149,7 @@ const TOL: f32 = 1e-6;
 fn two_devices_on_half_batches_match_one_device_on_the_whole_batch() {
     let devices = two_cpu_devices();
     devices[0].seed(7);
-    let init = config().init(&devices[0]).unwrap();
+    let init = common::tiny_dit_config().init(&devices[0]).unwrap();
     let (x, y) = batch(&devices[0]);
 
     let mut single = Trainer::new(init.clone(), trainer_config()).unwrap();
@@ -194,7 +184,7 @@ fn two_devices_on_half_batches_match_one_device_on_the_whole_batch() {
 #[test]
 fn one_device_is_exactly_the_plain_trainer() {
     let device = Device::flex().autodiff();
-    let init = config().init(&device).unwrap();
+    let init = common::tiny_dit_config().init(&device).unwrap();
     let (x, y) = batch(&device);
     let mut plain = Trainer::new(init.clone(), trainer_config()).unwrap();
     let mut dp = DataParallelTrainer::new(Trainer::new(init, trainer_config()).unwrap(), vec![device]).unwrap();
@@ -208,7 +198,7 @@ fn one_device_is_exactly_the_plain_trainer() {
 #[test]
 fn resume_continues_a_data_parallel_run_exactly() {
     let devices = two_cpu_devices();
-    let init = config().init(&devices[0]).unwrap();
+    let init = common::tiny_dit_config().init(&devices[0]).unwrap();
     let (x, y) = batch(&devices[0]);
     let root = tmp("resume");
 
@@ -220,7 +210,7 @@ fn resume_continues_a_data_parallel_run_exactly() {
     let mut got: Vec<f32> = (0..2).map(|_| first.train_step(&NoisePrediction, x.clone(), &y).unwrap()).collect();
     first.save_checkpoint(&root, serde_json::json!({})).unwrap();
     drop(first);
-    let (resumed, _) = Trainer::resume(config().init(&devices[0]).unwrap(), trainer_config(), &root).unwrap();
+    let (resumed, _) = Trainer::resume(common::tiny_dit_config().init(&devices[0]).unwrap(), trainer_config(), &root).unwrap();
     let mut second = DataParallelTrainer::new(resumed, devices).unwrap();
     assert_eq!(second.step(), 2);
     got.extend((0..2).map(|_| second.train_step(&NoisePrediction, x.clone(), &y).unwrap()));
@@ -233,7 +223,7 @@ fn resume_continues_a_data_parallel_run_exactly() {
 #[test]
 fn bad_devices_are_errors() {
     let device = Device::flex().autodiff();
-    let trainer = || Trainer::new(config().init(&device).unwrap(), trainer_config()).unwrap();
+    let trainer = || Trainer::new(common::tiny_dit_config().init(&device).unwrap(), trainer_config()).unwrap();
 
     let empty = DataParallelTrainer::new(trainer(), vec![]);
     assert!(matches!(empty, Err(Error::InvalidArgument(_))));
@@ -250,7 +240,7 @@ fn bad_devices_are_errors() {
 #[test]
 fn bad_batches_and_non_finite_losses_are_errors_that_change_nothing() {
     let devices = two_cpu_devices();
-    let init = config().init(&devices[0]).unwrap();
+    let init = common::tiny_dit_config().init(&devices[0]).unwrap();
     let before = params(&init);
     let mut dp = DataParallelTrainer::new(Trainer::new(init, trainer_config()).unwrap(), devices.clone()).unwrap();
     let (x, y) = batch(&devices[0]);
@@ -280,7 +270,7 @@ fn all_reduce_on_two_cuda_gpus_matches_one_gpu_on_the_whole_batch() {
         return;
     }
     let devices = devices[..2].to_vec();
-    let init = config().init(&devices[0]).unwrap();
+    let init = common::tiny_dit_config().init(&devices[0]).unwrap();
     let (x, y) = batch(&devices[0]);
     let mut single = Trainer::new(init.clone(), trainer_config()).unwrap();
     let mut dp = DataParallelTrainer::new(Trainer::new(init, trainer_config()).unwrap(), devices).unwrap();

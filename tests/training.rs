@@ -1,10 +1,12 @@
 //! Trainer: loss decreases, checkpoints resume exactly, damaged checkpoints are reported,
 //! non-finite losses stop with the step.
 
+mod common;
+
 use burn::prelude::*;
 use burn::tensor::{Distribution, TensorData};
 use diffusion_transformers::Error;
-use diffusion_transformers::models::{DiT, DiTConfig};
+use diffusion_transformers::models::DiT;
 use diffusion_transformers::sampling::Denoiser;
 use diffusion_transformers::training::{Objective, OptimizerConfig, TrainRng, Trainer, TrainerConfig};
 use rand::Rng;
@@ -41,18 +43,6 @@ impl Objective<DiT> for NanLoss {
     }
 }
 
-fn config() -> DiTConfig {
-    DiTConfig::new()
-        .with_input_size(8)
-        .with_patch_size(4)
-        .with_in_channels(3)
-        .with_hidden_size(32)
-        .with_depth(2)
-        .with_num_heads(2)
-        .with_num_classes(4)
-        .with_learn_sigma(false)
-}
-
 fn trainer_config() -> TrainerConfig {
     TrainerConfig {
         optimizer: OptimizerConfig { lr: 1e-3, warmup_steps: 2, ..Default::default() },
@@ -82,7 +72,7 @@ fn tmp(name: &str) -> std::path::PathBuf {
 fn loss_decreases_on_a_fixed_batch() {
     let device = Device::flex().autodiff();
     device.seed(1);
-    let mut tr = Trainer::new(config().init(&device).unwrap(), trainer_config()).unwrap();
+    let mut tr = Trainer::new(common::tiny_dit_config().init(&device).unwrap(), trainer_config()).unwrap();
     let (x, y) = batch(&device);
     let losses: Vec<f32> = (0..40).map(|_| tr.train_step(&FixedDraws, x.clone(), &y).unwrap()).collect();
     let first: f32 = losses[..5].iter().sum::<f32>() / 5.0;
@@ -96,7 +86,7 @@ fn loss_decreases_on_a_fixed_batch() {
 #[test]
 fn resume_continues_the_same_trajectory_and_damage_is_reported() {
     let device = Device::flex().autodiff();
-    let init = config().init(&device).unwrap();
+    let init = common::tiny_dit_config().init(&device).unwrap();
     let (x, y) = batch(&device);
     let root = tmp("resume");
 
@@ -109,7 +99,7 @@ fn resume_continues_the_same_trajectory_and_damage_is_reported() {
     let mut part: Vec<f32> = (0..3).map(|_| b.train_step(&NoisePrediction, x.clone(), &y).unwrap()).collect();
     let first_ckpt = b.save_checkpoint(&root, serde_json::json!({"note": "three"})).unwrap();
     drop(b);
-    let fresh = config().init(&device).unwrap();
+    let fresh = common::tiny_dit_config().init(&device).unwrap();
     let (mut c, meta) = Trainer::resume(fresh, trainer_config(), &root).unwrap();
     assert_eq!(meta["note"], "three");
     assert_eq!(c.step(), 3);
@@ -124,9 +114,9 @@ fn resume_continues_the_same_trajectory_and_damage_is_reported() {
     let len = std::fs::metadata(&f).unwrap().len();
     let file = std::fs::OpenOptions::new().write(true).open(&f).unwrap();
     file.set_len(len / 2).unwrap();
-    let err = Trainer::resume(config().init(&device).unwrap(), trainer_config(), &root).err().unwrap();
+    let err = Trainer::resume(common::tiny_dit_config().init(&device).unwrap(), trainer_config(), &root).err().unwrap();
     assert!(matches!(err, Error::Io { .. }) && err.to_string().contains("truncated"), "{err}");
-    let (old, _) = Trainer::resume_from(config().init(&device).unwrap(), trainer_config(), &first_ckpt).unwrap();
+    let (old, _) = Trainer::resume_from(common::tiny_dit_config().init(&device).unwrap(), trainer_config(), &first_ckpt).unwrap();
     assert_eq!(old.step(), 3);
     std::fs::remove_dir_all(&root).unwrap();
 }
@@ -134,7 +124,7 @@ fn resume_continues_the_same_trajectory_and_damage_is_reported() {
 #[test]
 fn non_finite_loss_stops_with_the_step() {
     let device = Device::flex().autodiff();
-    let mut tr = Trainer::new(config().init(&device).unwrap(), trainer_config()).unwrap();
+    let mut tr = Trainer::new(common::tiny_dit_config().init(&device).unwrap(), trainer_config()).unwrap();
     let x = Tensor::<4>::random([2, 3, 8, 8], Distribution::Default, &device);
     let y = Some(Tensor::<1, Int>::from_ints([0, 1], &device));
     tr.train_step(&NoisePrediction, x.clone(), &y).unwrap();
