@@ -240,17 +240,12 @@ fn inputs(batch: usize, device: &Device) -> Inputs {
     }
 }
 
+fn max_abs(t: &CTensor) -> f32 {
+    t.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
+}
+
 fn max_abs_diff(a: &CTensor, b: &CTensor) -> f32 {
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
+    max_abs(&(a - b).unwrap())
 }
 
 fn forward(c: &mut Criterion) {
@@ -327,15 +322,7 @@ fn forward(c: &mut Criterion) {
             .forward(&h(x), t, &h(y), &h(ctx), None)
             .expect("candle stock forward (f16)");
         let diff = max_abs_diff(&f32_out, &f16_out.to_dtype(DType::F32).unwrap());
-        let scale = f32_out
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let scale = max_abs(&f32_out);
         println!(
             "candle f32 path vs stock MMDiT::forward (f16): max |diff| {diff:.3e}, max |out| {scale:.3e}"
         );

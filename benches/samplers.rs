@@ -59,18 +59,17 @@ fn gaussian(c: &mut Criterion) {
     let mut rng = rand::rngs::StdRng::seed_from_u64(0);
     let respaced = GaussianDiffusionConfig::dit(&STEPS.to_string()).init().unwrap();
     let ddim = GaussianDiffusionConfig::dit(&format!("ddim{STEPS}")).init().unwrap();
-    let mut run = |sampler: &dyn Fn(&mut rand::rngs::StdRng) -> Tensor<4>| sampler(&mut rng);
     let ddpm = DdpmSampler::new();
     bench(c, "ddpm", &device, || {
-        run(&|rng| ddpm.sample_from(&respaced, &model, &cond, noise.clone(), rng, &mut NoProgress).unwrap())
+        ddpm.sample_from(&respaced, &model, &cond, noise.clone(), &mut rng, &mut NoProgress).unwrap()
     });
     let ddim_sampler = DdimSampler::new(0.0).unwrap();
     bench(c, "ddim", &device, || {
-        run(&|rng| ddim_sampler.sample_from(&ddim, &model, &cond, noise.clone(), rng, &mut NoProgress).unwrap())
+        ddim_sampler.sample_from(&ddim, &model, &cond, noise.clone(), &mut rng, &mut NoProgress).unwrap()
     });
     let dpm = DpmSolverPp2M::new();
     bench(c, "dpm_solver++2m", &device, || {
-        run(&|rng| dpm.sample_from(&respaced, &model, &cond, noise.clone(), rng, &mut NoProgress).unwrap())
+        dpm.sample_from(&respaced, &model, &cond, noise.clone(), &mut rng, &mut NoProgress).unwrap()
     });
 }
 

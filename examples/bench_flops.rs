@@ -52,10 +52,7 @@ fn main() -> Result<(), diffusion_transformers::Error> {
 
 /// Measured FP32 FLOP/s of all threads running independent FMA chains for ~0.5 s.
 fn peak_fp32_flops() -> f64 {
-    let threads = std::env::var("RAYON_NUM_THREADS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let threads = diffusion_transformers::cpu::num_threads();
     let rounds = 20_000_000u64;
     let start = Instant::now();
     let flops: f64 = std::thread::scope(|s| {

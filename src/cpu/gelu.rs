@@ -150,15 +150,10 @@ mod flex {
 const PARALLEL_MIN_ELEMENTS: usize = 1 << 15;
 
 /// Runs `f(dst_piece, src_piece)` on `dst` and `src` (empty, or as long as `dst`) split into
-/// one contiguous piece per thread: the cores available, or `RAYON_NUM_THREADS` (the setting
-/// flex's own thread pool follows) where that is set.
+/// one contiguous piece per thread ([`num_threads`](crate::cpu::num_threads)).
 #[cfg(feature = "flex")]
 fn for_chunks(dst: &mut [f32], src: &[f32], f: impl Fn(&mut [f32], &[f32]) + Sync) {
-    let threads = std::env::var("RAYON_NUM_THREADS")
-        .ok()
-        .and_then(|n| n.parse::<usize>().ok())
-        .filter(|&n| n > 0)
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let threads = crate::cpu::num_threads();
     if threads < 2 || dst.len() < PARALLEL_MIN_ELEMENTS {
         f(dst, src);
         return;

@@ -8,3 +8,17 @@ mod simd;
 
 pub use allocator::tune_allocator;
 pub use gelu::{gelu, gelu_tanh};
+
+/// The threads the CPU kernels split their work over: `RAYON_NUM_THREADS` where it is set (the
+/// setting flex's own thread pool follows), otherwise the cores available. Read once, like
+/// rayon's pool size.
+pub fn num_threads() -> usize {
+    static THREADS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *THREADS.get_or_init(|| {
+        std::env::var("RAYON_NUM_THREADS")
+            .ok()
+            .and_then(|n| n.parse::<usize>().ok())
+            .filter(|&n| n > 0)
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+    })
+}
