@@ -7,8 +7,8 @@ use burn::prelude::*;
 use burn::tensor::{Distribution, TensorData};
 use diffusion_transformers::Error;
 use diffusion_transformers::models::DiT;
-use diffusion_transformers::sampling::Denoiser;
-use diffusion_transformers::training::{Objective, OptimizerConfig, TrainRng, Trainer, TrainerConfig};
+use diffusion_transformers::contracts::{Denoiser, Objective, TrainRng};
+use diffusion_transformers::training::{OptimizerConfig, Trainer, TrainerConfig};
 use rand::Rng;
 
 /// A small denoising objective: predict the noise added at a random noise level. With

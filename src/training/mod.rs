@@ -6,11 +6,9 @@ pub mod checkpoint;
 pub mod data_parallel;
 pub mod ema;
 pub mod optimizer;
-pub mod rng;
 pub mod trainer;
 
-pub use data_parallel::{BatchShard, DataParallelTrainer, GradientSync, supports_all_reduce};
+pub use data_parallel::{DataParallelTrainer, GradientSync, supports_all_reduce};
 pub use ema::Ema;
 pub use optimizer::{LrSchedule, OptimizerConfig};
-pub use rng::TrainRng;
-pub use trainer::{Objective, Trainer, TrainerConfig};
+pub use trainer::{Trainer, TrainerConfig};
