@@ -37,8 +37,8 @@ pub use super::mmdit_config::{MMDiTConfig, PAPER_TEXT_TOKENS};
 /// Module paths and diffusers keys: `x_embedder.proj` = `pos_embed.proj`, `pos_embed.table` =
 /// `pos_embed.pos_embed`, `t_embedder` = `time_text_embed.timestep_embedder`,
 /// `pooled_embedder.fc{1,2}` = `time_text_embed.text_embedder.linear_{1,2}`,
-/// `context_embedder`, `blocks.{i}` = `transformer_blocks.{i}`, `final_layer` =
-/// `norm_out` + `proj_out` (see [`crate::weights::mmdit`]).
+/// `context_embedder`, `blocks.{i}` = `transformer_blocks.{i}` (with `attn2` in MMDiT-X
+/// blocks), `final_layer` = `norm_out` + `proj_out` (see [`crate::weights::mmdit`]).
 #[derive(Module, Debug)]
 pub struct MMDiT {
     /// Patch embedding (conv `[D, C, p, p]`, stride `p`).
@@ -253,16 +253,18 @@ mod tests {
     use super::*;
     use crate::layers::attention::QkNorm;
     use crate::models::mmdit_config::tiny_test_config as tiny;
-    use burn::tensor::Distribution;
+    use crate::sampling::noise::randn;
     use rand::{Rng, SeedableRng};
 
 
+    /// Seeded inputs of batch `b` for an `h x w` latent.
     fn inputs(device: &Device, b: usize, h: usize, w: usize) -> (Tensor<4>, Tensor<1>, Tensor<3>, Tensor<2>) {
+        let mut rng = rand::rngs::StdRng::seed_from_u64((100 * b + 10 * h + w) as u64);
         (
-            Tensor::random([b, 4, h, w], Distribution::Normal(0.0, 1.0), device),
+            randn([b, 4, h, w], &mut rng, device),
             Tensor::from_data(TensorData::new(vec![250.0f32, 900.0, 40.0][..b].to_vec(), [b]), device),
-            Tensor::random([b, 3, 12], Distribution::Normal(0.0, 1.0), device),
-            Tensor::random([b, 10], Distribution::Normal(0.0, 1.0), device),
+            randn([b, 3, 12], &mut rng, device),
+            randn([b, 10], &mut rng, device),
         )
     }
 
@@ -286,7 +288,7 @@ mod tests {
         // a non-zero final layer so the comparison means something
         let w = m.final_layer.linear.weight.dims();
         m.final_layer.linear.weight =
-            burn::module::Param::from_tensor(Tensor::random(w, Distribution::Normal(0.0, 0.5), &device));
+            burn::module::Param::from_tensor(randn(w, &mut rand::rngs::StdRng::seed_from_u64(1), &device) * 0.5);
         let (x, t, text, pooled) = inputs(&device, 2, 8, 4);
         let a = m.forward(x.clone(), t.clone(), text.clone(), pooled.clone()).unwrap();
         let b = m.denoise(x, t, &(text, pooled)).unwrap();
@@ -422,7 +424,7 @@ mod tests {
         let mut m = tiny().init(&device).unwrap();
         let w = m.final_layer.linear.weight.dims();
         m.final_layer.linear.weight =
-            burn::module::Param::from_tensor(Tensor::random(w, Distribution::Normal(0.0, 0.5), &device));
+            burn::module::Param::from_tensor(randn(w, &mut rand::rngs::StdRng::seed_from_u64(1), &device) * 0.5);
         let (x, t, text, pooled) = inputs(&device, 2, 4, 8);
         let cfg = ClassifierFreeGuidance::new(&m, (NullEmbedding::Zeros, NullEmbedding::Zeros), 3.0)
             .unwrap()
