@@ -417,7 +417,8 @@ mod tests {
     fn released_presets_match_diffusers_parameter_counts() {
         // sum(p.numel() for p in SD3Transformer2DModel(**config).parameters()) of the released
         // transformer/config.json files, counted by diffusers 0.42.1 on the meta device
-        let (medium, medium35, large) = (MMDiTConfig::sd3_medium(), MMDiTConfig::sd35_medium(), MMDiTConfig::sd35_large());
+        let medium = MMDiTConfig::sd3_medium();
+        let (medium35, large) = (MMDiTConfig::sd35_medium(), MMDiTConfig::sd35_large());
         assert_eq!(medium.num_params(), 2_028_328_000);
         assert_eq!(medium35.num_params(), 2_243_171_520);
         assert_eq!(large.num_params(), 8_056_627_520);

@@ -48,8 +48,13 @@ pub trait SkipLayerDenoiser: Denoiser {
     ///
     /// # Shapes
     /// As [`Denoiser::denoise`].
-    fn denoise_skipping(&self, x: Tensor<4>, t: Tensor<1>, cond: &Self::Cond, skip_layers: &[usize])
-    -> Result<Tensor<4>>;
+    fn denoise_skipping(
+        &self,
+        x: Tensor<4>,
+        t: Tensor<1>,
+        cond: &Self::Cond,
+        skip_layers: &[usize],
+    ) -> Result<Tensor<4>>;
 }
 
 impl<M: SkipLayerDenoiser + ?Sized> SkipLayerDenoiser for &M {
@@ -57,7 +62,13 @@ impl<M: SkipLayerDenoiser + ?Sized> SkipLayerDenoiser for &M {
         (**self).num_layers()
     }
 
-    fn denoise_skipping(&self, x: Tensor<4>, t: Tensor<1>, cond: &Self::Cond, skip_layers: &[usize]) -> Result<Tensor<4>> {
+    fn denoise_skipping(
+        &self,
+        x: Tensor<4>,
+        t: Tensor<1>,
+        cond: &Self::Cond,
+        skip_layers: &[usize],
+    ) -> Result<Tensor<4>> {
         (**self).denoise_skipping(x, t, cond, skip_layers)
     }
 }
@@ -250,7 +261,8 @@ mod tests {
         }
 
         fn denoise_skipping(&self, x: Tensor<4>, _t: Tensor<1>, cond: &f32, skip: &[usize]) -> Result<Tensor<4>> {
-            let gain: f32 = self.weights.iter().enumerate().filter(|(i, _)| !skip.contains(i)).map(|(_, w)| w).product();
+            let kept = self.weights.iter().enumerate().filter(|(i, _)| !skip.contains(i));
+            let gain: f32 = kept.map(|(_, w)| w).product();
             Ok(x * gain + *cond)
         }
     }
@@ -290,7 +302,8 @@ mod tests {
             [false, true, false, false]
         );
         // diffusers' defaults over 28 steps: steps 1..=5
-        let active: Vec<usize> = (0..28).filter(|&i| in_step_window(i, 28, SLG_DEFAULT_START, SLG_DEFAULT_STOP)).collect();
+        let active: Vec<usize> =
+            (0..28).filter(|&i| in_step_window(i, 28, SLG_DEFAULT_START, SLG_DEFAULT_STOP)).collect();
         assert_eq!(active, vec![1, 2, 3, 4, 5]);
         // without a window every call guides
         let always = SkipLayerGuidance::new(Tripled, &toy, vec![0, 2], 2.0).unwrap();

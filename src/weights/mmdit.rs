@@ -44,7 +44,8 @@ const TEXT_QKV: [&str; 3] = ["add_q_proj", "add_k_proj", "add_v_proj"];
 /// The q/k/v projection sets of block `block` of `model`, as (prefix, names): the joint
 /// attention's image and text sets, and the dual attention's (MMDiT-X) where the block has one.
 fn qkv_sets(model: &MMDiT, block: usize) -> Vec<(String, [&'static str; 3])> {
-    let mut sets = vec![(format!("transformer_blocks.{block}.attn"), IMAGE_QKV), (format!("transformer_blocks.{block}.attn"), TEXT_QKV)];
+    let attn = format!("transformer_blocks.{block}.attn");
+    let mut sets = vec![(attn.clone(), IMAGE_QKV), (attn, TEXT_QKV)];
     if model.blocks[block].has_dual_attention(0) {
         sets.push((format!("transformer_blocks.{block}.attn2"), IMAGE_QKV));
     }
