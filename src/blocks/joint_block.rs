@@ -17,6 +17,19 @@
 //! is only modulated (`shift, scale` from a 2-chunk modulation, diffusers'
 //! `AdaLayerNormContinuous`) and feeds keys/values to the others; it returns `None`.
 //!
+//! A **dual-attention** stream (SD3.5's MMDiT-X: the image stream of the first blocks,
+//! diffusers `use_dual_attention` with `SD35AdaLayerNormZeroX`) has a 9-chunk modulation and
+//! a second, stream-only self-attention `Attn2` (own q/k/v, q/k norm and output projection)
+//! on the same normalised input, added after the joint attention:
+//!
+//! ```text
+//! shift_a, scale_a, gate_a, shift_m, scale_m, gate_m, shift_2, scale_2, gate_2 = Linear(SiLU(c))
+//! n    = LN(x_s);  h_s = n * (1 + scale_a) + shift_a;  h2 = n * (1 + scale_2) + shift_2
+//! x_s += gate_a * JointAttention(h_0, h_1, ...)_s
+//! x_s += gate_2 * Attn2(h2)
+//! x_s += gate_m * MLP(LN(x_s) * (1 + scale_m) + shift_m)
+//! ```
+//!
 //! # Using the block in your own model
 //! Embed each modality to the same width `C`, build one conditioning vector `c: [B, C]`
 //! (e.g. timestep embedding + pooled-condition projection) and thread the streams through the
@@ -56,7 +69,7 @@ use burn::prelude::*;
 
 use crate::error::{Result, ensure_config, ensure_dims};
 use crate::layers::adaln::AdaLnModulation;
-use crate::layers::attention::QkNorm;
+use crate::layers::attention::{Attention, AttentionConfig, QkNorm};
 use crate::layers::joint_attention::{JointAttention, JointAttentionConfig, check_streams};
 use crate::layers::mlp::{Mlp, MlpConfig};
 use crate::layers::norm::{gated_residual, layer_norm, modulate};
@@ -80,9 +93,14 @@ pub struct JointBlockConfig {
     /// MLP hidden width is `int(C * mlp_ratio)`. Default: 4.0.
     #[config(default = 4.0)]
     pub mlp_ratio: f64,
-    /// Per-head query/key normalisation (eps 1e-6). Default: none (SD3); RMSNorm in SD3.5.
+    /// Per-head query/key normalisation (eps 1e-6) of the joint and the dual attention.
+    /// Default: none (SD3); RMSNorm in SD3.5.
     #[config(default = "QkNorm::None")]
     pub qk_norm: QkNorm,
+    /// Indices of the streams with a second, stream-only self-attention and a 9-chunk
+    /// modulation (SD3.5 MMDiT-X: `[0]`, the image, in the first blocks). Default: none.
+    #[config(default = "Vec::new()")]
+    pub dual_attention: Vec<usize>,
 }
 
 impl JointBlockConfig {
@@ -105,15 +123,24 @@ impl JointBlockConfig {
             format!("mlp_ratio must give a positive hidden width, got {}", self.mlp_ratio)
         })?;
         let attn = self.attention().init(device)?;
+        ensure_config(self.dual_attention.iter().all(|s| *s < self.n_streams && !self.pre_only.contains(s)), || {
+            format!(
+                "dual-attention streams {:?} must be full (not pre-only) streams below {}",
+                self.dual_attention, self.n_streams
+            )
+        })?;
         let d = self.d_model;
-        let (mut ada_ln_modulation, mut mlp) = (Vec::new(), Vec::new());
-        for stream in &attn.streams {
+        let (mut ada_ln_modulation, mut mlp, mut attn2) = (Vec::new(), Vec::new(), Vec::new());
+        for (s, stream) in attn.streams.iter().enumerate() {
             let pre_only = stream.is_pre_only();
-            let chunks = if pre_only { 2 } else { 6 };
+            let dual = self.dual_attention.contains(&s);
+            let chunks = if pre_only { 2 } else if dual { 9 } else { 6 };
             ada_ln_modulation.push(AdaLnModulation::new(d, d, chunks, true, device));
             mlp.push(if pre_only { None } else { Some(MlpConfig::new(d, self.mlp_hidden()).init(device)?) });
+            let self_attn = AttentionConfig::new(d, self.n_heads).with_qk_norm(self.qk_norm);
+            attn2.push(if dual { Some(self_attn.init(device)?) } else { None });
         }
-        Ok(JointBlock { attn, ada_ln_modulation, mlp })
+        Ok(JointBlock { attn, ada_ln_modulation, mlp, attn2 })
     }
 }
 
@@ -121,7 +148,7 @@ impl JointBlockConfig {
 ///
 /// diffusers keys (SD3, stream 0 = image, 1 = text): `attn.*` (see [`JointAttention`]),
 /// `norm1.linear` / `norm1_context.linear` (modulations), `ff.net.{0.proj,2}` /
-/// `ff_context.net.{0.proj,2}` (MLPs).
+/// `ff_context.net.{0.proj,2}` (MLPs), `attn2.*` (the image stream's dual attention).
 #[derive(Module, Debug)]
 pub struct JointBlock {
     /// Per-stream projections and the joint attention.
@@ -131,6 +158,9 @@ pub struct JointBlock {
     pub ada_ln_modulation: Vec<AdaLnModulation>,
     /// Per-stream MLP (tanh-GELU); `None` for a pre-only stream.
     pub mlp: Vec<Option<Mlp>>,
+    /// Per-stream second self-attention over the stream's own tokens (MMDiT-X dual
+    /// attention); `None` for the other streams.
+    pub attn2: Vec<Option<Attention>>,
 }
 
 impl JointBlock {
@@ -149,6 +179,11 @@ impl JointBlock {
         self.attn.streams.get(s).is_some_and(|st| st.is_pre_only())
     }
 
+    /// Whether stream `s` has a dual (second, stream-only) attention.
+    pub fn has_dual_attention(&self, s: usize) -> bool {
+        self.attn2.get(s).is_some_and(Option::is_some)
+    }
+
     /// # Shapes
     /// - `xs`: one `[B, N_s, C]` per stream (any `N_s >= 1`)
     /// - `c`: `[B, C]` conditioning vector shared by all streams
@@ -164,22 +199,35 @@ impl JointBlock {
         let ln = |t: Tensor<3>| layer_norm(t, JOINT_NORM_EPS);
         let mut normed = Vec::with_capacity(xs.len());
         let mut post = Vec::with_capacity(xs.len());
-        for (ada, x) in self.ada_ln_modulation.iter().zip(&xs) {
+        let mut dual = Vec::with_capacity(xs.len());
+        for ((ada, x), attn2) in self.ada_ln_modulation.iter().zip(&xs).zip(&self.attn2) {
             let mut m = ada.forward(c.clone()).into_iter();
             let (shift, scale) = (m.next().expect("shift"), m.next().expect("scale"));
-            normed.push(modulate(ln(x.clone()), shift, scale));
-            post.push(m.collect::<Vec<_>>()); // gate_a, shift_m, scale_m, gate_m (full streams)
+            let n = ln(x.clone());
+            // gate_a, shift_m, scale_m, gate_m (full streams)
+            post.push(m.by_ref().take(4).collect::<Vec<_>>());
+            // the dual attention's output, gated: shift_2, scale_2, gate_2 are chunks 6..9
+            dual.push(attn2.as_ref().map(|attn2| {
+                let (s2, sc2, g2) = (m.next().expect("shift_2"), m.next().expect("scale_2"), m.next().expect("gate_2"));
+                (g2, attn2.forward(modulate(n.clone(), s2, sc2)))
+            }));
+            normed.push(modulate(n, shift, scale));
         }
         let attn = self.attn.forward(normed)?;
         Ok(xs
             .into_iter()
             .zip(attn)
             .zip(post)
+            .zip(dual)
             .zip(&self.mlp)
-            .map(|(((x, a), post), mlp)| {
+            .map(|((((x, a), post), dual), mlp)| {
                 let (a, mlp) = (a?, mlp.as_ref()?);
                 let [g_a, s_m, sc_m, g_m]: [Tensor<2>; 4] = post.try_into().ok()?;
                 let x = gated_residual(x, g_a, a);
+                let x = match dual {
+                    Some((g2, a2)) => gated_residual(x, g2, a2),
+                    None => x,
+                };
                 Some(gated_residual(x.clone(), g_m, mlp.forward(modulate(ln(x), s_m, sc_m))))
             })
             .collect())
@@ -253,6 +301,50 @@ mod tests {
                 .into_data()
                 .assert_approx_eq::<f32>(&expected.into_data(), Tolerance::absolute(1e-5));
         }
+    }
+
+    /// Deterministic values in about [-1, 1] (no RNG needed).
+    fn wave<const D: usize>(dims: [usize; D], k: f32, device: &Device) -> Tensor<D> {
+        let n: usize = dims.iter().product();
+        Tensor::from_data(TensorData::new((0..n).map(|i| (i as f32 * k).sin()).collect::<Vec<_>>(), dims), device)
+    }
+
+    #[test]
+    fn dual_attention_matches_the_written_out_equations() {
+        let device = Device::flex();
+        let cfg = JointBlockConfig::new(8, 2).with_qk_norm(QkNorm::RmsNorm).with_dual_attention(vec![0]);
+        let mut block = cfg.init(&device).unwrap();
+        assert_eq!((block.ada_ln_modulation[0].n_chunks, block.ada_ln_modulation[1].n_chunks), (9, 6));
+        assert!(block.has_dual_attention(0) && !block.has_dual_attention(1));
+        for (i, ada) in block.ada_ln_modulation.iter_mut().enumerate() {
+            let dims = ada.linear.weight.dims();
+            ada.linear.weight = Param::from_tensor(wave(dims, 0.37 + i as f32, &device) * 0.3);
+        }
+        let x = wave([2, 4, 8], 0.71, &device);
+        let t = wave([2, 3, 8], 1.13, &device);
+        let c = wave([2, 8], 0.53, &device);
+        let out = block.forward(vec![x.clone(), t.clone()], c.clone()).unwrap();
+        let ln = |v: Tensor<3>| {
+            let (var, mean) = v.clone().var_mean_bias(2);
+            (v - mean) / (var + 1e-6).sqrt()
+        };
+        let m: Vec<Tensor<3>> =
+            block.ada_ln_modulation[0].forward(c.clone()).into_iter().map(|m| m.unsqueeze_dim(1)).collect();
+        let mt: Vec<Tensor<3>> =
+            block.ada_ln_modulation[1].forward(c).into_iter().map(|m| m.unsqueeze_dim(1)).collect();
+        let h = ln(x.clone()) * (m[1].clone() + 1.0) + m[0].clone();
+        let h2 = ln(x.clone()) * (m[7].clone() + 1.0) + m[6].clone();
+        let ht = ln(t.clone()) * (mt[1].clone() + 1.0) + mt[0].clone();
+        let a = block.attn.forward(vec![h, ht]).unwrap().remove(0).unwrap();
+        let v = x + m[2].clone() * a + m[8].clone() * block.attn2[0].as_ref().unwrap().forward(h2);
+        let mlp = block.mlp[0].as_ref().unwrap();
+        let hidden = gelu_tanh(mlp.fc1.forward(ln(v.clone()) * (m[4].clone() + 1.0) + m[3].clone()));
+        let expected = v + m[5].clone() * mlp.fc2.forward(hidden);
+        let got = out[0].clone().unwrap();
+        got.into_data().assert_approx_eq::<f32>(&expected.into_data(), Tolerance::absolute(1e-5));
+        // the dual attention is on stream 0 only, and only a full stream may have one
+        assert!(cfg.clone().with_dual_attention(vec![2]).init(&device).is_err());
+        assert!(cfg.with_pre_only(vec![1]).with_dual_attention(vec![1]).init(&device).is_err());
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! The one trait samplers and training objectives need from a model, and its masked variant
-//! for models that can run on a subset of their patch tokens.
+//! The one trait samplers and training objectives need from a model, its masked variant for
+//! models that can run on a subset of their patch tokens, and its skip-layer variant for
+//! models that can leave some of their blocks out (skip-layer guidance).
 
 use burn::prelude::*;
 use rand::Rng;
@@ -54,5 +55,39 @@ pub trait MaskedDenoiser: Denoiser {
             0.0 => Ok(None),
             r => Ok(Some(TokenMask::random(batch, self.num_tokens(), r, rng, device)?)),
         }
+    }
+}
+
+/// A [`Denoiser`] that can also predict with some of its layers (blocks) left out.
+pub trait SkipLayerDenoiser: Denoiser {
+    /// Number of layers that can be skipped; valid indices are `0..num_layers()`.
+    fn num_layers(&self) -> usize;
+
+    /// The prediction with the layers in `skip_layers` left out.
+    ///
+    /// # Shapes
+    /// As [`Denoiser::denoise`].
+    fn denoise_skipping(
+        &self,
+        x: Tensor<4>,
+        t: Tensor<1>,
+        cond: &Self::Cond,
+        skip_layers: &[usize],
+    ) -> Result<Tensor<4>>;
+}
+
+impl<M: SkipLayerDenoiser + ?Sized> SkipLayerDenoiser for &M {
+    fn num_layers(&self) -> usize {
+        (**self).num_layers()
+    }
+
+    fn denoise_skipping(
+        &self,
+        x: Tensor<4>,
+        t: Tensor<1>,
+        cond: &Self::Cond,
+        skip_layers: &[usize],
+    ) -> Result<Tensor<4>> {
+        (**self).denoise_skipping(x, t, cond, skip_layers)
     }
 }

@@ -23,7 +23,7 @@ pub mod rng;
 pub mod shard;
 
 pub use conditioning::{Conditioning, NullEmbedding};
-pub use denoiser::{Denoiser, MaskedDenoiser};
+pub use denoiser::{Denoiser, MaskedDenoiser, SkipLayerDenoiser};
 pub use guidance::{GuidedChannels, guide};
 pub use mask::{TokenMask, num_keep, patch_loss};
 pub use noise::{NoiseSource, RecordedNoise, draw_noise, normal_vec, randn, randn_like};

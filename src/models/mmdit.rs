@@ -12,302 +12,33 @@
 //!
 //! `D = num_attention_heads * attention_head_dim`. The depth parametrisation of the paper
 //! ([`MMDiTConfig::from_depth`]) sets width `64 d`, `d` heads of 64 channels and `d` blocks.
+//!
+//! **SD3.5** adds QK RMSNorm and, in SD3.5-medium's **MMDiT-X**, a second image-only
+//! self-attention in the first blocks (`dual_attention_layers`, see
+//! [`crate::blocks::joint_block`]). **Skip-layer guidance** needs the prediction of the model
+//! with some blocks left out: [`MMDiT::forward_skipping`] (diffusers' `skip_layers`) passes
+//! both streams of those blocks through unchanged; the guidance itself is
+//! the sampling module's `SkipLayerGuidance`.
 
 use burn::nn::Linear;
 use burn::prelude::*;
 
-use crate::blocks::{FinalLayer, JointBlock, JointBlockConfig};
-use crate::error::{Error, Result, ensure_config, ensure_dims, ensure_positive};
-use crate::layers::activation::Activation;
-use crate::layers::attention::QkNorm;
-use crate::layers::init::{WeightInit, linear};
+use crate::blocks::{FinalLayer, JointBlock};
+use crate::error::{Error, Result, ensure_dims};
 use crate::layers::patch_embed::unpatchify;
-use crate::layers::pos_embed_cropped::{CroppedPosEmbed, CroppedPosEmbedConfig};
-use crate::layers::{Mlp, MlpConfig, PatchEmbed, PatchEmbedConfig, TimestepEmbedder, TimestepEmbedderConfig};
-use crate::contracts::Denoiser;
+use crate::layers::pos_embed_cropped::CroppedPosEmbed;
+use crate::layers::{Mlp, PatchEmbed, TimestepEmbedder};
+use crate::contracts::{Denoiser, SkipLayerDenoiser};
 
-/// Text tokens the SD3 paper's compute figures assume: 77 CLIP + 77 T5 tokens.
-pub const PAPER_TEXT_TOKENS: usize = 154;
-
-/// Width of the sinusoidal timestep features (diffusers `Timesteps(256, ...)`).
-const TIMESTEP_FREQ_DIM: usize = 256;
-
-/// Configuration of an [`MMDiT`]; field names and meanings follow diffusers'
-/// `SD3Transformer2DModel` constructor, defaults are SD3-medium (`d = 24`).
-#[derive(Config, Debug)]
-pub struct MMDiTConfig {
-    /// Latent side the model was trained at; sets the position-table scale
-    /// (`base_size = sample_size / patch_size`). Default: 128.
-    #[config(default = 128)]
-    pub sample_size: usize,
-    /// Patch size `p`. Default: 2.
-    #[config(default = 2)]
-    pub patch_size: usize,
-    /// Latent channels. Default: 16.
-    #[config(default = 16)]
-    pub in_channels: usize,
-    /// Number of joint blocks. Default: 24.
-    #[config(default = 24)]
-    pub num_layers: usize,
-    /// Channels per head. Default: 64.
-    #[config(default = 64)]
-    pub attention_head_dim: usize,
-    /// Attention heads; the width is `num_attention_heads * attention_head_dim`. Default: 24.
-    #[config(default = 24)]
-    pub num_attention_heads: usize,
-    /// Width of the per-token text embeddings (T5-XXL / padded CLIP: 4096). Default: 4096.
-    #[config(default = 4096)]
-    pub joint_attention_dim: usize,
-    /// Width of the pooled text vector (CLIP-L 768 + CLIP-G 1280). Default: 2048.
-    #[config(default = 2048)]
-    pub pooled_projection_dim: usize,
-    /// Output channels. Default: 16.
-    #[config(default = 16)]
-    pub out_channels: usize,
-    /// Side `M` of the square position table, in patches; inputs may have up to `M` patches
-    /// per side. Default: 192 (SD3-medium).
-    #[config(default = 192)]
-    pub pos_embed_max_size: usize,
-    /// Per-head query/key normalisation in every block (eps 1e-6). Default: none (SD3);
-    /// RMSNorm for SD3.5.
-    #[config(default = "QkNorm::None")]
-    pub qk_norm: QkNorm,
-    /// MLP ratio. Default: 4.0.
-    #[config(default = 4.0)]
-    pub mlp_ratio: f64,
-    /// Divisor of the position-table coordinates (diffusers `interpolation_scale`). Default: 1.0.
-    #[config(default = 1.0)]
-    pub pos_embed_interpolation_scale: f64,
-}
-
-impl MMDiTConfig {
-    /// The paper's depth parametrisation: width `64 d`, `d` heads of 64 channels, `d` blocks,
-    /// MLP ratio 4; every other field is SD3-medium's (16 latent channels, patch 2, text widths
-    /// 4096 / 2048, table 192).
-    pub fn from_depth(depth: usize) -> Result<Self> {
-        ensure_config(depth > 0, || "MM-DiT depth must be positive".to_string())?;
-        Ok(Self::new().with_num_layers(depth).with_num_attention_heads(depth).with_attention_head_dim(64))
-    }
-
-    /// The presets: `d = 2` (tiny, for tests and toy training: 4 latent channels, 16x16
-    /// latents, table 32, text widths 64), `d = 24` (SD3-medium) and `d = 38` (the 8B model,
-    /// with QK RMSNorm as SD3.5-Large).
-    pub fn preset(depth: usize) -> Result<Self> {
-        let cfg = Self::from_depth(depth)?;
-        match depth {
-            2 => Ok(cfg
-                .with_in_channels(4)
-                .with_out_channels(4)
-                .with_sample_size(16)
-                .with_pos_embed_max_size(32)
-                .with_joint_attention_dim(64)
-                .with_pooled_projection_dim(64)),
-            24 => Ok(cfg),
-            38 => Ok(cfg.with_qk_norm(QkNorm::RmsNorm)),
-            _ => Err(Error::InvalidConfig(format!(
-                "MM-DiT presets exist for depths 2, 24 and 38, got {depth} (use from_depth for others)"
-            ))),
-        }
-    }
-
-    /// A configuration from a diffusers `SD3Transformer2DModel` config (the `config.json` of a
-    /// `transformer/` folder, or its constructor arguments); missing fields take diffusers'
-    /// defaults. `caption_projection_dim` must equal the width, `pos_embed_max_size` must be
-    /// set and `dual_attention_layers` (SD3.5-medium's MMDiT-X) must be empty.
-    pub fn from_diffusers_config(cfg: &serde_json::Value) -> Result<Self> {
-        use serde_json::Value;
-        let bad = |key: &str, why: &str| Error::InvalidConfig(format!("diffusers config `{key}`: {why}"));
-        let int = |key: &str, default: usize| -> Result<usize> {
-            match cfg.get(key) {
-                None => Ok(default),
-                Some(v) => v.as_u64().map(|v| v as usize).ok_or_else(|| bad(key, "expected an integer")),
-            }
-        };
-        let in_channels = int("in_channels", 16)?;
-        let out_channels = match cfg.get("out_channels") {
-            None | Some(Value::Null) => in_channels,
-            Some(_) => int("out_channels", 16)?,
-        };
-        let pos_embed_max_size = match cfg.get("pos_embed_max_size") {
-            Some(Value::Null) => {
-                return Err(bad("pos_embed_max_size", "null (an uncropped table) is not supported"));
-            }
-            _ => int("pos_embed_max_size", 96)?,
-        };
-        let qk_norm = match cfg.get("qk_norm") {
-            None | Some(Value::Null) => QkNorm::None,
-            Some(v) => match v.as_str() {
-                Some("rms_norm") => QkNorm::RmsNorm,
-                Some("layer_norm") => QkNorm::LayerNorm,
-                _ => return Err(bad("qk_norm", &format!("{v} is not supported (null, \"rms_norm\", \"layer_norm\")"))),
-            },
-        };
-        if let Some(v) = cfg.get("dual_attention_layers")
-            && !v.as_array().is_some_and(|a| a.is_empty())
-        {
-            return Err(bad("dual_attention_layers", "dual attention (MMDiT-X) is not supported"));
-        }
-        let out = Self::new()
-            .with_sample_size(int("sample_size", 128)?)
-            .with_patch_size(int("patch_size", 2)?)
-            .with_in_channels(in_channels)
-            .with_num_layers(int("num_layers", 18)?)
-            .with_attention_head_dim(int("attention_head_dim", 64)?)
-            .with_num_attention_heads(int("num_attention_heads", 18)?)
-            .with_joint_attention_dim(int("joint_attention_dim", 4096)?)
-            .with_pooled_projection_dim(int("pooled_projection_dim", 2048)?)
-            .with_out_channels(out_channels)
-            .with_pos_embed_max_size(pos_embed_max_size)
-            .with_qk_norm(qk_norm);
-        let caption = int("caption_projection_dim", 1152)?;
-        ensure_config(caption == out.hidden_size(), || {
-            format!(
-                "caption_projection_dim {caption} must equal num_attention_heads * attention_head_dim = {}",
-                out.hidden_size()
-            )
-        })?;
-        Ok(out)
-    }
-
-    /// Model width `D = num_attention_heads * attention_head_dim`.
-    pub fn hidden_size(&self) -> usize {
-        self.num_attention_heads * self.attention_head_dim
-    }
-
-    /// MLP hidden width `int(D * mlp_ratio)`.
-    pub fn mlp_hidden(&self) -> usize {
-        (self.hidden_size() as f64 * self.mlp_ratio) as usize
-    }
-
-    /// Patch grid of the training resolution, `sample_size / patch_size`.
-    pub fn base_size(&self) -> usize {
-        self.sample_size / self.patch_size
-    }
-
-    fn block_config(&self, index: usize) -> JointBlockConfig {
-        let cfg = JointBlockConfig::new(self.hidden_size(), self.num_attention_heads)
-            .with_mlp_ratio(self.mlp_ratio)
-            .with_qk_norm(self.qk_norm);
-        // SD3: the text stream of the last block is pre-only (`context_pre_only`).
-        if index + 1 == self.num_layers { cfg.with_pre_only(vec![1]) } else { cfg }
-    }
-
-    /// Checks every size constraint; called by [`init`](Self::init).
-    pub fn validate(&self) -> Result<()> {
-        ensure_positive(&[
-            ("sample_size", self.sample_size),
-            ("patch_size", self.patch_size),
-            ("in_channels", self.in_channels),
-            ("num_layers", self.num_layers),
-            ("attention_head_dim", self.attention_head_dim),
-            ("num_attention_heads", self.num_attention_heads),
-            ("joint_attention_dim", self.joint_attention_dim),
-            ("pooled_projection_dim", self.pooled_projection_dim),
-            ("out_channels", self.out_channels),
-            ("pos_embed_max_size", self.pos_embed_max_size),
-        ])?;
-        ensure_config(self.sample_size >= self.patch_size, || {
-            format!("sample_size {} is smaller than patch_size {}", self.sample_size, self.patch_size)
-        })?;
-        ensure_config(self.hidden_size().is_multiple_of(4), || {
-            format!("width {} must be a multiple of 4 for the 2-D sin-cos table", self.hidden_size())
-        })?;
-        ensure_config(self.mlp_ratio > 0.0 && self.mlp_hidden() > 0, || {
-            format!("mlp_ratio must give a positive hidden width, got {}", self.mlp_ratio)
-        })
-    }
-
-    /// Build the model: Xavier-uniform linears, zero adaLN modulations and final layer
-    /// (adaLN-Zero, as DiT), normal(0.02) timestep embedder, the fixed sin-cos table.
-    pub fn init(&self, device: &Device) -> Result<MMDiT> {
-        self.validate()?;
-        let d = self.hidden_size();
-        Ok(MMDiT {
-            x_embedder: PatchEmbedConfig::new(self.in_channels, d, self.patch_size).init(device)?,
-            pos_embed: CroppedPosEmbedConfig::new(d, self.pos_embed_max_size, self.base_size())
-                .with_interpolation_scale(self.pos_embed_interpolation_scale)
-                .init(device)?,
-            t_embedder: TimestepEmbedderConfig::new(d).with_frequency_embedding_size(TIMESTEP_FREQ_DIM).init(device)?,
-            pooled_embedder: MlpConfig::new(self.pooled_projection_dim, d)
-                .with_d_output(Some(d))
-                .with_activation(Activation::Silu)
-                .init(device)?,
-            context_embedder: linear(self.joint_attention_dim, d, true, WeightInit::XavierUniform, device),
-            blocks: (0..self.num_layers).map(|i| self.block_config(i).init(device)).collect::<Result<_>>()?,
-            final_layer: FinalLayer::new(d, self.patch_size, self.out_channels, device),
-            patch_size: self.patch_size,
-            in_channels: self.in_channels,
-            out_channels: self.out_channels,
-        })
-    }
-
-    /// Exact parameter count as PyTorch's `sum(p.numel() for p in model.parameters())` of the
-    /// diffusers model (the position table is a buffer there and is not counted), computed
-    /// without building the model. Burn's `Module::num_params` of an [`MMDiT`] additionally
-    /// counts the frozen `pos_embed_max_size^2 * D` table.
-    pub fn num_params(&self) -> usize {
-        let d = self.hidden_size();
-        let (p, h, dh) = (self.patch_size, self.mlp_hidden(), self.attention_head_dim);
-        let lin = |i: usize, o: usize| i * o + o;
-        let mut n = self.in_channels * p * p * d + d; // patch embedding
-        n += lin(TIMESTEP_FREQ_DIM, d) + lin(d, d); // timestep embedder
-        n += lin(self.pooled_projection_dim, d) + lin(d, d); // pooled projection
-        n += lin(self.joint_attention_dim, d); // context embedder
-        let qk_norm = match self.qk_norm {
-            QkNorm::None => 0,
-            QkNorm::RmsNorm => 2 * dh,
-            QkNorm::LayerNorm => 4 * dh,
-        };
-        let full_stream = lin(d, 6 * d) + 3 * lin(d, d) + qk_norm + lin(d, d) + lin(d, h) + lin(h, d);
-        let pre_only_stream = lin(d, 2 * d) + 3 * lin(d, d) + qk_norm;
-        n += (2 * self.num_layers - 1) * full_stream + pre_only_stream;
-        n + lin(d, 2 * d) + lin(d, p * p * self.out_channels) // final layer
-    }
-
-    /// Analytic forward cost per sample, in multiply-accumulates (the DiT paper's "Gflops"
-    /// convention, as [`crate::models::DiTConfig::flops`]), at the training resolution
-    /// (`sample_size`) with [`PAPER_TEXT_TOKENS`] text tokens.
-    pub fn flops(&self) -> f64 {
-        self.flops_at(self.sample_size, self.sample_size, PAPER_TEXT_TOKENS)
-    }
-
-    /// Analytic forward cost per sample in multiply-accumulates for a `height x width` latent
-    /// and `text_tokens` text tokens. Counts every matrix product (projections, attention
-    /// scores and values, MLPs, embedders, modulations); elementwise work is ignored. The last
-    /// block evaluates no text queries, output projection or MLP (pre-only text stream).
-    pub fn flops_at(&self, height: usize, width: usize, text_tokens: usize) -> f64 {
-        let d = self.hidden_size() as f64;
-        let p = self.patch_size as f64;
-        let n = ((height / self.patch_size) * (width / self.patch_size)) as f64;
-        let l = text_tokens as f64;
-        let h = self.mlp_hidden() as f64;
-        let embed = n * self.in_channels as f64 * p * p * d
-            + l * self.joint_attention_dim as f64 * d
-            + TIMESTEP_FREQ_DIM as f64 * d
-            + self.pooled_projection_dim as f64 * d
-            + 2.0 * d * d;
-        let block = |last: bool| {
-            let out_tokens = if last { n } else { n + l }; // streams producing outputs
-            let modulation = if last { 8.0 } else { 12.0 } * d * d;
-            let qkv = 3.0 * (n + l) * d * d;
-            let attention = 2.0 * out_tokens * (n + l) * d;
-            let proj = out_tokens * d * d;
-            let mlp = 2.0 * out_tokens * d * h;
-            modulation + qkv + attention + proj + mlp
-        };
-        let blocks = (self.num_layers - 1) as f64 * block(false) + block(true);
-        let fin = 2.0 * d * d + n * d * p * p * self.out_channels as f64;
-        embed + blocks + fin
-    }
-}
+pub use super::mmdit_config::{MMDiTConfig, PAPER_TEXT_TOKENS};
 
 /// The MM-DiT of Stable Diffusion 3 (diffusers `SD3Transformer2DModel`).
 ///
 /// Module paths and diffusers keys: `x_embedder.proj` = `pos_embed.proj`, `pos_embed.table` =
 /// `pos_embed.pos_embed`, `t_embedder` = `time_text_embed.timestep_embedder`,
 /// `pooled_embedder.fc{1,2}` = `time_text_embed.text_embedder.linear_{1,2}`,
-/// `context_embedder`, `blocks.{i}` = `transformer_blocks.{i}`, `final_layer` =
-/// `norm_out` + `proj_out` (see the `weights::mmdit` module).
+/// `context_embedder`, `blocks.{i}` = `transformer_blocks.{i}` (with `attn2` in MMDiT-X
+/// blocks), `final_layer` = `norm_out` + `proj_out` (see the `weights::mmdit` module).
 #[derive(Module, Debug)]
 pub struct MMDiT {
     /// Patch embedding (conv `[D, C, p, p]`, stride `p`).
@@ -399,21 +130,31 @@ impl MMDiT {
         Ok(self.context_embedder.forward(text))
     }
 
-    /// Runs the joint blocks and the final layer on embedded tokens.
+    /// Runs the joint blocks, except those in `skip_layers`, and the final layer on embedded
+    /// tokens. A skipped block passes both streams through unchanged (diffusers' `skip_layers`).
     ///
     /// # Shapes
     /// - `image`: `[B, gh*gw, D]`, `text`: `[B, L, D]`, `c`: `[B, D]`, `grid`: `[gh, gw]`
     /// - output: `[B, C_out, gh*p, gw*p]`
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a skipped block index `>= num_layers`, the blocks' shape
+    /// errors.
     pub fn forward_tokens(
         &self,
         image: Tensor<3>,
         text: Tensor<3>,
         c: Tensor<2>,
         grid: [usize; 2],
+        skip_layers: &[usize],
     ) -> Result<Tensor<4>> {
+        self.check_skip_layers(skip_layers)?;
         let mut image = image;
         let mut text = Some(text);
         for (i, block) in self.blocks.iter().enumerate() {
+            if skip_layers.contains(&i) {
+                continue;
+            }
             let t = text.ok_or_else(|| {
                 Error::InvalidArgument(format!("block {i} follows a block whose text stream is pre-only"))
             })?;
@@ -442,13 +183,49 @@ impl MMDiT {
     /// [`Error::Shape`] for inputs of the wrong shape, a latent not divisible by the patch
     /// size, or a patch grid larger than the position table.
     pub fn forward(&self, x: Tensor<4>, t: Tensor<1>, text: Tensor<3>, pooled: Tensor<2>) -> Result<Tensor<4>> {
+        self.forward_skipping(x, t, text, pooled, &[])
+    }
+
+    /// The forward with the blocks in `skip_layers` left out (diffusers'
+    /// `SD3Transformer2DModel.forward(..., skip_layers=...)`, the skipped branch of skip-layer
+    /// guidance): a skipped block passes the image and text tokens through unchanged.
+    ///
+    /// # Shapes
+    /// As [`forward`](Self::forward).
+    ///
+    /// # Errors
+    /// As [`forward`](Self::forward), and [`Error::InvalidArgument`] for a block index
+    /// `>= num_layers` in `skip_layers` (diffusers ignores those silently).
+    pub fn forward_skipping(
+        &self,
+        x: Tensor<4>,
+        t: Tensor<1>,
+        text: Tensor<3>,
+        pooled: Tensor<2>,
+        skip_layers: &[usize],
+    ) -> Result<Tensor<4>> {
         let [b, _, h, w] = x.dims();
         ensure_dims("t", t.dims(), [Some(b)])?;
         ensure_dims("text", [text.dims()[0]], [Some(b)])?;
         let tokens = self.embed(x)?;
         let c = self.embed_condition(t, pooled)?;
         let text = self.embed_text(text)?;
-        self.forward_tokens(tokens, text, c, [h / self.patch_size, w / self.patch_size])
+        self.forward_tokens(tokens, text, c, [h / self.patch_size, w / self.patch_size], skip_layers)
+    }
+
+    /// Number of joint blocks.
+    pub fn num_layers(&self) -> usize {
+        self.blocks.len()
+    }
+
+    fn check_skip_layers(&self, skip_layers: &[usize]) -> Result<()> {
+        match skip_layers.iter().find(|&&i| i >= self.num_layers()) {
+            Some(i) => Err(Error::InvalidArgument(format!(
+                "skip_layers {skip_layers:?}: block {i} does not exist (the model has {} blocks)",
+                self.num_layers()
+            ))),
+            None => Ok(()),
+        }
     }
 }
 
@@ -461,109 +238,40 @@ impl Denoiser for MMDiT {
     }
 }
 
+impl SkipLayerDenoiser for MMDiT {
+    fn num_layers(&self) -> usize {
+        self.blocks.len()
+    }
+
+    fn denoise_skipping(
+        &self,
+        x: Tensor<4>,
+        t: Tensor<1>,
+        cond: &Self::Cond,
+        skip_layers: &[usize],
+    ) -> Result<Tensor<4>> {
+        self.forward_skipping(x, t, cond.0.clone(), cond.1.clone(), skip_layers)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use burn::tensor::Distribution;
+    use crate::layers::attention::QkNorm;
+    use crate::models::mmdit_config::tiny_test_config as tiny;
+    use crate::contracts::randn;
+    use rand::{Rng, SeedableRng};
 
-    fn tiny() -> MMDiTConfig {
-        MMDiTConfig::new()
-            .with_sample_size(8)
-            .with_in_channels(4)
-            .with_out_channels(4)
-            .with_num_layers(2)
-            .with_attention_head_dim(8)
-            .with_num_attention_heads(2)
-            .with_joint_attention_dim(12)
-            .with_pooled_projection_dim(10)
-            .with_pos_embed_max_size(6)
-    }
 
+    /// Seeded inputs of batch `b` for an `h x w` latent.
     fn inputs(device: &Device, b: usize, h: usize, w: usize) -> (Tensor<4>, Tensor<1>, Tensor<3>, Tensor<2>) {
+        let mut rng = rand::rngs::StdRng::seed_from_u64((100 * b + 10 * h + w) as u64);
         (
-            Tensor::random([b, 4, h, w], Distribution::Normal(0.0, 1.0), device),
+            randn([b, 4, h, w], &mut rng, device),
             Tensor::from_data(TensorData::new(vec![250.0f32, 900.0, 40.0][..b].to_vec(), [b]), device),
-            Tensor::random([b, 3, 12], Distribution::Normal(0.0, 1.0), device),
-            Tensor::random([b, 10], Distribution::Normal(0.0, 1.0), device),
+            randn([b, 3, 12], &mut rng, device),
+            randn([b, 10], &mut rng, device),
         )
-    }
-
-    #[test]
-    fn analytic_params_match_the_module() {
-        let device = Device::flex();
-        for qk in [QkNorm::None, QkNorm::RmsNorm, QkNorm::LayerNorm] {
-            for layers in [1, 3] {
-                let cfg = tiny().with_qk_norm(qk).with_num_layers(layers).with_out_channels(6);
-                let m = cfg.init(&device).unwrap();
-                let table = cfg.pos_embed_max_size.pow(2) * cfg.hidden_size();
-                assert_eq!(m.num_params(), cfg.num_params() + table, "{qk:?} layers={layers}");
-            }
-        }
-    }
-
-    #[test]
-    fn depth_parametrisation_and_presets() {
-        let c = MMDiTConfig::from_depth(24).unwrap();
-        assert_eq!((c.hidden_size(), c.num_attention_heads, c.num_layers, c.mlp_hidden()), (1536, 24, 24, 6144));
-        let m = MMDiTConfig::preset(24).unwrap();
-        assert_eq!((m.in_channels, m.patch_size, m.joint_attention_dim, m.pooled_projection_dim), (16, 2, 4096, 2048));
-        // SD3-medium: about 2.03B parameters; the d=38 model about 8.1B
-        let b = |d| MMDiTConfig::preset(d).unwrap().num_params() as f64 / 1e9;
-        assert!((b(24) - 2.03).abs() < 0.02, "{}", b(24));
-        assert!((b(38) - 8.06).abs() < 0.1, "{}", b(38));
-        assert_eq!(MMDiTConfig::preset(38).unwrap().hidden_size(), 2432);
-        assert!(MMDiTConfig::preset(2).unwrap().init(&Device::flex()).is_ok());
-        assert!(MMDiTConfig::preset(12).is_err());
-        assert!(MMDiTConfig::from_depth(0).is_err());
-        // compute grows with depth and resolution
-        let f = |d| MMDiTConfig::from_depth(d).unwrap().flops();
-        assert!(f(2) < f(24) && f(24) < f(38));
-        let cfg = MMDiTConfig::preset(24).unwrap();
-        assert!(cfg.flops_at(64, 64, 154) < cfg.flops_at(128, 128, 154));
-    }
-
-    #[test]
-    fn flops_count_the_dominant_products() {
-        // one block (pre-only text), D = 16, 16 image tokens, 3 text tokens, written out by hand
-        let cfg = tiny().with_num_layers(1);
-        let (d, n, l, p) = (16.0, 16.0, 3.0, 2.0);
-        let embed = n * 4.0 * p * p * d + l * 12.0 * d + 256.0 * d + 10.0 * d + 2.0 * d * d;
-        let block = 8.0 * d * d + 3.0 * (n + l) * d * d + 2.0 * n * (n + l) * d + n * d * d + 2.0 * n * d * 4.0 * d;
-        let fin = 2.0 * d * d + n * d * p * p * 4.0;
-        assert_eq!(cfg.flops_at(8, 8, 3), embed + block + fin);
-    }
-
-    #[test]
-    fn invalid_configs_are_errors() {
-        let device = Device::flex();
-        assert!(tiny().with_num_layers(0).init(&device).is_err());
-        assert!(tiny().with_attention_head_dim(3).with_num_attention_heads(2).init(&device).is_err());
-        assert!(tiny().with_sample_size(1).init(&device).is_err());
-        assert!(tiny().with_joint_attention_dim(0).init(&device).is_err());
-        assert!(tiny().with_mlp_ratio(0.0).init(&device).is_err());
-    }
-
-    #[test]
-    fn diffusers_config_parsing() {
-        let v: serde_json::Value = serde_json::json!({
-            "sample_size": 8, "patch_size": 2, "in_channels": 4, "num_layers": 2,
-            "attention_head_dim": 16, "num_attention_heads": 2, "joint_attention_dim": 24,
-            "caption_projection_dim": 32, "pooled_projection_dim": 20, "out_channels": null,
-            "pos_embed_max_size": 12, "qk_norm": "rms_norm", "dual_attention_layers": []
-        });
-        let c = MMDiTConfig::from_diffusers_config(&v).unwrap();
-        assert_eq!((c.hidden_size(), c.out_channels, c.qk_norm), (32, 4, QkNorm::RmsNorm));
-        let with = |k: &str, val: serde_json::Value| {
-            let mut v = v.clone();
-            v[k] = val;
-            MMDiTConfig::from_diffusers_config(&v)
-        };
-        assert!(with("caption_projection_dim", 48.into()).is_err());
-        assert!(with("qk_norm", "l2".into()).is_err());
-        assert!(with("dual_attention_layers", serde_json::json!([0, 1])).is_err());
-        assert!(with("pos_embed_max_size", serde_json::Value::Null).is_err());
-        assert!(with("num_layers", "two".into()).is_err());
-        assert_eq!(with("qk_norm", "layer_norm".into()).unwrap().qk_norm, QkNorm::LayerNorm);
     }
 
     #[test]
@@ -586,7 +294,7 @@ mod tests {
         // a non-zero final layer so the comparison means something
         let w = m.final_layer.linear.weight.dims();
         m.final_layer.linear.weight =
-            burn::module::Param::from_tensor(Tensor::random(w, Distribution::Normal(0.0, 0.5), &device));
+            burn::module::Param::from_tensor(randn(w, &mut rand::rngs::StdRng::seed_from_u64(1), &device) * 0.5);
         let (x, t, text, pooled) = inputs(&device, 2, 8, 4);
         let a = m.forward(x.clone(), t.clone(), text.clone(), pooled.clone()).unwrap();
         let b = m.denoise(x, t, &(text, pooled)).unwrap();
@@ -654,6 +362,70 @@ mod tests {
         assert!(losses[29] < 0.5 * losses[0], "loss {} -> {}", losses[0], losses[29]);
     }
 
+    /// Random final layer and modulations, so that every block changes the output.
+    fn randomized(cfg: MMDiTConfig, device: &Device) -> MMDiT {
+        let mut m = cfg.init(device).unwrap();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let mut rand = |dims: [usize; 2]| {
+            let n = dims[0] * dims[1];
+            let v: Vec<f32> = (0..n).map(|_| rng.random_range(-0.3..0.3)).collect();
+            burn::module::Param::from_tensor(Tensor::from_data(TensorData::new(v, dims), device))
+        };
+        m.final_layer.linear.weight = rand(m.final_layer.linear.weight.dims());
+        for block in &mut m.blocks {
+            for ada in &mut block.ada_ln_modulation {
+                ada.linear.weight = rand(ada.linear.weight.dims());
+            }
+        }
+        m
+    }
+
+    #[test]
+    fn skipping_layers_passes_their_streams_through() {
+        let device = Device::flex();
+        let cfg = tiny().with_num_layers(3).with_qk_norm(QkNorm::RmsNorm).with_dual_attention_layers(vec![0, 1]);
+        let m = randomized(cfg, &device);
+        let (x, t, text, pooled) = inputs(&device, 2, 8, 4);
+        let run = |skip: &[usize]| m.forward_skipping(x.clone(), t.clone(), text.clone(), pooled.clone(), skip);
+        let full = run(&[]).unwrap();
+        let plain = m.forward(x.clone(), t.clone(), text.clone(), pooled.clone()).unwrap();
+        assert!(full.clone().equal(plain).all().into_scalar::<bool>());
+        // skipping block 1 = the model without it (blocks 0 and 2 only)
+        let mut without = m.clone();
+        without.blocks.remove(1);
+        let expected = without.forward(x.clone(), t.clone(), text.clone(), pooled.clone()).unwrap();
+        let skipped = run(&[1]).unwrap();
+        let tol = burn::tensor::Tolerance::absolute(1e-6);
+        skipped.clone().into_data().assert_approx_eq::<f32>(&expected.into_data(), tol);
+        assert!((skipped - full).abs().max().into_scalar::<f32>() > 1e-3);
+        // the last (pre-only) block and every block can be skipped too
+        assert_eq!(run(&[2]).unwrap().dims(), [2, 4, 8, 4]);
+        assert_eq!(run(&[0, 1, 2]).unwrap().dims(), [2, 4, 8, 4]);
+        assert!(matches!(run(&[3]), Err(Error::InvalidArgument(_))));
+    }
+
+    #[test]
+    fn skip_layer_guidance_on_cfg_is_the_diffusers_combination() {
+        use crate::contracts::{GuidedChannels, NullEmbedding};
+        use crate::sampling::{ClassifierFreeGuidance, SkipLayerGuidance};
+        let device = Device::flex();
+        let m = randomized(tiny().with_num_layers(3).with_dual_attention_layers(vec![0]), &device);
+        let (x, t, text, pooled) = inputs(&device, 2, 4, 8);
+        let cfg = ClassifierFreeGuidance::new(&m, (NullEmbedding::Zeros, NullEmbedding::Zeros), 4.5)
+            .unwrap()
+            .with_channels(GuidedChannels::All);
+        let slg = SkipLayerGuidance::new(cfg, &m, vec![1], 2.8).unwrap();
+        let guided = slg.denoise(x.clone(), t.clone(), &(text.clone(), pooled.clone())).unwrap();
+        // StableDiffusion3Pipeline: noise_pred = uncond + s (text - uncond), then
+        // noise_pred + (text - skip) * slg_scale, with skip the conditional branch minus block 1
+        let cond = m.forward(x.clone(), t.clone(), text.clone(), pooled.clone()).unwrap();
+        let uncond = m.forward(x.clone(), t.clone(), text.zeros_like(), pooled.zeros_like()).unwrap();
+        let skip = m.forward_skipping(x, t, text, pooled, &[1]).unwrap();
+        let expected = uncond.clone() + (cond.clone() - uncond) * 4.5 + (cond - skip) * 2.8;
+        guided.into_data().assert_approx_eq::<f32>(&expected.into_data(), burn::tensor::Tolerance::absolute(1e-4));
+        assert!(SkipLayerGuidance::new(&m, &m, vec![3], 2.8).is_err());
+    }
+
     #[test]
     fn classifier_free_guidance_wraps_the_text_conditioning() {
         use crate::contracts::{GuidedChannels, NullEmbedding};
@@ -662,7 +434,7 @@ mod tests {
         let mut m = tiny().init(&device).unwrap();
         let w = m.final_layer.linear.weight.dims();
         m.final_layer.linear.weight =
-            burn::module::Param::from_tensor(Tensor::random(w, Distribution::Normal(0.0, 0.5), &device));
+            burn::module::Param::from_tensor(randn(w, &mut rand::rngs::StdRng::seed_from_u64(1), &device) * 0.5);
         let (x, t, text, pooled) = inputs(&device, 2, 4, 8);
         let cfg = ClassifierFreeGuidance::new(&m, (NullEmbedding::Zeros, NullEmbedding::Zeros), 3.0)
             .unwrap()

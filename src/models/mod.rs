@@ -3,6 +3,7 @@
 pub mod dit;
 pub mod microdit;
 pub mod mmdit;
+pub mod mmdit_config;
 pub mod official_cfg;
 pub mod udit;
 

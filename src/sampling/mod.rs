@@ -9,6 +9,7 @@ pub mod flow_euler;
 pub mod flow_heun;
 pub mod progress;
 pub mod sampler;
+pub mod skip_layer;
 
 pub use cfg::ClassifierFreeGuidance;
 pub use ddim::DdimSampler;
@@ -19,3 +20,7 @@ pub use flow_euler::{FlowEulerSampler, FlowMatchSchedule, FlowMatchScheduleConfi
 pub use flow_heun::FlowHeunSampler;
 pub use progress::{NoProgress, Progress, ProgressCallback};
 pub use sampler::GaussianSampler;
+pub use skip_layer::{
+    SD35_MEDIUM_SKIP_LAYERS, SLG_DEFAULT_SCALE, SLG_DEFAULT_START, SLG_DEFAULT_STOP, SkipLayerGuidance,
+    in_step_window, skip_layer_guide,
+};

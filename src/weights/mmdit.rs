@@ -20,6 +20,8 @@
 //! | `blocks.{i}.ada_ln_modulation.{0,1}.linear` | `transformer_blocks.{i}.{norm1, norm1_context}.linear` |
 //! | `blocks.{i}.mlp.{0,1}.fc1` | `transformer_blocks.{i}.{ff, ff_context}.net.0.proj` |
 //! | `blocks.{i}.mlp.{0,1}.fc2` | `transformer_blocks.{i}.{ff, ff_context}.net.2` |
+//! | `blocks.{i}.attn2.0.qkv` | `transformer_blocks.{i}.attn2.to_{q,k,v}` (MMDiT-X; rows concatenated) |
+//! | `blocks.{i}.attn2.0.{proj, q_norm, k_norm}` | `transformer_blocks.{i}.attn2.{to_out.0, norm_q, norm_k}` |
 //! | `final_layer.ada_ln_modulation.linear` | `norm_out.linear` (halves swapped) |
 //! | `final_layer.linear` | `proj_out` |
 //!
@@ -38,6 +40,17 @@ use crate::weights::loader::{KeyMap, export_module, fuse_rows, load_module, spli
 
 const IMAGE_QKV: [&str; 3] = ["to_q", "to_k", "to_v"];
 const TEXT_QKV: [&str; 3] = ["add_q_proj", "add_k_proj", "add_v_proj"];
+
+/// The q/k/v projection sets of block `block` of `model`, as (prefix, names): the joint
+/// attention's image and text sets, and the dual attention's (MMDiT-X) where the block has one.
+fn qkv_sets(model: &MMDiT, block: usize) -> Vec<(String, [&'static str; 3])> {
+    let attn = format!("transformer_blocks.{block}.attn");
+    let mut sets = vec![(attn.clone(), IMAGE_QKV), (attn, TEXT_QKV)];
+    if model.blocks[block].has_dual_attention(0) {
+        sets.push((format!("transformer_blocks.{block}.attn2"), IMAGE_QKV));
+    }
+    sets
+}
 
 /// Module path -> diffusers key. The fused q/k/v projections map to synthetic keys
 /// `attn.{to_q,to_k,to_v}` / `attn.{add_q_proj,add_k_proj,add_v_proj}` that the loader
@@ -65,6 +78,10 @@ pub fn diffusers_key_map() -> KeyMap {
         ("mlp.0.fc2".into(), "ff.net.2".into()),
         ("mlp.1.fc1".into(), "ff_context.net.0.proj".into()),
         ("mlp.1.fc2".into(), "ff_context.net.2".into()),
+        ("attn2.0.qkv".into(), format!("attn2.{{{}}}", IMAGE_QKV.join(","))),
+        ("attn2.0.proj".into(), "attn2.to_out.0".into()),
+        ("attn2.0.q_norm".into(), "attn2.norm_q".into()),
+        ("attn2.0.k_norm".into(), "attn2.norm_k".into()),
         ("final_layer.ada_ln_modulation.linear".into(), "norm_out.linear".into()),
         ("final_layer.linear".into(), "proj_out".into()),
     ])
@@ -108,9 +125,8 @@ fn continuous_norm_keys(model: &MMDiT) -> Vec<String> {
 fn prepare_diffusers(model: &MMDiT, checkpoint: &Checkpoint) -> Checkpoint {
     let mut ck = checkpoint.clone();
     for i in 0..model.blocks.len() {
-        let prefix = format!("transformer_blocks.{i}.attn");
-        for param in ["weight", "bias"] {
-            for names in [IMAGE_QKV, TEXT_QKV] {
+        for (prefix, names) in qkv_sets(model, i) {
+            for param in ["weight", "bias"] {
                 fuse_rows(&mut ck, &keys(&prefix, names, param), fused_key(&prefix, names, param));
             }
         }
@@ -148,9 +164,8 @@ impl MMDiT {
         let map = diffusers_key_map();
         let mut ck = export_module(self, |p| map.checkpoint_key(p))?;
         for i in 0..self.blocks.len() {
-            let prefix = format!("transformer_blocks.{i}.attn");
-            for param in ["weight", "bias"] {
-                for names in [IMAGE_QKV, TEXT_QKV] {
+            for (prefix, names) in qkv_sets(self, i) {
+                for param in ["weight", "bias"] {
                     split_rows(&mut ck, &fused_key(&prefix, names, param), &keys(&prefix, names, param))?;
                 }
             }
@@ -168,21 +183,12 @@ mod tests {
     use crate::Error;
     use crate::layers::attention::QkNorm;
     use crate::models::MMDiTConfig;
+    use crate::models::mmdit_config::tiny_test_config;
     use burn::prelude::*;
     use burn::tensor::Distribution;
 
     fn tiny(qk: QkNorm) -> MMDiTConfig {
-        MMDiTConfig::new()
-            .with_sample_size(8)
-            .with_in_channels(4)
-            .with_out_channels(4)
-            .with_num_layers(2)
-            .with_attention_head_dim(8)
-            .with_num_attention_heads(2)
-            .with_joint_attention_dim(12)
-            .with_pooled_projection_dim(10)
-            .with_pos_embed_max_size(6)
-            .with_qk_norm(qk)
+        tiny_test_config().with_qk_norm(qk)
     }
 
     /// A model with every parameter random (the init zeroes the modulations and final layer).
@@ -275,6 +281,41 @@ mod tests {
                 assert_eq!(to_f32(v), to_f32(again.get(k).unwrap()), "{k}");
             }
         }
+    }
+
+    #[test]
+    fn dual_attention_blocks_have_attn2_keys_and_roundtrip() {
+        let device = Device::flex();
+        let cfg = tiny(QkNorm::RmsNorm).with_num_layers(3).with_dual_attention_layers(vec![0, 2]);
+        let m = random_model(&cfg, &device);
+        let ck = m.to_diffusers_checkpoint().unwrap();
+        for key in [
+            "transformer_blocks.0.attn2.to_q.weight",
+            "transformer_blocks.0.attn2.to_v.bias",
+            "transformer_blocks.0.attn2.to_out.0.weight",
+            "transformer_blocks.0.attn2.norm_q.weight",
+            "transformer_blocks.2.attn2.norm_k.weight",
+        ] {
+            assert!(ck.contains(key), "{key}");
+        }
+        assert!(!ck.tensors().keys().any(|k| k.starts_with("transformer_blocks.1.attn2")));
+        let rows = |k: &str| ck.get(k).unwrap().shape()[0];
+        assert_eq!(rows("transformer_blocks.0.norm1.linear.weight"), 9 * 16);
+        assert_eq!(rows("transformer_blocks.1.norm1.linear.weight"), 6 * 16);
+        let total: usize = ck.tensors().values().map(|d| d.shape().iter().product::<usize>()).sum();
+        assert_eq!(total, cfg.num_params() + 36 * 16);
+        let mut fresh = cfg.init(&device).unwrap();
+        fresh.load_checkpoint(&ck).unwrap();
+        let again = fresh.to_diffusers_checkpoint().unwrap();
+        for (k, v) in ck.tensors() {
+            assert_eq!(to_f32(v), to_f32(again.get(k).unwrap()), "{k}");
+        }
+        // an MMDiT-X checkpoint does not fit a model without dual attention, and is reported
+        // in diffusers' names
+        let msg = tiny(QkNorm::RmsNorm).with_num_layers(3).init(&device).unwrap().load_checkpoint(&ck).unwrap_err();
+        let msg = msg.to_string();
+        assert!(msg.contains("transformer_blocks.0.attn2.to_q.weight"), "{msg}");
+        assert!(msg.contains("transformer_blocks.0.norm1.linear.weight"), "{msg}");
     }
 
     #[test]

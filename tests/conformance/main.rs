@@ -22,6 +22,7 @@ fn run(fx: &Fixture) -> Outcome {
         "dit_diffusers" => dit::diffusers(fx),
         "sincos_pos_embed_official" => dit::sincos_pos_embed(fx),
         "sd3_diffusers" => mmdit::sd3_diffusers(fx),
+        "sd35_diffusers" => mmdit::sd35_diffusers(fx),
         "gaussian_diffusion_official" => diffusion::gaussian_official(fx),
         "ddpm_diffusers" => diffusion::ddpm_diffusers(fx),
         "ddim_diffusers" => diffusion::ddim_diffusers(fx),
