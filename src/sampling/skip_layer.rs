@@ -85,9 +85,10 @@ struct StepWindow {
 /// ```
 /// use burn::prelude::*;
 /// use diffusion_transformers::models::MMDiTConfig;
+/// use diffusion_transformers::contracts::{Denoiser, GuidedChannels, NullEmbedding};
 /// use diffusion_transformers::sampling::{
-///     ClassifierFreeGuidance, Denoiser, FlowMatchScheduleConfig, GuidedChannels, NullEmbedding,
-///     SkipLayerGuidance, SLG_DEFAULT_SCALE, SLG_DEFAULT_START, SLG_DEFAULT_STOP,
+///     ClassifierFreeGuidance, FlowMatchScheduleConfig, SkipLayerGuidance, SLG_DEFAULT_SCALE,
+///     SLG_DEFAULT_START, SLG_DEFAULT_STOP,
 /// };
 ///
 /// # fn main() -> Result<(), diffusion_transformers::Error> {
