@@ -9,6 +9,72 @@ use burn::prelude::*;
 use burn::tensor::DType;
 use rand::Rng;
 
+use crate::error::{Error, Result};
+
+/// Where a sampler's noise comes from: the initial sample's and every step's (ancestral,
+/// DDIM with `eta > 0`, SDE solvers, EDM churn). Every seeded `rand::Rng` is one (Box-Muller
+/// draws, see [`randn`]); [`RecordedNoise`] replays given tensors (conformance tests).
+pub trait NoiseSource {
+    /// Standard normal noise of `shape` on `device`.
+    ///
+    /// # Errors
+    /// A source that cannot give noise of that shape (e.g. a recording that ran out).
+    fn normal(&mut self, shape: [usize; 4], device: &Device) -> Result<Tensor<4>>;
+}
+
+impl<R: Rng + ?Sized> NoiseSource for R {
+    fn normal(&mut self, shape: [usize; 4], device: &Device) -> Result<Tensor<4>> {
+        Ok(randn(shape, self, device))
+    }
+}
+
+/// Noise replayed from a recording, in order (e.g. the draws a reference sampler made).
+///
+/// ```
+/// use burn::prelude::*;
+/// use diffusion_transformers::sampling::noise::{NoiseSource, RecordedNoise};
+///
+/// let device = Device::flex();
+/// let mut src = RecordedNoise::new(vec![Tensor::<4>::ones([1, 2, 2, 2], &device)]);
+/// assert!(src.normal([1, 2, 2, 2], &device).is_ok());
+/// assert!(src.normal([1, 2, 2, 2], &device).is_err()); // exhausted
+/// ```
+#[derive(Debug, Clone)]
+pub struct RecordedNoise {
+    draws: std::collections::VecDeque<Tensor<4>>,
+    used: usize,
+}
+
+impl RecordedNoise {
+    /// Replays `draws` in order.
+    pub fn new(draws: Vec<Tensor<4>>) -> Self {
+        Self { draws: draws.into(), used: 0 }
+    }
+
+    /// Draws replayed so far.
+    pub fn used(&self) -> usize {
+        self.used
+    }
+
+    /// Draws left.
+    pub fn remaining(&self) -> usize {
+        self.draws.len()
+    }
+}
+
+impl NoiseSource for RecordedNoise {
+    fn normal(&mut self, shape: [usize; 4], _device: &Device) -> Result<Tensor<4>> {
+        let next = self.draws.pop_front().ok_or_else(|| {
+            Error::InvalidArgument(format!("recorded noise exhausted after {} draws", self.used))
+        })?;
+        if next.dims() != shape {
+            return Err(Error::Shape { name: format!("recorded noise draw {}", self.used), expected: format!("{shape:?}"), got: format!("{:?}", next.dims()) });
+        }
+        self.used += 1;
+        Ok(next)
+    }
+}
+
 /// Standard normal samples as a `Vec<f32>`.
 pub fn normal_vec<R: Rng + ?Sized>(n: usize, rng: &mut R) -> Vec<f32> {
     let mut out = Vec::with_capacity(n + 1);
