@@ -93,6 +93,11 @@ fn diffusion(respacing: &str, schedule: BetaSchedule, prediction: PredictionType
 
 /// One sampling run from a seeded RNG.
 /// The diffusion's own timesteps as a sampling plan.
+/// DPM-Solver++(2M) first order over the last two steps at every step count.
+fn dpm() -> DpmSolverPp {
+    DpmSolverPp { first_order_final: 2, ..DpmSolverPp::new(2).unwrap() }
+}
+
 fn plan(d: &GaussianDiffusion) -> Plan {
     d.plan(d.num_timesteps(), &TimestepSchedule::new()).unwrap()
 }
@@ -111,7 +116,7 @@ fn samplers_driven_by_an_oracle_return_x0() {
                 ("ddpm", Box::new(|rng| Ddpm.sample(&plan(&d), &oracle, &(), [2, 3, 4, 4], &device, rng, None).unwrap())),
                 ("ddim0", Box::new(|rng| Ddim::new(0.0).unwrap().sample(&plan(&d), &oracle, &(), [2, 3, 4, 4], &device, rng, None).unwrap())),
                 ("ddim1", Box::new(|rng| Ddim::new(1.0).unwrap().sample(&plan(&d), &oracle, &(), [2, 3, 4, 4], &device, rng, None).unwrap())),
-                ("dpm++2m", Box::new(|rng| DpmSolverPp::new(2).unwrap().sample(&plan(&d), &oracle, &(), [2, 3, 4, 4], &device, rng, None).unwrap())),
+                ("dpm++2m", Box::new(|rng| dpm().sample(&plan(&d), &oracle, &(), [2, 3, 4, 4], &device, rng, None).unwrap())),
             ];
             for (name, run) in samplers {
                 let err = max_abs_diff(run(&mut StdRng::seed_from_u64(7)), x0.clone());
@@ -139,15 +144,15 @@ fn samplers_reproduce_a_gaussian_data_distribution() {
         ("ddpm", moments(&Ddpm, "", BetaSchedule::Linear)),
         ("ddim eta 0", moments(&ddim0, "ddim250", BetaSchedule::Linear)),
         ("ddim eta 1", moments(&Ddim::new(1.0).unwrap(), "", BetaSchedule::Linear)),
-        ("dpm-solver++(2m) 25 steps", moments(&DpmSolverPp::new(2).unwrap(), "25", BetaSchedule::SquaredCosCapV2)),
-        ("dpm-solver++(2m) 50 steps", moments(&DpmSolverPp::new(2).unwrap(), "50", BetaSchedule::Linear)),
+        ("dpm-solver++(2m) 25 steps", moments(&dpm(), "25", BetaSchedule::SquaredCosCapV2)),
+        ("dpm-solver++(2m) 50 steps", moments(&dpm(), "50", BetaSchedule::Linear)),
     ];
     for (name, (mean, var)) in cases {
         assert!((mean - 0.5).abs() < 0.03, "{name}: mean {mean}");
         assert!((var / 0.25 - 1.0).abs() < 0.05, "{name}: variance {var}");
     }
     // The second-order solver is closer than first-order DDIM at the same 25 steps.
-    let dpm = moments(&DpmSolverPp::new(2).unwrap(), "25", BetaSchedule::SquaredCosCapV2).1;
+    let dpm = moments(&dpm(), "25", BetaSchedule::SquaredCosCapV2).1;
     let ddim = moments(&ddim0, "25", BetaSchedule::SquaredCosCapV2).1;
     assert!((dpm - 0.25).abs() < 0.5 * (ddim - 0.25).abs(), "dpm {dpm} vs ddim {ddim}");
 }

@@ -68,7 +68,7 @@ impl SamplerKind {
         Ok(match self {
             Self::Ddpm => S::Ddpm(crate::sampling::Ddpm),
             Self::Ddim { eta } => S::Ddim(Ddim::new(eta)?),
-            Self::DpmSolverPp => S::DpmSolverPp(DpmSolverPp::new(2)?),
+            Self::DpmSolverPp => S::DpmSolverPp(DpmSolverPp { first_order_final: 2, ..DpmSolverPp::new(2)? }),
             Self::UniPc => S::UniPc(UniPc::new(2)?),
             Self::Euler => S::Euler(Euler),
             Self::EulerAncestral => S::EulerAncestral(EulerAncestral),

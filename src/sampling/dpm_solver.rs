@@ -38,8 +38,12 @@ pub struct DpmSolverPp {
     pub sde: bool,
     /// The second-order rule.
     pub solver_type: SolverType,
-    /// Lower the order over the last steps of short (< 15 step) runs. Default: true.
+    /// Lower the order over the last steps of short runs. Default: true.
     pub lower_order_final: bool,
+    /// The last `first_order_final` steps are first order (0 in diffusers; 2 suits respaced
+    /// DDPM plans, whose large last log-SNR jump makes a higher-order step into the smallest
+    /// timestep overshoot). Default: 0.
+    pub first_order_final: usize,
     /// First order at the last step. Default: false.
     pub euler_at_final: bool,
 }
@@ -51,7 +55,7 @@ impl DpmSolverPp {
     /// An order outside 1-3.
     pub fn new(order: usize) -> Result<Self> {
         ensure_config((1..=3).contains(&order), || format!("DPM-Solver++ order must be 1, 2 or 3, got {order}"))?;
-        Ok(Self { order, sde: false, solver_type: SolverType::Midpoint, lower_order_final: true, euler_at_final: false })
+        Ok(Self { order, sde: false, solver_type: SolverType::Midpoint, lower_order_final: true, first_order_final: 0, euler_at_final: false })
     }
 
     /// The SDE variant (order 1-3).
@@ -66,7 +70,7 @@ impl DpmSolverPp {
         let final_zero = plan.targets[n - 1].sigma == 0.0;
         let lower_final = i == n - 1 && (self.euler_at_final || short || final_zero);
         let lower_second = i + 2 == n && short;
-        if self.order == 1 || warm < 1 || lower_final {
+        if self.order == 1 || warm < 1 || lower_final || i + self.first_order_final >= n {
             1
         } else if self.order == 2 || warm < 2 || lower_second {
             2

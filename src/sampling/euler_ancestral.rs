@@ -11,7 +11,8 @@
 
 use burn::prelude::*;
 
-use crate::error::Result;
+use crate::diffusion::process::Plan;
+use crate::error::{Error, Result};
 use crate::sampling::run::{At, Run};
 use crate::sampling::{Denoiser, Sampler};
 
@@ -20,6 +21,15 @@ use crate::sampling::{Denoiser, Sampler};
 pub struct EulerAncestral;
 
 impl Sampler for EulerAncestral {
+    /// The variance-exploding frame needs `alpha > 0` at every level (a rectified flow's
+    /// `FlowMatch` plan starts at `alpha = 0`; its `UniPc` sigmas avoid it).
+    fn check(&self, plan: &Plan) -> Result<()> {
+        if plan.levels.iter().any(|l| l.alpha <= 0.0) {
+            return Err(Error::InvalidConfig("Euler ancestral needs alpha > 0 at every level (pure noise has infinite VE sigma)".into()));
+        }
+        Ok(())
+    }
+
     fn step<M: Denoiser + ?Sized>(&self, run: &mut Run<'_, M>, i: usize, x: Tensor<4>) -> Result<Tensor<4>> {
         let (from, to) = (run.level(At::Level(i)), run.level(At::Target(i)));
         let d = run.denoise(At::Level(i), x.clone())?;

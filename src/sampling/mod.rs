@@ -17,7 +17,7 @@ pub mod run;
 pub mod sampler;
 pub mod unipc;
 
-pub use cfg::{ClassifierFreeGuidance, Conditioning, GuidedChannels, NullEmbedding, guide};
+pub use cfg::{ClassifierFreeGuidance, Conditioning, Guidance, Guided, GuidedChannels, NullEmbedding, guide};
 pub use ddim::Ddim;
 pub use ddpm::Ddpm;
 pub use denoiser::Denoiser;

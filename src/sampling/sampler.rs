@@ -18,10 +18,11 @@
 //! }
 //!
 //! # fn main() -> Result<(), diffusion_transformers::Error> {
-//! let plan = RectifiedFlowProcess::new(1000, 3.0)?.plan(10, &TimestepSchedule::new())?;
+//! let schedule = TimestepSchedule::diffusers("UniPCMultistepScheduler")?; // sigmas below 1
+//! let plan = RectifiedFlowProcess::new(1000, 3.0)?.plan(10, &schedule)?;
 //! let mut rng = rand::rngs::StdRng::seed_from_u64(0);
 //! let device = Device::flex();
-//! for name in ["euler", "heun", "dpm++2m", "unipc"] {
+//! for name in ["euler", "euler-a", "heun", "dpm++2m", "unipc"] {
 //!     let sampler = SamplerKind::from_name(name)?;
 //!     let x0 = sampler.sample(&plan, &ToZero, &(), [2, 4, 8, 8], &device, &mut rng, None)?;
 //!     assert!(x0.abs().max().into_scalar::<f32>() < 1e-3, "{name}");
@@ -112,5 +113,74 @@ pub trait Sampler {
         }
         let noise = noise_source.normal(shape, device)?;
         self.sample_from(plan, model, cond, noise, noise_source, progress)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::diffusion::process::{DiscreteVp, Prediction, Process, RectifiedFlowProcess};
+    use crate::diffusion::schedule::BetaSchedule;
+    use crate::diffusion::timesteps::TimestepSchedule;
+    use crate::sampling::{ClassifierFreeGuidance, RecordedNoise, SAMPLER_NAMES, SamplerKind};
+    use crate::Error;
+    use rand::SeedableRng;
+
+    /// Predicts `x + label`: guidance with a huge scale overflows to inf.
+    struct Labels;
+    impl Denoiser for Labels {
+        type Cond = Option<Tensor<1, Int>>;
+        fn denoise(&self, x: Tensor<4>, _t: Tensor<1>, cond: &Self::Cond) -> Result<Tensor<4>> {
+            let b = x.dims()[0];
+            Ok(x + cond.clone().unwrap().float().reshape([b, 1, 1, 1]))
+        }
+    }
+
+    fn plans() -> Vec<Plan> {
+        let vp = DiscreteVp::diffusers(&BetaSchedule::LinearRange { start: 1e-4, end: 0.02 }, 1000, Prediction::Epsilon).unwrap();
+        let flow = RectifiedFlowProcess::new(1000, 3.0).unwrap();
+        vec![
+            vp.plan(5, &TimestepSchedule::diffusers("DDIMScheduler").unwrap()).unwrap(),
+            flow.plan(5, &TimestepSchedule::diffusers("UniPCMultistepScheduler").unwrap()).unwrap(),
+        ]
+    }
+
+    #[test]
+    fn every_sampler_runs_on_every_process_and_rejects_bad_input() {
+        let device = Device::flex();
+        let y = Some(Tensor::<1, Int>::from_ints([1, 2], &device));
+        let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+        for plan in plans() {
+            for name in SAMPLER_NAMES {
+                let s = SamplerKind::from_name(name).unwrap();
+                if s.check(&plan).is_err() {
+                    continue; // EDM churn needs a continuous process
+                }
+                let x = s.sample(&plan, &Labels, &y, [2, 2, 4, 4], &device, &mut rng, None).unwrap_or_else(|e| panic!("{name}: {e}"));
+                assert_eq!(x.dims(), [2, 2, 4, 4]);
+                // Batch 0 is a typed error, never reaching the backend.
+                assert!(matches!(s.sample(&plan, &Labels, &y, [0, 2, 4, 4], &device, &mut rng, None), Err(Error::Shape { .. })));
+                // NaN in the initial noise.
+                let nan = Tensor::<4>::full([2, 2, 4, 4], f32::NAN, &device);
+                let e = s.sample_from(&plan, &Labels, &y, nan.clone(), &mut rng, None).unwrap_err();
+                assert!(matches!(&e, Error::Numerical(m) if m.contains("initial noise")), "{name}: {e}");
+                // A guidance scale of 1e300 overflows: the error names the step.
+                let huge = ClassifierFreeGuidance::new(&Labels, 9, 1e300).unwrap();
+                let e = s.sample(&plan, &huge, &y, [2, 2, 4, 4], &device, &mut rng, None).unwrap_err();
+                assert!(matches!(&e, Error::Numerical(m) if m.contains("step 1 of")), "{name}: {e}");
+            }
+        }
+        assert!(ClassifierFreeGuidance::new(&Labels, 9, f64::INFINITY).is_err());
+    }
+
+    #[test]
+    fn nan_step_noise_is_an_error_naming_the_noise() {
+        let device = Device::flex();
+        let y = Some(Tensor::<1, Int>::from_ints([1, 2], &device));
+        let plan = &plans()[0];
+        let bad = vec![Tensor::<4>::full([2, 2, 4, 4], f32::INFINITY, &device); 5];
+        let noise = Tensor::<4>::zeros([2, 2, 4, 4], &device);
+        let e = crate::sampling::Ddpm.sample_from(plan, &Labels, &y, noise, &mut RecordedNoise::new(bad), None).unwrap_err();
+        assert!(matches!(&e, Error::Numerical(m) if m.contains("noise drawn at step 1")), "{e}");
     }
 }

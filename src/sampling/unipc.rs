@@ -138,6 +138,15 @@ fn solve(mut a: Vec<Vec<f64>>, mut b: Vec<f64>) -> Result<Vec<f64>> {
 }
 
 impl Sampler for UniPc {
+    /// `lambda` must be finite at every evaluation level (`alpha > 0`; a rectified flow's
+    /// `FlowSigmas::UniPc` plan lowers its first sigma below 1 for this).
+    fn check(&self, plan: &crate::diffusion::process::Plan) -> Result<()> {
+        if plan.levels.iter().any(|l| l.alpha <= 0.0) {
+            return Err(Error::InvalidConfig("UniPC needs alpha > 0 at every level (use FlowSigmas::UniPc on a rectified flow)".into()));
+        }
+        Ok(())
+    }
+
     fn step<M: Denoiser + ?Sized>(&self, run: &mut Run<'_, M>, i: usize, x: Tensor<4>) -> Result<Tensor<4>> {
         let n = run.plan().num_steps();
         let level = run.level(At::Level(i));
