@@ -396,7 +396,7 @@ where
         }
         let outside = match self.interval {
             Some((lo, hi)) => {
-                let tv = t.clone().into_data().convert::<f32>().to_vec::<f32>().unwrap_or_default();
+                let tv = t.clone().into_data().convert::<f32>().try_to_vec::<f32>().unwrap_or_default();
                 tv.iter().all(|&v| (v as f64) < lo || (v as f64) > hi)
             }
             None => false,
@@ -527,7 +527,7 @@ mod tests {
         let x = Tensor::<4>::ones([2, 2, 2, 2], &device);
         let y = Some(Tensor::<1, Int>::from_ints([1, 3], &device));
         let g = ClassifierFreeGuidance::new(Labels, 10, 2.0).unwrap().with_interval(100.0, 500.0).unwrap();
-        let at = |t: f32| g.denoise(x.clone(), Tensor::full([2], t, &device), &y).unwrap().into_data().to_vec::<f32>().unwrap();
+        let at = |t: f32| g.denoise(x.clone(), Tensor::full([2], t, &device), &y).unwrap().into_data().try_to_vec::<f32>().unwrap();
         assert_eq!(at(900.0)[0], 2.0); // conditional: x + y
         assert_eq!(at(300.0)[0], -7.0); // guided: 11 + 2 (2 - 11)
         assert!(ClassifierFreeGuidance::new(Labels, 10, 2.0).unwrap().with_interval(5.0, 1.0).is_err());
@@ -538,7 +538,7 @@ mod tests {
             }
         }
         let d = Guided { model: Labels, guidance: Double };
-        assert_eq!(d.denoise(x, Tensor::zeros([2], &device), &y).unwrap().into_data().to_vec::<f32>().unwrap()[0], 4.0);
+        assert_eq!(d.denoise(x, Tensor::zeros([2], &device), &y).unwrap().into_data().try_to_vec::<f32>().unwrap()[0], 4.0);
     }
 
     #[test]
