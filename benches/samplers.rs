@@ -14,12 +14,11 @@ use std::time::Instant;
 
 use burn::prelude::*;
 use criterion::{Criterion, criterion_group, criterion_main};
-use diffusion_transformers::diffusion::{EdmConfig, GaussianDiffusionConfig};
+use diffusion_transformers::diffusion::GaussianDiffusionConfig;
+use diffusion_transformers::diffusion::process::{EdmProcess, Plan, Process, RectifiedFlowProcess};
+use diffusion_transformers::diffusion::timesteps::{SigmaSpacing, TimestepSchedule};
 use diffusion_transformers::models::DiTConfig;
-use diffusion_transformers::sampling::{
-    DdimSampler, DdpmSampler, DpmSolverPp2M, EdmSamplerConfig, FlowEulerSampler, FlowHeunSampler,
-    FlowMatchScheduleConfig, FlowSampler, GaussianSampler, NoProgress,
-};
+use diffusion_transformers::sampling::{Sampler, SamplerKind};
 use rand::SeedableRng;
 
 use common::{device, labels, randn, record_peak_memory, reset_peak_memory};
@@ -51,26 +50,23 @@ fn bench(c: &mut Criterion, name: &str, device: &Device, mut run: impl FnMut() -
     record_peak_memory(&format!("sampler_step/{id}"));
 }
 
+/// Benchmarks each named sampler on `plan`.
+fn bench_all<M: diffusion_transformers::sampling::Denoiser>(c: &mut Criterion, prefix: &str, names: &[&str], plan: &Plan, model: &M, cond: &M::Cond, noise: &Tensor<4>, device: &Device) {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+    for name in names {
+        let sampler = SamplerKind::from_name(name).unwrap();
+        bench(c, &format!("{prefix}{name}"), device, || sampler.sample_from(plan, model, cond, noise.clone(), &mut rng, None).unwrap());
+    }
+}
+
 fn gaussian(c: &mut Criterion) {
     let device = device();
     let model = DiTConfig::from_name("DiT-S/2").unwrap().init(&device).unwrap();
     let cond = Some(labels(BATCH, &device));
     let noise = randn([BATCH, 4, 32, 32], &device);
-    let mut rng = rand::rngs::StdRng::seed_from_u64(0);
     let respaced = GaussianDiffusionConfig::dit(&STEPS.to_string()).init().unwrap();
-    let ddim = GaussianDiffusionConfig::dit(&format!("ddim{STEPS}")).init().unwrap();
-    let ddpm = DdpmSampler::new();
-    bench(c, "ddpm", &device, || {
-        ddpm.sample_from(&respaced, &model, &cond, noise.clone(), &mut rng, &mut NoProgress).unwrap()
-    });
-    let ddim_sampler = DdimSampler::new(0.0).unwrap();
-    bench(c, "ddim", &device, || {
-        ddim_sampler.sample_from(&ddim, &model, &cond, noise.clone(), &mut rng, &mut NoProgress).unwrap()
-    });
-    let dpm = DpmSolverPp2M::new();
-    bench(c, "dpm_solver++2m", &device, || {
-        dpm.sample_from(&respaced, &model, &cond, noise.clone(), &mut rng, &mut NoProgress).unwrap()
-    });
+    let plan = respaced.plan(STEPS, &TimestepSchedule::new()).unwrap();
+    bench_all(c, "", &["ddpm", "ddim", "dpm++2m", "unipc", "euler-a"], &plan, &model, &cond, &noise, &device);
 }
 
 fn flow_and_edm(c: &mut Criterion) {
@@ -78,17 +74,11 @@ fn flow_and_edm(c: &mut Criterion) {
     let model = DiTConfig::from_name("DiT-S/2").unwrap().with_learn_sigma(false).init(&device).unwrap();
     let cond = Some(labels(BATCH, &device));
     let noise = randn([BATCH, 4, 32, 32], &device);
-    let schedule = FlowMatchScheduleConfig::new().init(STEPS).unwrap();
-    let euler = FlowEulerSampler::new(schedule.clone());
-    bench(c, "flow_euler", &device, || euler.sample_from(&model, &cond, noise.clone(), &mut NoProgress).unwrap());
-    let heun = FlowHeunSampler::new(schedule);
-    bench(c, "flow_heun", &device, || heun.sample_from(&model, &cond, noise.clone(), &mut NoProgress).unwrap());
-    let edm = EdmConfig::new().init().unwrap();
-    let sampler = EdmSamplerConfig::new().with_num_steps(STEPS).init().unwrap();
-    let mut rng = rand::rngs::StdRng::seed_from_u64(0);
-    bench(c, "edm_heun", &device, || {
-        sampler.sample_from(&edm, &model, noise.clone(), &cond, &mut rng, &mut NoProgress).unwrap()
-    });
+    let flow = RectifiedFlowProcess::new(1000, 1.0).unwrap().plan(STEPS, &TimestepSchedule::new()).unwrap();
+    bench_all(c, "flow_", &["euler", "heun", "dpm++2m", "unipc"], &flow, &model, &cond, &noise, &device);
+    let edm = EdmProcess::new(0.002, 80.0, 7.0, 0.9).unwrap();
+    let plan = edm.plan(STEPS, &TimestepSchedule::new().with_sigmas(SigmaSpacing::Karras)).unwrap();
+    bench_all(c, "edm_", &["heun", "edm"], &plan, &model, &cond, &noise, &device);
 }
 
 criterion_group!(benches, gaussian, flow_and_edm);

@@ -25,7 +25,9 @@ use burn::prelude::*;
 use diffusion_transformers::diffusion::RectifiedFlowConfig;
 use diffusion_transformers::models::{MMDiT, MMDiTConfig};
 use diffusion_transformers::contracts::normal_vec;
-use diffusion_transformers::sampling::{FlowEulerSampler, FlowMatchScheduleConfig, FlowSampler, NoProgress};
+use diffusion_transformers::diffusion::process::{Process, RectifiedFlowProcess};
+use diffusion_transformers::diffusion::timesteps::TimestepSchedule;
+use diffusion_transformers::sampling::{Euler, Sampler};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -109,10 +111,10 @@ fn evaluate(
 ) -> Result<String, diffusion_transformers::Error> {
     let prompts: Vec<(usize, usize)> =
         (0..2).flat_map(|_| (0..COLOURS.len()).flat_map(|c| (0..SHAPES.len()).map(move |s| (c, s)))).collect();
-    let sampler = FlowEulerSampler::new(FlowMatchScheduleConfig::new().init(20)?);
+    let plan = RectifiedFlowProcess::new(1000, 1.0)?.plan(20, &TimestepSchedule::new())?;
     let mut rng = StdRng::seed_from_u64(seed);
     let shape = [prompts.len(), CHANNELS, SIDE, SIDE];
-    let samples = sampler.sample(model, &text.encode(&prompts, device), shape, device, &mut rng, &mut NoProgress)?;
+    let samples = Euler.sample(&plan, model, &text.encode(&prompts, device), shape, device, &mut rng, None)?;
     let samples = samples.into_data().try_to_vec::<f32>().expect("f32 samples");
     let templates: Vec<Vec<f32>> =
         (0..COLOURS.len()).flat_map(|c| (0..SHAPES.len()).map(move |s| template(c, s))).collect();

@@ -35,7 +35,8 @@ options (defaults in brackets):
   --model NAME       tiny | small | any DiT preset name such as DiT-S/4 [tiny]
                      (tiny: width 128, depth 4, 4 heads, patch 2; small: 192, 6, 6, patch 2)
   --objective OBJ    ddpm (hybrid loss, learned sigma) | flow (rectified flow) [ddpm]
-  --sampler S        ddpm | ddim | dpm (DDPM models); euler | heun (flow models) [dpm / euler]
+  --sampler S        any sampler with either objective: ddpm | ddim | euler | euler-a | heun |
+                     dpm++2m | dpm++3m | dpm++sde | unipc | unipc3 [dpm / euler]
   --sample-steps N   sampler steps [50 for ddpm/ddim, 25 for dpm/euler/heun]
   --cfg SCALE        classifier-free guidance scale [3.0]
   --lr LR            peak learning rate (warm-up then cosine) [1e-3]

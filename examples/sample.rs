@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! cargo run --release --example sample -- --checkpoint out/quickstart/checkpoint \
-//!     [--sampler dpm|ddim|ddpm|euler|heun] [--steps 25] [--seed 0] [--cfg 3.0] [--per-class 8] [--out grid.png]
+//!     [--sampler dpm++2m|unipc|ddim|ddpm|euler|euler-a|heun|...] [--steps 25] [--seed 0] [--cfg 3.0] [--per-class 8] [--out grid.png]
 //! ```
 
 #[path = "common/mod.rs"]

@@ -8,12 +8,13 @@ use burn::tensor::DType;
 use diffusion_transformers::diffusion::gaussian::{
     ClipMode, GaussianDiffusion, GaussianDiffusionConfig, LossType, PredictionType, VarianceType,
 };
+use diffusion_transformers::diffusion::process::{Plan, Process};
 use diffusion_transformers::diffusion::schedule::{BetaSchedule, NoiseSchedule};
+use diffusion_transformers::diffusion::timesteps::TimestepSchedule;
 use diffusion_transformers::models::DiTConfig;
-use diffusion_transformers::contracts::{Denoiser, GuidedChannels, randn};
-use diffusion_transformers::sampling::{
-    ClassifierFreeGuidance, DdimSampler, DdpmSampler, DpmSolverPp2M, GaussianSampler, NoProgress, Progress,
-};
+use diffusion_transformers::contracts::randn;
+use diffusion_transformers::contracts::{Denoiser, GuidedChannels};
+use diffusion_transformers::sampling::{ClassifierFreeGuidance, Ddim, Ddpm, DpmSolverPp, Progress, Sampler};
 use diffusion_transformers::{Error, Result};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -90,6 +91,16 @@ fn diffusion(respacing: &str, schedule: BetaSchedule, prediction: PredictionType
 }
 
 /// One sampling run from a seeded RNG.
+/// The diffusion's own timesteps as a sampling plan.
+/// DPM-Solver++(2M) first order over the last two steps at every step count.
+fn dpm() -> DpmSolverPp {
+    DpmSolverPp { first_order_final: 2, ..DpmSolverPp::new(2).unwrap() }
+}
+
+fn plan(d: &GaussianDiffusion) -> Plan {
+    d.plan(d.num_timesteps(), &TimestepSchedule::new()).unwrap()
+}
+
 type SamplerRun<'a> = Box<dyn Fn(&mut StdRng) -> Tensor<4> + 'a>;
 
 #[test]
@@ -101,10 +112,10 @@ fn samplers_driven_by_an_oracle_return_x0() {
             let oracle = Oracle { x0: x0.clone(), ac: original_alphas_cumprod(&schedule), prediction };
             let d = diffusion("25", schedule.clone(), prediction, VarianceType::FixedSmall);
             let samplers: [(&str, SamplerRun); 4] = [
-                ("ddpm", Box::new(|rng| DdpmSampler::new().sample(&d, &oracle, &(), [2, 3, 4, 4], &device, rng, &mut NoProgress).unwrap())),
-                ("ddim0", Box::new(|rng| DdimSampler::new(0.0).unwrap().sample(&d, &oracle, &(), [2, 3, 4, 4], &device, rng, &mut NoProgress).unwrap())),
-                ("ddim1", Box::new(|rng| DdimSampler::new(1.0).unwrap().sample(&d, &oracle, &(), [2, 3, 4, 4], &device, rng, &mut NoProgress).unwrap())),
-                ("dpm++2m", Box::new(|rng| DpmSolverPp2M::new().sample(&d, &oracle, &(), [2, 3, 4, 4], &device, rng, &mut NoProgress).unwrap())),
+                ("ddpm", Box::new(|rng| Ddpm.sample(&plan(&d), &oracle, &(), [2, 3, 4, 4], &device, rng, None).unwrap())),
+                ("ddim0", Box::new(|rng| Ddim::new(0.0).unwrap().sample(&plan(&d), &oracle, &(), [2, 3, 4, 4], &device, rng, None).unwrap())),
+                ("ddim1", Box::new(|rng| Ddim::new(1.0).unwrap().sample(&plan(&d), &oracle, &(), [2, 3, 4, 4], &device, rng, None).unwrap())),
+                ("dpm++2m", Box::new(|rng| dpm().sample(&plan(&d), &oracle, &(), [2, 3, 4, 4], &device, rng, None).unwrap())),
             ];
             for (name, run) in samplers {
                 let err = max_abs_diff(run(&mut StdRng::seed_from_u64(7)), x0.clone());
@@ -115,10 +126,10 @@ fn samplers_driven_by_an_oracle_return_x0() {
 }
 
 /// Mean and variance of the samples of a sampler on `N(0.5, 0.25)` data.
-fn moments(sampler: &impl GaussianSampler, respacing: &str, schedule: BetaSchedule) -> (f64, f64) {
+fn moments(sampler: &impl Sampler, respacing: &str, schedule: BetaSchedule) -> (f64, f64) {
     let model = GaussianData { mu: 0.5, s: 0.5, ac: original_alphas_cumprod(&schedule) };
     let d = diffusion(respacing, schedule, PredictionType::Epsilon, VarianceType::FixedSmall);
-    let x = sampler.sample(&d, &model, &(), [512, 1, 4, 4], &Device::flex(), &mut StdRng::seed_from_u64(3), &mut NoProgress);
+    let x = sampler.sample(&plan(&d), &model, &(), [512, 1, 4, 4], &Device::flex(), &mut StdRng::seed_from_u64(3), None);
     let v = values(x.unwrap());
     let n = v.len() as f64;
     let mean = v.iter().sum::<f64>() / n;
@@ -127,20 +138,20 @@ fn moments(sampler: &impl GaussianSampler, respacing: &str, schedule: BetaSchedu
 
 #[test]
 fn samplers_reproduce_a_gaussian_data_distribution() {
-    let ddim0 = DdimSampler::new(0.0).unwrap();
+    let ddim0 = Ddim::new(0.0).unwrap();
     let cases = [
-        ("ddpm", moments(&DdpmSampler::new(), "", BetaSchedule::Linear)),
+        ("ddpm", moments(&Ddpm, "", BetaSchedule::Linear)),
         ("ddim eta 0", moments(&ddim0, "ddim250", BetaSchedule::Linear)),
-        ("ddim eta 1", moments(&DdimSampler::new(1.0).unwrap(), "", BetaSchedule::Linear)),
-        ("dpm-solver++(2m) 25 steps", moments(&DpmSolverPp2M::new(), "25", BetaSchedule::SquaredCosCapV2)),
-        ("dpm-solver++(2m) 50 steps", moments(&DpmSolverPp2M::new(), "50", BetaSchedule::Linear)),
+        ("ddim eta 1", moments(&Ddim::new(1.0).unwrap(), "", BetaSchedule::Linear)),
+        ("dpm-solver++(2m) 25 steps", moments(&dpm(), "25", BetaSchedule::SquaredCosCapV2)),
+        ("dpm-solver++(2m) 50 steps", moments(&dpm(), "50", BetaSchedule::Linear)),
     ];
     for (name, (mean, var)) in cases {
         assert!((mean - 0.5).abs() < 0.03, "{name}: mean {mean}");
         assert!((var / 0.25 - 1.0).abs() < 0.05, "{name}: variance {var}");
     }
     // The second-order solver is closer than first-order DDIM at the same 25 steps.
-    let dpm = moments(&DpmSolverPp2M::new(), "25", BetaSchedule::SquaredCosCapV2).1;
+    let dpm = moments(&dpm(), "25", BetaSchedule::SquaredCosCapV2).1;
     let ddim = moments(&ddim0, "25", BetaSchedule::SquaredCosCapV2).1;
     assert!((dpm - 0.25).abs() < 0.5 * (ddim - 0.25).abs(), "dpm {dpm} vs ddim {ddim}");
 }
@@ -153,8 +164,8 @@ fn seeded_sampling_is_reproducible_and_reports_progress() {
     let run = |seed: u64, eta: f64| {
         let mut steps: Vec<Progress> = Vec::new();
         let mut cb = |p: &Progress| steps.push(*p);
-        let sampler = DdimSampler::new(eta).unwrap();
-        let x = sampler.sample(&d, &model, &(), [2, 2, 4, 4], &device, &mut StdRng::seed_from_u64(seed), &mut cb).unwrap();
+        let sampler = Ddim::new(eta).unwrap();
+        let x = sampler.sample(&plan(&d), &model, &(), [2, 2, 4, 4], &device, &mut StdRng::seed_from_u64(seed), Some(&mut cb)).unwrap();
         (values(x), steps)
     };
     let (a, steps) = run(11, 0.0);
@@ -165,7 +176,7 @@ fn seeded_sampling_is_reproducible_and_reports_progress() {
     assert!(steps.iter().enumerate().all(|(k, p)| p.step == k + 1 && p.total_steps == 10));
     let ts: Vec<f64> = steps.iter().map(|p| p.timestep).collect();
     assert_eq!(ts, vec![900.0, 800.0, 700.0, 600.0, 500.0, 400.0, 300.0, 200.0, 100.0, 0.0]);
-    let ddpm = |seed| values(DdpmSampler::new().sample(&d, &model, &(), [1, 2, 4, 4], &device, &mut StdRng::seed_from_u64(seed), &mut NoProgress).unwrap());
+    let ddpm = |seed| values(Ddpm.sample(&plan(&d), &model, &(), [1, 2, 4, 4], &device, &mut StdRng::seed_from_u64(seed), None).unwrap());
     assert_eq!(ddpm(4), ddpm(4));
 }
 
@@ -209,8 +220,7 @@ fn guided_dit_matches_official_forward_with_cfg_and_trains() {
     let fixed = GaussianDiffusionConfig::new().with_variance_type(VarianceType::FixedSmall).init().unwrap();
     assert!(matches!(fixed.training_losses(&dit, x, &tt, &Some(y), noise), Err(Error::Shape { .. })));
     // Sampling clips when asked.
-    let clipped = DdimSampler::new(0.0).unwrap().with_clip(ClipMode::Clamp(1.0));
     let small = diffusion("ddim2", BetaSchedule::Linear, PredictionType::Epsilon, VarianceType::LearnedRange);
-    let out = clipped.sample(&small, &guided, &Some(Tensor::from_ints([0], &device)), [1, 4, 8, 8], &device, &mut StdRng::seed_from_u64(0), &mut NoProgress);
+    let out = Ddim::new(0.0).unwrap().sample(&plan(&small).with_clip(ClipMode::Clamp(1.0)), &guided, &Some(Tensor::from_ints([0], &device)), [1, 4, 8, 8], &device, &mut StdRng::seed_from_u64(0), None);
     assert!(values(out.unwrap()).iter().all(|v| v.abs() <= 1.0 + 1e-6));
 }

@@ -3,13 +3,12 @@
 
 use burn::prelude::*;
 use diffusion_transformers::Result;
+use diffusion_transformers::diffusion::process::{Plan, Process, RectifiedFlowProcess};
+use diffusion_transformers::diffusion::timesteps::TimestepSchedule;
 use diffusion_transformers::diffusion::{ClipMode, GaussianDiffusionConfig};
 use diffusion_transformers::models::DiT;
 use diffusion_transformers::contracts::GuidedChannels;
-use diffusion_transformers::sampling::{
-    ClassifierFreeGuidance, DdimSampler, DdpmSampler, DpmSolverPp2M, FlowEulerSampler, FlowHeunSampler,
-    FlowMatchScheduleConfig, FlowSampler, GaussianSampler, Progress,
-};
+use diffusion_transformers::sampling::{ClassifierFreeGuidance, Progress, ProgressCallback, Sampler, SamplerKind};
 use diffusion_transformers::contracts::TrainRng;
 
 /// Training objective of a checkpoint.
@@ -44,10 +43,10 @@ impl ObjectiveKind {
     }
 }
 
-/// Sample `labels.len()` images `[B, C, S, S]` with guidance `scale` using `sampler`
-/// (`ddpm`, `ddim`, `dpm` for DDPM models; `euler`, `heun` for flow models) and `steps`
-/// model-evaluation steps. DDPM samplers clamp the predicted `x0` to the data range [-1, 1]
-/// (pixel space).
+/// Sample `labels.len()` images `[B, C, S, S]` with guidance `scale` using any sampler of
+/// [`SamplerKind::from_name`] (`ddpm`, `ddim`, `euler`, `euler-a`, `heun`, `dpm++2m`, `unipc`,
+/// ...) on the objective's process with `steps` steps. The predicted `x0` is clamped to the
+/// data range [-1, 1] (pixel space).
 #[allow(clippy::too_many_arguments)]
 pub fn sample(
     model: &DiT,
@@ -71,30 +70,16 @@ pub fn sample(
             eprintln!();
         }
     };
-    let bad = |s: &str| diffusion_transformers::Error::InvalidArgument(format!("sampler `{s}` does not fit a {} model", objective.name()));
-    match objective {
+    let sampler = SamplerKind::from_name(sampler)?;
+    // Guidance on the prediction channels (learned-variance channels pass through).
+    let guided = ClassifierFreeGuidance::new(model, null, scale)?.with_channels(GuidedChannels::First(model.in_channels));
+    let plan: Plan = match objective {
         ObjectiveKind::Ddpm => {
-            // Guidance on the eps channels (the first `in_channels`), as the official DiT.
-            let guided = ClassifierFreeGuidance::new(model, null, scale)?
-                .with_channels(GuidedChannels::First(model.in_channels));
-            let respacing = if sampler == "ddim" { format!("ddim{steps}") } else { steps.to_string() };
-            let diffusion = GaussianDiffusionConfig::dit(&respacing).init()?;
-            let clip = ClipMode::Clamp(1.0);
-            match sampler {
-                "ddpm" => DdpmSampler::new().with_clip(clip).sample(&diffusion, &guided, &y, shape, device, &mut rng, &mut progress),
-                "ddim" => DdimSampler::new(0.0)?.with_clip(clip).sample(&diffusion, &guided, &y, shape, device, &mut rng, &mut progress),
-                "dpm" => DpmSolverPp2M::new().with_clip(clip).sample(&diffusion, &guided, &y, shape, device, &mut rng, &mut progress),
-                s => Err(bad(s)),
-            }
+            let diffusion = GaussianDiffusionConfig::dit(&steps.to_string()).init()?;
+            diffusion.plan(steps, &TimestepSchedule::new())?
         }
-        ObjectiveKind::Flow => {
-            let guided = ClassifierFreeGuidance::new(model, null, scale)?.with_channels(GuidedChannels::All);
-            let schedule = FlowMatchScheduleConfig::new().init(steps)?;
-            match sampler {
-                "euler" => FlowEulerSampler::new(schedule).sample(&guided, &y, shape, device, &mut rng, &mut progress),
-                "heun" => FlowHeunSampler::new(schedule).sample(&guided, &y, shape, device, &mut rng, &mut progress),
-                s => Err(bad(s)),
-            }
-        }
-    }
+        ObjectiveKind::Flow => RectifiedFlowProcess::new(1000, 1.0)?.plan(steps, &TimestepSchedule::new())?,
+    };
+    let plan = plan.with_clip(ClipMode::Clamp(1.0));
+    sampler.sample(&plan, &guided, &y, shape, device, &mut rng, Some(&mut progress as &mut dyn ProgressCallback))
 }

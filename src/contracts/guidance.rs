@@ -20,9 +20,9 @@ pub enum GuidedChannels {
 }
 
 impl Default for GuidedChannels {
-    /// `First(3)`, as the official DiT `forward_with_cfg`.
+    /// `All`.
     fn default() -> Self {
-        GuidedChannels::First(3)
+        GuidedChannels::All
     }
 }
 

@@ -26,7 +26,7 @@ pub use conditioning::{Conditioning, NullEmbedding};
 pub use denoiser::{Denoiser, MaskedDenoiser, SkipLayerDenoiser};
 pub use guidance::{GuidedChannels, guide};
 pub use mask::{TokenMask, num_keep, patch_loss};
-pub use noise::{NoiseSource, RecordedNoise, draw_noise, normal_vec, randn, randn_like};
+pub use noise::{NoiseSource, RecordedNoise, normal_vec, randn, randn_like};
 pub use objective::Objective;
 pub use rng::TrainRng;
 pub use shard::BatchShard;

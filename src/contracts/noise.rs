@@ -7,71 +7,74 @@
 //! Generator values come from the Box-Muller transform in `f64`, stored as `f32` and converted
 //! to the requested dtype.
 
-use std::collections::VecDeque;
-
 use burn::prelude::*;
 use burn::tensor::DType;
-use rand::{Rng, RngCore};
+use rand::Rng;
 
 use crate::error::{Error, Result};
 
-/// Where standard-normal noise comes from.
+/// Where a sampler's noise comes from: the initial sample's and every step's (ancestral,
+/// DDIM with `eta > 0`, SDE solvers, EDM churn). Every seeded `rand::Rng` is one (Box-Muller
+/// draws, see [`randn`]); [`RecordedNoise`] replays given tensors (conformance tests).
 pub trait NoiseSource {
-    /// The next `N(0, 1)` draw of `shape` (row-major values).
+    /// Standard normal noise of `shape` on `device`.
     ///
     /// # Errors
-    /// When the source cannot give a draw of that shape (e.g. a recorded sequence is exhausted
-    /// or its next draw has another shape).
-    fn normal(&mut self, shape: &[usize]) -> Result<Vec<f32>>;
+    /// A source that cannot give noise of that shape (e.g. a recording that ran out).
+    fn normal(&mut self, shape: [usize; 4], device: &Device) -> Result<Tensor<4>>;
 }
 
-/// Every `rand` generator is a noise source (Box-Muller in `f64`).
-impl<R: RngCore + ?Sized> NoiseSource for R {
-    fn normal(&mut self, shape: &[usize]) -> Result<Vec<f32>> {
-        Ok(normal_vec(shape.iter().product(), self))
+impl<R: Rng + ?Sized> NoiseSource for R {
+    fn normal(&mut self, shape: [usize; 4], device: &Device) -> Result<Tensor<4>> {
+        Ok(randn(shape, self, device))
     }
 }
 
-/// A recorded sequence of draws, given back in order, each checked against the requested shape.
-#[derive(Debug, Clone, Default)]
+/// Noise replayed from a recording, in order (e.g. the draws a reference sampler made).
+///
+/// ```
+/// use burn::prelude::*;
+/// use diffusion_transformers::contracts::{NoiseSource, RecordedNoise};
+///
+/// let device = Device::flex();
+/// let mut src = RecordedNoise::new(vec![Tensor::<4>::ones([1, 2, 2, 2], &device)]);
+/// assert!(src.normal([1, 2, 2, 2], &device).is_ok());
+/// assert!(src.normal([1, 2, 2, 2], &device).is_err()); // exhausted
+/// ```
+#[derive(Debug, Clone)]
 pub struct RecordedNoise {
-    draws: VecDeque<TensorData>,
+    draws: std::collections::VecDeque<Tensor<4>>,
+    used: usize,
 }
 
 impl RecordedNoise {
-    /// The draws, in the order they will be given.
-    pub fn new(draws: impl IntoIterator<Item = TensorData>) -> Self {
-        Self { draws: draws.into_iter().collect() }
+    /// Replays `draws` in order.
+    pub fn new(draws: Vec<Tensor<4>>) -> Self {
+        Self { draws: draws.into(), used: 0 }
     }
 
-    /// Draws not yet given.
+    /// Draws replayed so far.
+    pub fn used(&self) -> usize {
+        self.used
+    }
+
+    /// Draws left.
     pub fn remaining(&self) -> usize {
         self.draws.len()
     }
 }
 
 impl NoiseSource for RecordedNoise {
-    fn normal(&mut self, shape: &[usize]) -> Result<Vec<f32>> {
-        let next = self
-            .draws
-            .pop_front()
-            .ok_or_else(|| Error::InvalidArgument(format!("recorded noise is exhausted (a draw of {shape:?} was asked for)")))?;
-        if next.shape().as_slice() != shape {
-            return Err(Error::Shape { name: "recorded noise".into(), expected: format!("{shape:?}"), got: format!("{:?}", next.shape()) });
+    fn normal(&mut self, shape: [usize; 4], _device: &Device) -> Result<Tensor<4>> {
+        let next = self.draws.pop_front().ok_or_else(|| {
+            Error::InvalidArgument(format!("recorded noise exhausted after {} draws", self.used))
+        })?;
+        if next.dims() != shape {
+            return Err(Error::Shape { name: format!("recorded noise draw {}", self.used), expected: format!("{shape:?}"), got: format!("{:?}", next.dims()) });
         }
-        next.convert::<f32>()
-            .try_into_vec::<f32>()
-            .map_err(|e| Error::InvalidArgument(format!("recorded noise is not numeric: {e:?}")))
+        self.used += 1;
+        Ok(next)
     }
-}
-
-/// A `[shape]` tensor of standard normal noise from `noise`, on `device` in `dtype`.
-///
-/// # Errors
-/// The noise source's error.
-pub fn draw_noise<const D: usize, N: NoiseSource + ?Sized>(shape: [usize; D], noise: &mut N, device: &Device, dtype: DType) -> Result<Tensor<D>> {
-    let values = noise.normal(&shape)?;
-    Ok(Tensor::from_data(TensorData::new(values, shape), (device, dtype)))
 }
 
 /// Standard normal samples as a `Vec<f32>`.
@@ -134,21 +137,5 @@ mod tests {
         assert_eq!(v, again);
         let t = randn_like(&Tensor::<2>::zeros([3, 5], &Device::flex()), &mut rng);
         assert_eq!(t.dims(), [3, 5]);
-    }
-
-    #[test]
-    fn recorded_noise_replays_in_order_and_checks_shapes() {
-        let device = Device::flex();
-        let mut rec = RecordedNoise::new([TensorData::new(vec![1.0f32, 2.0], [1, 2]), TensorData::new(vec![3.0f32], [1, 1])]);
-        let a = draw_noise([1, 2], &mut rec, &device, DType::F32).unwrap();
-        assert_eq!(a.into_data().try_to_vec::<f32>().unwrap(), vec![1.0, 2.0]);
-        assert_eq!(rec.remaining(), 1);
-        assert!(draw_noise([1, 2], &mut rec, &device, DType::F32).is_err(), "shape mismatch");
-        assert!(draw_noise([1, 1], &mut rec, &device, DType::F32).is_err(), "exhausted");
-        // a generator is a noise source too, and gives the same values as `randn`
-        let mut g = rand::rngs::StdRng::seed_from_u64(5);
-        let from_source = draw_noise([2, 3], &mut g, &device, DType::F32).unwrap();
-        let direct = randn([2, 3], &mut rand::rngs::StdRng::seed_from_u64(5), &device);
-        assert_eq!(from_source.into_data(), direct.into_data());
     }
 }

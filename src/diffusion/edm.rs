@@ -16,7 +16,8 @@
 //! and trained with `lambda(sigma) ||D(x, sigma) - x0||^2`, `lambda = (sigma^2 + sigma_data^2) /
 //! (sigma sigma_data)^2`, `ln(sigma) ~ N(P_mean, P_std^2)`. With a [`MaskedDenoiser`] the loss
 //! is averaged over the kept patches only ([`MaskedEdm`]). Sample with
-//! `EdmSampler` of the sampling module.
+//! [`EdmProcess`](crate::diffusion::process::EdmProcess) and a sampler of the sampling module
+//! such as `Heun`.
 
 use burn::prelude::*;
 use rand::Rng;

@@ -5,10 +5,12 @@ pub mod edm;
 pub mod flow;
 pub mod gaussian;
 pub mod likelihood;
+pub mod process;
 pub mod respace;
 pub mod schedule;
 pub mod schedulers;
 pub mod timestep_sampling;
+pub mod timesteps;
 
 pub use edm::{Edm, EdmConfig, EdmLoss, EdmScalings, MaskedEdm};
 pub use gaussian::{

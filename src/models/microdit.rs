@@ -1365,17 +1365,22 @@ mod tests {
     #[test]
     fn edm_sampling_with_guidance() {
         use crate::diffusion::EdmConfig;
-        use crate::sampling::{EdmSamplerConfig, EdmSolver, NoProgress};
+        use crate::diffusion::process::{EdmProcess, Process};
+        use crate::diffusion::timesteps::{SigmaSpacing, TimestepSchedule};
+        use crate::sampling::{Euler, Sampler};
         let device = Device::flex();
         let m = randomized(tiny(MicroDiTBackbone::MicroDiT).init(&device).unwrap());
         let edm = EdmConfig::new().init().unwrap();
         let cond = captions(2, &device);
         let guided = ClassifierFreeGuidance::new(&m, MicroDiTNull::ZeroCaption, 4.0).unwrap().with_channels(GuidedChannels::All);
         let noise = randn([2, 4, 8, 8], 8, &device);
-        let sampler = EdmSamplerConfig::new().with_num_steps(2).with_solver(EdmSolver::Euler).init().unwrap();
-        let out = sampler.sample_from(&edm, &guided, noise.clone(), &cond, &mut StdRng::seed_from_u64(0), &mut NoProgress).unwrap();
+        let plan = EdmProcess::new(0.002, 80.0, 7.0, edm.sigma_data())
+            .unwrap()
+            .plan(2, &TimestepSchedule::new().with_sigmas(SigmaSpacing::Karras))
+            .unwrap();
+        let out = Euler.sample_from(&plan, &guided, &cond, noise.clone(), &mut StdRng::seed_from_u64(0), None).unwrap();
         // by hand: one Euler step 80 -> sigma_1, then the last step lands on D(x_1, sigma_1)
-        let s1 = sampler.sigmas()[1];
+        let s1 = plan.levels[1].sigma;
         let x = noise * 80.0;
         let full = |s: f64| Tensor::<1>::full([2], s as f32, &device);
         let d0 = edm.denoise(&guided, x.clone(), full(80.0), &cond).unwrap();

@@ -12,8 +12,11 @@ use crate::error::{Error, Result, ensure_config};
 use crate::models::DiT;
 use crate::pipeline::encode::{LatentDraw, encode_images};
 use crate::pipeline::image::{RgbImage, tensor_to_images};
-use crate::contracts::{Denoiser, GuidedChannels, randn};
-use crate::sampling::{ClassifierFreeGuidance, DdimSampler, DdpmSampler, DpmSolverPp2M, GaussianSampler, ProgressCallback};
+use crate::contracts::randn;
+use crate::diffusion::process::Process;
+use crate::diffusion::timesteps::TimestepSchedule;
+use crate::contracts::{Denoiser, GuidedChannels};
+use crate::sampling::{ClassifierFreeGuidance, Ddim, ProgressCallback, Sampler};
 use crate::vae::{AutoencoderKl, DecodeTiling};
 
 /// The sampler a [`LatentDiffusionPipeline`] runs.
@@ -29,17 +32,49 @@ pub enum SamplerKind {
     },
     /// DPM-Solver++(2M), the fast deterministic sampler (15-25 steps).
     DpmSolverPp,
+    /// UniPC (order 2, bh2), deterministic (10-20 steps).
+    UniPc,
+    /// Euler.
+    Euler,
+    /// Euler ancestral.
+    EulerAncestral,
+    /// Heun (two model calls per step).
+    Heun,
 }
 
 impl SamplerKind {
-    /// Parse `ddpm`, `ddim` (eta 0), `dpm` / `dpm-solver` / `dpm-solver++`.
+    /// Parse `ddpm`, `ddim` (eta 0), `dpm` / `dpm-solver` / `dpm-solver++`, `unipc`, `euler`,
+    /// `euler-a`, `heun`.
     pub fn from_name(name: &str) -> Result<Self> {
         match name.to_ascii_lowercase().as_str() {
             "ddpm" => Ok(Self::Ddpm),
             "ddim" => Ok(Self::Ddim { eta: 0.0 }),
-            "dpm" | "dpm-solver" | "dpm-solver++" | "dpmsolver++" => Ok(Self::DpmSolverPp),
-            _ => Err(Error::InvalidArgument(format!("unknown sampler `{name}` (expected ddpm, ddim or dpm-solver++)"))),
+            "dpm" | "dpm-solver" | "dpm-solver++" | "dpmsolver++" | "dpm++2m" => Ok(Self::DpmSolverPp),
+            "unipc" => Ok(Self::UniPc),
+            "euler" => Ok(Self::Euler),
+            "euler-a" => Ok(Self::EulerAncestral),
+            "heun" => Ok(Self::Heun),
+            _ => Err(Error::InvalidArgument(format!(
+                "unknown sampler `{name}` (expected ddpm, ddim, dpm-solver++, unipc, euler, euler-a or heun)"
+            ))),
         }
+    }
+
+    /// The sampler this selects.
+    ///
+    /// # Errors
+    /// An invalid DDIM `eta`.
+    pub fn sampler(self) -> Result<crate::sampling::SamplerKind> {
+        use crate::sampling::{DpmSolverPp, Euler, EulerAncestral, Heun, SamplerKind as S, UniPc};
+        Ok(match self {
+            Self::Ddpm => S::Ddpm(crate::sampling::Ddpm),
+            Self::Ddim { eta } => S::Ddim(Ddim::new(eta)?),
+            Self::DpmSolverPp => S::DpmSolverPp(DpmSolverPp { first_order_final: 2, ..DpmSolverPp::new(2)? }),
+            Self::UniPc => S::UniPc(UniPc::new(2)?),
+            Self::Euler => S::Euler(Euler),
+            Self::EulerAncestral => S::EulerAncestral(EulerAncestral),
+            Self::Heun => S::Heun(Heun::new()),
+        })
     }
 
     /// The usual number of steps: 250 (DDPM, as the DiT paper), 50 (DDIM), 20 (DPM-Solver++).
@@ -47,7 +82,9 @@ impl SamplerKind {
         match self {
             Self::Ddpm => 250,
             Self::Ddim { .. } => 50,
-            Self::DpmSolverPp => 20,
+            Self::DpmSolverPp | Self::UniPc => 20,
+            Self::Euler | Self::EulerAncestral => 50,
+            Self::Heun => 25,
         }
     }
 
@@ -172,9 +209,7 @@ impl<M: Denoiser<Cond = Option<Tensor<1, Int>>>> LatentDiffusionPipeline<M> {
         if let Some((tile, overlap)) = config.decode_tiling {
             DecodeTiling::new(tile, overlap).validate()?;
         }
-        if let SamplerKind::Ddim { eta } = config.sampler {
-            DdimSampler::new(eta)?;
-        }
+        config.sampler.sampler()?;
         let diffusion = GaussianDiffusionConfig::new()
             .with_diffusion_steps(config.diffusion_steps)
             .with_noise_schedule(config.noise_schedule.clone())
@@ -249,12 +284,8 @@ impl<M: Denoiser<Cond = Option<Tensor<1, Int>>>> LatentDiffusionPipeline<M> {
             None => GuidedChannels::All,
         };
         let guided = ClassifierFreeGuidance::new(&self.model, self.spec.num_classes, self.config.cfg_scale)?.with_channels(channels);
-        let d = &self.diffusion;
-        match self.config.sampler {
-            SamplerKind::Ddpm => DdpmSampler::new().sample_from(d, &guided, &y, noise, rng, progress),
-            SamplerKind::Ddim { eta } => DdimSampler::new(eta)?.sample_from(d, &guided, &y, noise, rng, progress),
-            SamplerKind::DpmSolverPp => DpmSolverPp2M::new().sample_from(d, &guided, &y, noise, rng, progress),
-        }
+        let plan = self.diffusion.plan(self.diffusion.num_timesteps(), &TimestepSchedule::new())?;
+        self.config.sampler.sampler()?.sample_from(&plan, &guided, &y, noise, rng, Some(progress))
     }
 
     /// Draw the initial noise from `rng`, then [`sample_latents_from`](Self::sample_latents_from).
@@ -392,7 +423,7 @@ mod tests {
         let wrong = Tensor::<4>::zeros([1, 4, 8, 8], &device);
         assert!(matches!(p.sample_latents_from(&[1], wrong, &mut rng, &mut NoProgress), Err(Error::Shape { .. })));
         assert!(p.decode_latents(Tensor::zeros([1, 3, 4, 4], &device)).is_err());
-        assert!(SamplerKind::from_name("euler").is_err());
+        assert!(SamplerKind::from_name("nonsense").is_err());
         assert_eq!(SamplerKind::from_name("DDIM").unwrap(), SamplerKind::Ddim { eta: 0.0 });
         assert_eq!(SamplerKind::Ddim { eta: 0.0 }.respacing(50, 1000), "ddim50");
         assert_eq!(SamplerKind::Ddim { eta: 0.0 }.respacing(999, 1000), "999");

@@ -8,18 +8,51 @@
 //!
 //! `out = uncond + scale * (cond - uncond)`
 //!
-//! The other channels (e.g. DiT's learned-variance channels) are taken from the conditional
-//! half, which is what the conditional half of the official DiT `forward_with_cfg` returns.
-//! The official DiT guides only the first three latent channels ([`GuidedChannels::First`]`(3)`,
-//! the default); [`GuidedChannels::All`] guides every output channel as most other models do.
+//! Every output channel is guided by default ([`GuidedChannels::All`]); the official DiT's
+//! rule, guiding only the first three channels and taking the others (e.g. learned-variance
+//! channels) from the conditional half, is the explicit option [`GuidedChannels::First`]`(3)`
+//! ([`ClassifierFreeGuidance::dit_official`]). A guidance interval (Kynkaanniemi et al. 2024,
+//! arXiv:2404.07724) applies guidance only for model times inside a range and runs the plain
+//! conditional model elsewhere. Other guidance rules (skip-layer guidance, APG) implement the
+//! [`Guidance`] trait and wrap a model with [`Guided`].
 //!
 //! Conditionings are batched and nulled through the [`Conditioning`] contract.
 
 use burn::prelude::*;
 
-use crate::error::{Error, Result};
 use crate::contracts::guidance::check_scale;
 use crate::contracts::{Conditioning, Denoiser, GuidedChannels, guide};
+use crate::error::{Error, Result};
+
+/// A guidance rule: how a guided prediction is made from a model (one or more passes).
+/// Implement it for skip-layer guidance, APG, ... and wrap the model with [`Guided`].
+pub trait Guidance<M: Denoiser + ?Sized> {
+    /// The guided prediction of `model` at `x`, `t` for `cond`.
+    ///
+    /// # Shapes
+    /// - `x`: `[B, C, H, W]`, `t`: `[B]` -> `[B, C_out, H, W]`
+    ///
+    /// # Errors
+    /// The model's errors or mismatched shapes.
+    fn guide(&self, model: &M, x: Tensor<4>, t: Tensor<1>, cond: &M::Cond) -> Result<Tensor<4>>;
+}
+
+/// A model wrapped with a [`Guidance`] rule, itself a [`Denoiser`] every sampler takes.
+#[derive(Debug, Clone)]
+pub struct Guided<M, G> {
+    /// The model.
+    pub model: M,
+    /// The rule.
+    pub guidance: G,
+}
+
+impl<M: Denoiser, G: Guidance<M>> Denoiser for Guided<M, G> {
+    type Cond = M::Cond;
+
+    fn denoise(&self, x: Tensor<4>, t: Tensor<1>, cond: &Self::Cond) -> Result<Tensor<4>> {
+        self.guidance.guide(&self.model, x, t, cond)
+    }
+}
 
 /// Classifier-free guidance around any [`Denoiser`] whose conditioning is a [`Conditioning`].
 ///
@@ -49,6 +82,7 @@ where
     scale: f64,
     channels: GuidedChannels,
     batch_doubling: bool,
+    interval: Option<(f64, f64)>,
 }
 
 impl<M: Denoiser> ClassifierFreeGuidance<M>
@@ -56,14 +90,36 @@ where
     M::Cond: Conditioning,
 {
     /// Wraps `model` with guidance `scale` (1 = plain conditional model, 0 = unconditional),
-    /// the null conditioning built from `null`, guiding [`GuidedChannels::default`] (first 3)
-    /// with one doubled-batch model call per step.
+    /// the null conditioning built from `null`, guiding every channel with one doubled-batch
+    /// model call per step.
     ///
     /// # Errors
     /// A non-finite scale.
     pub fn new(model: M, null: <M::Cond as Conditioning>::Null, scale: f64) -> Result<Self> {
         check_scale(scale)?;
-        Ok(Self { model, null, scale, channels: GuidedChannels::default(), batch_doubling: true })
+        Ok(Self { model, null, scale, channels: GuidedChannels::default(), batch_doubling: true, interval: None })
+    }
+
+    /// The official DiT's guidance: the first 3 channels (`forward_with_cfg`).
+    ///
+    /// # Errors
+    /// A non-finite scale.
+    pub fn dit_official(model: M, null: <M::Cond as Conditioning>::Null, scale: f64) -> Result<Self> {
+        Ok(Self::new(model, null, scale)?.with_channels(GuidedChannels::First(3)))
+    }
+
+    /// Guides only where the model time `t` lies in `[lo, hi]` (a guidance interval,
+    /// Kynkaanniemi et al. 2024; in the model's own time units: DDPM timesteps, `1000 sigma`
+    /// for flows, `ln(sigma) / 4` for EDM); elsewhere the plain conditional model runs.
+    ///
+    /// # Errors
+    /// A non-finite bound or `lo > hi`.
+    pub fn with_interval(mut self, lo: f64, hi: f64) -> Result<Self> {
+        if !(lo.is_finite() && hi.is_finite() && lo <= hi) {
+            return Err(Error::InvalidArgument(format!("guidance interval needs finite lo <= hi, got [{lo}, {hi}]")));
+        }
+        self.interval = Some((lo, hi));
+        Ok(self)
     }
 
     /// Sets the guided channels.
@@ -117,7 +173,14 @@ where
         {
             return Err(Error::Shape { name: "conditioning".into(), expected: format!("batch {b}"), got: format!("batch {cb}") });
         }
-        if self.scale == 1.0 {
+        let outside = match self.interval {
+            Some((lo, hi)) => {
+                let tv = t.clone().into_data().convert::<f32>().try_to_vec::<f32>().unwrap_or_default();
+                tv.iter().all(|&v| (v as f64) < lo || (v as f64) > hi)
+            }
+            None => false,
+        };
+        if self.scale == 1.0 || outside {
             // uncond + 1 * (cond - uncond) == cond: skip the unconditional pass.
             return self.model.denoise(x, t, cond);
         }
@@ -172,7 +235,7 @@ mod tests {
         let x = Tensor::<4>::ones([2, 4, 2, 2], &device);
         let t = Tensor::<1>::zeros([2], &device);
         let y = Some(Tensor::<1, Int>::from_ints([1, 3], &device));
-        let g = ClassifierFreeGuidance::new(Labels, 10, 2.0).unwrap();
+        let g = ClassifierFreeGuidance::dit_official(Labels, 10, 2.0).unwrap();
         let out = g.denoise(x.clone(), t.clone(), &y).unwrap();
         // cond = 1 + y, uncond = 1 + 10; guided = 11 + 2 * (y - 10) on channels 0..3.
         let expected = TensorData::from([
@@ -199,7 +262,10 @@ mod tests {
         )
         .unwrap();
         for doubling in [true, false] {
-            let g = ClassifierFreeGuidance::new(&Toy, NullEmbedding::Zeros, 4.0).unwrap().with_batch_doubling(doubling);
+            let g = ClassifierFreeGuidance::new(&Toy, NullEmbedding::Zeros, 4.0)
+                .unwrap()
+                .with_channels(GuidedChannels::First(3))
+                .with_batch_doubling(doubling);
             let out = g.denoise(x.clone(), t.clone(), &cond).unwrap();
             out.into_data().assert_approx_eq::<f32>(&manual.clone().into_data(), Tolerance::default());
         }
@@ -211,6 +277,26 @@ mod tests {
             .unwrap()
             .into_data()
             .assert_approx_eq::<f32>(&Toy.denoise(x, t, &cond.zeros_like()).unwrap().into_data(), Tolerance::default());
+    }
+
+    #[test]
+    fn interval_turns_guidance_off_outside_and_guided_wraps_rules() {
+        let device = Device::flex();
+        let x = Tensor::<4>::ones([2, 2, 2, 2], &device);
+        let y = Some(Tensor::<1, Int>::from_ints([1, 3], &device));
+        let g = ClassifierFreeGuidance::new(Labels, 10, 2.0).unwrap().with_interval(100.0, 500.0).unwrap();
+        let at = |t: f32| g.denoise(x.clone(), Tensor::full([2], t, &device), &y).unwrap().into_data().try_to_vec::<f32>().unwrap();
+        assert_eq!(at(900.0)[0], 2.0); // conditional: x + y
+        assert_eq!(at(300.0)[0], -7.0); // guided: 11 + 2 (2 - 11)
+        assert!(ClassifierFreeGuidance::new(Labels, 10, 2.0).unwrap().with_interval(5.0, 1.0).is_err());
+        struct Double;
+        impl<M: Denoiser> Guidance<M> for Double {
+            fn guide(&self, model: &M, x: Tensor<4>, t: Tensor<1>, cond: &M::Cond) -> Result<Tensor<4>> {
+                Ok(model.denoise(x, t, cond)? * 2.0)
+            }
+        }
+        let d = Guided { model: Labels, guidance: Double };
+        assert_eq!(d.denoise(x, Tensor::zeros([2], &device), &y).unwrap().into_data().try_to_vec::<f32>().unwrap()[0], 4.0);
     }
 
     #[test]

@@ -1,69 +1,58 @@
-//! DDIM sampling (Song et al. 2021, arXiv:2010.02502; reference `ddim_sample_loop`).
+//! DDIM (Song et al. 2021, arXiv:2010.02502, eq. 12; official DiT `ddim_sample_loop`,
+//! diffusers `DDIMScheduler`): from level `t` to level `s`, in variance-preserving terms,
+//!
+//! ```text
+//! x_s = sqrt(abar_s) x_0 + sqrt(1 - abar_s - std^2) eps + std z,
+//! std = eta sqrt((1 - abar_s) / (1 - abar_t)) sqrt(1 - abar_t / abar_s)
+//! ```
+//!
+//! `eta = 0` is deterministic (and equals the first-order DPM-Solver and Euler steps);
+//! `eta = 1` has DDPM's marginals.
 
 use burn::prelude::*;
-use rand::Rng;
 
-use crate::diffusion::gaussian::{ClipMode, GaussianDiffusion, check_eta};
+use crate::diffusion::gaussian::check_eta;
 use crate::error::Result;
-use crate::contracts::randn_like;
-use crate::sampling::sampler::GaussianSampler;
+use crate::sampling::run::{At, Run};
 use crate::contracts::Denoiser;
-use crate::sampling::{Progress, ProgressCallback};
+use crate::sampling::Sampler;
 
-/// DDIM over the diffusion's (respaced) timesteps, e.g. `GaussianDiffusionConfig::dit("ddim50")`:
-/// `eta = 0` is the deterministic probability-flow-like sampler (same seed, same output),
-/// `eta = 1` matches DDPM's marginals.
+/// DDIM with stochasticity `eta` (see the [module docs](self)); one model call per step.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct DdimSampler {
-    /// Stochasticity `eta >= 0`.
+pub struct Ddim {
     eta: f64,
-    /// Processing of the predicted `x_0`. Default: off.
-    pub clip: ClipMode,
 }
 
-impl DdimSampler {
-    /// A DDIM sampler with the given `eta` and no clipping.
+impl Ddim {
+    /// DDIM with `eta >= 0`.
     ///
     /// # Errors
     /// A negative or non-finite `eta`.
     pub fn new(eta: f64) -> Result<Self> {
         check_eta(eta)?;
-        Ok(Self { eta, clip: ClipMode::Off })
+        Ok(Self { eta })
     }
 
-    /// Sets the processing of the predicted `x_0`.
-    pub fn with_clip(mut self, clip: ClipMode) -> Self {
-        self.clip = clip;
-        self
-    }
-
-    /// The stochasticity `eta`.
+    /// The stochasticity.
     pub fn eta(&self) -> f64 {
         self.eta
     }
 }
 
-impl GaussianSampler for DdimSampler {
-    fn sample_from<M: Denoiser + ?Sized, R: Rng + ?Sized>(
-        &self,
-        diffusion: &GaussianDiffusion,
-        model: &M,
-        cond: &M::Cond,
-        x_t: Tensor<4>,
-        rng: &mut R,
-        progress: &mut dyn ProgressCallback,
-    ) -> Result<Tensor<4>> {
-        self.clip.validate()?;
-        let n = diffusion.num_timesteps();
-        let b = x_t.dims()[0];
-        let mut x = x_t;
-        for (k, i) in (0..n).rev().enumerate() {
-            let t = vec![i; b];
-            let out = diffusion.denoise(model, x.clone(), &t, cond)?;
-            let noise = (self.eta > 0.0 && i > 0).then(|| randn_like(&x, rng));
-            x = diffusion.ddim_sample(out, x, &t, self.clip, self.eta, noise)?.sample;
-            progress.on_step(&Progress { step: k + 1, total_steps: n, timestep: diffusion.timestep_map()[i] as f64 });
+impl Sampler for Ddim {
+    fn step<M: Denoiser + ?Sized>(&self, run: &mut Run<'_, M>, i: usize, x: Tensor<4>) -> Result<Tensor<4>> {
+        let (from, to) = (run.level(At::Level(i)), run.level(At::Target(i)));
+        let d = run.denoise(At::Level(i), x)?;
+        let (rt, rs) = (from.vp_scale(), to.vp_scale());
+        let abar_t = (from.alpha / rt).powi(2);
+        let abar_s = (to.alpha / rs).powi(2);
+        let std = self.eta * ((1.0 - abar_s) / (1.0 - abar_t)).sqrt() * (1.0 - abar_t / abar_s).max(0.0).sqrt();
+        let dir = (1.0 - abar_s - std * std).max(0.0).sqrt();
+        let mut out = d.x0 * to.alpha + d.eps * (rs * dir);
+        if std > 0.0 {
+            out = out + run.noise()? * (rs * std);
         }
-        Ok(x)
+        run.report(&out, At::Level(i))?;
+        Ok(out)
     }
 }

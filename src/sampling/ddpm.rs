@@ -1,85 +1,63 @@
-//! Ancestral DDPM sampling (Ho et al. 2020, Algorithm 2; reference `p_sample_loop`).
+//! Ancestral DDPM sampling (Ho et al. 2020, Algorithm 2; official DiT `p_sample_loop`,
+//! diffusers `DDPMScheduler`): from level `t` to level `s`, in variance-preserving terms
+//! (`abar = alpha^2 / (alpha^2 + sigma^2)`, `beta = 1 - abar_t / abar_s`),
+//!
+//! ```text
+//! x_s = c1 x_0 + c2 x_t + std z,  c1 = sqrt(abar_s) beta / (1 - abar_t),
+//! c2 = sqrt(abar_t / abar_s) (1 - abar_s) / (1 - abar_t)
+//! ```
+//!
+//! with the plan's variance: fixed small `(1 - abar_s) / (1 - abar_t) beta` (clamped at
+//! `1e-20`), fixed large `beta`, or learned from the model's extra channels (DiT's learned
+//! range interpolates the log variance between the two). No noise is added into `sigma = 0`.
 
 use burn::prelude::*;
-use rand::Rng;
 
-use crate::diffusion::gaussian::{ClipMode, GaussianDiffusion};
-use crate::error::Result;
-use crate::contracts::randn_like;
-use crate::sampling::sampler::GaussianSampler;
+use crate::diffusion::gaussian::VarianceType;
+use crate::error::{Error, Result};
+use crate::sampling::run::{At, Run};
 use crate::contracts::Denoiser;
-use crate::sampling::{Progress, ProgressCallback};
+use crate::sampling::Sampler;
 
-/// Ancestral sampling: at each (respaced) timestep, `x_{t-1} ~ p(x_{t-1} | x_t)` with the
-/// diffusion's variance (learned range for DiT), one model call per step. DiT samples with
-/// `GaussianDiffusionConfig::dit("250")` and this sampler.
-///
-/// ```
-/// use burn::prelude::*;
-/// use rand::SeedableRng;
-/// use diffusion_transformers::diffusion::gaussian::GaussianDiffusionConfig;
-/// use diffusion_transformers::models::DiTConfig;
-/// use diffusion_transformers::sampling::{ClassifierFreeGuidance, DdpmSampler, GaussianSampler};
-///
-/// # fn main() -> Result<(), diffusion_transformers::Error> {
-/// let device = Device::flex();
-/// let dit = DiTConfig::new().with_input_size(8).with_hidden_size(32).with_depth(1)
-///     .with_num_heads(2).with_num_classes(10).init(&device)?;
-/// let model = ClassifierFreeGuidance::new(&dit, 10, 4.0)?;
-/// let diffusion = GaussianDiffusionConfig::dit("5").init()?;
-/// let labels = Some(Tensor::<1, Int>::from_ints([3, 7], &device));
-/// let mut rng = rand::rngs::StdRng::seed_from_u64(0);
-/// let mut bar = |p: &diffusion_transformers::sampling::Progress| println!("{}/{}", p.step, p.total_steps);
-/// let x0 = DdpmSampler::new().sample(&diffusion, &model, &labels, [2, 4, 8, 8], &device, &mut rng, &mut bar)?;
-/// # Ok(()) }
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct DdpmSampler {
-    /// Processing of the predicted `x_0`. Default: off (latent models; the reference's
-    /// pixel-space default is `ClipMode::Clamp(1.0)`).
-    pub clip: ClipMode,
-}
+/// Ancestral DDPM (see the [module docs](self)); one model call per step.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Ddpm;
 
-impl Default for DdpmSampler {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl DdpmSampler {
-    /// A sampler without clipping.
-    pub fn new() -> Self {
-        Self { clip: ClipMode::Off }
-    }
-
-    /// Sets the processing of the predicted `x_0`.
-    pub fn with_clip(mut self, clip: ClipMode) -> Self {
-        self.clip = clip;
-        self
-    }
-}
-
-impl GaussianSampler for DdpmSampler {
-    fn sample_from<M: Denoiser + ?Sized, R: Rng + ?Sized>(
-        &self,
-        diffusion: &GaussianDiffusion,
-        model: &M,
-        cond: &M::Cond,
-        x_t: Tensor<4>,
-        rng: &mut R,
-        progress: &mut dyn ProgressCallback,
-    ) -> Result<Tensor<4>> {
-        self.clip.validate()?;
-        let n = diffusion.num_timesteps();
-        let b = x_t.dims()[0];
-        let mut x = x_t;
-        for (k, i) in (0..n).rev().enumerate() {
-            let t = vec![i; b];
-            let out = diffusion.denoise(model, x.clone(), &t, cond)?;
-            let noise = (i > 0).then(|| randn_like(&x, rng));
-            x = diffusion.p_sample(out, x, &t, self.clip, noise)?.sample;
-            progress.on_step(&Progress { step: k + 1, total_steps: n, timestep: diffusion.timestep_map()[i] as f64 });
-        }
-        Ok(x)
+impl Sampler for Ddpm {
+    fn step<M: Denoiser + ?Sized>(&self, run: &mut Run<'_, M>, i: usize, x: Tensor<4>) -> Result<Tensor<4>> {
+        let (from, to) = (run.level(At::Level(i)), run.level(At::Target(i)));
+        let d = run.denoise(At::Level(i), x.clone())?;
+        let (rt, rs) = (from.vp_scale(), to.vp_scale());
+        let abar_t = (from.alpha / rt).powi(2);
+        let abar_s = (to.alpha / rs).powi(2);
+        let beta = 1.0 - abar_t / abar_s;
+        let c1 = abar_s.sqrt() * beta / (1.0 - abar_t);
+        let c2 = (abar_t / abar_s).sqrt() * (1.0 - abar_s) / (1.0 - abar_t);
+        let mean = d.x0 * (rs * c1) + x * (rs * c2 / rt);
+        let out = if to.sigma > 0.0 {
+            let post = ((1.0 - abar_s) / (1.0 - abar_t) * beta).max(1e-20);
+            let scaled = match (run.plan().variance, d.variance) {
+                (VarianceType::FixedSmall, _) => run.noise()? * (rs * post.sqrt()),
+                (VarianceType::FixedLarge, _) => run.noise()? * (rs * beta.sqrt()),
+                (VarianceType::LearnedRange, Some(v)) => {
+                    let frac = (v + 1.0) / 2.0;
+                    let log_var = frac.clone() * beta.ln() + (frac.neg() + 1.0) * post.ln();
+                    run.noise()? * (log_var * 0.5).exp() * rs
+                }
+                (VarianceType::Learned, Some(v)) => run.noise()? * (v * 0.5).exp() * rs,
+                (_, None) => {
+                    return Err(Error::Shape {
+                        name: "model output".into(),
+                        expected: "2C channels (a learned variance)".into(),
+                        got: "C channels".into(),
+                    });
+                }
+            };
+            mean + scaled
+        } else {
+            mean
+        };
+        run.report(&out, At::Level(i))?;
+        Ok(out)
     }
 }

@@ -1,96 +1,138 @@
-//! DPM-Solver++(2M) (Lu et al. 2022, "DPM-Solver++: Fast Solver for Guided Sampling of
-//! Diffusion Probabilistic Models", arXiv:2211.01095, Algorithm 2), the multistep
-//! second-order solver of the diffusion ODE in data (`x_0`) prediction, as diffusers'
-//! `DPMSolverMultistepScheduler` (`algorithm_type="dpmsolver++"`, `solver_order=2`,
-//! `final_sigmas_type="zero"`, `lower_order_final=True`). Good samples in 15-25 steps,
-//! robust to large guidance scales.
+//! DPM-Solver++ (Lu et al. 2022, arXiv:2211.01095): multistep solvers of the diffusion ODE
+//! (or SDE) in data prediction, as diffusers' `DPMSolverMultistepScheduler`
+//! (`algorithm_type` `dpmsolver++` / `sde-dpmsolver++`, `solver_order` 1-3, `solver_type`
+//! `midpoint` / `heun`, `lower_order_final`, `euler_at_final`), on every process: with
+//! `lambda = ln(alpha / sigma)`, `h = lambda_t - lambda_s`, the first-order step is
+//!
+//! ```text
+//! ODE: x_t = (sigma_t / sigma_s) x_s - alpha_t (e^-h - 1) D
+//! SDE: x_t = (sigma_t / sigma_s) e^-h x_s + alpha_t (1 - e^-2h) D + sigma_t sqrt(1 - e^-2h) z
+//! ```
+//!
+//! with `D` the `x_0` prediction, extrapolated from the previous one or two at higher orders
+//! (`D1 = (m0 - m1) / r0`, `r0 = h_0 / h`, ...). On a rectified flow (`alpha = 1 - sigma`)
+//! this is diffusers' `use_flow_sigmas`.
 
 use burn::prelude::*;
-use rand::Rng;
 
-use crate::diffusion::gaussian::{ClipMode, GaussianDiffusion};
-use crate::error::Result;
-use crate::sampling::sampler::GaussianSampler;
+use crate::diffusion::process::Plan;
+use crate::error::{Result, ensure_config};
+use crate::sampling::run::{At, Run};
 use crate::contracts::Denoiser;
-use crate::sampling::{Progress, ProgressCallback};
+use crate::sampling::Sampler;
 
-/// DPM-Solver++(2M) over the diffusion's (respaced) timesteps, e.g.
-/// `GaussianDiffusionConfig::dit("20")`, one model call per timestep.
-///
-/// With `alpha_t = sqrt(abar_t)`, `sigma_t = sqrt(1 - abar_t)`, `lambda_t = ln(alpha_t / sigma_t)`
-/// and `h = lambda_t - lambda_s`, a step from `s` to `t` is
-/// `x_t = (sigma_t / sigma_s) x_s - alpha_t (e^{-h} - 1) D`, with `D` the model's `x_0`
-/// prediction at `s` (first order) or `(1 + 1/(2r)) D_s - 1/(2r) D_prev`, `r = h_prev / h`
-/// (second order). The first step and the last two (into the smallest timestep, then to
-/// `sigma = 0`, which returns `D`) are first order: diffusers' `lower_order_final`, applied at
-/// every step count here because a respaced schedule ends with a large log-SNR jump into
-/// `t = 0` where a second-order extrapolation overshoots. Deterministic: `rng` is unused.
+/// DPM-Solver++'s second-order update rule (diffusers' `solver_type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SolverType {
+    /// `midpoint` (default).
+    Midpoint,
+    /// `heun`.
+    Heun,
+}
+
+/// DPM-Solver++ (see the [module docs](self)); one model call per step.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct DpmSolverPp2M {
-    /// Processing of the predicted `x_0`. Default: off.
-    pub clip: ClipMode,
+pub struct DpmSolverPp {
+    /// Order 1, 2 (2M) or 3 (3M).
+    pub order: usize,
+    /// The SDE variant (`sde-dpmsolver++`), drawing noise at every step.
+    pub sde: bool,
+    /// The second-order rule.
+    pub solver_type: SolverType,
+    /// Lower the order over the last steps of short runs. Default: true.
+    pub lower_order_final: bool,
+    /// The last `first_order_final` steps are first order (0 in diffusers; 2 suits respaced
+    /// DDPM plans, whose large last log-SNR jump makes a higher-order step into the smallest
+    /// timestep overshoot). Default: 0.
+    pub first_order_final: usize,
+    /// First order at the last step. Default: false.
+    pub euler_at_final: bool,
 }
 
-impl Default for DpmSolverPp2M {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl DpmSolverPp2M {
-    /// A solver without clipping.
-    pub fn new() -> Self {
-        Self { clip: ClipMode::Off }
+impl DpmSolverPp {
+    /// DPM-Solver++ of `order` (1-3) with diffusers' defaults.
+    ///
+    /// # Errors
+    /// An order outside 1-3.
+    pub fn new(order: usize) -> Result<Self> {
+        ensure_config((1..=3).contains(&order), || format!("DPM-Solver++ order must be 1, 2 or 3, got {order}"))?;
+        Ok(Self { order, sde: false, solver_type: SolverType::Midpoint, lower_order_final: true, first_order_final: 0, euler_at_final: false })
     }
 
-    /// Sets the processing of the predicted `x_0` (dynamic thresholding suits pixel models
-    /// under strong guidance).
-    pub fn with_clip(mut self, clip: ClipMode) -> Self {
-        self.clip = clip;
+    /// The SDE variant (order 1-3).
+    pub fn sde(mut self) -> Self {
+        self.sde = true;
         self
     }
+
+    fn step_order(&self, plan: &Plan, i: usize, warm: usize) -> usize {
+        let n = plan.num_steps();
+        let short = self.lower_order_final && n < 15;
+        let final_zero = plan.targets[n - 1].sigma == 0.0;
+        let lower_final = i == n - 1 && (self.euler_at_final || short || final_zero);
+        let lower_second = i + 2 == n && short;
+        if self.order == 1 || warm < 1 || lower_final || i + self.first_order_final >= n {
+            1
+        } else if self.order == 2 || warm < 2 || lower_second {
+            2
+        } else {
+            3
+        }
+    }
 }
 
-impl GaussianSampler for DpmSolverPp2M {
-    fn sample_from<M: Denoiser + ?Sized, R: Rng + ?Sized>(
-        &self,
-        diffusion: &GaussianDiffusion,
-        model: &M,
-        cond: &M::Cond,
-        x_t: Tensor<4>,
-        _rng: &mut R,
-        progress: &mut dyn ProgressCallback,
-    ) -> Result<Tensor<4>> {
-        self.clip.validate()?;
-        let ac = diffusion.schedule().alphas_cumprod();
-        let lambda = |i: usize| 0.5 * (ac[i].ln() - (1.0 - ac[i]).ln());
-        let n = diffusion.num_timesteps();
-        let b = x_t.dims()[0];
-        let mut x = x_t;
-        let mut prev: Option<(Tensor<4>, f64)> = None;
-        for (k, i) in (0..n).rev().enumerate() {
-            let t = vec![i; b];
-            let out = diffusion.denoise(model, x.clone(), &t, cond)?;
-            let x0 = diffusion.p_mean_variance(out, x.clone(), &t, self.clip)?.pred_xstart;
-            if i == 0 {
-                x = x0;
-            } else {
-                let j = i - 1;
-                let h = lambda(j) - lambda(i);
-                let first_order = prev.is_none() || j == 0;
-                let d = match prev.take() {
-                    Some((d_prev, h_prev)) if !first_order => {
-                        let r = h_prev / h;
-                        x0.clone() * (1.0 + 0.5 / r) - d_prev * (0.5 / r)
-                    }
-                    _ => x0.clone(),
+impl Sampler for DpmSolverPp {
+    fn step<M: Denoiser + ?Sized>(&self, run: &mut Run<'_, M>, i: usize, x: Tensor<4>) -> Result<Tensor<4>> {
+        let plan = run.plan();
+        let (s0, t) = (run.level(At::Level(i)), run.level(At::Target(i)));
+        let d = run.denoise(At::Level(i), x.clone())?;
+        run.history.push(d.x0, s0, 3);
+        let order = self.step_order(plan, i, run.history.warm);
+        let h = t.lambda() - s0.lambda();
+        let m0 = run.history.get(0).map(|p| p.0.clone()).expect("just pushed");
+        let (em, e2m) = ((-h).exp(), (-2.0 * h).exp());
+        // The x_0 combination D0 + c1 D1 + c2 D2 for the chosen order.
+        let (a_t, s_t) = (t.alpha, t.sigma);
+        let (ode1, sde1) = (-(a_t * (em - 1.0)), a_t * (1.0 - e2m));
+        let data = match order {
+            1 => m0.clone() * if self.sde { sde1 } else { ode1 },
+            2 => {
+                let (m1, s1) = run.history.get(1).cloned().expect("order 2 has two predictions");
+                let r0 = (s0.lambda() - s1.lambda()) / h;
+                let d1 = (m0.clone() - m1) / r0;
+                let c1 = match (self.sde, self.solver_type) {
+                    (false, SolverType::Midpoint) => 0.5 * ode1,
+                    (false, SolverType::Heun) => a_t * ((em - 1.0) / h + 1.0),
+                    (true, SolverType::Midpoint) => 0.5 * sde1,
+                    (true, SolverType::Heun) => a_t * ((1.0 - e2m) / (-2.0 * h) + 1.0),
                 };
-                let (sigma_s, sigma_t, alpha_t) = ((1.0 - ac[i]).sqrt(), (1.0 - ac[j]).sqrt(), ac[j].sqrt());
-                x = x * (sigma_t / sigma_s) - d * (alpha_t * ((-h).exp() - 1.0));
-                prev = Some((x0, h));
+                m0.clone() * if self.sde { sde1 } else { ode1 } + d1 * c1
             }
-            progress.on_step(&Progress { step: k + 1, total_steps: n, timestep: diffusion.timestep_map()[i] as f64 });
-        }
-        Ok(x)
+            _ => {
+                let (m1, s1) = run.history.get(1).cloned().expect("order 3 has three predictions");
+                let (m2, s2) = run.history.get(2).cloned().expect("order 3 has three predictions");
+                let (h0, h1) = (s0.lambda() - s1.lambda(), s1.lambda() - s2.lambda());
+                let (r0, r1) = (h0 / h, h1 / h);
+                let d1_0 = (m0.clone() - m1.clone()) / r0;
+                let d1_1 = (m1 - m2) / r1;
+                let d1 = d1_0.clone() + (d1_0.clone() - d1_1.clone()) * (r0 / (r0 + r1));
+                let d2 = (d1_0 - d1_1) / (r0 + r1);
+                let (c0, c1, c2) = if self.sde {
+                    (sde1, a_t * ((1.0 - e2m) / (-2.0 * h) + 1.0), a_t * ((1.0 - e2m - 2.0 * h) / (2.0 * h).powi(2) - 0.5))
+                } else {
+                    (ode1, a_t * ((em - 1.0) / h + 1.0), -(a_t * ((em - 1.0 + h) / (h * h) - 0.5)))
+                };
+                m0.clone() * c0 + d1 * c1 + d2 * c2
+            }
+        };
+        let out = if self.sde {
+            let z = run.noise()?;
+            x * (s_t / s0.sigma * em) + data + z * (s_t * (1.0 - e2m).max(0.0).sqrt())
+        } else {
+            x * (s_t / s0.sigma) + data
+        };
+        run.history.warm = (run.history.warm + 1).min(self.order);
+        run.report(&out, At::Level(i))?;
+        Ok(out)
     }
 }

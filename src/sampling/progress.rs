@@ -34,6 +34,14 @@ impl Progress {
 pub trait ProgressCallback {
     /// Called once after each step.
     fn on_step(&mut self, progress: &Progress);
+
+    /// Called once after each step with the sample it produced (in the process's
+    /// coordinates); the default forwards to [`ProgressCallback::on_step`]. Implement it to
+    /// record trajectories.
+    fn on_sample(&mut self, progress: &Progress, sample: &burn::tensor::Tensor<4>) {
+        let _ = sample;
+        self.on_step(progress);
+    }
 }
 
 impl<F: FnMut(&Progress)> ProgressCallback for F {

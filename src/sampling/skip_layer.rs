@@ -85,23 +85,25 @@ struct StepWindow {
 /// ```
 /// use burn::prelude::*;
 /// use diffusion_transformers::models::MMDiTConfig;
-/// use diffusion_transformers::contracts::{Denoiser, GuidedChannels, NullEmbedding};
+/// use diffusion_transformers::contracts::{Denoiser, NullEmbedding};
+/// use diffusion_transformers::diffusion::process::{Process, RectifiedFlowProcess};
+/// use diffusion_transformers::diffusion::timesteps::TimestepSchedule;
 /// use diffusion_transformers::sampling::{
-///     ClassifierFreeGuidance, FlowMatchScheduleConfig, SkipLayerGuidance, SLG_DEFAULT_SCALE,
-///     SLG_DEFAULT_START, SLG_DEFAULT_STOP,
+///     ClassifierFreeGuidance, SkipLayerGuidance, SLG_DEFAULT_SCALE, SLG_DEFAULT_START, SLG_DEFAULT_STOP,
 /// };
 ///
 /// # fn main() -> Result<(), diffusion_transformers::Error> {
 /// let device = Device::flex();
 /// let mmdit = MMDiTConfig::preset(2)?.with_num_layers(3).init(&device)?;
-/// let cfg = ClassifierFreeGuidance::new(&mmdit, (NullEmbedding::Zeros, NullEmbedding::Zeros), 4.5)?
-///     .with_channels(GuidedChannels::All);
-/// let schedule = FlowMatchScheduleConfig::new().init(28)?;
+/// let cfg = ClassifierFreeGuidance::new(&mmdit, (NullEmbedding::Zeros, NullEmbedding::Zeros), 4.5)?;
+/// let schedule = TimestepSchedule::diffusers("FlowMatchEulerDiscreteScheduler")?;
+/// let plan = RectifiedFlowProcess::new(1000, 3.0)?.plan(28, &schedule)?;
+/// let timesteps: Vec<f32> = plan.levels.iter().map(|l| l.timestep as f32).collect();
 /// // skip block 1 of the conditional branch, on the steps diffusers would
 /// let slg = SkipLayerGuidance::new(cfg, &mmdit, vec![1], SLG_DEFAULT_SCALE)?
-///     .with_step_window(schedule.timesteps(), SLG_DEFAULT_START, SLG_DEFAULT_STOP)?;
+///     .with_step_window(&timesteps, SLG_DEFAULT_START, SLG_DEFAULT_STOP)?;
 /// let x = Tensor::<4>::zeros([1, 4, 16, 16], &device);
-/// let t = Tensor::<1>::from_floats([schedule.timesteps()[3]], &device);
+/// let t = Tensor::<1>::from_floats([timesteps[3]], &device);
 /// let cond = (Tensor::<3>::zeros([1, 5, 64], &device), Tensor::<2>::zeros([1, 64], &device));
 /// let v = slg.denoise(x, t, &cond)?; // [1, 4, 16, 16]
 /// # Ok(()) }
@@ -133,8 +135,8 @@ impl<G: Denoiser, M: SkipLayerDenoiser<Cond = G::Cond>> SkipLayerGuidance<G, M> 
     }
 
     /// Guides only at the steps `i` with `N * start < i < N * stop`, where `N` is the number of
-    /// `timesteps` (those the sampler passes to the model, e.g.
-    /// [`FlowMatchSchedule::timesteps`](crate::sampling::FlowMatchSchedule::timesteps)) and
+    /// `timesteps` (those the sampler passes to the model: the `timestep` of every level of the
+    /// run's [`Plan`](crate::diffusion::process::Plan)) and
     /// `i` the index of a call's timestep among them.
     ///
     /// # Errors

@@ -59,7 +59,16 @@ pub fn official(fx: &Fixture) -> Outcome {
 }
 
 pub fn diffusers(fx: &Fixture) -> Outcome {
-    let cfg = fx.config();
+    let model = diffusers_model(fx, fx.config())?;
+    let out = model
+        .forward(fx.float("input.x")?, fx.int::<1>("input.t")?.float(), Some(fx.int("input.y")?))
+        .map_err(err)?;
+    fx.compare("output.sample", out)
+}
+
+/// A `DiTTransformer2DModel` of the diffusers constructor arguments `cfg`, loaded from the
+/// fixture's weights.
+pub fn diffusers_model(fx: &Fixture, cfg: &Value) -> Result<DiT, String> {
     let heads = cfg_usize(cfg, "num_attention_heads")?;
     let in_ch = cfg_usize(cfg, "in_channels")?;
     let out_ch = cfg.get("out_channels").and_then(Value::as_u64).map_or(in_ch, |v| v as usize);
@@ -77,11 +86,7 @@ pub fn diffusers(fx: &Fixture) -> Outcome {
         .with_learn_sigma(out_ch == 2 * in_ch)
         .with_timestep_freq_shift(1.0)
         .with_per_block_embedders(true);
-    let model = build(fx, config, DiTCheckpointLayout::Diffusers)?;
-    let out = model
-        .forward(fx.float("input.x")?, fx.int::<1>("input.t")?.float(), Some(fx.int("input.y")?))
-        .map_err(err)?;
-    fx.compare("output.sample", out)
+    build(fx, config, DiTCheckpointLayout::Diffusers)
 }
 
 pub fn sincos_pos_embed(fx: &Fixture) -> Outcome {

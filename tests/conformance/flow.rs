@@ -4,7 +4,8 @@
 
 use burn::prelude::*;
 use diffusion_transformers::diffusion::{LossWeighting, TimestepDensity, time_shift_tensor};
-use diffusion_transformers::sampling::FlowMatchScheduleConfig;
+use diffusion_transformers::diffusion::process::{Process, RectifiedFlowProcess};
+use diffusion_transformers::diffusion::timesteps::TimestepSchedule;
 
 use crate::common::{Fixture, Outcome, all, cfg_f64, cfg_usize, err, to_f64};
 
@@ -21,22 +22,27 @@ pub fn diffusers(fx: &Fixture) -> Outcome {
     let cfg = fx.config();
     let shift = cfg_f64(cfg, "shift")?;
     let steps = cfg_usize(cfg, "num_inference_steps")?;
-    let schedule = FlowMatchScheduleConfig::new()
-        .with_num_train_timesteps(cfg_usize(cfg, "num_train_timesteps")?)
-        .with_shift(shift)
-        .init(steps)
+    let plan = RectifiedFlowProcess::new(cfg_usize(cfg, "num_train_timesteps")?, shift)
+        .map_err(err)?
+        .plan(steps, &TimestepSchedule::diffusers("FlowMatchEulerDiscreteScheduler").map_err(err)?)
         .map_err(err)?;
     let d = &fx.device;
-    let vec1 = |v: &[f32]| Tensor::<1>::from_data(TensorData::new(v.to_vec(), [v.len()]), d);
+    let vec1 = |v: Vec<f64>| Tensor::<1>::from_data(TensorData::new(v.clone(), [v.len()]), d);
+    let sigmas: Vec<f64> = plan.levels.iter().map(|l| l.sigma).chain(plan.targets.last().map(|l| l.sigma)).collect();
     let mut results = vec![
-        fx.compare("output.timesteps", vec1(schedule.timesteps())),
-        fx.compare("output.sigmas", vec1(schedule.sigmas())),
+        fx.compare("output.timesteps", vec1(plan.levels.iter().map(|l| l.timestep).collect())),
+        fx.compare("output.sigmas", vec1(sigmas.clone())),
     ];
 
     let index = fx.int::<1>("input.step_index")?.into_data().convert_dtype(burn::tensor::DType::I64);
     let index = index.try_to_vec::<i64>().map_err(|e| format!("{e:?}"))?;
     let index = *index.first().ok_or("empty input.step_index")? as usize;
-    let prev = schedule.step(fx.float::<4>("input.model_output")?, index, fx.float::<4>("input.sample")?).map_err(err)?;
+    if index >= plan.num_steps() {
+        return Err(format!("step index {index} out of range"));
+    }
+    // The Euler step from sigma_i to sigma_{i+1}, as the sampler takes it (dt in f32).
+    let dt = f64::from(sigmas[index + 1] as f32 - sigmas[index] as f32);
+    let prev = fx.float::<4>("input.sample")? + fx.float::<4>("input.model_output")? * dt;
     results.push(fx.compare("output.step_prev_sample", prev));
 
     let logit_normal = TimestepDensity::LogitNormal { location: cfg_f64(cfg, "logit_mean")?, scale: cfg_f64(cfg, "logit_std")? };

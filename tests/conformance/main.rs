@@ -10,6 +10,7 @@ mod microdit;
 mod flow;
 mod mmdit;
 mod udit;
+mod sampler;
 mod vae;
 
 use std::path::PathBuf;
@@ -31,6 +32,7 @@ fn run(fx: &Fixture) -> Outcome {
         "udit_official" => udit::official(fx),
         "vae_diffusers" => vae::diffusers(fx),
         "latent_pipeline_e2e" => vae::latent_pipeline(fx),
+        "sampler_diffusers" => sampler::diffusers(fx),
         other => Err(format!("unknown fixture kind `{other}`")),
     }
 }
