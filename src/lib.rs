@@ -32,5 +32,6 @@ pub mod sampling;
 pub mod training;
 pub mod vae;
 pub mod weights;
+pub mod validate;
 
 pub use error::{Error, Result};

@@ -338,7 +338,9 @@ pub struct DiT {
 }
 
 impl DiT {
-    fn check_inputs(&self, x: &Tensor<4>, t: &Tensor<1>, y: Option<&Tensor<1, Int>>) -> Result<()> {
+    /// Shapes, labels' presence, then [`crate::validate::model_inputs`] (non-empty batch, dtype,
+    /// finite values, timestep range).
+    fn check_inputs(&self, x: Tensor<4>, t: Tensor<1>, y: Option<&Tensor<1, Int>>) -> Result<(Tensor<4>, Tensor<1>)> {
         let s = Some(self.input_size);
         ensure_dims("x", x.dims(), [None, Some(self.in_channels), s, s])?;
         let b = x.dims()[0];
@@ -348,7 +350,8 @@ impl DiT {
             (None, None) => Ok(()),
             (None, Some(_)) => Err(Error::InvalidArgument("class-conditional DiT needs labels y".into())),
             (Some(_), None) => Err(Error::InvalidArgument("unconditional DiT takes no labels".into())),
-        }
+        }?;
+        crate::validate::model_inputs(x, t, self.x_embedder.proj.weight.dtype())
     }
 
     /// Patch embedding plus position table.
@@ -427,7 +430,7 @@ impl DiT {
         y: Option<Tensor<1, Int>>,
         drop: Option<Tensor<1, Bool>>,
     ) -> Result<Tensor<4>> {
-        self.check_inputs(&x, &t, y.as_ref())?;
+        let (x, t) = self.check_inputs(x, t, y.as_ref())?;
         let tokens = self.embed(x)?;
         let cond = self.embed_condition(t, y, drop)?;
         Ok(self.forward_tokens(tokens, &cond))

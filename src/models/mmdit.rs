@@ -442,6 +442,7 @@ impl MMDiT {
     /// [`Error::Shape`] for inputs of the wrong shape, a latent not divisible by the patch
     /// size, or a patch grid larger than the position table.
     pub fn forward(&self, x: Tensor<4>, t: Tensor<1>, text: Tensor<3>, pooled: Tensor<2>) -> Result<Tensor<4>> {
+        let (x, t, text, pooled) = crate::validate::mmdit_inputs(x, t, text, pooled, self.x_embedder.proj.weight.dtype())?;
         let [b, _, h, w] = x.dims();
         ensure_dims("t", t.dims(), [Some(b)])?;
         ensure_dims("text", [text.dims()[0]], [Some(b)])?;

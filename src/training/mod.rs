@@ -4,7 +4,9 @@
 
 pub mod checkpoint;
 pub mod data_parallel;
+mod durable;
 pub mod ema;
+pub mod guard;
 pub mod optimizer;
 pub mod rng;
 pub mod trainer;
@@ -13,4 +15,4 @@ pub use data_parallel::{BatchShard, DataParallelTrainer, GradientSync, supports_
 pub use ema::Ema;
 pub use optimizer::{LrSchedule, OptimizerConfig};
 pub use rng::TrainRng;
-pub use trainer::{Objective, Trainer, TrainerConfig};
+pub use trainer::{DEFAULT_MAX_ABS_WEIGHT, Objective, ResumeReport, Trainer, TrainerConfig};

@@ -184,7 +184,8 @@ impl AutoencoderKl {
         self.config.latent_channels
     }
 
-    fn check_images(&self, x: &Tensor<4>) -> Result<()> {
+    /// Shape checks, then [`crate::validate::float_input`] (dtype, finite values).
+    fn check_images(&self, x: Tensor<4>) -> Result<Tensor<4>> {
         let [b, _, h, w] = x.dims();
         ensure_dims("images", x.dims(), [None, Some(self.config.in_channels), None, None])?;
         let f = self.downsample_factor();
@@ -195,10 +196,11 @@ impl AutoencoderKl {
                 got: format!("{:?}", x.dims()),
             });
         }
-        Ok(())
+        crate::validate::float_input("images", x, self.encoder.conv_in.weight.dtype())
     }
 
-    pub(crate) fn check_latents(&self, z: &Tensor<4>) -> Result<()> {
+    /// Shape checks, then [`crate::validate::float_input`] (dtype, finite values).
+    pub(crate) fn check_latents(&self, z: Tensor<4>) -> Result<Tensor<4>> {
         let [b, _, h, w] = z.dims();
         ensure_dims("latents", z.dims(), [None, Some(self.config.latent_channels), None, None])?;
         if b == 0 || h == 0 || w == 0 {
@@ -208,7 +210,7 @@ impl AutoencoderKl {
                 got: format!("{:?}", z.dims()),
             });
         }
-        Ok(())
+        crate::validate::float_input("latents", z, self.decoder.conv_in.weight.dtype())
     }
 
     /// The encoder's moments `[mean; logvar]` after `quant_conv` (diffusers `_encode`).
@@ -217,7 +219,7 @@ impl AutoencoderKl {
     /// - `x`: `[B, C_img, H, W]` (values in `[-1, 1]`, `H`, `W` multiples of `f`) ->
     ///   `[B, 2 * C_lat, H / f, W / f]`
     pub fn encode_moments(&self, x: Tensor<4>) -> Result<Tensor<4>> {
-        self.check_images(&x)?;
+        let x = self.check_images(x)?;
         let moments = self.encoder.forward(x);
         Ok(match &self.quant_conv {
             Some(q) => q.forward(moments),
@@ -247,7 +249,7 @@ impl AutoencoderKl {
     /// # Shapes
     /// - `z`: `[B, C_lat, h, w]` -> `[B, C_img, f * h, f * w]`
     pub fn decode(&self, z: Tensor<4>) -> Result<Tensor<4>> {
-        self.check_latents(&z)?;
+        let z = self.check_latents(z)?;
         Ok(self.decode_unchecked(z))
     }
 
@@ -261,7 +263,7 @@ impl AutoencoderKl {
     /// # Shapes
     /// - `z`: `[B, C_lat, h, w]` -> `[B, C_img, f * h, f * w]`
     pub fn decode_tiled(&self, z: Tensor<4>, tiling: &DecodeTiling) -> Result<Tensor<4>> {
-        self.check_latents(&z)?;
+        let z = self.check_latents(z)?;
         tiling.decode_with(z, self.downsample_factor(), |t| self.decode_unchecked(t))
     }
 
