@@ -241,18 +241,8 @@ impl DwConvFfn {
 /// Test helpers shared by the U-DiT modules' tests.
 #[cfg(test)]
 pub(crate) mod test_support {
-    use burn::prelude::*;
-    use rand::{Rng, SeedableRng};
-
     pub(crate) use crate::layers::init::Randomize;
-
-    /// A seeded uniform `[-1, 1)` tensor.
-    pub(crate) fn uniform<const D: usize>(shape: [usize; D], seed: u64, device: &Device) -> Tensor<D> {
-        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-        let len: usize = shape.iter().product();
-        let v: Vec<f32> = (0..len).map(|_| rng.random_range(-1.0..1.0)).collect();
-        Tensor::from_data(TensorData::new(v, shape), device)
-    }
+    pub(crate) use crate::test_util::uniform;
 }
 
 #[cfg(test)]

@@ -472,7 +472,6 @@ impl DiT {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use burn::tensor::Distribution;
 
     fn tiny(kind: BlockKind) -> DiTConfig {
         DiTConfig::new()
@@ -545,7 +544,7 @@ mod tests {
         let device = Device::flex();
         for kind in [BlockKind::AdaLnZero, BlockKind::AdaLn, BlockKind::CrossAttention, BlockKind::InContext] {
             let m = tiny(kind).init(&device).unwrap();
-            let x = Tensor::<4>::random([2, 4, 8, 8], Distribution::Normal(0.0, 1.0), &device);
+            let x = crate::test_util::randn([2, 4, 8, 8], 101, &device);
             let t = Tensor::<1>::from_floats([1.0, 500.0], &device);
             let y = Tensor::<1, Int>::from_ints([0, 5], &device);
             let out = m.forward(x, t, Some(y)).unwrap();

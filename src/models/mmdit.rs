@@ -465,7 +465,6 @@ impl Denoiser for MMDiT {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use burn::tensor::Distribution;
 
     fn tiny() -> MMDiTConfig {
         MMDiTConfig::new()
@@ -482,10 +481,10 @@ mod tests {
 
     fn inputs(device: &Device, b: usize, h: usize, w: usize) -> (Tensor<4>, Tensor<1>, Tensor<3>, Tensor<2>) {
         (
-            Tensor::random([b, 4, h, w], Distribution::Normal(0.0, 1.0), device),
+            crate::test_util::randn([b, 4, h, w], 101, device),
             Tensor::from_data(TensorData::new(vec![250.0f32, 900.0, 40.0][..b].to_vec(), [b]), device),
-            Tensor::random([b, 3, 12], Distribution::Normal(0.0, 1.0), device),
-            Tensor::random([b, 10], Distribution::Normal(0.0, 1.0), device),
+            crate::test_util::randn([b, 3, 12], 102, device),
+            crate::test_util::randn([b, 10], 103, device),
         )
     }
 
@@ -587,7 +586,7 @@ mod tests {
         // a non-zero final layer so the comparison means something
         let w = m.final_layer.linear.weight.dims();
         m.final_layer.linear.weight =
-            burn::module::Param::from_tensor(Tensor::random(w, Distribution::Normal(0.0, 0.5), &device));
+            burn::module::Param::from_tensor(crate::test_util::randn(w, 104, &device) * 0.5);
         let (x, t, text, pooled) = inputs(&device, 2, 8, 4);
         let a = m.forward(x.clone(), t.clone(), text.clone(), pooled.clone()).unwrap();
         let b = m.denoise(x, t, &(text, pooled)).unwrap();
