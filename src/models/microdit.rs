@@ -871,6 +871,12 @@ impl MicroDiT {
     /// - `x`: `[B, C, H, W]`; `t`: `[B]` or `[1]` (broadcast) float timesteps (EDM feeds
     ///   `ln(sigma) / 4`); `cond`: captions `[B, L, caption_channels]` or labels `[B]`
     /// - output: `[B, C_out, H, W]`
+    ///
+    /// # Errors
+    /// [`Error::Shape`] for wrong shapes or an empty batch, [`Error::InvalidArgument`] for the
+    /// wrong conditioning kind, labels outside the table or `|t| > 1e5`, [`Error::Numerical`]
+    /// for NaN/inf in `x`, `t` or the captions. Time is continuous (EDM's `ln(sigma) / 4` is
+    /// negative for `sigma < 1`); see [`crate::validate`]. Float64 inputs are cast.
     pub fn forward(&self, x: Tensor<4>, t: Tensor<1>, cond: &MicroDiTCond) -> Result<Tensor<4>> {
         let e = self.embed(x, t, cond, None)?;
         self.run(e, None)

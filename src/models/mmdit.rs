@@ -440,7 +440,9 @@ impl MMDiT {
     ///
     /// # Errors
     /// [`Error::Shape`] for inputs of the wrong shape, a latent not divisible by the patch
-    /// size, or a patch grid larger than the position table.
+    /// size, or a patch grid larger than the position table; [`Error::Numerical`] for NaN/inf
+    /// in any input; [`Error::InvalidArgument`] for `|t| > 1e5` (continuous time; see
+    /// [`crate::validate`]). Float64 inputs are cast to the model's dtype.
     pub fn forward(&self, x: Tensor<4>, t: Tensor<1>, text: Tensor<3>, pooled: Tensor<2>) -> Result<Tensor<4>> {
         let (x, t, text, pooled) = crate::validate::mmdit_inputs(x, t, text, pooled, self.x_embedder.proj.weight.dtype())?;
         let [b, _, h, w] = x.dims();

@@ -515,6 +515,13 @@ impl UDiT {
     /// - `x`: `[B, C_in, H, H]`, `t`: `[B]` (float timesteps), `y`: `[B]` labels in
     ///   `0..=num_classes` (`num_classes` is the null class), `None` for unconditional models
     /// - output: `[B, C_out, H, H]`
+    ///
+    /// # Errors
+    /// [`Error::Shape`] for wrong shapes or an empty batch, [`Error::InvalidArgument`] for
+    /// missing/unexpected labels, labels outside the table or `|t| > 1e5`, [`Error::Numerical`]
+    /// for NaN/inf in `x` or `t`. Time is continuous: any finite `|t| <= 1e5` is accepted
+    /// (respaced and flow samplers use fractional `t`); see [`crate::validate`]. Float64
+    /// inputs are cast to the model's dtype.
     pub fn forward(&self, x: Tensor<4>, t: Tensor<1>, y: Option<Tensor<1, Int>>) -> Result<Tensor<4>> {
         self.forward_with_drop(x, t, y, None)
     }
