@@ -49,7 +49,8 @@ impl ModuleVisitor for Probe<'_> {
             return;
         }
         let finite = value.clone().mul_scalar(0.0).sum();
-        let magnitude = value.abs().max();
+        // Gradients need only the finiteness probe; weights also their magnitude.
+        let magnitude = if self.grads.is_some() { finite.clone() } else { value.abs().max() };
         self.names.push(self.path.join("."));
         self.probes.push(Tensor::cat(vec![finite, magnitude], 0));
     }
