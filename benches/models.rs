@@ -11,7 +11,7 @@ use std::hint::black_box;
 
 use burn::prelude::*;
 use criterion::{Criterion, criterion_group, criterion_main};
-use diffusion_transformers::layers::TokenMask;
+use diffusion_transformers::contracts::TokenMask;
 use diffusion_transformers::models::{MMDiTConfig, MicroDiTCond, MicroDiTConfig, UDiTConfig};
 use rand::SeedableRng;
 

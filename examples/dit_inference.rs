@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use burn::prelude::*;
 use diffusion_transformers::models::DiTConfig;
-use diffusion_transformers::sampling::noise::randn;
+use diffusion_transformers::contracts::randn;
 use rand::SeedableRng;
 
 fn arg(name: &str) -> Option<String> {

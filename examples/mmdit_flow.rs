@@ -24,7 +24,7 @@ use burn::optim::{AdamWConfig, GradientsParams};
 use burn::prelude::*;
 use diffusion_transformers::diffusion::RectifiedFlowConfig;
 use diffusion_transformers::models::{MMDiT, MMDiTConfig};
-use diffusion_transformers::sampling::noise::normal_vec;
+use diffusion_transformers::contracts::normal_vec;
 use diffusion_transformers::sampling::{FlowEulerSampler, FlowMatchScheduleConfig, FlowSampler, NoProgress};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};

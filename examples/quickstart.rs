@@ -22,7 +22,8 @@ use common::generate::{ObjectiveKind, sample};
 use diffusion_transformers::data::{CLASSES, ShapesDataset};
 use diffusion_transformers::diffusion::{GaussianDiffusionConfig, RectifiedFlowConfig};
 use diffusion_transformers::models::{DiT, DiTConfig};
-use diffusion_transformers::training::{LrSchedule, Objective, OptimizerConfig, Trainer, TrainerConfig};
+use diffusion_transformers::contracts::Objective;
+use diffusion_transformers::training::{LrSchedule, OptimizerConfig, Trainer, TrainerConfig};
 
 const HELP: &str = "\
 quickstart: train a class-conditional DiT on procedural shapes, then sample it with guidance

@@ -21,6 +21,7 @@
 #![warn(missing_docs)]
 
 pub mod blocks;
+pub mod contracts;
 pub mod data;
 pub mod diffusion;
 pub mod error;

@@ -6,7 +6,7 @@ use rand::{Rng, SeedableRng};
 
 /// Standard normal samples from `StdRng::seed_from_u64(seed)`.
 pub(crate) fn randn<const D: usize>(shape: [usize; D], seed: u64, device: &Device) -> Tensor<D> {
-    crate::sampling::noise::randn(shape, &mut rand::rngs::StdRng::seed_from_u64(seed), device)
+    crate::contracts::randn(shape, &mut rand::rngs::StdRng::seed_from_u64(seed), device)
 }
 
 /// Uniform samples in `[-1, 1)` from `StdRng::seed_from_u64(seed)`.

@@ -5,8 +5,7 @@
 use burn::prelude::*;
 use burn::tensor::{FloatDType, Tolerance};
 use diffusion_transformers::models::{DiTConfig, MMDiTConfig, MicroDiTBackbone, MicroDiTCond, MicroDiTConfig, MicroDiTNull, UDiTConfig};
-use diffusion_transformers::sampling::Conditioning;
-use diffusion_transformers::sampling::noise::randn;
+use diffusion_transformers::contracts::{Conditioning, randn};
 use diffusion_transformers::vae::AutoencoderKlConfig;
 use diffusion_transformers::{Error, Result};
 use rand::SeedableRng;

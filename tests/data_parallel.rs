@@ -14,10 +14,8 @@ use burn::prelude::*;
 use burn::tensor::TensorData;
 use diffusion_transformers::Error;
 use diffusion_transformers::models::DiT;
-use diffusion_transformers::sampling::Denoiser;
-use diffusion_transformers::training::{
-    DataParallelTrainer, GradientSync, Objective, OptimizerConfig, TrainRng, Trainer, TrainerConfig,
-};
+use diffusion_transformers::contracts::{Denoiser, Objective, TrainRng};
+use diffusion_transformers::training::{DataParallelTrainer, GradientSync, OptimizerConfig, Trainer, TrainerConfig};
 use rand::Rng;
 
 type DtResult<T> = diffusion_transformers::Result<T>;

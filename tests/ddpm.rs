@@ -11,10 +11,9 @@ use diffusion_transformers::diffusion::gaussian::{
 use diffusion_transformers::diffusion::schedule::{BetaSchedule, NoiseSchedule};
 use diffusion_transformers::layers::init::Randomize;
 use diffusion_transformers::models::DiTConfig;
-use diffusion_transformers::sampling::noise::randn;
+use diffusion_transformers::contracts::{Denoiser, GuidedChannels, randn};
 use diffusion_transformers::sampling::{
-    ClassifierFreeGuidance, DdimSampler, DdpmSampler, Denoiser, DpmSolverPp2M, GaussianSampler, GuidedChannels,
-    NoProgress, Progress,
+    ClassifierFreeGuidance, DdimSampler, DdpmSampler, DpmSolverPp2M, GaussianSampler, NoProgress, Progress,
 };
 use diffusion_transformers::{Error, Result};
 use rand::SeedableRng;

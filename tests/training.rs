@@ -8,9 +8,8 @@ use burn::prelude::*;
 use burn::tensor::TensorData;
 use diffusion_transformers::Error;
 use diffusion_transformers::models::DiT;
-use diffusion_transformers::sampling::Denoiser;
-use diffusion_transformers::training::{Objective, OptimizerConfig, TrainRng, Trainer, TrainerConfig};
-use diffusion_transformers::sampling::noise::randn;
+use diffusion_transformers::contracts::{Denoiser, Objective, TrainRng, randn};
+use diffusion_transformers::training::{OptimizerConfig, Trainer, TrainerConfig};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 

@@ -8,7 +8,7 @@ use burn::optim::{AdamWConfig, GradientsParams};
 use burn::prelude::*;
 use burn::tensor::activation::relu;
 use diffusion_transformers::data::ShapesDataset;
-use diffusion_transformers::training::TrainRng;
+use diffusion_transformers::contracts::TrainRng;
 use rand::SeedableRng;
 
 #[derive(Module, Debug)]

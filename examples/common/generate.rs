@@ -5,11 +5,12 @@ use burn::prelude::*;
 use diffusion_transformers::Result;
 use diffusion_transformers::diffusion::{ClipMode, GaussianDiffusionConfig};
 use diffusion_transformers::models::DiT;
+use diffusion_transformers::contracts::GuidedChannels;
 use diffusion_transformers::sampling::{
     ClassifierFreeGuidance, DdimSampler, DdpmSampler, DpmSolverPp2M, FlowEulerSampler, FlowHeunSampler,
-    FlowMatchScheduleConfig, FlowSampler, GaussianSampler, GuidedChannels, Progress,
+    FlowMatchScheduleConfig, FlowSampler, GaussianSampler, Progress,
 };
-use diffusion_transformers::training::TrainRng;
+use diffusion_transformers::contracts::TrainRng;
 
 /// Training objective of a checkpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

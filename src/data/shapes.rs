@@ -7,7 +7,7 @@ use burn::prelude::*;
 use rand::{Rng, SeedableRng};
 
 use crate::error::{Error, Result};
-use crate::training::TrainRng;
+use crate::contracts::TrainRng;
 
 /// The ten classes: a shape and its colour (RGB in [0, 1]).
 pub const CLASSES: [(&str, [f32; 3]); 10] = [

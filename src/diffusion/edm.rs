@@ -16,16 +16,16 @@
 //! and trained with `lambda(sigma) ||D(x, sigma) - x0||^2`, `lambda = (sigma^2 + sigma_data^2) /
 //! (sigma sigma_data)^2`, `ln(sigma) ~ N(P_mean, P_std^2)`. With a [`MaskedDenoiser`] the loss
 //! is averaged over the kept patches only ([`MaskedEdm`]). Sample with
-//! [`EdmSampler`](crate::sampling::edm::EdmSampler).
+//! `EdmSampler` of the sampling module.
 
 use burn::prelude::*;
 use rand::Rng;
 
 use crate::error::{Error, Result, ensure_config, ensure_dims};
-use crate::layers::masking::{MaskedDenoiser, TokenMask, patch_loss};
-use crate::sampling::Denoiser;
-use crate::sampling::noise::{normal_vec, randn};
-use crate::training::{Objective, TrainRng};
+use crate::contracts::{MaskedDenoiser, TokenMask, patch_loss};
+use crate::contracts::Denoiser;
+use crate::contracts::{normal_vec, randn};
+use crate::contracts::{Objective, TrainRng};
 
 /// Configuration of [`Edm`]. Defaults are MicroDiT's (`sigma_data = 0.9`,
 /// `P_mean = -0.6`, `P_std = 1.2`); [`EdmConfig::karras`] gives the EDM paper's.
@@ -280,7 +280,7 @@ impl<M: MaskedDenoiser> Objective<M> for MaskedEdm {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::layers::masking::TokenMask;
+    use crate::contracts::TokenMask;
     use rand::SeedableRng;
     use rand::rngs::StdRng;
 

@@ -12,17 +12,16 @@
 //!
 //! [`RectifiedFlow`] puts these together for any [`Denoiser`] that predicts the velocity.
 //! Sampling integrates `dz/dt = v` from `t = 1` to `0`: see
-//! [`FlowEulerSampler`](crate::sampling::FlowEulerSampler) and
-//! [`FlowHeunSampler`](crate::sampling::FlowHeunSampler).
+//! `FlowEulerSampler` and `FlowHeunSampler` of the sampling module.
 
 use burn::prelude::*;
 use rand::Rng;
 
 use crate::diffusion::timestep_sampling::{LossWeighting, TimestepSampler, TimestepSamplerConfig};
 use crate::error::{Error, Result, ensure_config, ensure_dims};
-use crate::sampling::Denoiser;
-use crate::sampling::noise::randn;
-use crate::training::{Objective, TrainRng};
+use crate::contracts::Denoiser;
+use crate::contracts::randn;
+use crate::contracts::{Objective, TrainRng};
 
 /// What a network's output (or any tensor) stands for in rectified flow.
 #[derive(Config, Debug, Copy, PartialEq, Eq)]
@@ -303,7 +302,7 @@ impl RectifiedFlow {
     }
 }
 
-/// The rectified-flow loss as a [`Trainer`](crate::training::Trainer) objective: times and
+/// The rectified-flow loss as a training [`Objective`]: times and
 /// noise are drawn from the trainer's RNG ([`RectifiedFlow::training_loss`]).
 impl<M: Denoiser> Objective<M> for RectifiedFlow {
     fn loss(&self, model: &M, x0: Tensor<4>, cond: &M::Cond, rng: &mut TrainRng) -> Result<Tensor<1>> {

@@ -9,7 +9,7 @@
 //! process (one per batch element); the model always sees the *original* timestep
 //! ([`GaussianDiffusion::model_timesteps`]). Coefficients are computed in `f64` and gathered per
 //! batch element as `[B, 1, ..., 1]` tensors in the data's dtype, as the reference's
-//! `_extract_into_tensor` does. The full sampling loops live in [`crate::sampling`].
+//! `_extract_into_tensor` does. The full sampling loops live in the sampling module.
 
 use burn::prelude::*;
 use rand::Rng;
@@ -18,7 +18,7 @@ use crate::diffusion::likelihood::{discretized_gaussian_log_likelihood, normal_k
 use crate::diffusion::respace::{respace_betas, space_timesteps};
 use crate::diffusion::schedule::{BetaSchedule, NoiseSchedule};
 use crate::error::{Error, Result, ensure_config};
-use crate::sampling::Denoiser;
+use crate::contracts::{Denoiser, Objective, TrainRng};
 
 /// What the model predicts.
 #[derive(Config, Debug, Copy, PartialEq, Eq)]
@@ -793,13 +793,13 @@ impl GaussianDiffusion {
     }
 }
 
-/// DDPM training as a [`crate::training::Objective`]: uniform timesteps and Gaussian noise
+/// DDPM training as an [`Objective`]: uniform timesteps and Gaussian noise
 /// drawn from the trainer's RNG, then the batch mean of [`GaussianDiffusion::training_losses`]
 /// (MSE plus the VB term for learned variances, the hybrid loss DiT trains with).
-impl<M: Denoiser> crate::training::Objective<M> for GaussianDiffusion {
-    fn loss(&self, model: &M, x0: Tensor<4>, cond: &M::Cond, rng: &mut crate::training::TrainRng) -> Result<Tensor<1>> {
+impl<M: Denoiser> Objective<M> for GaussianDiffusion {
+    fn loss(&self, model: &M, x0: Tensor<4>, cond: &M::Cond, rng: &mut TrainRng) -> Result<Tensor<1>> {
         let t = self.sample_timesteps(x0.dims()[0], rng);
-        let noise = crate::sampling::noise::randn(x0.dims(), rng, &x0.device());
+        let noise = crate::contracts::randn(x0.dims(), rng, &x0.device());
         Ok(self.training_losses(model, x0, &t, cond, noise)?.loss.mean())
     }
 }
@@ -828,7 +828,7 @@ pub fn mean_flat<const D: usize>(x: Tensor<D>) -> Tensor<1> {
 mod tests {
     use super::*;
     use burn::tensor::DType;
-    use crate::sampling::noise::randn;
+    use crate::contracts::randn;
     use rand::SeedableRng;
     use rand::rngs::StdRng;
 

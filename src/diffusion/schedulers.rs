@@ -14,7 +14,7 @@ use rand::Rng;
 use crate::diffusion::gaussian::{ClipMode, PredictionType, check_eta};
 use crate::diffusion::schedule::{BetaSchedule, linspace};
 use crate::error::{Error, Result, ensure_config};
-use crate::sampling::noise::randn_like;
+use crate::contracts::randn_like;
 
 /// How `set_timesteps` spaces the inference timesteps (Lin et al. 2024, arXiv:2305.08891,
 /// Table 2).

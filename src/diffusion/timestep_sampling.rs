@@ -15,7 +15,7 @@ use rand::Rng;
 use rand::distr::Open01;
 
 use crate::error::{Error, Result, ensure_config};
-use crate::sampling::noise::normal_vec;
+use crate::contracts::normal_vec;
 
 /// Largest mode-sampling scale for which the mode map stays monotone: `2 / (pi - 2)`.
 pub const MODE_SCALE_MAX: f64 = 2.0 / (PI - 2.0);

@@ -9,7 +9,6 @@ pub mod dwconv_ffn;
 pub mod init;
 pub mod joint_attention;
 pub mod label_embed;
-pub mod masking;
 pub mod mlp;
 pub mod moe;
 pub mod norm;
@@ -27,7 +26,6 @@ pub use downsampled_attention::{AttentionScore, DownsampledAttention, Downsample
 pub use dwconv_ffn::{DwConvFfn, DwConvFfnConfig, FfnForm};
 pub use joint_attention::{JointAttention, JointAttentionConfig, JointAttentionStream};
 pub use label_embed::{LabelEmbedder, LabelEmbedderConfig};
-pub use masking::{MaskedDenoiser, TokenMask};
 pub use mlp::{Mlp, MlpConfig};
 pub use moe::{ExpertChoiceMoe, ExpertChoiceMoeConfig};
 pub use patch_embed::{PatchEmbed, PatchEmbedConfig};

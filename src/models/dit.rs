@@ -6,6 +6,7 @@ use burn::prelude::*;
 use rand::Rng;
 
 use crate::blocks::{BlockKind, DiTBlock, DiTBlockConfig, FinalLayer};
+use crate::contracts::Denoiser;
 use crate::error::{Error, Result, ensure_config, ensure_dims, ensure_positive};
 use crate::layers::init::frozen_param;
 use crate::layers::patch_embed::unpatchify;
@@ -472,7 +473,16 @@ impl DiT {
         cfg_scale: f64,
         guided_channels: usize,
     ) -> Result<Tensor<4>> {
-        crate::sampling::cfg::official_forward_with_cfg(x, cfg_scale, guided_channels, |x| self.forward(x, t, Some(y)))
+        crate::models::official_cfg::official_forward_with_cfg(x, cfg_scale, guided_channels, |x| self.forward(x, t, Some(y)))
+    }
+}
+
+impl Denoiser for DiT {
+    /// Class labels (`None` for unconditional models); the null class is `num_classes`.
+    type Cond = Option<Tensor<1, Int>>;
+
+    fn denoise(&self, x: Tensor<4>, t: Tensor<1>, cond: &Self::Cond) -> Result<Tensor<4>> {
+        self.forward(x, t, cond.clone())
     }
 }
 

@@ -22,7 +22,7 @@
 //!
 //! ```
 //! use burn::prelude::*;
-//! use diffusion_transformers::layers::TokenMask;
+//! use diffusion_transformers::contracts::TokenMask;
 //! use diffusion_transformers::models::{MicroDiTCond, MicroDiTConfig};
 //! use rand::SeedableRng;
 //!
@@ -57,14 +57,14 @@ use crate::error::{Error, Result, ensure_config, ensure_dims, ensure_positive};
 use crate::layers::activation::Activation;
 use crate::layers::init::frozen_param;
 use crate::layers::label_embed::random_drop_mask;
-use crate::layers::masking::{MaskedDenoiser, TokenMask, num_keep};
+use crate::contracts::{MaskedDenoiser, TokenMask, num_keep};
 use crate::layers::moe::tokens_per_expert;
 use crate::layers::patch_embed::unpatchify;
 use crate::layers::pos_embed::sincos_2d_from_coords;
 use crate::layers::swiglu::swiglu_hidden;
 use crate::layers::{LabelEmbedder, LabelEmbedderConfig, PatchEmbed, PatchEmbedConfig};
 use crate::layers::{TimestepEmbedder, TimestepEmbedderConfig};
-use crate::sampling::{Conditioning, Denoiser, NullEmbedding};
+use crate::contracts::{BatchShard, Conditioning, Denoiser, NullEmbedding};
 
 /// Which backbone and conditioning a [`MicroDiT`] uses.
 #[derive(Config, Debug, Copy, PartialEq, Eq)]
@@ -634,7 +634,7 @@ impl MicroDiTCond {
 }
 
 /// The unconditional branch of a [`MicroDiTCond`] for
-/// [`ClassifierFreeGuidance`](crate::sampling::ClassifierFreeGuidance).
+/// classifier-free guidance.
 #[derive(Debug, Clone)]
 #[allow(clippy::large_enum_variant)] // a tensor handle, built once per sampling run
 pub enum MicroDiTNull {
@@ -693,7 +693,7 @@ pub struct MicroDiTOutput {
 /// Official keys: `x_embedder.proj`, `t_embedder.mlp.{0,2}`, `pos_embed`,
 /// `y_embedder.y_proj.{fc1,norm,fc2}`, `y_emb_preprocess.*`, `pooled_y_emb_process.*`,
 /// `patch_mixer.{i}.*`, `patch_mixer_map_{xin,xout,y}.{0,1}`, `blocks.{i}.*`, `mask_token`,
-/// `final_layer.*` (see [`crate::weights::microdit`]).
+/// `final_layer.*` (see the `weights::microdit` module).
 #[derive(Module, Debug)]
 pub struct MicroDiT {
     /// Patch embedding.
@@ -993,12 +993,22 @@ impl MaskedDenoiser for MicroDiT {
     }
 }
 
+impl BatchShard for MicroDiTCond {
+    fn shard(&self, batch: usize, start: usize, len: usize, device: &Device) -> Result<Self> {
+        Ok(match self {
+            MicroDiTCond::Caption(y) => MicroDiTCond::Caption(y.shard(batch, start, len, device)?),
+            MicroDiTCond::Labels(y) => MicroDiTCond::Labels(y.shard(batch, start, len, device)?),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::layers::patch_embed::patchify;
     use crate::models::DiTConfig;
-    use crate::sampling::{ClassifierFreeGuidance, GuidedChannels};
+    use crate::contracts::GuidedChannels;
+    use crate::sampling::ClassifierFreeGuidance;
     use crate::weights::Checkpoint;
     use burn::tensor::Tolerance;
     use rand::SeedableRng;
@@ -1365,7 +1375,7 @@ mod tests {
     #[test]
     fn edm_sampling_with_guidance() {
         use crate::diffusion::EdmConfig;
-        use crate::sampling::{Denoiser, EdmSamplerConfig, EdmSolver, NoProgress};
+        use crate::sampling::{EdmSamplerConfig, EdmSolver, NoProgress};
         let device = Device::flex();
         let m = randomized(tiny(MicroDiTBackbone::MicroDiT).init(&device).unwrap());
         let edm = EdmConfig::new().init().unwrap();

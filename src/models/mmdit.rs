@@ -24,7 +24,7 @@ use crate::layers::init::{WeightInit, linear};
 use crate::layers::patch_embed::unpatchify;
 use crate::layers::pos_embed_cropped::{CroppedPosEmbed, CroppedPosEmbedConfig};
 use crate::layers::{Mlp, MlpConfig, PatchEmbed, PatchEmbedConfig, TimestepEmbedder, TimestepEmbedderConfig};
-use crate::sampling::Denoiser;
+use crate::contracts::Denoiser;
 
 /// Text tokens the SD3 paper's compute figures assume: 77 CLIP + 77 T5 tokens.
 pub const PAPER_TEXT_TOKENS: usize = 154;
@@ -307,7 +307,7 @@ impl MMDiTConfig {
 /// `pos_embed.pos_embed`, `t_embedder` = `time_text_embed.timestep_embedder`,
 /// `pooled_embedder.fc{1,2}` = `time_text_embed.text_embedder.linear_{1,2}`,
 /// `context_embedder`, `blocks.{i}` = `transformer_blocks.{i}`, `final_layer` =
-/// `norm_out` + `proj_out` (see [`crate::weights::mmdit`]).
+/// `norm_out` + `proj_out` (see the `weights::mmdit` module).
 #[derive(Module, Debug)]
 pub struct MMDiT {
     /// Patch embedding (conv `[D, C, p, p]`, stride `p`).
@@ -658,7 +658,8 @@ mod tests {
 
     #[test]
     fn classifier_free_guidance_wraps_the_text_conditioning() {
-        use crate::sampling::{ClassifierFreeGuidance, GuidedChannels, NullEmbedding};
+        use crate::contracts::{GuidedChannels, NullEmbedding};
+        use crate::sampling::ClassifierFreeGuidance;
         let device = Device::flex();
         // Random weights everywhere: a fresh model's zero gates make cond == uncond.
         let m = tiny().init(&device).unwrap().map(&mut crate::layers::init::Randomize::seeded(6));

@@ -3,6 +3,7 @@
 pub mod dit;
 pub mod microdit;
 pub mod mmdit;
+pub mod official_cfg;
 pub mod udit;
 
 pub use dit::{DiT, DiTConfig, DiTSize};

@@ -19,7 +19,7 @@ use crate::layers::downsampled_attention::{AttentionScore, DownsampledAttentionC
 use crate::layers::dwconv_ffn::{DW_KERNEL, FfnForm, REP_DW_KERNELS, same_conv2d};
 use crate::layers::init::{WeightInit, conv2d};
 use crate::layers::{LabelEmbedder, LabelEmbedderConfig, TimestepEmbedder, TimestepEmbedderConfig};
-use crate::sampling::Denoiser;
+use crate::contracts::Denoiser;
 
 /// Width of the sinusoidal timestep embedding (official `frequency_embedding_size`).
 const FREQ_EMBED: usize = 256;
@@ -574,7 +574,7 @@ impl UDiT {
         cfg_scale: f64,
         guided_channels: usize,
     ) -> Result<Tensor<4>> {
-        crate::sampling::cfg::official_forward_with_cfg(x, cfg_scale, guided_channels, |x| self.forward(x, t, Some(y)))
+        crate::models::official_cfg::official_forward_with_cfg(x, cfg_scale, guided_channels, |x| self.forward(x, t, Some(y)))
     }
 }
 

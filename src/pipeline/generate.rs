@@ -12,11 +12,8 @@ use crate::error::{Error, Result, ensure_config};
 use crate::models::DiT;
 use crate::pipeline::encode::{LatentDraw, encode_images};
 use crate::pipeline::image::{RgbImage, tensor_to_images};
-use crate::sampling::noise::randn;
-use crate::sampling::{
-    ClassifierFreeGuidance, DdimSampler, DdpmSampler, Denoiser, DpmSolverPp2M, GaussianSampler, GuidedChannels,
-    ProgressCallback,
-};
+use crate::contracts::{Denoiser, GuidedChannels, randn};
+use crate::sampling::{ClassifierFreeGuidance, DdimSampler, DdpmSampler, DpmSolverPp2M, GaussianSampler, ProgressCallback};
 use crate::vae::{AutoencoderKl, DecodeTiling};
 
 /// The sampler a [`LatentDiffusionPipeline`] runs.

@@ -13,242 +13,21 @@
 //! The official DiT guides only the first three latent channels ([`GuidedChannels::First`]`(3)`,
 //! the default); [`GuidedChannels::All`] guides every output channel as most other models do.
 //!
-//! Conditionings are batched and nulled through the small [`Conditioning`] trait, implemented
-//! for DiT class labels (`Option<Tensor<1, Int>>`), for embedding tensors (`Tensor<2>` pooled
-//! embeddings, `Tensor<3>` token embeddings; any float rank) and for pairs of conditionings.
+//! Conditionings are batched and nulled through the [`Conditioning`] contract.
 
 use burn::prelude::*;
 
 use crate::error::{Error, Result};
-use crate::sampling::Denoiser;
-
-/// A conditioning that classifier-free guidance can batch with its null counterpart.
-pub trait Conditioning: Clone {
-    /// What is needed to build the null ("unconditional") conditioning, e.g. the null class
-    /// index for labels or a zero / negative-prompt embedding for text.
-    type Null: Clone;
-
-    /// Batch size of the conditioning, `None` when it carries no tensor (unconditional).
-    fn batch_size(&self) -> Option<usize>;
-
-    /// Concatenates two conditionings along the batch dimension (`first` then `second`).
-    ///
-    /// # Errors
-    /// When the two cannot be concatenated (different kinds or non-batch shapes).
-    fn concat_batch(first: &Self, second: &Self) -> Result<Self>;
-
-    /// The null conditioning with the same batch size as `self`.
-    ///
-    /// # Errors
-    /// When `null` does not fit `self` (e.g. a null embedding of another shape).
-    fn null_like(&self, null: &Self::Null) -> Result<Self>;
-}
-
-/// Class labels `[B]` (DiT's conditioning); `None` is an unconditional model.
-impl Conditioning for Option<Tensor<1, Int>> {
-    /// The null class index (DiT: `num_classes`, the extra row of the label table).
-    type Null = usize;
-
-    fn batch_size(&self) -> Option<usize> {
-        self.as_ref().map(|y| y.dims()[0])
-    }
-
-    fn concat_batch(first: &Self, second: &Self) -> Result<Self> {
-        match (first, second) {
-            (Some(a), Some(b)) => Ok(Some(Tensor::cat(vec![a.clone(), b.clone()], 0))),
-            (None, None) => Ok(None),
-            _ => Err(Error::InvalidArgument(
-                "cannot batch a labelled conditioning with an unconditional one".into(),
-            )),
-        }
-    }
-
-    fn null_like(&self, null: &usize) -> Result<Self> {
-        Ok(self.as_ref().map(|y| Tensor::full([y.dims()[0]], *null as i64, &y.device())))
-    }
-}
-
-/// How to build a null embedding for tensor conditionings.
-#[derive(Debug, Clone)]
-#[allow(clippy::large_enum_variant)] // built once per guided model, never in hot loops
-pub enum NullEmbedding<const D: usize> {
-    /// All-zero embeddings of the conditioning's shape (MicroDiT's unconditional branch).
-    Zeros,
-    /// A given embedding (e.g. of the empty or a negative prompt), with batch 1 (repeated
-    /// over the batch) or the conditioning's batch size; other dims must match.
-    Given(Tensor<D>),
-}
-
-/// Embedding tensors with the batch first: pooled `[B, D]`, tokens `[B, L, D]`, ...
-impl<const D: usize> Conditioning for Tensor<D> {
-    /// Zeros or a given null embedding.
-    type Null = NullEmbedding<D>;
-
-    fn batch_size(&self) -> Option<usize> {
-        Some(self.dims()[0])
-    }
-
-    fn concat_batch(first: &Self, second: &Self) -> Result<Self> {
-        let (a, b) = (first.dims(), second.dims());
-        if a[1..] != b[1..] {
-            return Err(Error::Shape {
-                name: "conditioning".into(),
-                expected: format!("[_, {:?}] to match the other half", &a[1..]),
-                got: format!("{b:?}"),
-            });
-        }
-        Ok(Tensor::cat(vec![first.clone(), second.clone()], 0))
-    }
-
-    fn null_like(&self, null: &NullEmbedding<D>) -> Result<Self> {
-        let dims = self.dims();
-        match null {
-            NullEmbedding::Zeros => Ok(self.zeros_like()),
-            NullEmbedding::Given(n) => {
-                let nd = n.dims();
-                if nd[1..] != dims[1..] || (nd[0] != 1 && nd[0] != dims[0]) {
-                    return Err(Error::Shape {
-                        name: "null embedding".into(),
-                        expected: format!("[1 or {}, {:?}]", dims[0], &dims[1..]),
-                        got: format!("{nd:?}"),
-                    });
-                }
-                Ok(if nd[0] == dims[0] { n.clone() } else { n.clone().repeat_dim(0, dims[0]) })
-            }
-        }
-    }
-}
-
-/// Two conditionings taken together (e.g. pooled text embedding and token embeddings).
-impl<A: Conditioning, B: Conditioning> Conditioning for (A, B) {
-    /// The null of each part.
-    type Null = (A::Null, B::Null);
-
-    fn batch_size(&self) -> Option<usize> {
-        self.0.batch_size().or_else(|| self.1.batch_size())
-    }
-
-    fn concat_batch(first: &Self, second: &Self) -> Result<Self> {
-        Ok((A::concat_batch(&first.0, &second.0)?, B::concat_batch(&first.1, &second.1)?))
-    }
-
-    fn null_like(&self, null: &Self::Null) -> Result<Self> {
-        Ok((self.0.null_like(&null.0)?, self.1.null_like(&null.1)?))
-    }
-}
-
-/// Which output channels guidance applies to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum GuidedChannels {
-    /// The first `n` channels (official DiT: 3); the rest come from the conditional half.
-    First(usize),
-    /// Every output channel.
-    All,
-}
-
-impl Default for GuidedChannels {
-    /// `First(3)`, as the official DiT `forward_with_cfg`.
-    fn default() -> Self {
-        GuidedChannels::First(3)
-    }
-}
-
-/// Combines a conditional and an unconditional prediction:
-/// `uncond + scale * (cond - uncond)` on the guided channels, `cond` on the others.
-///
-/// # Shapes
-/// - `cond`, `uncond`: `[B, C, H, W]` -> `[B, C, H, W]`
-///
-/// # Errors
-/// Mismatched shapes, `First(n)` with `n` zero or above `C`, or a non-finite scale.
-pub fn guide(cond: Tensor<4>, uncond: Tensor<4>, scale: f64, channels: GuidedChannels) -> Result<Tensor<4>> {
-    if cond.dims() != uncond.dims() {
-        return Err(Error::Shape {
-            name: "unconditional prediction".into(),
-            expected: format!("{:?} (the conditional prediction's shape)", cond.dims()),
-            got: format!("{:?}", uncond.dims()),
-        });
-    }
-    check_scale(scale)?;
-    let c = cond.dims()[1];
-    let n = guided_count(channels, c)?;
-    if n == c {
-        return Ok(uncond.clone() + (cond - uncond) * scale);
-    }
-    let guided = {
-        let (gc, gu) = (cond.clone().narrow(1, 0, n), uncond.narrow(1, 0, n));
-        gu.clone() + (gc - gu) * scale
-    };
-    Ok(Tensor::cat(vec![guided, cond.narrow(1, n, c - n)], 1))
-}
-
-/// The official DiT/U-DiT `forward_with_cfg` around any class-conditional forward: `x` holds
-/// the conditional half then the null-label half of the batch; `forward` runs on the first
-/// half's latents twice (so both halves see the same `x`), the first `guided_channels` output
-/// channels are guided (`uncond + scale * (cond - uncond)`), and the guided half is returned
-/// for both halves while the remaining channels (e.g. learned variances) pass through per half.
-///
-/// # Shapes
-/// - `x`: `[2B, C, H, W]`; `forward`: `[2B, C, H, W] -> [2B, C_out, H, W]`; output as `forward`
-///
-/// # Errors
-/// An odd batch, `guided_channels` outside `1..=C_out`, a non-finite scale, or `forward`'s error.
-pub fn official_forward_with_cfg(
-    x: Tensor<4>,
-    cfg_scale: f64,
-    guided_channels: usize,
-    forward: impl FnOnce(Tensor<4>) -> Result<Tensor<4>>,
-) -> Result<Tensor<4>> {
-    let b2 = x.dims()[0];
-    if b2 % 2 != 0 || b2 == 0 {
-        return Err(Error::Shape {
-            name: "x".into(),
-            expected: "an even batch (conditional half, then null-label half)".into(),
-            got: format!("{:?}", x.dims()),
-        });
-    }
-    check_scale(cfg_scale)?;
-    let half = x.narrow(0, 0, b2 / 2);
-    let out = forward(Tensor::cat(vec![half.clone(), half], 0))?;
-    let c = out.dims()[1];
-    if guided_channels == 0 || guided_channels > c {
-        return Err(Error::InvalidArgument(format!(
-            "guided_channels {guided_channels} must be in 1..={c} (the output channels)"
-        )));
-    }
-    let (cond, uncond) = (out.clone().narrow(0, 0, b2 / 2), out.narrow(0, b2 / 2, b2 / 2));
-    let first = guide(cond, uncond.clone(), cfg_scale, GuidedChannels::First(guided_channels))?;
-    let second = Tensor::cat(
-        vec![first.clone().narrow(1, 0, guided_channels), uncond.narrow(1, guided_channels, c - guided_channels)],
-        1,
-    );
-    Ok(Tensor::cat(vec![first, second], 0))
-}
-
-fn check_scale(scale: f64) -> Result<()> {
-    if scale.is_finite() {
-        Ok(())
-    } else {
-        Err(Error::InvalidArgument(format!("guidance scale must be finite, got {scale}")))
-    }
-}
-
-fn guided_count(channels: GuidedChannels, c: usize) -> Result<usize> {
-    match channels {
-        GuidedChannels::All => Ok(c),
-        GuidedChannels::First(n) if n >= 1 && n <= c => Ok(n),
-        GuidedChannels::First(n) => Err(Error::InvalidArgument(format!(
-            "guided channels First({n}) must be in 1..={c} (the model's output channels)"
-        ))),
-    }
-}
+use crate::contracts::guidance::check_scale;
+use crate::contracts::{Conditioning, Denoiser, GuidedChannels, guide};
 
 /// Classifier-free guidance around any [`Denoiser`] whose conditioning is a [`Conditioning`].
 ///
 /// ```
 /// use burn::prelude::*;
 /// use diffusion_transformers::models::DiTConfig;
-/// use diffusion_transformers::sampling::{ClassifierFreeGuidance, Denoiser, GuidedChannels};
+/// use diffusion_transformers::contracts::{Denoiser, GuidedChannels};
+/// use diffusion_transformers::sampling::ClassifierFreeGuidance;
 ///
 /// # fn main() -> Result<(), diffusion_transformers::Error> {
 /// let device = Device::flex();
@@ -361,6 +140,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::contracts::NullEmbedding;
     use burn::tensor::{Tolerance, Distribution};
 
     /// A toy conditional model: output channel k = x_k * (1 + mean(cond)) + k.
@@ -431,28 +211,6 @@ mod tests {
             .unwrap()
             .into_data()
             .assert_approx_eq::<f32>(&Toy.denoise(x, t, &cond.zeros_like()).unwrap().into_data(), Tolerance::default());
-    }
-
-    #[test]
-    fn conditioning_trait_for_tensors_labels_and_pairs() {
-        let device = Device::flex();
-        let tok = Tensor::<3>::ones([2, 3, 4], &device);
-        let neg = Tensor::<3>::full([1, 3, 4], 7.0, &device);
-        let n = tok.null_like(&NullEmbedding::Given(neg)).unwrap();
-        assert_eq!(n.dims(), [2, 3, 4]);
-        assert_eq!(n.sum().into_scalar::<f32>(), 7.0 * 24.0);
-        assert!(tok.null_like(&NullEmbedding::Given(Tensor::zeros([3, 3, 4], &device))).is_err());
-        assert!(tok.null_like(&NullEmbedding::Given(Tensor::zeros([1, 3, 5], &device))).is_err());
-        assert!(Tensor::concat_batch(&tok, &Tensor::zeros([2, 3, 5], &device)).is_err());
-        let labels = Some(Tensor::<1, Int>::from_ints([4, 5], &device));
-        let nl = labels.null_like(&9).unwrap().unwrap();
-        assert_eq!(nl.into_data().convert::<i64>().try_to_vec::<i64>().unwrap(), vec![9, 9]);
-        assert!(Option::concat_batch(&labels, &None).is_err());
-        assert_eq!(None::<Tensor<1, Int>>.null_like(&9).unwrap().map(|_| ()), None);
-        let pair = (Tensor::<2>::ones([2, 4], &device), tok);
-        let both = <(Tensor<2>, Tensor<3>)>::concat_batch(&pair, &pair.null_like(&(NullEmbedding::Zeros, NullEmbedding::Zeros)).unwrap()).unwrap();
-        assert_eq!((both.0.dims(), both.1.dims()), ([4, 4], [4, 3, 4]));
-        assert_eq!(pair.batch_size(), Some(2));
     }
 
     #[test]

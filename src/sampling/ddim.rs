@@ -5,9 +5,10 @@ use rand::Rng;
 
 use crate::diffusion::gaussian::{ClipMode, GaussianDiffusion, check_eta};
 use crate::error::Result;
-use crate::sampling::noise::randn_like;
+use crate::contracts::randn_like;
 use crate::sampling::sampler::GaussianSampler;
-use crate::sampling::{Denoiser, Progress, ProgressCallback};
+use crate::contracts::Denoiser;
+use crate::sampling::{Progress, ProgressCallback};
 
 /// DDIM over the diffusion's (respaced) timesteps, e.g. `GaussianDiffusionConfig::dit("ddim50")`:
 /// `eta = 0` is the deterministic probability-flow-like sampler (same seed, same output),

@@ -5,9 +5,10 @@ use rand::Rng;
 
 use crate::diffusion::gaussian::{ClipMode, GaussianDiffusion};
 use crate::error::Result;
-use crate::sampling::noise::randn_like;
+use crate::contracts::randn_like;
 use crate::sampling::sampler::GaussianSampler;
-use crate::sampling::{Denoiser, Progress, ProgressCallback};
+use crate::contracts::Denoiser;
+use crate::sampling::{Progress, ProgressCallback};
 
 /// Ancestral sampling: at each (respaced) timestep, `x_{t-1} ~ p(x_{t-1} | x_t)` with the
 /// diffusion's variance (learned range for DiT), one model call per step. DiT samples with

@@ -11,7 +11,8 @@ use rand::Rng;
 use crate::diffusion::gaussian::{ClipMode, GaussianDiffusion};
 use crate::error::Result;
 use crate::sampling::sampler::GaussianSampler;
-use crate::sampling::{Denoiser, Progress, ProgressCallback};
+use crate::contracts::Denoiser;
+use crate::sampling::{Progress, ProgressCallback};
 
 /// DPM-Solver++(2M) over the diffusion's (respaced) timesteps, e.g.
 /// `GaussianDiffusionConfig::dit("20")`, one model call per timestep.

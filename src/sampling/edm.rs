@@ -20,8 +20,9 @@ use rand::Rng;
 
 use crate::diffusion::edm::Edm;
 use crate::error::{Result, ensure_config};
-use crate::sampling::noise::randn;
-use crate::sampling::{Denoiser, Progress, ProgressCallback};
+use crate::contracts::randn;
+use crate::contracts::Denoiser;
+use crate::sampling::{Progress, ProgressCallback};
 
 /// The ODE solver of an [`EdmSampler`].
 #[derive(Config, Debug, Copy, PartialEq, Eq)]

@@ -21,8 +21,9 @@ use rand::Rng;
 
 use crate::diffusion::timestep_sampling::check_shift;
 use crate::error::{Error, Result, ensure_config};
-use crate::sampling::noise::randn;
-use crate::sampling::{Denoiser, Progress, ProgressCallback};
+use crate::contracts::randn;
+use crate::contracts::Denoiser;
+use crate::sampling::{Progress, ProgressCallback};
 
 /// Configuration of a [`FlowMatchSchedule`] (diffusers' `FlowMatchEulerDiscreteScheduler`
 /// constructor arguments).
@@ -178,7 +179,7 @@ pub(crate) fn check_output<const D: usize>(output: &Tensor<D>, sample: &Tensor<D
 /// A sampler of the flow-matching ODE `dz/dsigma = v(z, N sigma)` from `sigma = 1` to `0`
 /// over a [`FlowMatchSchedule`], with any [`Denoiser`] that predicts the velocity (wrap it in
 /// [`ClassifierFreeGuidance`](crate::sampling::ClassifierFreeGuidance), usually with
-/// [`GuidedChannels::All`](crate::sampling::GuidedChannels::All), for guidance).
+/// [`GuidedChannels::All`](crate::contracts::GuidedChannels::All), for guidance).
 /// Implemented by [`FlowEulerSampler`] and
 /// [`FlowHeunSampler`](crate::sampling::FlowHeunSampler).
 pub trait FlowSampler {
@@ -230,7 +231,8 @@ pub trait FlowSampler {
 ///
 /// ```
 /// use burn::prelude::*;
-/// use diffusion_transformers::sampling::{Denoiser, FlowEulerSampler, FlowMatchScheduleConfig, FlowSampler, NoProgress};
+/// use diffusion_transformers::contracts::Denoiser;
+/// use diffusion_transformers::sampling::{FlowEulerSampler, FlowMatchScheduleConfig, FlowSampler, NoProgress};
 /// use rand::SeedableRng;
 ///
 /// /// The velocity field whose flow carries every sample to 0 at t = 0: v = z / t.

@@ -19,7 +19,8 @@ use burn::prelude::*;
 
 use crate::error::Result;
 use crate::sampling::flow_euler::{FlowMatchSchedule, FlowSampler};
-use crate::sampling::{Denoiser, Progress, ProgressCallback};
+use crate::contracts::Denoiser;
+use crate::sampling::{Progress, ProgressCallback};
 
 /// The Heun (second-order) flow-matching sampler (see the [module docs](self)).
 ///
@@ -83,9 +84,10 @@ impl FlowSampler for FlowHeunSampler {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sampling::noise::randn;
+    use crate::contracts::randn;
     use crate::sampling::flow_euler::FlowMatchScheduleConfig;
-    use crate::sampling::{ClassifierFreeGuidance, FlowEulerSampler, GuidedChannels, NoProgress, NullEmbedding};
+    use crate::contracts::{GuidedChannels, NullEmbedding};
+    use crate::sampling::{ClassifierFreeGuidance, FlowEulerSampler, NoProgress};
     use rand::SeedableRng;
     use rand::rngs::StdRng;
 

@@ -1,21 +1,18 @@
-//! Samplers and guidance, generic over any [`Denoiser`].
+//! Samplers and guidance, generic over any [`Denoiser`](crate::contracts::Denoiser).
 
 pub mod cfg;
 pub mod ddim;
 pub mod ddpm;
-pub mod denoiser;
 pub mod dpm_solver;
 pub mod edm;
 pub mod flow_euler;
 pub mod flow_heun;
-pub mod noise;
 pub mod progress;
 pub mod sampler;
 
-pub use cfg::{ClassifierFreeGuidance, Conditioning, GuidedChannels, NullEmbedding, guide};
+pub use cfg::ClassifierFreeGuidance;
 pub use ddim::DdimSampler;
 pub use ddpm::DdpmSampler;
-pub use denoiser::Denoiser;
 pub use dpm_solver::DpmSolverPp2M;
 pub use edm::{EdmSampler, EdmSamplerConfig, EdmSolver};
 pub use flow_euler::{FlowEulerSampler, FlowMatchSchedule, FlowMatchScheduleConfig, FlowSampler};

@@ -5,8 +5,9 @@ use rand::Rng;
 
 use crate::diffusion::gaussian::GaussianDiffusion;
 use crate::error::Result;
-use crate::sampling::noise::randn;
-use crate::sampling::{Denoiser, ProgressCallback};
+use crate::contracts::randn;
+use crate::contracts::Denoiser;
+use crate::sampling::ProgressCallback;
 
 /// A sampler that runs the reverse process of a [`GaussianDiffusion`] (usually respaced:
 /// its number of timesteps is the number of model evaluations) with any [`Denoiser`],

@@ -50,15 +50,12 @@ use burn::module::{Module, ModuleMapper, Param};
 use burn::optim::{GradientsParams, ModuleOptimizer, MultiGradientsParams};
 use burn::prelude::*;
 use burn::tensor::distributed::{DistributedConfig, DistributedContext, ReduceOperation};
-use burn::tensor::kind::Basic;
 use rand::{RngCore, SeedableRng};
 
+use crate::contracts::{BatchShard, Denoiser, Objective, TrainRng};
 use crate::error::{Error, Result};
-use crate::models::MicroDiTCond;
-use crate::sampling::Denoiser;
 use crate::training::guard::check_gradients;
-use crate::training::rng::TrainRng;
-use crate::training::trainer::{Objective, Trainer};
+use crate::training::trainer::Trainer;
 
 /// How a [`DataParallelTrainer`] combines the gradients of its devices.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,69 +92,6 @@ impl GradientSync {
 pub fn supports_all_reduce(device: &Device) -> bool {
     let description = format!("{device:?}");
     description.contains("Cube(Cuda(") || description.contains("Remote(")
-}
-
-/// Conditioning that can be cut along the batch dimension and sent to another device, so a
-/// data-parallel step can give each device its share of the batch. Implemented for tensors
-/// (batch first), `()`, `Option`, pairs and triples, and [`MicroDiTCond`]; this covers every
-/// model of the crate.
-pub trait BatchShard: Sized {
-    /// Samples `start..start + len` of a batch of `batch` samples, on `device`.
-    ///
-    /// # Errors
-    /// [`Error::Shape`] when the conditioning does not hold `batch` samples.
-    fn shard(&self, batch: usize, start: usize, len: usize, device: &Device) -> Result<Self>;
-}
-
-impl BatchShard for () {
-    fn shard(&self, _batch: usize, _start: usize, _len: usize, _device: &Device) -> Result<Self> {
-        Ok(())
-    }
-}
-
-impl<const D: usize, K: Basic> BatchShard for Tensor<D, K> {
-    fn shard(&self, batch: usize, start: usize, len: usize, device: &Device) -> Result<Self> {
-        let dims = self.dims();
-        if D == 0 || dims[0] != batch {
-            return Err(Error::Shape {
-                name: "cond".into(),
-                expected: format!("{batch} samples along the first axis, like x0"),
-                got: format!("{dims:?}"),
-            });
-        }
-        Ok(self.clone().narrow(0, start, len).to_device(device))
-    }
-}
-
-impl<T: BatchShard> BatchShard for Option<T> {
-    fn shard(&self, batch: usize, start: usize, len: usize, device: &Device) -> Result<Self> {
-        self.as_ref().map(|c| c.shard(batch, start, len, device)).transpose()
-    }
-}
-
-impl<A: BatchShard, B: BatchShard> BatchShard for (A, B) {
-    fn shard(&self, batch: usize, start: usize, len: usize, device: &Device) -> Result<Self> {
-        Ok((self.0.shard(batch, start, len, device)?, self.1.shard(batch, start, len, device)?))
-    }
-}
-
-impl<A: BatchShard, B: BatchShard, C: BatchShard> BatchShard for (A, B, C) {
-    fn shard(&self, batch: usize, start: usize, len: usize, device: &Device) -> Result<Self> {
-        Ok((
-            self.0.shard(batch, start, len, device)?,
-            self.1.shard(batch, start, len, device)?,
-            self.2.shard(batch, start, len, device)?,
-        ))
-    }
-}
-
-impl BatchShard for MicroDiTCond {
-    fn shard(&self, batch: usize, start: usize, len: usize, device: &Device) -> Result<Self> {
-        Ok(match self {
-            MicroDiTCond::Caption(y) => MicroDiTCond::Caption(y.shard(batch, start, len, device)?),
-            MicroDiTCond::Labels(y) => MicroDiTCond::Labels(y.shard(batch, start, len, device)?),
-        })
-    }
 }
 
 /// Set while an all-reduce trainer is alive: Burn keeps one collective server per backend in a
@@ -481,6 +415,7 @@ fn on_each_device<T: Send, R: Send>(items: Vec<T>, f: impl Fn(T) -> R + Sync) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::models::MicroDiTCond;
 
     #[test]
     fn cpu_devices_accumulate() {

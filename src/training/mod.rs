@@ -8,11 +8,9 @@ mod durable;
 pub mod ema;
 pub mod guard;
 pub mod optimizer;
-pub mod rng;
 pub mod trainer;
 
-pub use data_parallel::{BatchShard, DataParallelTrainer, GradientSync, supports_all_reduce};
+pub use data_parallel::{DataParallelTrainer, GradientSync, supports_all_reduce};
 pub use ema::Ema;
 pub use optimizer::{LrSchedule, OptimizerConfig};
-pub use rng::TrainRng;
-pub use trainer::{DEFAULT_MAX_ABS_WEIGHT, Objective, ResumeReport, Trainer, TrainerConfig};
+pub use trainer::{DEFAULT_MAX_ABS_WEIGHT, ResumeReport, Trainer, TrainerConfig};

@@ -13,8 +13,8 @@ use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::prelude::*;
 use rand::SeedableRng;
 
+use crate::contracts::{Denoiser, Objective, TrainRng};
 use crate::error::{Error, Result};
-use crate::sampling::Denoiser;
 use crate::training::checkpoint::{
     CheckpointState, RunId, SaveOptions, has_later_checkpoint, io, list_checkpoints, quarantine, read_verified_state,
     write_checkpoint,
@@ -23,18 +23,7 @@ use crate::training::durable::remove_temporaries;
 use crate::training::guard::{check_gradients, check_weights};
 use crate::training::ema::Ema;
 use crate::training::optimizer::OptimizerConfig;
-use crate::training::rng::TrainRng;
 use crate::weights::{load_burnpack, save_burnpack};
-
-/// A training objective: the scalar loss of a model on a batch of clean data. Implemented by
-/// the crate's DDPM, rectified-flow and EDM objectives; implement it for your own.
-pub trait Objective<M: Denoiser> {
-    /// Mean loss over the batch; timesteps and noise are drawn from `rng`.
-    ///
-    /// # Shapes
-    /// - `x0`: `[B, C, H, W]` clean data; output `[1]`
-    fn loss(&self, model: &M, x0: Tensor<4>, cond: &M::Cond, rng: &mut TrainRng) -> Result<Tensor<1>>;
-}
 
 /// Trainer settings.
 #[derive(Debug, Clone, PartialEq)]

@@ -13,7 +13,7 @@
 //! - Loading diffusers checkpoints (a `.safetensors` file, or a directory with
 //!   `config.json` and `diffusion_pytorch_model.safetensors`):
 //!   [`AutoencoderKl::from_pretrained`], [`AutoencoderKl::load_checkpoint`]; key names in
-//!   [`crate::weights::vae`].
+//!   the `weights::vae` module.
 //!
 //! Images are `[B, 3, H, W]` in `[-1, 1]` with `H`, `W` multiples of the downsampling factor
 //! `f = 2^(levels - 1)` (8 for the released VAEs); latents are `[B, C_lat, H / f, W / f]`.

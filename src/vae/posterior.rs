@@ -5,7 +5,7 @@ use burn::prelude::*;
 use rand::Rng;
 
 use crate::error::{Error, Result};
-use crate::sampling::noise::randn_like;
+use crate::contracts::randn_like;
 
 /// Bounds the log-variance is clamped to, as diffusers does.
 pub const LOGVAR_RANGE: (f64, f64) = (-30.0, 20.0);

@@ -2,7 +2,7 @@
 //! deferred masking from the stored noise / mask, and with classifier-free guidance.
 
 use burn::prelude::*;
-use diffusion_transformers::layers::TokenMask;
+use diffusion_transformers::contracts::TokenMask;
 use diffusion_transformers::models::microdit::linspace;
 use diffusion_transformers::models::{MicroDiT, MicroDiTCond, MicroDiTConfig};
 use serde_json::Value;

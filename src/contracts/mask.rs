@@ -3,15 +3,14 @@
 //!
 //! A [`TokenMask`] keeps `floor(N * (1 - ratio))` of the `N` tokens of every sample: the ones
 //! with the smallest values of a uniform noise vector (drawn from a seeded RNG or given), or
-//! the zeros of a given binary mask. A [`MaskedDenoiser`] is a model that can run on the kept
-//! tokens only; masked training objectives (e.g. [`MaskedEdm`](crate::diffusion::edm::MaskedEdm))
-//! compute their loss on the kept patches.
+//! the zeros of a given binary mask. A [`MaskedDenoiser`](crate::contracts::MaskedDenoiser) is a
+//! model that can run on the kept tokens only; masked training objectives (e.g. the diffusion
+//! module's `MaskedEdm`) compute their loss on the kept patches with [`patch_loss`].
 
 use burn::prelude::*;
 use rand::Rng;
 
 use crate::error::{Error, Result, ensure_dims};
-use crate::sampling::Denoiser;
 
 /// Number of tokens kept out of `n` at mask ratio `ratio`: `int(n * (1 - ratio))` as the
 /// reference computes it. Errors when `ratio` lies outside `[0, 1)` or nothing would be kept.
@@ -189,33 +188,6 @@ pub fn patch_loss(loss: Tensor<4>, patch_size: usize) -> Result<Tensor<2>> {
     }
     let m = loss.mean_dim(1).reshape([b, h / p, p, w / p, p]);
     Ok(m.mean_dim(4).mean_dim(2).reshape([b, (h / p) * (w / p)]))
-}
-
-/// A [`Denoiser`] that can predict from a subset of its patch tokens (masked training).
-pub trait MaskedDenoiser: Denoiser {
-    /// Patch size `p`: token `i` covers the `i`-th `p x p` pixel patch in row-major order.
-    fn patch_size(&self) -> usize;
-
-    /// Tokens per sample, `N`.
-    fn num_tokens(&self) -> usize;
-
-    /// Mask ratio used in training; 0 trains unmasked.
-    fn train_mask_ratio(&self) -> f64;
-
-    /// Prediction from the kept tokens of `mask` only; removed patches may hold anything.
-    ///
-    /// # Shapes
-    /// - as [`Denoiser::denoise`]; `mask` over `B` samples and `N` tokens
-    fn denoise_masked(&self, x: Tensor<4>, t: Tensor<1>, cond: &Self::Cond, mask: &TokenMask) -> Result<Tensor<4>>;
-
-    /// A random training mask at [`train_mask_ratio`](Self::train_mask_ratio) for `batch`
-    /// samples, `None` when the ratio is 0.
-    fn draw_train_mask<R: Rng + ?Sized>(&self, batch: usize, rng: &mut R, device: &Device) -> Result<Option<TokenMask>> {
-        match self.train_mask_ratio() {
-            0.0 => Ok(None),
-            r => Ok(Some(TokenMask::random(batch, self.num_tokens(), r, rng, device)?)),
-        }
-    }
 }
 
 #[cfg(test)]

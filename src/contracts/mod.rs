@@ -1,0 +1,32 @@
+//! The contracts: the traits and small types that every layer of the crate (and user code)
+//! shares. This module sits at the bottom of the crate: it imports nothing but [`crate::error`],
+//! and every other module may import it.
+//!
+//! | contract | what it promises |
+//! |---|---|
+//! | [`Denoiser`] | `(x_t, t, cond) -> prediction`; every model implements it in its own file |
+//! | [`MaskedDenoiser`] | the same from a subset of patch tokens ([`TokenMask`]), for masked training |
+//! | [`Conditioning`] | a conditioning that can be batched with its null counterpart (guidance) |
+//! | [`guide`], [`GuidedChannels`] | the guidance combination `uncond + s * (cond - uncond)` |
+//! | [`NoiseSource`] | where standard-normal noise comes from: a seeded generator or a [`RecordedNoise`] |
+//! | [`TrainRng`] | a seedable generator whose state a checkpoint can save |
+//! | [`BatchShard`] | cutting a conditioning along the batch for data-parallel steps |
+//! | [`Objective`] | the training loss of a model on a batch of clean data |
+
+pub mod conditioning;
+pub mod denoiser;
+pub mod guidance;
+pub mod mask;
+pub mod noise;
+pub mod objective;
+pub mod rng;
+pub mod shard;
+
+pub use conditioning::{Conditioning, NullEmbedding};
+pub use denoiser::{Denoiser, MaskedDenoiser};
+pub use guidance::{GuidedChannels, guide};
+pub use mask::{TokenMask, num_keep, patch_loss};
+pub use noise::{NoiseSource, RecordedNoise, draw_noise, normal_vec, randn, randn_like};
+pub use objective::Objective;
+pub use rng::TrainRng;
+pub use shard::BatchShard;
