@@ -136,7 +136,10 @@ impl<M: Module + Denoiser> Trainer<M> {
                 "training needs the model on an autodiff device (`device.autodiff()`), it lives on {d:?}"
             )));
         }
-        crate::validate::ensure_finite("x0", x0)
+        crate::validate::ensure_finite("x0", x0).map_err(|e| match e {
+            Error::Numerical(m) => Error::Numerical(format!("{m} at step {}", self.step)),
+            e => e,
+        })
     }
 
     /// The online model.
