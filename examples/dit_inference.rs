@@ -12,8 +12,9 @@
 use std::time::Instant;
 
 use burn::prelude::*;
-use burn::tensor::Distribution;
 use diffusion_transformers::models::DiTConfig;
+use diffusion_transformers::contracts::randn;
+use rand::SeedableRng;
 
 fn arg(name: &str) -> Option<String> {
     let args: Vec<String> = std::env::args().collect();
@@ -41,7 +42,7 @@ fn main() -> Result<(), diffusion_transformers::Error> {
         None => println!("random init (pass --weights <file> to load a checkpoint)"),
     }
     let s = config.input_size;
-    let x = Tensor::<4>::random([batch, config.in_channels, s, s], Distribution::Normal(0.0, 1.0), &device);
+    let x = randn([batch, config.in_channels, s, s], &mut rand::rngs::StdRng::seed_from_u64(0), &device);
     let t = Tensor::<1>::full([batch], 500.0, &device);
     let y = Tensor::<1, Int>::from_data(TensorData::new(vec![207i64; batch], [batch]), &device);
 

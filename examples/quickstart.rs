@@ -42,7 +42,8 @@ options (defaults in brackets):
   --lr LR            peak learning rate (warm-up then cosine) [1e-3]
   --seed N           seed of data order, noise and sampling [0]
   --out DIR          output folder [out/quickstart]
-  --resume           continue from the checkpoint in DIR/checkpoint
+  --resume           continue from the checkpoint in DIR/checkpoint (without it, a new run
+                     replaces the checkpoints there)
   --help             this text";
 
 struct Args {
@@ -175,9 +176,14 @@ fn run(args: Args) -> Result<(), String> {
     let mut trainer = if args.resume {
         let (t, _) = Trainer::resume(model, trainer_config, &ckpt_root).map_err(e)?;
         println!("resumed at step {}", t.step());
+        for (path, why) in t.resumed().map_or(&[][..], |r| &r.skipped[..]) {
+            println!("  skipped the damaged checkpoint now at {} ({why})", path.display());
+        }
         t
     } else {
-        Trainer::new(model, trainer_config).map_err(e)?
+        // A new run: its checkpoint replaces an earlier run's in DIR (explicitly; see
+        // `training::checkpoint` on run identities).
+        Trainer::new(model, trainer_config).map_err(e)?.with_overwrite(true)
     };
 
     println!("training (the progress line shows step, smoothed loss and throughput)");

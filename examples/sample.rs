@@ -35,7 +35,11 @@ fn run() -> Result<(), String> {
     let objective = ObjectiveKind::parse(state.metadata["objective"].as_str().unwrap_or(""))?;
     let sampler = get("--sampler").unwrap_or_else(|| objective.default_sampler().into());
     let steps = num("--steps", 25.0)? as usize;
-    let per_class = num("--per-class", 8.0)? as usize;
+    let per_class = num("--per-class", 8.0)?;
+    if !(per_class >= 1.0 && per_class.fract() == 0.0) {
+        return Err(format!("--per-class: give a whole number of samples, at least 1 (got {per_class})"));
+    }
+    let per_class = per_class as usize;
     let device = Device::flex();
     let model = config.init(&device).map_err(|e| e.to_string())?;
     let model = load_burnpack(&model, dir.join("ema.bpk")).map_err(|e| e.to_string())?;

@@ -33,5 +33,8 @@ pub mod sampling;
 pub mod training;
 pub mod vae;
 pub mod weights;
+pub mod validate;
+#[cfg(test)]
+mod test_util;
 
 pub use error::{Error, Result};

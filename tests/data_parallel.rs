@@ -251,10 +251,27 @@ fn bad_batches_and_non_finite_losses_are_errors_that_change_nothing() {
     let nan = dp.train_step(&NanOnSecondShard, x.clone(), &y).unwrap_err().to_string();
     assert!(nan.contains("device 1") && nan.contains("step 0"), "{nan}");
 
+    let empty = dp.train_step(&PerSampleDraws, Tensor::zeros([0, 3, 8, 8], &devices[0]), &Some(Tensor::zeros([0], &devices[0])));
+    assert!(matches!(empty, Err(Error::Shape { .. })), "{empty:?}");
+    let nan_x = x.clone().slice_fill([3..4, 0..1, 0..1, 0..1], f32::NAN);
+    assert!(matches!(dp.train_step(&PerSampleDraws, nan_x, &y), Err(Error::Numerical(_))));
+    let nan_grad = dp.train_step(&NanGradient, x.clone(), &y).unwrap_err().to_string();
+    assert!(nan_grad.contains("gradient of `") && nan_grad.contains("step 0"), "{nan_grad}");
+
     assert_eq!(dp.step(), 0);
     assert_eq!(params(dp.model()), before);
     assert!(dp.train_step(&PerSampleDraws, x, &y).unwrap().is_finite());
     assert_eq!(dp.step(), 1);
+}
+
+/// A finite loss (0) whose gradient is NaN: `d sqrt(u) / du` is infinite at 0.
+struct NanGradient;
+
+impl Objective<DiT> for NanGradient {
+    fn loss(&self, model: &DiT, x0: Tensor<4>, cond: &Option<Tensor<1, Int>>, _rng: &mut TrainRng) -> DtResult<Tensor<1>> {
+        let t = Tensor::<1>::full([x0.dims()[0]], 10.0, &x0.device());
+        Ok((model.denoise(x0, t, cond)?.abs() * 0.0).sum().sqrt())
+    }
 }
 
 /// The all-reduce path on two CUDA GPUs (skipped with fewer):

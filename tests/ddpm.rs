@@ -11,6 +11,7 @@ use diffusion_transformers::diffusion::gaussian::{
 use diffusion_transformers::diffusion::process::{Plan, Process};
 use diffusion_transformers::diffusion::schedule::{BetaSchedule, NoiseSchedule};
 use diffusion_transformers::diffusion::timesteps::TimestepSchedule;
+use diffusion_transformers::layers::init::Randomize;
 use diffusion_transformers::models::DiTConfig;
 use diffusion_transformers::contracts::randn;
 use diffusion_transformers::contracts::{Denoiser, GuidedChannels};
@@ -190,7 +191,8 @@ fn guided_dit_matches_official_forward_with_cfg_and_trains() {
         .with_num_heads(2)
         .with_num_classes(5)
         .init(&device)
-        .unwrap();
+        .unwrap()
+        .map(&mut Randomize::seeded(9)); // a fresh DiT outputs zeros (zero-initialised gates)
     let x = randn([2, 4, 8, 8], &mut StdRng::seed_from_u64(0), &device);
     let t = Tensor::<1>::from_floats([10.0, 700.0], &device);
     let y = Tensor::<1, Int>::from_ints([1, 3], &device);
@@ -205,7 +207,11 @@ fn guided_dit_matches_official_forward_with_cfg_and_trains() {
         .unwrap()
         .narrow(0, 0, 2);
     let guided = ClassifierFreeGuidance::new(&dit, 5, 4.0).unwrap().with_channels(GuidedChannels::First(3));
-    let ours = guided.denoise(x.clone(), t, &Some(y.clone())).unwrap();
+    let ours = guided.denoise(x.clone(), t.clone(), &Some(y.clone())).unwrap();
+    let cond = dit.forward(x.clone(), t.clone(), Some(y.clone())).unwrap();
+    let uncond = dit.forward(x.clone(), t, Some(Tensor::full([2], 5, &device))).unwrap();
+    assert!(max_abs_diff(cond.clone(), uncond) > 1e-3, "guidance must have something to act on");
+    assert!(max_abs_diff(ours.clone(), cond) > 1e-3, "scale 4 must move the output away from the conditional one");
     assert!(max_abs_diff(ours, official) < 1e-5);
 
     // The hybrid loss of a real model: per-sample loss = mse + vb.

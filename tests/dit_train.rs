@@ -5,6 +5,7 @@ use burn::optim::{AdamWConfig, GradientsParams};
 use burn::prelude::*;
 use burn::tensor::TensorData;
 use diffusion_transformers::blocks::BlockKind;
+use diffusion_transformers::layers::init::Randomize;
 use diffusion_transformers::models::DiTConfig;
 use rand::SeedableRng;
 
@@ -91,11 +92,14 @@ fn every_trainable_parameter_gets_a_gradient_and_adamw_fits() {
 #[test]
 fn label_dropout_is_seeded() {
     let device = Device::flex();
-    let model = config(BlockKind::AdaLnZero).with_class_dropout_prob(0.5).init(&device).unwrap();
+    // Random weights: a fresh DiT outputs zeros whatever the labels.
+    let model = config(BlockKind::AdaLnZero).with_class_dropout_prob(0.5).init(&device).unwrap().map(&mut Randomize::seeded(3));
     let (x, t, y) = batch(&device);
     let run = |seed| {
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
         model.forward_train(x.clone(), t.clone(), Some(y.clone()), &mut rng).unwrap().into_data()
     };
     assert_eq!(run(7).as_bytes(), run(7).as_bytes());
+    // Some seed drops other labels than seed 7 does (each label is dropped with p = 0.5).
+    assert!((0..8).any(|s| run(s).as_bytes() != run(7).as_bytes()), "label dropout ignores the seed");
 }

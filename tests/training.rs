@@ -1,15 +1,17 @@
 //! Trainer: loss decreases, checkpoints resume exactly, damaged checkpoints are reported,
-//! non-finite losses stop with the step.
+//! non-finite losses and gradients stop with the step, bad batches and devices are typed errors,
+//! gradient clipping clips.
 
 mod common;
 
 use burn::prelude::*;
-use burn::tensor::{Distribution, TensorData};
+use burn::tensor::TensorData;
 use diffusion_transformers::Error;
 use diffusion_transformers::models::DiT;
-use diffusion_transformers::contracts::{Denoiser, Objective, TrainRng};
+use diffusion_transformers::contracts::{Denoiser, Objective, TrainRng, randn};
 use diffusion_transformers::training::{OptimizerConfig, Trainer, TrainerConfig};
-use rand::Rng;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 
 /// A small denoising objective: predict the noise added at a random noise level. With
 /// [`FixedDraws`] the draws repeat every call (a fixed batch of noise and timesteps).
@@ -108,16 +110,28 @@ fn resume_continues_the_same_trajectory_and_damage_is_reported() {
     assert_eq!(params(c.model()), params(a.model()));
     assert_eq!(params(c.ema_model()), params(a.ema_model()));
 
-    // A newer checkpoint whose file gets truncated: clear error, the older one still loads.
+    // A newer checkpoint whose file gets truncated: resume falls back to the older one, says
+    // so, and moves the damaged one aside.
     let newest = c.save_checkpoint(&root, serde_json::Value::Null).unwrap();
     let f = newest.join("model.bpk");
     let len = std::fs::metadata(&f).unwrap().len();
     let file = std::fs::OpenOptions::new().write(true).open(&f).unwrap();
     file.set_len(len / 2).unwrap();
-    let err = Trainer::resume(common::tiny_dit_config().init(&device).unwrap(), trainer_config(), &root).err().unwrap();
+    let err = Trainer::resume_from(common::tiny_dit_config().init(&device).unwrap(), trainer_config(), &newest).err().unwrap();
     assert!(matches!(err, Error::Io { .. }) && err.to_string().contains("truncated"), "{err}");
-    let (old, _) = Trainer::resume_from(common::tiny_dit_config().init(&device).unwrap(), trainer_config(), &first_ckpt).unwrap();
+    let (old, _) = Trainer::resume(common::tiny_dit_config().init(&device).unwrap(), trainer_config(), &root).unwrap();
     assert_eq!(old.step(), 3);
+    let report = old.resumed().unwrap();
+    assert_eq!(report.dir, first_ckpt);
+    assert!(!report.branched);
+    assert_eq!(report.skipped.len(), 1);
+    assert!(report.skipped[0].1.contains("truncated"), "{:?}", report.skipped);
+    assert_eq!(report.skipped[0].0, root.join("damaged-step-00000006"));
+    assert!(!newest.exists() && report.skipped[0].0.exists());
+    // Nothing valid left: the error of the newest.
+    std::fs::write(first_ckpt.join("ema.bpk"), b"garbage").unwrap();
+    let err = Trainer::resume(common::tiny_dit_config().init(&device).unwrap(), trainer_config(), &root).err().unwrap();
+    assert!(matches!(err, Error::Io { .. }), "{err}");
     std::fs::remove_dir_all(&root).unwrap();
 }
 
@@ -125,11 +139,70 @@ fn resume_continues_the_same_trajectory_and_damage_is_reported() {
 fn non_finite_loss_stops_with_the_step() {
     let device = Device::flex().autodiff();
     let mut tr = Trainer::new(common::tiny_dit_config().init(&device).unwrap(), trainer_config()).unwrap();
-    let x = Tensor::<4>::random([2, 3, 8, 8], Distribution::Default, &device);
+    let x = randn([2, 3, 8, 8], &mut StdRng::seed_from_u64(3), &device);
     let y = Some(Tensor::<1, Int>::from_ints([0, 1], &device));
     tr.train_step(&NoisePrediction, x.clone(), &y).unwrap();
     let before = params(tr.model());
     let e = tr.train_step(&NanLoss, x, &y).unwrap_err();
     assert!(matches!(e, Error::Numerical(_)) && e.to_string().contains("step 1"), "{e}");
     assert_eq!(params(tr.model()), before);
+}
+
+/// Finite loss (0) whose gradient is NaN: `d sqrt(u) / du` is infinite at 0.
+struct NanGradient;
+
+impl Objective<DiT> for NanGradient {
+    fn loss(&self, model: &DiT, x0: Tensor<4>, cond: &Option<Tensor<1, Int>>, _r: &mut TrainRng) -> diffusion_transformers::Result<Tensor<1>> {
+        let t = Tensor::<1>::full([x0.dims()[0]], 10.0, &x0.device());
+        Ok((model.denoise(x0, t, cond)?.abs() * 0.0).sum().sqrt())
+    }
+}
+
+#[test]
+fn non_finite_gradients_stop_with_the_step_and_the_parameter() {
+    let device = Device::flex().autodiff();
+    let mut tr = Trainer::new(common::tiny_dit_config().init(&device).unwrap(), trainer_config()).unwrap();
+    let (x, y) = batch(&device);
+    let before = params(tr.model());
+    let e = tr.train_step(&NanGradient, x, &y).unwrap_err();
+    let m = e.to_string();
+    assert!(matches!(e, Error::Numerical(_)) && m.contains("step 0") && m.contains("gradient of `"), "{m}");
+    assert_eq!(params(tr.model()), before);
+    assert_eq!(tr.step(), 0);
+}
+
+#[test]
+fn bad_batches_and_devices_are_typed_errors() {
+    let device = Device::flex().autodiff();
+    let mut tr = Trainer::new(common::tiny_dit_config().init(&device).unwrap(), trainer_config()).unwrap();
+    let empty = Tensor::<4>::zeros([0, 3, 8, 8], &device);
+    let e = tr.train_step(&NoisePrediction, empty, &Some(Tensor::<1, Int>::zeros([0], &device))).unwrap_err();
+    assert!(matches!(e, Error::Shape { .. }), "{e}");
+    let (x, y) = batch(&device);
+    let nan = x.clone().slice_fill([0..1, 0..1, 0..1, 0..1], f32::NAN);
+    let e = tr.train_step(&NoisePrediction, nan, &y).unwrap_err();
+    assert!(matches!(e, Error::Numerical(_)) && e.to_string().contains("`x0`") && e.to_string().contains("step 0"), "{e}");
+    // A model on a device without autodiff: an error instead of Burn's panic in `backward`.
+    let plain = Device::flex();
+    let mut no_grad = Trainer::new(common::tiny_dit_config().init(&plain).unwrap(), trainer_config()).unwrap();
+    let (x, y) = batch(&plain);
+    let e = no_grad.train_step(&NoisePrediction, x, &y).unwrap_err();
+    assert!(matches!(e, Error::InvalidArgument(_)) && e.to_string().contains("autodiff"), "{e}");
+    assert_eq!(tr.step(), 0);
+}
+
+#[test]
+fn gradient_clipping_clips() {
+    let device = Device::flex();
+    let clipped = OptimizerConfig { grad_clip_norm: Some(0.5), ..Default::default() }.init().unwrap();
+    let g = Tensor::<2>::from_floats([[30.0, -40.0], [0.0, 0.0]], &device); // norm 50
+    let out = clipped.grad_clipping().expect("clipping configured").clip_gradient(g.clone());
+    let norm = out.clone().square().sum().sqrt().into_scalar::<f32>();
+    assert!((norm - 0.5).abs() < 1e-6, "{norm}");
+    // Same direction, scaled by 0.5 / 50.
+    out.into_data().assert_approx_eq::<f32>(&(g.clone() * 0.01).into_data(), burn::tensor::Tolerance::absolute(1e-7));
+    // A gradient within the bound is left alone; no clipping by default.
+    let small = g.clone() * 0.001;
+    clipped.grad_clipping().unwrap().clip_gradient(small.clone()).into_data().assert_eq(&small.into_data(), true);
+    assert!(OptimizerConfig::default().init().unwrap().grad_clipping().is_none());
 }

@@ -157,14 +157,13 @@ impl DiTBlock {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use burn::tensor::Distribution;
 
     #[test]
     fn adaln_zero_starts_as_identity() {
         let device = Device::flex();
         let block = DiTBlockConfig::new(16, 2).init(&device).unwrap();
-        let x = Tensor::<3>::random([2, 5, 16], Distribution::Normal(0.0, 1.0), &device);
-        let c = Tensor::<2>::random([2, 16], Distribution::Normal(0.0, 1.0), &device);
+        let x = crate::test_util::randn([2, 5, 16], 101, &device);
+        let c = crate::test_util::randn([2, 16], 102, &device);
         let y = block.forward(x.clone(), c, None);
         assert!(y.equal(x).all().into_scalar::<bool>());
     }
@@ -174,8 +173,8 @@ mod tests {
         let device = Device::flex();
         for kind in [BlockKind::AdaLn, BlockKind::CrossAttention, BlockKind::InContext] {
             let block = DiTBlockConfig::new(16, 2).with_kind(kind).init(&device).unwrap();
-            let x = Tensor::<3>::random([2, 5, 16], Distribution::Normal(0.0, 1.0), &device);
-            let c = Tensor::<2>::random([2, 16], Distribution::Normal(0.0, 1.0), &device);
+            let x = crate::test_util::randn([2, 5, 16], 103, &device);
+            let c = crate::test_util::randn([2, 16], 104, &device);
             let y = block.forward(x.clone(), c, None);
             assert_eq!(y.dims(), [2, 5, 16]);
             // Not the identity: these designs have no zero gate.

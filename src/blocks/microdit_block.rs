@@ -541,7 +541,7 @@ impl MicroFinalLayer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use burn::tensor::{Distribution, Tolerance};
+    use burn::tensor::Tolerance;
 
     #[test]
     fn layerwise_widths() {
@@ -572,14 +572,14 @@ mod tests {
     #[test]
     fn zero_modulation_is_identity_up_to_cross_attention() {
         let device = Device::flex();
-        let x = Tensor::<3>::random([2, 5, 16], Distribution::Normal(0.0, 1.0), &device);
-        let c = Tensor::<2>::random([2, 24], Distribution::Normal(0.0, 1.0), &device);
+        let x = crate::test_util::randn([2, 5, 16], 101, &device);
+        let c = crate::test_util::randn([2, 24], 102, &device);
         // DiT style: adaLN-Zero makes the whole block the identity
         let dit = MicroDiTBlockConfig::new(16, 24, 4).with_style(BlockStyle::DiT).init(&device).unwrap();
         assert!(dit.forward(x.clone(), None, c.clone()).unwrap().equal(x.clone()).all().into_scalar::<bool>());
         // MicroDiT style: only the (ungated) cross-attention changes x
         let block = MicroDiTBlockConfig::new(16, 24, 4).with_moe(true).with_num_experts(2).init(&device).unwrap();
-        let ctx = Tensor::<3>::random([2, 3, 16], Distribution::Normal(0.0, 1.0), &device);
+        let ctx = crate::test_util::randn([2, 3, 16], 103, &device);
         let ca = block.cross_attn.as_ref().unwrap();
         let expected = x.clone() + ca.forward(block.norm2.as_ref().unwrap().forward(x.clone()), ctx.clone());
         let out = block.forward(x.clone(), Some(&ctx), c.clone()).unwrap();
@@ -592,7 +592,7 @@ mod tests {
         let device = Device::flex();
         let w = [WeightInit::Normal(0.5), WeightInit::Normal(0.5)];
         let a = MicroSelfAttention::new(8, 8, 2, false, true, 1e-6, w, &device).unwrap();
-        let x = Tensor::<3>::random([1, 4, 8], Distribution::Normal(0.0, 1.0), &device);
+        let x = crate::test_util::randn([1, 4, 8], 104, &device);
         // reference: LayerNorm over the full q / k width, then split heads
         let qkv = a.qkv.forward(x.clone());
         let q = layer_norm(qkv.clone().slice([0..1, 0..4, 0..8]), 1e-6);

@@ -218,13 +218,13 @@ impl CrossAttention {
 mod tests {
     use super::*;
     use burn::tensor::activation::softmax;
-    use burn::tensor::{Distribution, Tolerance};
+    use burn::tensor::Tolerance;
 
     #[test]
     fn fused_equals_naive() {
         let device = Device::flex();
         let attn = AttentionConfig::new(16, 4).init(&device).unwrap();
-        let x = Tensor::<3>::random([2, 5, 16], Distribution::Normal(0.0, 1.0), &device);
+        let x = crate::test_util::randn([2, 5, 16], 101, &device);
         let (q, k, v) = attn.qkv_heads(x.clone());
         let scores = q.matmul(k.swap_dims(2, 3)) / 2.0; // sqrt(Dh = 4)
         let naive = attn.proj.forward(merge_heads(softmax(scores, 3).matmul(v)));
@@ -236,7 +236,7 @@ mod tests {
     #[test]
     fn heads_roundtrip_and_errors() {
         let device = Device::flex();
-        let x = Tensor::<3>::random([2, 5, 12], Distribution::Default, &device);
+        let x = crate::test_util::uniform([2, 5, 12], 102, &device);
         assert!(merge_heads(split_heads(x.clone(), 3)).equal(x).all().into_scalar::<bool>());
         assert!(AttentionConfig::new(10, 4).init(&device).is_err());
         let a = AttentionConfig::new(8, 2).init(&device).unwrap();
@@ -248,7 +248,7 @@ mod tests {
         let device = Device::flex();
         for kind in [QkNorm::RmsNorm, QkNorm::LayerNorm] {
             let a = AttentionConfig::new(8, 2).with_qk_norm(kind).init(&device).unwrap();
-            let x = Tensor::<3>::random([1, 3, 8], Distribution::Normal(0.0, 3.0), &device);
+            let x = crate::test_util::randn([1, 3, 8], 103, &device) * 3.0;
             let (q, _, _) = a.qkv_heads(x);
             let ms = q.square().mean_dim(3).into_data().try_to_vec::<f32>().unwrap();
             // unit RMS after RMSNorm; unit variance (mean square <= 1) after LayerNorm

@@ -241,39 +241,8 @@ impl DwConvFfn {
 /// Test helpers shared by the U-DiT modules' tests.
 #[cfg(test)]
 pub(crate) mod test_support {
-    use burn::module::{ModuleMapper, Param};
-    use burn::prelude::*;
-    use rand::{Rng, SeedableRng};
-
-    /// Overwrites every parameter with seeded uniform values in `[-0.5, 0.5)` (the inits
-    /// zero biases and adaLN layers, which would hide wiring mistakes).
-    pub(crate) struct Randomize(pub rand::rngs::StdRng);
-
-    impl Randomize {
-        pub(crate) fn seeded(seed: u64) -> Self {
-            Self(rand::rngs::StdRng::seed_from_u64(seed))
-        }
-    }
-
-    impl ModuleMapper for Randomize {
-        fn map_float<const D: usize>(&mut self, p: Param<Tensor<D>>) -> Param<Tensor<D>> {
-            let rng = &mut self.0;
-            p.map(|t| {
-                let shape = t.shape();
-                let v: Vec<f32> = (0..shape.num_elements()).map(|_| rng.random_range(-0.5..0.5)).collect();
-                let out = Tensor::from_data(TensorData::new(v, shape), &t.device());
-                if t.is_require_grad() { out.require_grad() } else { out }
-            })
-        }
-    }
-
-    /// A seeded uniform `[-1, 1)` tensor.
-    pub(crate) fn uniform<const D: usize>(shape: [usize; D], seed: u64, device: &Device) -> Tensor<D> {
-        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-        let len: usize = shape.iter().product();
-        let v: Vec<f32> = (0..len).map(|_| rng.random_range(-1.0..1.0)).collect();
-        Tensor::from_data(TensorData::new(v, shape), device)
-    }
+    pub(crate) use crate::layers::init::Randomize;
+    pub(crate) use crate::test_util::uniform;
 }
 
 #[cfg(test)]

@@ -70,6 +70,31 @@ pub fn frozen_param<const D: usize>(value: Tensor<D>) -> Param<Tensor<D>> {
     Param::from_tensor(value).set_require_grad(false)
 }
 
+/// Overwrites every float parameter with seeded uniform values in `[-0.5, 0.5)`: a freshly
+/// built DiT-style model outputs zeros (zero-initialised adaLN gates and final layer), which
+/// hides wiring mistakes in tests. Use as `model.map(&mut Randomize::seeded(seed))`.
+pub struct Randomize(rand::rngs::StdRng);
+
+impl Randomize {
+    /// A mapper drawing from `StdRng::seed_from_u64(seed)`.
+    pub fn seeded(seed: u64) -> Self {
+        Self(<rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(seed))
+    }
+}
+
+impl burn::module::ModuleMapper for Randomize {
+    fn map_float<const D: usize>(&mut self, p: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        use rand::Rng;
+        let rng = &mut self.0;
+        p.map(|t| {
+            let shape = t.shape();
+            let v: Vec<f32> = (0..shape.num_elements()).map(|_| rng.random_range(-0.5..0.5)).collect();
+            let out = Tensor::from_data(TensorData::new(v, shape), (&t.device(), t.dtype()));
+            if t.is_require_grad() { out.require_grad() } else { out }
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

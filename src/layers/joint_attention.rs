@@ -195,7 +195,7 @@ pub(crate) fn check_streams(xs: &[Tensor<3>], n_streams: usize, d_model: usize) 
 mod tests {
     use super::*;
     use burn::tensor::activation::softmax;
-    use burn::tensor::{Distribution, Tolerance};
+    use burn::tensor::Tolerance;
 
     fn naive_attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>) -> Tensor<4> {
         let dh = q.dims()[3] as f64;
@@ -207,8 +207,8 @@ mod tests {
         let device = Device::flex();
         for qk_norm in [QkNorm::None, QkNorm::RmsNorm, QkNorm::LayerNorm] {
             let attn = JointAttentionConfig::new(16, 4).with_qk_norm(qk_norm).init(&device).unwrap();
-            let a = Tensor::<3>::random([2, 5, 16], Distribution::Normal(0.0, 1.0), &device);
-            let b = Tensor::<3>::random([2, 3, 16], Distribution::Normal(0.0, 1.0), &device);
+            let a = crate::test_util::randn([2, 5, 16], 101, &device);
+            let b = crate::test_util::randn([2, 3, 16], 102, &device);
             let out = attn.forward(vec![a.clone(), b.clone()]).unwrap();
             let (qa, ka, va) = attn.streams[0].qkv_heads(a, 4);
             let (qb, kb, vb) = attn.streams[1].qkv_heads(b, 4);
@@ -235,8 +235,8 @@ mod tests {
         // same projections as `full` for the shared weights
         pre.streams[0] = full.streams[0].clone();
         pre.streams[1].qkv = full.streams[1].qkv.clone();
-        let a = Tensor::<3>::random([1, 4, 8], Distribution::Normal(0.0, 1.0), &device);
-        let b = Tensor::<3>::random([1, 6, 8], Distribution::Normal(0.0, 1.0), &device);
+        let a = crate::test_util::randn([1, 4, 8], 103, &device);
+        let b = crate::test_util::randn([1, 6, 8], 104, &device);
         let y_full = full.forward(vec![a.clone(), b.clone()]).unwrap();
         let y_pre = pre.forward(vec![a, b]).unwrap();
         assert!(y_pre[1].is_none());

@@ -104,13 +104,12 @@ pub fn patchify(x: Tensor<4>, patch_size: usize) -> Tensor<3> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use burn::tensor::Distribution;
 
     #[test]
     fn shapes_and_roundtrip() {
         let device = Device::flex();
         let pe = PatchEmbedConfig::new(3, 16, 2).init(&device).unwrap();
-        let x = Tensor::<4>::random([2, 3, 8, 6], Distribution::Default, &device);
+        let x = crate::test_util::uniform([2, 3, 8, 6], 101, &device);
         assert_eq!(pe.forward(x.clone()).unwrap().dims(), [2, 12, 16]);
         let back = unpatchify(patchify(x.clone(), 2), 2, 3, [4, 3]);
         assert!(back.equal(x).all().into_scalar::<bool>());

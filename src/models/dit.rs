@@ -339,7 +339,9 @@ pub struct DiT {
 }
 
 impl DiT {
-    fn check_inputs(&self, x: &Tensor<4>, t: &Tensor<1>, y: Option<&Tensor<1, Int>>) -> Result<()> {
+    /// Shapes, labels' presence, then [`crate::validate::model_inputs`] (non-empty batch, dtype,
+    /// finite values, timestep range).
+    fn check_inputs(&self, x: Tensor<4>, t: Tensor<1>, y: Option<&Tensor<1, Int>>) -> Result<(Tensor<4>, Tensor<1>)> {
         let s = Some(self.input_size);
         ensure_dims("x", x.dims(), [None, Some(self.in_channels), s, s])?;
         let b = x.dims()[0];
@@ -349,7 +351,8 @@ impl DiT {
             (None, None) => Ok(()),
             (None, Some(_)) => Err(Error::InvalidArgument("class-conditional DiT needs labels y".into())),
             (Some(_), None) => Err(Error::InvalidArgument("unconditional DiT takes no labels".into())),
-        }
+        }?;
+        crate::validate::model_inputs(x, t, self.x_embedder.proj.weight.dtype())
     }
 
     /// Patch embedding plus position table.
@@ -416,6 +419,13 @@ impl DiT {
     /// - `x`: `[B, C, H, W]`, `t`: `[B]` (float timesteps), `y`: `[B]` labels in
     ///   `0..=num_classes` (`num_classes` is the null class), `None` for unconditional models
     /// - output: `[B, C_out, H, W]`
+    ///
+    /// # Errors
+    /// [`Error::Shape`] for wrong shapes or an empty batch, [`Error::InvalidArgument`] for
+    /// missing/unexpected labels, labels outside the table or `|t| > 1e5`, [`Error::Numerical`]
+    /// for NaN/inf in `x` or `t`. Time is continuous: any finite `|t| <= 1e5` is accepted
+    /// (respaced and flow samplers use fractional `t`); see [`crate::validate`]. Float64
+    /// inputs are cast to the model's dtype.
     pub fn forward(&self, x: Tensor<4>, t: Tensor<1>, y: Option<Tensor<1, Int>>) -> Result<Tensor<4>> {
         self.forward_with_drop(x, t, y, None)
     }
@@ -428,7 +438,7 @@ impl DiT {
         y: Option<Tensor<1, Int>>,
         drop: Option<Tensor<1, Bool>>,
     ) -> Result<Tensor<4>> {
-        self.check_inputs(&x, &t, y.as_ref())?;
+        let (x, t) = self.check_inputs(x, t, y.as_ref())?;
         let tokens = self.embed(x)?;
         let cond = self.embed_condition(t, y, drop)?;
         Ok(self.forward_tokens(tokens, &cond))
@@ -479,7 +489,6 @@ impl Denoiser for DiT {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use burn::tensor::Distribution;
 
     fn tiny(kind: BlockKind) -> DiTConfig {
         DiTConfig::new()
@@ -513,7 +522,7 @@ mod tests {
     }
 
     #[test]
-    fn paper_gflops_within_two_percent() {
+    fn paper_gflops_within_a_tenth_of_a_percent() {
         for (name, paper) in [
             ("DiT-S/2", 6.06),
             ("DiT-B/2", 23.01),
@@ -523,7 +532,7 @@ mod tests {
             ("DiT-XL/8", 7.39),
         ] {
             let g = DiTConfig::from_name(name).unwrap().flops() / 1e9;
-            assert!((g / paper - 1.0).abs() < 0.02, "{name}: {g} vs {paper}");
+            assert!((g / paper - 1.0).abs() < 1e-3, "{name}: {g} vs {paper}");
         }
     }
 
@@ -552,7 +561,7 @@ mod tests {
         let device = Device::flex();
         for kind in [BlockKind::AdaLnZero, BlockKind::AdaLn, BlockKind::CrossAttention, BlockKind::InContext] {
             let m = tiny(kind).init(&device).unwrap();
-            let x = Tensor::<4>::random([2, 4, 8, 8], Distribution::Normal(0.0, 1.0), &device);
+            let x = crate::test_util::randn([2, 4, 8, 8], 101, &device);
             let t = Tensor::<1>::from_floats([1.0, 500.0], &device);
             let y = Tensor::<1, Int>::from_ints([0, 5], &device);
             let out = m.forward(x, t, Some(y)).unwrap();

@@ -671,7 +671,7 @@ impl Conditioning for MicroDiTCond {
                 Ok(MicroDiTCond::Caption(y.null_like(&NullEmbedding::Given(n.clone()))?))
             }
             (MicroDiTCond::Labels(y), MicroDiTNull::Label(k)) => {
-                Ok(MicroDiTCond::Labels(Tensor::full([y.dims()[0]], *k as i64, &y.device())))
+                Ok(MicroDiTCond::Labels(Tensor::full([y.dims()[0]], crate::validate::label_value("null label", *k)?, &y.device())))
             }
             _ => Err(Error::InvalidArgument(format!("null conditioning {null:?} does not fit the conditioning kind"))),
         }
@@ -771,7 +771,9 @@ impl MicroDiT {
         self
     }
 
-    fn check_inputs(&self, x: &Tensor<4>, t: &Tensor<1>, cond: &MicroDiTCond) -> Result<()> {
+    /// Shapes and conditioning kind, then [`crate::validate::model_inputs`] (non-empty batch,
+    /// dtype, finite values, timestep range).
+    fn check_inputs(&self, x: Tensor<4>, t: Tensor<1>, cond: &MicroDiTCond) -> Result<(Tensor<4>, Tensor<1>)> {
         let s = Some(self.input_size);
         ensure_dims("x", x.dims(), [None, Some(self.in_channels), s, s])?;
         let b = x.dims()[0];
@@ -790,14 +792,15 @@ impl MicroDiT {
             (MicroDiTCond::Labels(_), MicroDiTBackbone::MicroDiT) => {
                 Err(Error::InvalidArgument("the MicroDiT backbone is conditioned on captions, not labels".into()))
             }
-        }
+        }?;
+        crate::validate::model_inputs(x, t, self.x_embedder.proj.weight.dtype())
     }
 
     /// Patch embedding plus position table, and the conditioning: `c = t_emb + pooled caption`
     /// (or `+ label embedding`) and the processed caption tokens.
     fn embed(&self, x: Tensor<4>, t: Tensor<1>, cond: &MicroDiTCond, drop: Option<Tensor<1, Bool>>) -> Result<Embedded> {
-        self.check_inputs(&x, &t, cond)?;
-        let b = x.dims()[0];
+        let (x, t) = self.check_inputs(x, t, cond)?;
+        let (b, x_dtype) = (x.dims()[0], x.dtype());
         let tokens = self.x_embedder.forward(x)? + self.pos_embed.val();
         let t = if t.dims()[0] == 1 && b != 1 { t.expand([b]) } else { t };
         let t_emb = self.t_embedder.forward(t);
@@ -807,9 +810,10 @@ impl MicroDiT {
                     (Some(a), Some(b), Some(c)) => (a, b, c),
                     _ => return Err(Error::InvalidArgument("model has no caption path".into())),
                 };
+                let y = crate::validate::float_input("captions", y.clone(), x_dtype)?;
                 let y = match drop {
                     Some(mask) => y.clone().mask_fill(mask.reshape([b, 1, 1]).expand(y.dims()), 0.0),
-                    None => y.clone(),
+                    None => y,
                 };
                 let y = pre.forward(proj.forward(y)); // [B, L, D]
                 let pooled = pool.forward(y.clone().mean_dim(1).squeeze_dim::<2>(1));
@@ -867,6 +871,12 @@ impl MicroDiT {
     /// - `x`: `[B, C, H, W]`; `t`: `[B]` or `[1]` (broadcast) float timesteps (EDM feeds
     ///   `ln(sigma) / 4`); `cond`: captions `[B, L, caption_channels]` or labels `[B]`
     /// - output: `[B, C_out, H, W]`
+    ///
+    /// # Errors
+    /// [`Error::Shape`] for wrong shapes or an empty batch, [`Error::InvalidArgument`] for the
+    /// wrong conditioning kind, labels outside the table or `|t| > 1e5`, [`Error::Numerical`]
+    /// for NaN/inf in `x`, `t` or the captions. Time is continuous (EDM's `ln(sigma) / 4` is
+    /// negative for `sigma < 1`); see [`crate::validate`]. Float64 inputs are cast.
     pub fn forward(&self, x: Tensor<4>, t: Tensor<1>, cond: &MicroDiTCond) -> Result<Tensor<4>> {
         let e = self.embed(x, t, cond, None)?;
         self.run(e, None)
@@ -928,7 +938,7 @@ impl MicroDiT {
     /// # Shapes
     /// - as [`forward`](Self::forward) -> `[B, C_out, H, W]`
     pub fn forward_with_cfg(&self, x: Tensor<4>, t: Tensor<1>, cond: &MicroDiTCond, scale: f64) -> Result<Tensor<4>> {
-        self.check_inputs(&x, &t, cond)?;
+        let (x, t) = self.check_inputs(x, t, cond)?;
         let b = x.dims()[0];
         let uncond = match cond {
             MicroDiTCond::Caption(y) => MicroDiTCond::Caption(y.zeros_like()),

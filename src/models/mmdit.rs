@@ -181,7 +181,9 @@ impl MMDiT {
     ///
     /// # Errors
     /// [`Error::Shape`] for inputs of the wrong shape, a latent not divisible by the patch
-    /// size, or a patch grid larger than the position table.
+    /// size, or a patch grid larger than the position table; [`Error::Numerical`] for NaN/inf
+    /// in any input; [`Error::InvalidArgument`] for `|t| > 1e5` (continuous time; see
+    /// [`crate::validate`]). Float64 inputs are cast to the model's dtype.
     pub fn forward(&self, x: Tensor<4>, t: Tensor<1>, text: Tensor<3>, pooled: Tensor<2>) -> Result<Tensor<4>> {
         self.forward_skipping(x, t, text, pooled, &[])
     }
@@ -204,6 +206,7 @@ impl MMDiT {
         pooled: Tensor<2>,
         skip_layers: &[usize],
     ) -> Result<Tensor<4>> {
+        let (x, t, text, pooled) = crate::validate::mmdit_inputs(x, t, text, pooled, self.x_embedder.proj.weight.dtype())?;
         let [b, _, h, w] = x.dims();
         ensure_dims("t", t.dims(), [Some(b)])?;
         ensure_dims("text", [text.dims()[0]], [Some(b)])?;
@@ -258,10 +261,9 @@ impl SkipLayerDenoiser for MMDiT {
 mod tests {
     use super::*;
     use crate::layers::attention::QkNorm;
-    use crate::models::mmdit_config::tiny_test_config as tiny;
     use crate::contracts::randn;
+    use crate::models::mmdit_config::tiny_test_config as tiny;
     use rand::{Rng, SeedableRng};
-
 
     /// Seeded inputs of batch `b` for an `h x w` latent.
     fn inputs(device: &Device, b: usize, h: usize, w: usize) -> (Tensor<4>, Tensor<1>, Tensor<3>, Tensor<2>) {
@@ -294,7 +296,7 @@ mod tests {
         // a non-zero final layer so the comparison means something
         let w = m.final_layer.linear.weight.dims();
         m.final_layer.linear.weight =
-            burn::module::Param::from_tensor(randn(w, &mut rand::rngs::StdRng::seed_from_u64(1), &device) * 0.5);
+            burn::module::Param::from_tensor(crate::test_util::randn(w, 104, &device) * 0.5);
         let (x, t, text, pooled) = inputs(&device, 2, 8, 4);
         let a = m.forward(x.clone(), t.clone(), text.clone(), pooled.clone()).unwrap();
         let b = m.denoise(x, t, &(text, pooled)).unwrap();
@@ -431,10 +433,8 @@ mod tests {
         use crate::contracts::{GuidedChannels, NullEmbedding};
         use crate::sampling::ClassifierFreeGuidance;
         let device = Device::flex();
-        let mut m = tiny().init(&device).unwrap();
-        let w = m.final_layer.linear.weight.dims();
-        m.final_layer.linear.weight =
-            burn::module::Param::from_tensor(randn(w, &mut rand::rngs::StdRng::seed_from_u64(1), &device) * 0.5);
+        // Random weights everywhere: a fresh model's zero gates make cond == uncond.
+        let m = tiny().init(&device).unwrap().map(&mut crate::layers::init::Randomize::seeded(6));
         let (x, t, text, pooled) = inputs(&device, 2, 4, 8);
         let cfg = ClassifierFreeGuidance::new(&m, (NullEmbedding::Zeros, NullEmbedding::Zeros), 3.0)
             .unwrap()
@@ -442,6 +442,8 @@ mod tests {
         let guided = cfg.denoise(x.clone(), t.clone(), &(text.clone(), pooled.clone())).unwrap();
         let cond = m.forward(x.clone(), t.clone(), text.clone(), pooled.clone()).unwrap();
         let uncond = m.forward(x, t, text.zeros_like(), pooled.zeros_like()).unwrap();
+        let gap = (cond.clone() - uncond.clone()).abs().max().into_scalar::<f32>();
+        assert!(gap > 1e-3, "the text must change the output: {gap}");
         let expected = uncond.clone() + (cond - uncond) * 3.0;
         guided.into_data().assert_approx_eq::<f32>(&expected.into_data(), burn::tensor::Tolerance::absolute(1e-5));
     }

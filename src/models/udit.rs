@@ -439,7 +439,9 @@ impl UDiT {
         out
     }
 
-    fn check_inputs(&self, x: &Tensor<4>, t: &Tensor<1>, y: Option<&Tensor<1, Int>>) -> Result<()> {
+    /// Shapes, labels' presence, then [`crate::validate::model_inputs`] (non-empty batch, dtype,
+    /// finite values, timestep range).
+    fn check_inputs(&self, x: Tensor<4>, t: Tensor<1>, y: Option<&Tensor<1, Int>>) -> Result<(Tensor<4>, Tensor<1>)> {
         let s = Some(self.input_size);
         ensure_dims("x", x.dims(), [None, Some(self.in_channels), s, s])?;
         let b = x.dims()[0];
@@ -449,7 +451,8 @@ impl UDiT {
             (None, None) => Ok(()),
             (None, Some(_)) => Err(Error::InvalidArgument("class-conditional U-DiT needs labels y".into())),
             (Some(_), None) => Err(Error::InvalidArgument("unconditional U-DiT takes no labels".into())),
-        }
+        }?;
+        crate::validate::model_inputs(x, t, self.x_embedder.weight.dtype())
     }
 
     fn condition_with(
@@ -493,6 +496,7 @@ impl UDiT {
     /// - `x`: `[B, C_in, H, H]` -> `[B, C_out, H, H]`
     pub fn forward_condition(&self, x: Tensor<4>, cond: &UDiTCondition) -> Result<Tensor<4>> {
         ensure_dims("x", x.dims(), [None, Some(self.in_channels), Some(self.input_size), Some(self.input_size)])?;
+        let x = crate::validate::float_input("x", x, self.x_embedder.weight.dtype())?;
         let enc1 = run_level(&self.encoder_level_1, self.x_embedder.forward(x), &cond.c1)?;
         let enc2 = run_level(&self.encoder_level_2, self.down1_2.forward(enc1.clone()), &cond.c2)?;
         let latent = run_level(&self.latent, self.down2_3.forward(enc2.clone()), &cond.c3)?;
@@ -511,6 +515,13 @@ impl UDiT {
     /// - `x`: `[B, C_in, H, H]`, `t`: `[B]` (float timesteps), `y`: `[B]` labels in
     ///   `0..=num_classes` (`num_classes` is the null class), `None` for unconditional models
     /// - output: `[B, C_out, H, H]`
+    ///
+    /// # Errors
+    /// [`Error::Shape`] for wrong shapes or an empty batch, [`Error::InvalidArgument`] for
+    /// missing/unexpected labels, labels outside the table or `|t| > 1e5`, [`Error::Numerical`]
+    /// for NaN/inf in `x` or `t`. Time is continuous: any finite `|t| <= 1e5` is accepted
+    /// (respaced and flow samplers use fractional `t`); see [`crate::validate`]. Float64
+    /// inputs are cast to the model's dtype.
     pub fn forward(&self, x: Tensor<4>, t: Tensor<1>, y: Option<Tensor<1, Int>>) -> Result<Tensor<4>> {
         self.forward_with_drop(x, t, y, None)
     }
@@ -523,7 +534,7 @@ impl UDiT {
         y: Option<Tensor<1, Int>>,
         drop: Option<Tensor<1, Bool>>,
     ) -> Result<Tensor<4>> {
-        self.check_inputs(&x, &t, y.as_ref())?;
+        let (x, t) = self.check_inputs(x, t, y.as_ref())?;
         let cond = self.embed_condition(t, y, drop)?;
         self.forward_condition(x, &cond)
     }
@@ -538,7 +549,7 @@ impl UDiT {
         y: Option<Tensor<1, Int>>,
         rng: &mut R,
     ) -> Result<Tensor<4>> {
-        self.check_inputs(&x, &t, y.as_ref())?;
+        let (x, t) = self.check_inputs(x, t, y.as_ref())?;
         let b = x.dims()[0];
         let device = x.device();
         let mut draw = |e: &Option<LabelEmbedder>| e.as_ref().and_then(|e| e.draw_drop_mask(b, rng, &device));

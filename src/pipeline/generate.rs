@@ -260,7 +260,7 @@ impl<M: Denoiser<Cond = Option<Tensor<1, Int>>>> LatentDiffusionPipeline<M> {
                 self.spec.num_classes
             )));
         }
-        let v: Vec<i64> = labels.iter().map(|&l| l as i64).collect();
+        let v: Vec<i64> = labels.iter().map(|&l| crate::validate::label_value("class label", l)).collect::<Result<_>>()?;
         Ok(Tensor::from_data(TensorData::new(v, [labels.len()]), device))
     }
 
@@ -306,7 +306,7 @@ impl<M: Denoiser<Cond = Option<Tensor<1, Int>>>> LatentDiffusionPipeline<M> {
     /// # Shapes
     /// - `latents`: `[B, C, h, w]` -> `[B, C_img, f h, f w]`
     pub fn decode_latents(&self, latents: Tensor<4>) -> Result<Tensor<4>> {
-        self.vae.check_latents(&latents)?;
+        let latents = self.vae.check_latents(latents)?;
         let z = self.vae.unscale(latents);
         let tiling = self.config.decode_tiling.map(|(t, o)| DecodeTiling::new(t, o));
         let parts = z

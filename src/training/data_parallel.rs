@@ -54,6 +54,7 @@ use rand::{RngCore, SeedableRng};
 
 use crate::contracts::{BatchShard, Denoiser, Objective, TrainRng};
 use crate::error::{Error, Result};
+use crate::training::guard::check_gradients;
 use crate::training::trainer::Trainer;
 
 /// How a [`DataParallelTrainer`] combines the gradients of its devices.
@@ -266,8 +267,9 @@ impl<M: Module + Denoiser> DataParallelTrainer<M> {
     /// # Errors
     /// [`Error::Shape`] when the batch is empty or not divisible by the number of devices, or
     /// `cond` holds another number of samples; [`Error::Numerical`] (naming the device and the
-    /// step) when a shard's loss is not finite, before any parameter changes; any error of the
-    /// objective. The trainer is unchanged after an error, except for its RNG.
+    /// step) when the batch, a shard's loss or a gradient is not finite, before any parameter
+    /// changes; any error of the objective. The trainer is unchanged after an error, except for
+    /// its RNG.
     pub fn train_step<O>(&mut self, objective: &O, x0: Tensor<4>, cond: &M::Cond) -> Result<f32>
     where
         O: Objective<M> + Sync,
@@ -286,6 +288,7 @@ impl<M: Module + Denoiser> DataParallelTrainer<M> {
                 got: format!("{dims:?}"),
             });
         }
+        self.trainer.check_step_input(&x0)?;
         let per = batch / n;
         let mut shards = Vec::with_capacity(n);
         for (i, device) in self.devices.iter().enumerate() {
@@ -345,15 +348,21 @@ impl<M: Module + Denoiser> DataParallelTrainer<M> {
         // Phase 2: backward and update.
         let model = match self.sync {
             GradientSync::AllReduce => {
-                let optims = std::iter::once(&mut self.trainer.optim).chain(self.replica_optims.iter_mut());
-                let work: Vec<_> = models.into_iter().zip(losses).zip(optims).collect();
                 // Burn all-reduces (mean) each gradient inside `backward`, which returns once
-                // every device has submitted its gradients; each replica then applies the
-                // identical update.
-                let mut updated = on_each_device(work, |((model, (loss, _)), optim)| {
+                // every device has submitted its gradients; the (identical) gradients are
+                // checked, then each replica applies the identical update.
+                let work: Vec<_> = models.into_iter().zip(losses).collect();
+                let results = on_each_device(work, |(model, (loss, _))| {
                     let grads = GradientsParams::from_grads(loss.backward(), &model);
-                    optim.step(lr, model, grads)
+                    (model, grads)
                 });
+                if let Err(e) = check_gradients(&results[0].0, &results[0].1, self.trainer.step) {
+                    self.restore(results.into_iter().map(|(m, _)| m).collect());
+                    return Err(e);
+                }
+                let optims = std::iter::once(&mut self.trainer.optim).chain(self.replica_optims.iter_mut());
+                let work: Vec<_> = results.into_iter().zip(optims).collect();
+                let mut updated = on_each_device(work, |((model, grads), optim)| optim.step(lr, model, grads));
                 let main = updated.remove(0);
                 self.replicas = updated;
                 main
@@ -367,6 +376,11 @@ impl<M: Module + Denoiser> DataParallelTrainer<M> {
                     let grads = grads.to_device(&main_device, &model);
                     (model, grads)
                 });
+                let checked = results.iter().try_for_each(|(_, g)| check_gradients(&results[0].0, g, self.trainer.step));
+                if let Err(e) = checked {
+                    self.restore(results.into_iter().map(|(m, _)| m).collect());
+                    return Err(e);
+                }
                 let grads = results.iter_mut().map(|(_, g)| (std::mem::take(g), main_device.clone())).collect();
                 let (main, _) = results.swap_remove(0);
                 self.trainer.optim.step_multi(lr, main, MultiGradientsParams { grads })

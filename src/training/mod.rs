@@ -4,11 +4,13 @@
 
 pub mod checkpoint;
 pub mod data_parallel;
+mod durable;
 pub mod ema;
+pub mod guard;
 pub mod optimizer;
 pub mod trainer;
 
 pub use data_parallel::{DataParallelTrainer, GradientSync, supports_all_reduce};
 pub use ema::Ema;
 pub use optimizer::{LrSchedule, OptimizerConfig};
-pub use trainer::{Trainer, TrainerConfig};
+pub use trainer::{DEFAULT_MAX_ABS_WEIGHT, ResumeReport, Trainer, TrainerConfig};

@@ -184,7 +184,8 @@ impl AutoencoderKl {
         self.config.latent_channels
     }
 
-    fn check_images(&self, x: &Tensor<4>) -> Result<()> {
+    /// Shape checks, then [`crate::validate::float_input`] (dtype, finite values).
+    fn check_images(&self, x: Tensor<4>) -> Result<Tensor<4>> {
         let [b, _, h, w] = x.dims();
         ensure_dims("images", x.dims(), [None, Some(self.config.in_channels), None, None])?;
         let f = self.downsample_factor();
@@ -195,10 +196,11 @@ impl AutoencoderKl {
                 got: format!("{:?}", x.dims()),
             });
         }
-        Ok(())
+        crate::validate::float_input("images", x, self.encoder.conv_in.weight.dtype())
     }
 
-    pub(crate) fn check_latents(&self, z: &Tensor<4>) -> Result<()> {
+    /// Shape checks, then [`crate::validate::float_input`] (dtype, finite values).
+    pub(crate) fn check_latents(&self, z: Tensor<4>) -> Result<Tensor<4>> {
         let [b, _, h, w] = z.dims();
         ensure_dims("latents", z.dims(), [None, Some(self.config.latent_channels), None, None])?;
         if b == 0 || h == 0 || w == 0 {
@@ -208,7 +210,7 @@ impl AutoencoderKl {
                 got: format!("{:?}", z.dims()),
             });
         }
-        Ok(())
+        crate::validate::float_input("latents", z, self.decoder.conv_in.weight.dtype())
     }
 
     /// The encoder's moments `[mean; logvar]` after `quant_conv` (diffusers `_encode`).
@@ -217,7 +219,7 @@ impl AutoencoderKl {
     /// - `x`: `[B, C_img, H, W]` (values in `[-1, 1]`, `H`, `W` multiples of `f`) ->
     ///   `[B, 2 * C_lat, H / f, W / f]`
     pub fn encode_moments(&self, x: Tensor<4>) -> Result<Tensor<4>> {
-        self.check_images(&x)?;
+        let x = self.check_images(x)?;
         let moments = self.encoder.forward(x);
         Ok(match &self.quant_conv {
             Some(q) => q.forward(moments),
@@ -247,7 +249,7 @@ impl AutoencoderKl {
     /// # Shapes
     /// - `z`: `[B, C_lat, h, w]` -> `[B, C_img, f * h, f * w]`
     pub fn decode(&self, z: Tensor<4>) -> Result<Tensor<4>> {
-        self.check_latents(&z)?;
+        let z = self.check_latents(z)?;
         Ok(self.decode_unchecked(z))
     }
 
@@ -261,7 +263,7 @@ impl AutoencoderKl {
     /// # Shapes
     /// - `z`: `[B, C_lat, h, w]` -> `[B, C_img, f * h, f * w]`
     pub fn decode_tiled(&self, z: Tensor<4>, tiling: &DecodeTiling) -> Result<Tensor<4>> {
-        self.check_latents(&z)?;
+        let z = self.check_latents(z)?;
         tiling.decode_with(z, self.downsample_factor(), |t| self.decode_unchecked(t))
     }
 
@@ -296,7 +298,7 @@ impl AutoencoderKl {
 mod tests {
     use super::*;
     use burn::module::{ModuleMapper, Param};
-    use burn::tensor::{Distribution, Tolerance};
+    use burn::tensor::Tolerance;
 
     fn tiny() -> AutoencoderKlConfig {
         AutoencoderKlConfig::new()
@@ -315,7 +317,7 @@ mod tests {
         assert_eq!(vae.encoder.down_blocks[1].resnets.len(), 2);
         assert_eq!(vae.decoder.up_blocks[0].resnets.len(), 3);
         assert!(vae.decoder.up_blocks[1].upsamplers.is_none());
-        let x = Tensor::<4>::random([2, 3, 8, 12], Distribution::Uniform(-1.0, 1.0), &device);
+        let x = crate::test_util::uniform([2, 3, 8, 12], 101, &device);
         let post = vae.encode(x.clone()).unwrap();
         assert_eq!(post.mean.dims(), [2, 3, 4, 6]);
         assert_eq!(vae.decode(post.mode()).unwrap().dims(), [2, 3, 8, 12]);
@@ -352,7 +354,7 @@ mod tests {
         // per tile equal the whole latent's, so tiling must reproduce `decode` exactly.
         let device = Device::flex();
         let vae = tiny().with_layers_per_block(2).init(&device).unwrap().map(&mut CentreTaps);
-        let cell = Tensor::<4>::random([2, 3, 2, 2], Distribution::Normal(0.0, 1.0), &device);
+        let cell = crate::test_util::randn([2, 3, 2, 2], 102, &device);
         for ([rh, rw], tiling) in [([6, 6], DecodeTiling::new(4, 2)), ([6, 4], DecodeTiling::new(6, 2)), ([3, 5], DecodeTiling::new(2, 0))] {
             let z = cell.clone().repeat_dim(2, rh).repeat_dim(3, rw);
             let full = vae.decode(z.clone()).unwrap();
@@ -362,7 +364,7 @@ mod tests {
         }
         // General weights and inputs: same shape, seams blended, close but not equal.
         let vae = tiny().init(&device).unwrap();
-        let z = Tensor::<4>::random([1, 3, 10, 10], Distribution::Normal(0.0, 1.0), &device);
+        let z = crate::test_util::randn([1, 3, 10, 10], 103, &device);
         let tiled = vae.decode_tiled(z.clone(), &DecodeTiling::new(6, 2)).unwrap();
         assert_eq!(tiled.dims(), [1, 3, 20, 20]);
         let one_tile = vae.decode_tiled(z.clone(), &DecodeTiling::new(10, 0)).unwrap();

@@ -112,7 +112,7 @@ mod tests {
     use super::*;
     use crate::models::{DiTConfig, MicroDiTBackbone, MicroDiTCond, MicroDiTConfig};
     use burn::prelude::*;
-    use burn::tensor::{Distribution, Tolerance};
+    use burn::tensor::Tolerance;
 
     fn tiny(backbone: MicroDiTBackbone) -> MicroDiTConfig {
         MicroDiTConfig::new()
@@ -235,7 +235,7 @@ mod tests {
                 .with_learn_sigma(learn_sigma);
             let mut micro = cfg.init(&device).unwrap();
             micro.load_checkpoint(&ck).unwrap();
-            let x = Tensor::<4>::random([2, 4, 8, 8], Distribution::Normal(0.0, 1.0), &device);
+            let x = crate::test_util::randn([2, 4, 8, 8], 101, &device);
             let t = Tensor::<1>::from_floats([3.0, 700.0], &device);
             let y = Tensor::<1, Int>::from_ints([1, 5], &device);
             let want = dit.forward(x.clone(), t.clone(), Some(y.clone())).unwrap();

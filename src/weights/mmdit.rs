@@ -185,7 +185,6 @@ mod tests {
     use crate::models::MMDiTConfig;
     use crate::models::mmdit_config::tiny_test_config;
     use burn::prelude::*;
-    use burn::tensor::Distribution;
 
     fn tiny(qk: QkNorm) -> MMDiTConfig {
         tiny_test_config().with_qk_norm(qk)
@@ -209,10 +208,10 @@ mod tests {
 
     fn inputs(device: &Device) -> (Tensor<4>, Tensor<1>, Tensor<3>, Tensor<2>) {
         (
-            Tensor::random([2, 4, 8, 4], Distribution::Normal(0.0, 1.0), device),
+            crate::test_util::randn([2, 4, 8, 4], 101, device),
             Tensor::from_floats([100.0, 700.0], device),
-            Tensor::random([2, 3, 12], Distribution::Normal(0.0, 1.0), device),
-            Tensor::random([2, 10], Distribution::Normal(0.0, 1.0), device),
+            crate::test_util::randn([2, 3, 12], 102, device),
+            crate::test_util::randn([2, 10], 103, device),
         )
     }
 

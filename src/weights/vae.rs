@@ -204,7 +204,7 @@ mod tests {
         let device = Device::flex();
         let src = tiny().init(&device).unwrap();
         let ck = src.to_diffusers_checkpoint().unwrap();
-        let x = Tensor::<4>::random([1, 3, 8, 8], burn::tensor::Distribution::Uniform(-1.0, 1.0), &device);
+        let x = crate::test_util::uniform([1, 3, 8, 8], 101, &device);
         let want = src.forward(x.clone()).unwrap().into_data();
 
         let mut dst = tiny().init(&device).unwrap();
@@ -271,7 +271,7 @@ mod tests {
                 "sample_size": 16, "scaling_factor": 0.5}"#,
         )
         .unwrap();
-        let z = Tensor::<4>::random([1, 4, 2, 2], burn::tensor::Distribution::Normal(0.0, 1.0), &device);
+        let z = crate::test_util::randn([1, 4, 2, 2], 102, &device);
         let want = src.decode(z.clone()).unwrap().into_data();
         let from_dir = AutoencoderKl::from_pretrained(&dir, &device).unwrap();
         assert_eq!(from_dir.config(), &cfg);

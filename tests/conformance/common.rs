@@ -1,6 +1,7 @@
 //! Fixture loading and comparison shared by every kind of the conformance test.
 
-use std::collections::BTreeMap;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use burn::prelude::*;
@@ -10,6 +11,9 @@ use serde_json::Value;
 /// Prefixes of non-weight tensors in a fixture file.
 const DATA_PREFIXES: [&str; 5] = ["input.", "output.", "intermediate.", "schedule.", "eval_state."];
 
+/// Prefixes of the tensors a kind must use: a fixture holding one its kind never reads fails.
+const MUST_USE_PREFIXES: [&str; 3] = ["input.", "output.", "intermediate."];
+
 /// One fixture: its sidecar, its data tensors (keys keep their prefix) and its weights.
 pub struct Fixture {
     pub sidecar: Value,
@@ -18,6 +22,8 @@ pub struct Fixture {
     pub atol: f64,
     pub rtol: f64,
     pub device: Device,
+    /// Keys of `data` read so far (through [`Fixture::raw`] and the accessors built on it).
+    used: RefCell<BTreeSet<String>>,
 }
 
 pub type Outcome = Result<f64, String>;
@@ -43,6 +49,7 @@ impl Fixture {
             data,
             weights,
             device: Device::flex(),
+            used: RefCell::new(BTreeSet::new()),
         })
     }
 
@@ -64,7 +71,26 @@ impl Fixture {
     }
 
     pub fn raw(&self, key: &str) -> Result<TensorData, String> {
-        self.data.get(key).cloned().ok_or_else(|| format!("fixture has no tensor `{key}`"))
+        let d = self.data.get(key).cloned().ok_or_else(|| format!("fixture has no tensor `{key}`"))?;
+        self.used.borrow_mut().insert(key.to_string());
+        Ok(d)
+    }
+
+    /// Fails when the fixture holds an `input.`/`output.`/`intermediate.` tensor that the kind
+    /// never read, so that nothing in a fixture is silently ignored.
+    pub fn check_all_used(&self) -> Result<(), String> {
+        let used = self.used.borrow();
+        let unused: Vec<&str> = self
+            .data
+            .keys()
+            .filter(|k| MUST_USE_PREFIXES.iter().any(|p| k.starts_with(p)) && !used.contains(*k))
+            .map(String::as_str)
+            .collect();
+        if unused.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("kind `{}` ignores the fixture tensors {}", self.kind(), unused.join(", ")))
+        }
     }
 
     pub fn float<const D: usize>(&self, key: &str) -> Result<Tensor<D>, String> {

@@ -54,7 +54,7 @@ fn main() {
     let mut failures = 0;
     for json in &sidecars {
         let file = json.file_name().unwrap().to_string_lossy();
-        let outcome = Fixture::load(json).and_then(|fx| run(&fx));
+        let outcome = Fixture::load(json).and_then(|fx| run(&fx).and_then(|e| fx.check_all_used().map(|()| e)));
         match outcome {
             Ok(err) => println!("fixture {file}: ok (max abs err {err:.3e})"),
             Err(why) => {

@@ -77,8 +77,8 @@ fn config(cfg: &Value) -> Result<UDiTConfig, String> {
 fn checkpoints(fx: &Fixture) -> (Checkpoint, Checkpoint) {
     let mut train = fx.weights.clone();
     for key in OUTPUT_CONV_KEYS {
-        if let Some(d) = fx.data.get(key) {
-            train.insert(key, d.clone());
+        if let Ok(d) = fx.raw(key) {
+            train.insert(key, d);
         }
     }
     let mut eval_only = Checkpoint::new();
