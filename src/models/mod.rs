@@ -2,6 +2,8 @@
 
 pub mod dit;
 pub mod microdit;
+pub mod microdit_cond;
+pub mod microdit_config;
 pub mod mmdit;
 pub mod mmdit_config;
 pub mod official_cfg;
