@@ -8,6 +8,7 @@ pub mod mmdit;
 pub mod mmdit_config;
 pub mod official_cfg;
 pub mod udit;
+pub mod udit_config;
 
 pub use dit::{DiT, DiTConfig, DiTSize};
 pub use microdit::{MaskingMode, MicroDiT, MicroDiTBackbone, MicroDiTCond, MicroDiTConfig, MicroDiTNull, MicroDiTSize};
