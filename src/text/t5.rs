@@ -379,14 +379,15 @@ impl T5EncoderModel {
 
 /// Module path -> transformers key.
 fn key_map() -> KeyMap {
+    // Rules apply in order: the bias table's rule comes after `block`, whose output it contains.
     KeyMap::new([
-        ("relative_attention_bias", "encoder.block.0.layer.0.SelfAttention.relative_attention_bias"),
         ("block", "encoder.block"),
         ("final_layer_norm", "encoder.final_layer_norm"),
         ("attn_norm", "layer.0.layer_norm"),
         ("attn", "layer.0.SelfAttention"),
         ("ff_norm", "layer.1.layer_norm"),
         ("ff", "layer.1.DenseReluDense"),
+        ("relative_attention_bias", "encoder.block.0.layer.0.SelfAttention.relative_attention_bias"),
     ])
 }
 

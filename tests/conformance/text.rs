@@ -68,8 +68,8 @@ pub fn tokenizer(fx: &Fixture) -> Outcome {
             return Err(format!("`{key}`: shape {:?}, reference {:?}", got.shape(), reference.shape()));
         }
         let l = reference.shape()[1];
-        let g = got.into_vec::<i64>().map_err(|e| format!("{e:?}"))?;
-        let r = reference.convert_dtype(burn::tensor::DType::I64).into_vec::<i64>().map_err(|e| format!("{e:?}"))?;
+        let g = got.try_into_vec::<i64>().map_err(|e| format!("{e:?}"))?;
+        let r = reference.convert_dtype(burn::tensor::DType::I64).try_into_vec::<i64>().map_err(|e| format!("{e:?}"))?;
         for (i, (a, b)) in g.chunks(l).zip(r.chunks(l)).enumerate() {
             if a != b {
                 return Err(format!("`{key}`: prompt {i} {:?}: ids {a:?}, reference {b:?}", prompts[i]));
