@@ -30,6 +30,7 @@ pub mod layers;
 pub mod models;
 pub mod pipeline;
 pub mod sampling;
+pub mod text;
 pub mod training;
 pub mod vae;
 pub mod weights;

@@ -1,7 +1,7 @@
 //! Activations used by the models, selectable by config.
 
 use burn::prelude::*;
-use burn::tensor::activation::silu;
+use burn::tensor::activation::{relu, sigmoid, silu};
 
 use crate::cpu::gelu;
 
@@ -14,6 +14,10 @@ pub enum Activation {
     Gelu,
     /// SiLU / swish.
     Silu,
+    /// QuickGELU `x * sigmoid(1.702 x)` (OpenAI CLIP, transformers `quick_gelu`).
+    QuickGelu,
+    /// ReLU (the original T5 feed-forward).
+    Relu,
 }
 
 impl Activation {
@@ -23,6 +27,25 @@ impl Activation {
             Activation::GeluTanh => gelu_tanh(x),
             Activation::Gelu => gelu(x),
             Activation::Silu => silu(x),
+            Activation::QuickGelu => x.clone() * sigmoid(x * 1.702),
+            Activation::Relu => relu(x),
+        }
+    }
+
+    /// The activation transformers names `name` in its `ACT2FN` table (`hidden_act`,
+    /// `dense_act_fn`): `gelu` (exact), `gelu_new` / `gelu_pytorch_tanh` (tanh form),
+    /// `quick_gelu`, `relu`, `silu` / `swish`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`](crate::Error::InvalidConfig) for any other name.
+    pub fn from_transformers(name: &str) -> crate::Result<Self> {
+        match name {
+            "gelu" => Ok(Activation::Gelu),
+            "gelu_new" | "gelu_pytorch_tanh" => Ok(Activation::GeluTanh),
+            "quick_gelu" => Ok(Activation::QuickGelu),
+            "relu" => Ok(Activation::Relu),
+            "silu" | "swish" => Ok(Activation::Silu),
+            other => Err(crate::Error::InvalidConfig(format!("unsupported activation `{other}`"))),
         }
     }
 }

@@ -9,6 +9,7 @@ mod dit;
 mod microdit;
 mod flow;
 mod mmdit;
+mod text;
 mod udit;
 mod sampler;
 mod vae;
@@ -33,6 +34,9 @@ fn run(fx: &Fixture) -> Outcome {
         "vae_diffusers" => vae::diffusers(fx),
         "latent_pipeline_e2e" => vae::latent_pipeline(fx),
         "sampler_diffusers" => sampler::diffusers(fx),
+        "clip_text_transformers" => text::clip_text(fx),
+        "t5_encoder_transformers" => text::t5_encoder(fx),
+        "tokenizer_transformers" => text::tokenizer(fx),
         other => Err(format!("unknown fixture kind `{other}`")),
     }
 }
