@@ -3,7 +3,10 @@
 use std::path::PathBuf;
 
 /// Every fallible public call of this crate returns `Result<_, Error>`.
-#[derive(Debug, thiserror::Error)]
+///
+/// `Debug` prints the same message as `Display`, so an `Error` returned from `main` reads as a
+/// sentence rather than a struct dump.
+#[derive(thiserror::Error)]
 pub enum Error {
     /// A configuration that cannot describe a valid model or schedule
     /// (e.g. hidden size not divisible by the number of heads, zero sizes).
@@ -117,6 +120,12 @@ pub(crate) fn ensure_dims<const D: usize>(
         expected: format!("[{}]", exp.join(", ")),
         got: format!("{got:?}"),
     })
+}
+
+impl std::fmt::Debug for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
 }
 
 #[cfg(test)]

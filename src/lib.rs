@@ -39,3 +39,15 @@ pub mod validate;
 mod test_util;
 
 pub use error::{Error, Result};
+
+/// The Burn this crate is built on: a downstream crate can use `diffusion_transformers::burn`
+/// (tensors, devices, modules) without its own `burn` dependency or version pin.
+pub use burn;
+/// The `rand` whose traits the samplers and trainers take (`Rng`, `SeedableRng`, `StdRng`).
+pub use rand;
+/// The JSON value type of checkpoint metadata (`save_checkpoint(dir, serde_json::json!(...))`).
+pub use serde_json;
+
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

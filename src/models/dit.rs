@@ -86,6 +86,12 @@ pub struct DiTConfig {
 }
 
 impl DiTConfig {
+    /// The names [`from_name`](Self::from_name) accepts: the paper's twelve configurations.
+    pub const PRESETS: &'static [&'static str] = &[
+        "DiT-S/2", "DiT-S/4", "DiT-S/8", "DiT-B/2", "DiT-B/4", "DiT-B/8", "DiT-L/2", "DiT-L/4", "DiT-L/8", "DiT-XL/2",
+        "DiT-XL/4", "DiT-XL/8",
+    ];
+
     /// The paper's preset `DiT-{size}/{patch}` (patch 2, 4 or 8), other fields default.
     pub fn preset(size: DiTSize, patch_size: usize) -> Result<Self> {
         ensure_config(matches!(patch_size, 2 | 4 | 8), || {

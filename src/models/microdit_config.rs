@@ -165,6 +165,9 @@ pub struct MicroDiTConfig {
 }
 
 impl MicroDiTConfig {
+    /// The names [`from_name`](Self::from_name) accepts (the reference's).
+    pub const PRESETS: &'static [&'static str] = &["MicroDiT_Tiny_2", "MicroDiT_XL_2"];
+
     /// The reference preset `MicroDiT_{Tiny,XL}_2` with its defaults: captions of width 1024,
     /// linearly spaced multipliers qkv 0.5 -> 1.0 and FFN 0.5 -> 4.0, 8 experts of capacity 2
     /// in every second block, no biases.

@@ -74,6 +74,31 @@ pub struct MMDiTConfig {
 }
 
 impl MMDiTConfig {
+    /// The names [`from_name`](Self::from_name) accepts: the released models and the paper's
+    /// depth presets.
+    pub const PRESETS: &'static [&'static str] =
+        &["SD3-medium", "SD3.5-medium", "SD3.5-large", "SD3.5-large-turbo", "MM-DiT-d2", "MM-DiT-d24", "MM-DiT-d38"];
+
+    /// A preset by name (one of [`PRESETS`](Self::PRESETS)).
+    ///
+    /// # Errors
+    /// An unknown name.
+    pub fn from_name(name: &str) -> Result<Self> {
+        match name {
+            "SD3-medium" => Ok(Self::sd3_medium()),
+            "SD3.5-medium" => Ok(Self::sd35_medium()),
+            "SD3.5-large" => Ok(Self::sd35_large()),
+            "SD3.5-large-turbo" => Ok(Self::sd35_large_turbo()),
+            _ => match name.strip_prefix("MM-DiT-d").and_then(|d| d.parse::<usize>().ok()) {
+                Some(depth @ (2 | 24 | 38)) => Self::preset(depth),
+                _ => Err(Error::InvalidConfig(format!(
+                    "unknown MM-DiT preset `{name}` (expected one of {})",
+                    Self::PRESETS.join(", ")
+                ))),
+            },
+        }
+    }
+
     /// The paper's depth parametrisation: width `64 d`, `d` heads of 64 channels, `d` blocks,
     /// MLP ratio 4; every other field is SD3-medium's (16 latent channels, patch 2, text widths
     /// 4096 / 2048, table 192).

@@ -96,6 +96,9 @@ pub struct UDiTConfig {
 pub const UDIT_LEVELS: usize = 5;
 
 impl UDiTConfig {
+    /// The names [`from_name`](Self::from_name) accepts.
+    pub const PRESETS: &'static [&'static str] = &["U-DiT-S", "U-DiT-B", "U-DiT-L"];
+
     /// The paper's preset `U-DiT-{size}`, other fields as the official preset constructors.
     pub fn preset(size: UDiTSize) -> Self {
         let (hidden, heads) = size.dims();
