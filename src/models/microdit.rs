@@ -64,7 +64,7 @@ use crate::layers::pos_embed::sincos_2d_from_coords;
 use crate::layers::swiglu::swiglu_hidden;
 use crate::layers::{LabelEmbedder, LabelEmbedderConfig, PatchEmbed, PatchEmbedConfig};
 use crate::layers::{TimestepEmbedder, TimestepEmbedderConfig};
-use crate::contracts::{BatchShard, Conditioning, Denoiser, NullEmbedding};
+use crate::contracts::{BatchShard, Conditioning, Denoiser, NullConditioned, NullEmbedding, check_null_class, check_null_embedding};
 
 /// Which backbone and conditioning a [`MicroDiT`] uses.
 #[derive(Config, Debug, Copy, PartialEq, Eq)]
@@ -930,40 +930,6 @@ impl MicroDiT {
         let e = self.embed(x, t, cond, drop)?;
         Ok(MicroDiTOutput { sample: self.run(e, mask.as_ref())?, mask })
     }
-
-    /// Classifier-free guidance as the reference `forward_with_cfg`: the batch is doubled with
-    /// the unconditional branch (all-zero caption embeddings, or the null class), and
-    /// `uncond + scale * (cond - uncond)` is returned on all channels for the `B` inputs.
-    ///
-    /// # Shapes
-    /// - as [`forward`](Self::forward) -> `[B, C_out, H, W]`
-    pub fn forward_with_cfg(&self, x: Tensor<4>, t: Tensor<1>, cond: &MicroDiTCond, scale: f64) -> Result<Tensor<4>> {
-        let (x, t) = self.check_inputs(x, t, cond)?;
-        let b = x.dims()[0];
-        let uncond = match cond {
-            MicroDiTCond::Caption(y) => MicroDiTCond::Caption(y.zeros_like()),
-            MicroDiTCond::Labels(y) => {
-                let e = self.y_embedder.as_ref().ok_or_else(|| Error::InvalidArgument("model has no label embedder".into()))?;
-                if e.num_rows() == e.num_classes {
-                    return Err(Error::InvalidArgument(
-                        "guidance needs the null class, but the model was built with cond_dropout_prob = 0".into(),
-                    ));
-                }
-                MicroDiTCond::Labels(y.zeros_like().add_scalar(e.null_label() as i64))
-            }
-        };
-        let both = match (cond, uncond) {
-            (MicroDiTCond::Caption(a), MicroDiTCond::Caption(u)) => MicroDiTCond::Caption(Tensor::cat(vec![a.clone(), u], 0)),
-            (MicroDiTCond::Labels(a), MicroDiTCond::Labels(u)) => MicroDiTCond::Labels(Tensor::cat(vec![a.clone(), u], 0)),
-            _ => unreachable!("same kind"),
-        };
-        let t = if t.dims()[0] == 1 { t } else { Tensor::cat(vec![t.clone(), t], 0) };
-        let out = self.forward(Tensor::cat(vec![x.clone(), x], 0), t, &both)?;
-        let [_, c, h, w] = out.dims();
-        let cond_out = out.clone().slice([0..b, 0..c, 0..h, 0..w]);
-        let uncond_out = out.slice([b..2 * b, 0..c, 0..h, 0..w]);
-        Ok(uncond_out.clone() + (cond_out - uncond_out) * scale)
-    }
 }
 
 impl Denoiser for MicroDiT {
@@ -972,6 +938,21 @@ impl Denoiser for MicroDiT {
 
     fn denoise(&self, x: Tensor<4>, t: Tensor<1>, cond: &Self::Cond) -> Result<Tensor<4>> {
         self.forward(x, t, cond)
+    }
+}
+
+/// The null must fit the backbone: the null class `num_classes` (with the label table's null
+/// row) for labels, zero captions or caption embeddings `caption_channels` wide for captions.
+impl NullConditioned for MicroDiT {
+    fn check_null(&self, null: &MicroDiTNull) -> Result<()> {
+        match (null, &self.y_embedder, &self.caption_embedder) {
+            (MicroDiTNull::Label(k), Some(e), _) => check_null_class(*k, e.num_classes, e.num_rows()),
+            (MicroDiTNull::ZeroCaption, _, Some(_)) => Ok(()),
+            (MicroDiTNull::Caption(n), _, Some(c)) => {
+                check_null_embedding("caption", &NullEmbedding::Given(n.clone()), [None, None, Some(c.fc1.weight.dims()[0])])
+            }
+            _ => Err(Error::InvalidConfig(format!("null conditioning {null:?} does not fit this model's backbone"))),
+        }
     }
 }
 
@@ -1257,30 +1238,27 @@ mod tests {
         let c = m.forward(x.clone(), t.clone(), &cond).unwrap();
         let u = m.forward(x.clone(), t.clone(), &MicroDiTCond::Caption(y.zeros_like())).unwrap();
         let want = u.clone() + (c - u) * 3.0;
-        let got = m.forward_with_cfg(x.clone(), t.clone(), &cond, 3.0).unwrap();
-        got.clone().into_data().assert_approx_eq::<f32>(&want.into_data(), Tolerance::absolute(1e-5));
-        let guided = ClassifierFreeGuidance::new(&m, MicroDiTNull::ZeroCaption, 3.0).unwrap().with_channels(GuidedChannels::All);
-        let wrapped = guided.denoise(x.clone(), t, &cond).unwrap();
-        wrapped.into_data().assert_approx_eq::<f32>(&got.into_data(), Tolerance::absolute(1e-5));
+        let guided = ClassifierFreeGuidance::for_model(&m, MicroDiTNull::ZeroCaption, 3.0).unwrap();
+        let got = guided.denoise(x.clone(), t, &cond).unwrap();
+        got.into_data().assert_approx_eq::<f32>(&want.into_data(), Tolerance::absolute(1e-5));
         // class labels: the null class is the unconditional branch
         let d = randomized(tiny(MicroDiTBackbone::DiT).init(&device).unwrap());
         let y = Tensor::<1, Int>::from_ints([1, 4], &device);
-        let tt = Tensor::<1>::from_floats([10.0], &device); // one timestep for the batch
+        let tt = Tensor::<1>::from_floats([10.0, 10.0], &device);
         let c = d.forward(x.clone(), tt.clone(), &MicroDiTCond::Labels(y.clone())).unwrap();
         let u = d.forward(x.clone(), tt.clone(), &MicroDiTCond::Labels(Tensor::from_ints([5, 5], &device))).unwrap();
         let want = u.clone() + (c - u) * 1.5;
-        let got = d.forward_with_cfg(x.clone(), tt.clone(), &MicroDiTCond::Labels(y.clone()), 1.5).unwrap();
-        got.clone().into_data().assert_approx_eq::<f32>(&want.into_data(), Tolerance::absolute(1e-5));
-        // the crate's guidance wrapper gives the same result
-        let guided = ClassifierFreeGuidance::new(&d, MicroDiTNull::Label(5), 1.5).unwrap().with_channels(GuidedChannels::All);
-        let wrapped = guided.denoise(x.clone(), tt.clone().expand([2]), &MicroDiTCond::Labels(y.clone())).unwrap();
-        wrapped.into_data().assert_approx_eq::<f32>(&got.into_data(), Tolerance::absolute(1e-5));
-        assert!(ClassifierFreeGuidance::new(&d, MicroDiTNull::ZeroCaption, 1.5)
-            .unwrap()
-            .denoise(x.clone(), tt.clone().expand([2]), &MicroDiTCond::Labels(y.clone()))
-            .is_err());
+        let guided = ClassifierFreeGuidance::for_model(&d, MicroDiTNull::Label(5), 1.5).unwrap();
+        let got = guided.denoise(x.clone(), tt.clone(), &MicroDiTCond::Labels(y.clone())).unwrap();
+        got.into_data().assert_approx_eq::<f32>(&want.into_data(), Tolerance::absolute(1e-5));
+        // nulls the model does not have are rejected at construction
+        assert!(ClassifierFreeGuidance::for_model(&d, MicroDiTNull::ZeroCaption, 1.5).is_err());
+        assert!(ClassifierFreeGuidance::for_model(&d, MicroDiTNull::Label(4), 1.5).is_err());
+        assert!(ClassifierFreeGuidance::for_model(&m, MicroDiTNull::Label(5), 1.5).is_err());
+        assert!(ClassifierFreeGuidance::for_model(&m, MicroDiTNull::Caption(Tensor::zeros([1, 3, 11], &device)), 1.5).is_err());
+        assert!(ClassifierFreeGuidance::for_model(&m, MicroDiTNull::Caption(Tensor::zeros([1, 3, 12], &device)), 1.5).is_ok());
         let no_null = tiny(MicroDiTBackbone::DiT).with_cond_dropout_prob(0.0).init(&device).unwrap();
-        assert!(no_null.forward_with_cfg(x, tt, &MicroDiTCond::Labels(y), 1.5).is_err());
+        assert!(ClassifierFreeGuidance::for_model(&no_null, MicroDiTNull::Label(5), 1.5).is_err());
     }
 
     #[test]
@@ -1397,11 +1375,5 @@ mod tests {
         let x1 = x.clone() + (x - d0) * ((s1 - 80.0) / 80.0);
         let want = edm.denoise(&guided, x1, full(s1), &cond).unwrap();
         out.into_data().assert_approx_eq::<f32>(&want.into_data(), Tolerance::rel_abs(1e-4, 1e-4));
-        // the guided model is the reference forward_with_cfg on the scaled input
-        let sc = edm.scalings(full(2.0));
-        let xin = randn([2, 4, 8, 8], 9, &device);
-        let a = guided.denoise(xin.clone(), sc.c_noise.clone(), &cond).unwrap();
-        let b = m.forward_with_cfg(xin, sc.c_noise, &cond, 4.0).unwrap();
-        a.into_data().assert_approx_eq::<f32>(&b.into_data(), Tolerance::absolute(1e-5));
     }
 }
