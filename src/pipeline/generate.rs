@@ -240,7 +240,7 @@ mod tests {
             EdmProcess::new(0.002, 80.0, 7.0, 0.5).unwrap().plan(3, &TimestepSchedule::new()).unwrap(),
         ];
         for plan in plans {
-            for name in ["euler", "dpm++2m", "heun"] {
+            for name in ["euler", "dpm++2m", "unipc", "euler-a"] {
                 let guided = ClassifierFreeGuidance::new(Tokens, NullEmbedding::Zeros, 3.0).unwrap();
                 let p = LatentDiffusionPipeline::new(guided, plan.clone(), SamplerKind::from_name(name).unwrap(), vae(&device), [4, 4, 4])
                     .unwrap()
