@@ -68,8 +68,7 @@ impl Conditioning for Option<Tensor<1, Int>> {
 }
 
 /// A model that can check a null conditioning against itself, so guidance built with
-/// [`ClassifierFreeGuidance::for_model`](../../sampling/cfg/struct.ClassifierFreeGuidance.html#method.for_model)
-/// fails at construction rather than sampling garbage: a null class index must be the model's
+/// `sampling::ClassifierFreeGuidance::for_model` fails at construction rather than sampling garbage: a null class index must be the model's
 /// `num_classes` (the label table's null row), a given null embedding must have the width of
 /// the model's conditioning.
 pub trait NullConditioned: Denoiser<Cond: Conditioning> {
