@@ -27,8 +27,8 @@ use std::time::Instant;
 
 use burn::prelude::*;
 use diffusion_transformers::models::{DiT, DiTConfig};
-use diffusion_transformers::pipeline::{LatentDiffusionPipeline, PipelineConfig, RgbImage, SamplerKind};
-use diffusion_transformers::sampling::Progress;
+use diffusion_transformers::pipeline::{DitPipeline, PipelineConfig, RgbImage};
+use diffusion_transformers::sampling::{Ddpm, Progress, SamplerKind};
 use diffusion_transformers::vae::AutoencoderKl;
 use diffusion_transformers::weights::Checkpoint;
 
@@ -61,7 +61,7 @@ fn parse_args() -> Result<Args, String> {
         vae: PathBuf::new(),
         classes: Vec::new(),
         seed: 0,
-        sampler: SamplerKind::Ddpm,
+        sampler: SamplerKind::Ddpm(Ddpm),
         steps: None,
         cfg: 4.0,
         guided_channels: Some(3),
@@ -176,14 +176,14 @@ fn run(args: Args) -> Result<(), String> {
 
     let steps = args.steps.unwrap_or(args.sampler.default_steps());
     let mut config = PipelineConfig::new()
-        .with_sampler(args.sampler)
+        .with_sampler(args.sampler.clone())
         .with_num_steps(steps)
         .with_cfg_scale(args.cfg)
         .with_guided_channels(args.guided_channels);
     if let Some(tile) = args.tile {
         config = config.with_decode_tiling(Some((tile, tile / 4)));
     }
-    let pipeline = LatentDiffusionPipeline::from_dit(dit, vae, config).map_err(|e| e.to_string())?;
+    let pipeline = DitPipeline::new(dit, vae, config).map_err(|e| e.to_string())?;
     println!("sampling classes {:?} with {:?}, {steps} steps, guidance {}, seed {}", args.classes, args.sampler, args.cfg, args.seed);
     let start = Instant::now();
     let mut report = |p: &Progress| {

@@ -8,6 +8,7 @@
 
 use burn::prelude::*;
 
+use crate::contracts::Denoiser;
 use crate::error::{Error, Result};
 
 /// A conditioning that classifier-free guidance can batch with its null counterpart.
@@ -51,9 +52,73 @@ impl Conditioning for Option<Tensor<1, Int>> {
         }
     }
 
+    /// # Errors
+    /// A null index that Burn's integer tensors cannot hold (`>= 2^31` on 32-bit backends).
     fn null_like(&self, null: &usize) -> Result<Self> {
-        Ok(self.as_ref().map(|y| Tensor::full([y.dims()[0]], *null as i64, &y.device())))
+        match self {
+            None => Ok(None),
+            Some(y) => {
+                let v = i32::try_from(*null).map_err(|_| {
+                    Error::InvalidArgument(format!("null class index {null} does not fit the integer tensors (at most {})", i32::MAX))
+                })?;
+                Ok(Some(Tensor::full([y.dims()[0]], v, &y.device())))
+            }
+        }
     }
+}
+
+/// A model that can check a null conditioning against itself, so guidance built with
+/// `sampling::ClassifierFreeGuidance::for_model` fails at construction rather than sampling garbage: a null class index must be the model's
+/// `num_classes` (the label table's null row), a given null embedding must have the width of
+/// the model's conditioning.
+pub trait NullConditioned: Denoiser<Cond: Conditioning> {
+    /// Checks `null` against the model.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] naming the mismatch.
+    fn check_null(&self, null: &<Self::Cond as Conditioning>::Null) -> Result<()>;
+}
+
+impl<M: NullConditioned + ?Sized> NullConditioned for &M {
+    fn check_null(&self, null: &<Self::Cond as Conditioning>::Null) -> Result<()> {
+        (**self).check_null(null)
+    }
+}
+
+/// Checks a given null embedding's trailing dimensions against `expected` (the width of the
+/// model's conditioning, `None` for a free dimension); zeros always fit.
+///
+/// # Errors
+/// [`Error::InvalidConfig`] naming `what` and both shapes.
+pub fn check_null_embedding<const D: usize>(what: &str, null: &NullEmbedding<D>, expected: [Option<usize>; D]) -> Result<()> {
+    let NullEmbedding::Given(n) = null else { return Ok(()) };
+    let dims = n.dims();
+    if dims.iter().zip(expected).skip(1).all(|(d, e)| e.is_none_or(|e| e == *d)) {
+        Ok(())
+    } else {
+        let want: Vec<String> = expected.iter().skip(1).map(|e| e.map_or("_".into(), |e| e.to_string())).collect();
+        Err(Error::InvalidConfig(format!("null {what} embedding {dims:?} must be [1 or B, {}] for this model", want.join(", "))))
+    }
+}
+
+/// Checks a null class index against a label table of `num_classes` real classes and
+/// `num_rows` rows: the null class is `num_classes`, and the table needs its extra row.
+///
+/// # Errors
+/// [`Error::InvalidConfig`] naming the mismatch.
+pub fn check_null_class(null: usize, num_classes: usize, num_rows: usize) -> Result<()> {
+    if num_classes == 0 {
+        return Err(Error::InvalidConfig("an unconditional model has no null class to guide with".into()));
+    }
+    if null != num_classes {
+        return Err(Error::InvalidConfig(format!("the null class must be num_classes = {num_classes}, got {null}")));
+    }
+    if num_rows <= num_classes {
+        return Err(Error::InvalidConfig(format!(
+            "the label table has no null row ({num_rows} rows for {num_classes} classes): build the model with class dropout > 0"
+        )));
+    }
+    Ok(())
 }
 
 /// How to build a null embedding for tensor conditionings.
@@ -144,6 +209,13 @@ mod tests {
         let nl = labels.null_like(&9).unwrap().unwrap();
         assert_eq!(nl.into_data().convert::<i64>().try_to_vec::<i64>().unwrap(), vec![9, 9]);
         assert!(Option::concat_batch(&labels, &None).is_err());
+        assert!(matches!(labels.null_like(&(1usize << 31)), Err(Error::InvalidArgument(_))));
+        assert!(check_null_class(10, 10, 11).is_ok());
+        assert!(check_null_class(9, 10, 11).is_err() && check_null_class(10, 10, 10).is_err() && check_null_class(0, 0, 0).is_err());
+        assert!(check_null_embedding("caption", &NullEmbedding::<3>::Zeros, [None, None, Some(4)]).is_ok());
+        let given = NullEmbedding::Given(Tensor::<3>::zeros([1, 7, 4], &device));
+        assert!(check_null_embedding("caption", &given, [None, None, Some(4)]).is_ok());
+        assert!(check_null_embedding("caption", &given, [None, None, Some(5)]).is_err());
         assert_eq!(None::<Tensor<1, Int>>.null_like(&9).unwrap().map(|_| ()), None);
         let pair = (Tensor::<2>::ones([2, 4], &device), tok);
         let both = <(Tensor<2>, Tensor<3>)>::concat_batch(&pair, &pair.null_like(&(NullEmbedding::Zeros, NullEmbedding::Zeros)).unwrap()).unwrap();

@@ -7,6 +7,7 @@
 //! | [`Denoiser`] | `(x_t, t, cond) -> prediction`; every model implements it in its own file |
 //! | [`MaskedDenoiser`] | the same from a subset of patch tokens ([`TokenMask`]), for masked training |
 //! | [`Conditioning`] | a conditioning that can be batched with its null counterpart (guidance) |
+//! | [`NullConditioned`] | a model that checks a null conditioning against itself (null class, embedding width) |
 //! | [`guide`], [`GuidedChannels`] | the guidance combination `uncond + s * (cond - uncond)` |
 //! | [`NoiseSource`] | where standard-normal noise comes from: a seeded generator or a [`RecordedNoise`] |
 //! | [`TrainRng`] | a seedable generator whose state a checkpoint can save |
@@ -22,7 +23,7 @@ pub mod objective;
 pub mod rng;
 pub mod shard;
 
-pub use conditioning::{Conditioning, NullEmbedding};
+pub use conditioning::{Conditioning, NullConditioned, NullEmbedding, check_null_class, check_null_embedding};
 pub use denoiser::{Denoiser, MaskedDenoiser, SkipLayerDenoiser};
 pub use guidance::{GuidedChannels, guide};
 pub use mask::{TokenMask, num_keep, patch_loss};

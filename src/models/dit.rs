@@ -6,7 +6,7 @@ use burn::prelude::*;
 use rand::Rng;
 
 use crate::blocks::{BlockKind, DiTBlock, DiTBlockConfig, FinalLayer};
-use crate::contracts::Denoiser;
+use crate::contracts::{Denoiser, NullConditioned, check_null_class};
 use crate::error::{Error, Result, ensure_config, ensure_dims, ensure_positive};
 use crate::layers::init::frozen_param;
 use crate::layers::patch_embed::unpatchify;
@@ -469,6 +469,10 @@ impl DiT {
     /// (`uncond + scale * (cond - uncond)`, the official code uses 3) and the rest passed
     /// through; the guided half is returned twice.
     ///
+    /// Kept only as the official code's parity path (the `dit_official` fixtures check it); new
+    /// code guides through [`ClassifierFreeGuidance::for_model`](crate::sampling::ClassifierFreeGuidance::for_model)
+    /// (`GuidedChannels::First(3)` for this rule).
+    ///
     /// # Shapes
     /// - `x`: `[2B, C, H, W]`, `t`: `[2B]`, `y`: `[2B]` -> `[2B, C_out, H, W]`
     pub fn forward_with_cfg(
@@ -489,6 +493,14 @@ impl Denoiser for DiT {
 
     fn denoise(&self, x: Tensor<4>, t: Tensor<1>, cond: &Self::Cond) -> Result<Tensor<4>> {
         self.forward(x, t, cond.clone())
+    }
+}
+
+/// The null class must be `num_classes`, the label table's extra row.
+impl NullConditioned for DiT {
+    fn check_null(&self, null: &usize) -> Result<()> {
+        let e = self.y_embedder.as_ref();
+        check_null_class(*null, e.map_or(0, |e| e.num_classes), e.map_or(0, |e| e.num_rows()))
     }
 }
 

@@ -63,7 +63,7 @@ use crate::layers::patch_embed::unpatchify;
 use crate::layers::pos_embed::sincos_2d_from_coords;
 use crate::layers::{LabelEmbedder, LabelEmbedderConfig, PatchEmbed, PatchEmbedConfig};
 use crate::layers::{TimestepEmbedder, TimestepEmbedderConfig};
-use crate::contracts::Denoiser;
+use crate::contracts::{Denoiser, NullConditioned, NullEmbedding, check_null_class, check_null_embedding};
 
 pub use super::microdit_cond::{MicroDiTCond, MicroDiTNull};
 pub use super::microdit_config::{MaskingMode, MicroDiTBackbone, MicroDiTConfig, MicroDiTSize, linspace};
@@ -320,40 +320,6 @@ impl MicroDiT {
         let e = self.embed(x, t, cond, drop)?;
         Ok(MicroDiTOutput { sample: self.run(e, mask.as_ref())?, mask })
     }
-
-    /// Classifier-free guidance as the reference `forward_with_cfg`: the batch is doubled with
-    /// the unconditional branch (all-zero caption embeddings, or the null class), and
-    /// `uncond + scale * (cond - uncond)` is returned on all channels for the `B` inputs.
-    ///
-    /// # Shapes
-    /// - as [`forward`](Self::forward) -> `[B, C_out, H, W]`
-    pub fn forward_with_cfg(&self, x: Tensor<4>, t: Tensor<1>, cond: &MicroDiTCond, scale: f64) -> Result<Tensor<4>> {
-        let (x, t) = self.check_inputs(x, t, cond)?;
-        let b = x.dims()[0];
-        let uncond = match cond {
-            MicroDiTCond::Caption(y) => MicroDiTCond::Caption(y.zeros_like()),
-            MicroDiTCond::Labels(y) => {
-                let e = self.y_embedder.as_ref().ok_or_else(|| Error::InvalidArgument("model has no label embedder".into()))?;
-                if e.num_rows() == e.num_classes {
-                    return Err(Error::InvalidArgument(
-                        "guidance needs the null class, but the model was built with cond_dropout_prob = 0".into(),
-                    ));
-                }
-                MicroDiTCond::Labels(y.zeros_like().add_scalar(e.null_label() as i64))
-            }
-        };
-        let both = match (cond, uncond) {
-            (MicroDiTCond::Caption(a), MicroDiTCond::Caption(u)) => MicroDiTCond::Caption(Tensor::cat(vec![a.clone(), u], 0)),
-            (MicroDiTCond::Labels(a), MicroDiTCond::Labels(u)) => MicroDiTCond::Labels(Tensor::cat(vec![a.clone(), u], 0)),
-            _ => unreachable!("same kind"),
-        };
-        let t = if t.dims()[0] == 1 { t } else { Tensor::cat(vec![t.clone(), t], 0) };
-        let out = self.forward(Tensor::cat(vec![x.clone(), x], 0), t, &both)?;
-        let [_, c, h, w] = out.dims();
-        let cond_out = out.clone().slice([0..b, 0..c, 0..h, 0..w]);
-        let uncond_out = out.slice([b..2 * b, 0..c, 0..h, 0..w]);
-        Ok(uncond_out.clone() + (cond_out - uncond_out) * scale)
-    }
 }
 
 impl Denoiser for MicroDiT {
@@ -362,6 +328,21 @@ impl Denoiser for MicroDiT {
 
     fn denoise(&self, x: Tensor<4>, t: Tensor<1>, cond: &Self::Cond) -> Result<Tensor<4>> {
         self.forward(x, t, cond)
+    }
+}
+
+/// The null must fit the backbone: the null class `num_classes` (with the label table's null
+/// row) for labels, zero captions or caption embeddings `caption_channels` wide for captions.
+impl NullConditioned for MicroDiT {
+    fn check_null(&self, null: &MicroDiTNull) -> Result<()> {
+        match (null, &self.y_embedder, &self.caption_embedder) {
+            (MicroDiTNull::Label(k), Some(e), _) => check_null_class(*k, e.num_classes, e.num_rows()),
+            (MicroDiTNull::ZeroCaption, _, Some(_)) => Ok(()),
+            (MicroDiTNull::Caption(n), _, Some(c)) => {
+                check_null_embedding("caption", &NullEmbedding::Given(n.clone()), [None, None, Some(c.fc1.weight.dims()[0])])
+            }
+            _ => Err(Error::InvalidConfig(format!("null conditioning {null:?} does not fit this model's backbone"))),
+        }
     }
 }
 

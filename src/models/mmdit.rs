@@ -28,7 +28,7 @@ use crate::error::{Error, Result, ensure_dims};
 use crate::layers::patch_embed::unpatchify;
 use crate::layers::pos_embed_cropped::CroppedPosEmbed;
 use crate::layers::{Mlp, PatchEmbed, TimestepEmbedder};
-use crate::contracts::{Denoiser, SkipLayerDenoiser};
+use crate::contracts::{Conditioning, Denoiser, NullConditioned, SkipLayerDenoiser, check_null_embedding};
 
 pub use super::mmdit_config::{MMDiTConfig, PAPER_TEXT_TOKENS};
 
@@ -238,6 +238,14 @@ impl Denoiser for MMDiT {
 
     fn denoise(&self, x: Tensor<4>, t: Tensor<1>, cond: &Self::Cond) -> Result<Tensor<4>> {
         self.forward(x, t, cond.0.clone(), cond.1.clone())
+    }
+}
+
+/// A given null (negative-prompt) embedding must have the model's text widths.
+impl NullConditioned for MMDiT {
+    fn check_null(&self, null: &<Self::Cond as Conditioning>::Null) -> Result<()> {
+        check_null_embedding("text", &null.0, [None, None, Some(self.joint_attention_dim())])?;
+        check_null_embedding("pooled", &null.1, [None, Some(self.pooled_projection_dim())])
     }
 }
 

@@ -18,7 +18,7 @@ use crate::error::{Error, Result, ensure_dims};
 use crate::layers::dwconv_ffn::{FfnForm, same_conv2d};
 use crate::layers::init::{WeightInit, conv2d};
 use crate::layers::{LabelEmbedder, LabelEmbedderConfig, TimestepEmbedder, TimestepEmbedderConfig};
-use crate::contracts::Denoiser;
+use crate::contracts::{Denoiser, NullConditioned, check_null_class};
 
 pub use super::udit_config::{UDIT_LEVELS, UDiTConfig, UDiTSize};
 use super::udit_config::FREQ_EMBED;
@@ -307,6 +307,10 @@ impl UDiT {
     /// channels are guided (`uncond + scale * (cond - uncond)`, the official code uses 3)
     /// and copied into both halves, the other channels are passed through per half.
     ///
+    /// Kept only as the official code's parity path (the `udit_official` fixtures check it); new
+    /// code guides through [`ClassifierFreeGuidance::for_model`](crate::sampling::ClassifierFreeGuidance::for_model)
+    /// (`GuidedChannels::First(3)` for this rule).
+    ///
     /// # Shapes
     /// - `x`: `[2B, C_in, H, H]`, `t`: `[2B]`, `y`: `[2B]` -> `[2B, C_out, H, H]`
     pub fn forward_with_cfg(
@@ -327,6 +331,14 @@ impl Denoiser for UDiT {
 
     fn denoise(&self, x: Tensor<4>, t: Tensor<1>, cond: &Self::Cond) -> Result<Tensor<4>> {
         self.forward(x, t, cond.clone())
+    }
+}
+
+/// The null class must be `num_classes`, the label tables' extra row.
+impl NullConditioned for UDiT {
+    fn check_null(&self, null: &usize) -> Result<()> {
+        let e = self.y_embedder_1.as_ref();
+        check_null_class(*null, e.map_or(0, |e| e.num_classes), e.map_or(0, |e| e.num_rows()))
     }
 }
 

@@ -1,15 +1,23 @@
-//! End-to-end latent diffusion: class labels to images through a latent denoiser, a sampler
-//! with classifier-free guidance and the autoencoder, and images to latents for training.
+//! End-to-end latent diffusion: any (guided) latent denoiser, process, sampler and
+//! conditioning to images through the autoencoder, and images to latents for training.
 //!
 //! - [`image`]: 8-bit RGB images, their `[-1, 1]` tensors, torchvision-style image folders.
-//! - [`generate`]: [`LatentDiffusionPipeline`], class labels to images (DDPM, DDIM or
-//!   DPM-Solver++ with classifier-free guidance, then the VAE decoder).
+//! - [`generate`]: [`LatentDiffusionPipeline`], the generic pipeline: a [`Denoiser`]
+//!   (guidance included), a [`Plan`] of any process, any [`Sampler`], the model's
+//!   conditioning, then the VAE decoder.
+//! - [`dit`]: [`DitPipeline`], class labels to images with a DiT as DiT's `sample.py`.
+//!
+//! [`Denoiser`]: crate::contracts::Denoiser
+//! [`Plan`]: crate::diffusion::process::Plan
+//! [`Sampler`]: crate::sampling::Sampler
 //! - [`encode`]: images (or a whole folder, batch by batch) to scaled latents.
 
+pub mod dit;
 pub mod encode;
 pub mod generate;
 pub mod image;
 
-pub use generate::{LatentDiffusionPipeline, LatentSpec, PipelineConfig, SamplerKind};
+pub use dit::{DitPipeline, GuidedDiT, PipelineConfig};
+pub use generate::LatentDiffusionPipeline;
 pub use encode::{EncodedBatch, LatentDraw, encode_folder, encode_images};
 pub use image::{IMAGE_EXTENSIONS, ImageFolder, RgbImage, images_to_tensor, tensor_to_images};

@@ -12,8 +12,13 @@
 //! rule, guiding only the first three channels and taking the others (e.g. learned-variance
 //! channels) from the conditional half, is the explicit option [`GuidedChannels::First`]`(3)`
 //! ([`ClassifierFreeGuidance::dit_official`]). A guidance interval (Kynkaanniemi et al. 2024,
-//! arXiv:2404.07724) applies guidance only for model times inside a range and runs the plain
-//! conditional model elsewhere. Other guidance rules (skip-layer guidance, APG) implement the
+//! arXiv:2404.07724) applies guidance only within a sigma range and runs the plain
+//! conditional model elsewhere. [`ClassifierFreeGuidance::for_model`] checks the null
+//! conditioning against the model ([`NullConditioned`]).
+//!
+//! This wrapper is the crate's one classifier-free guidance: DiT's and U-DiT's
+//! `forward_with_cfg` remain only as the official code's batch convention, checked against
+//! it by the `dit_official` / `udit_official` fixtures. Other guidance rules (skip-layer guidance, APG) implement the
 //! [`Guidance`] trait and wrap a model with [`Guided`].
 //!
 //! Conditionings are batched and nulled through the [`Conditioning`] contract.
@@ -21,7 +26,8 @@
 use burn::prelude::*;
 
 use crate::contracts::guidance::check_scale;
-use crate::contracts::{Conditioning, Denoiser, GuidedChannels, guide};
+use crate::contracts::{Conditioning, Denoiser, GuidedChannels, NullConditioned, guide};
+use crate::diffusion::process::Plan;
 use crate::error::{Error, Result};
 
 /// A guidance rule: how a guided prediction is made from a model (one or more passes).
@@ -100,6 +106,19 @@ where
         Ok(Self { model, null, scale, channels: GuidedChannels::default(), batch_doubling: true, interval: None })
     }
 
+    /// As [`new`](Self::new), after checking `null` against the model (a null class must be
+    /// the model's `num_classes`, a given null embedding must have its conditioning's width).
+    ///
+    /// # Errors
+    /// A null conditioning the model does not have, a non-finite scale.
+    pub fn for_model(model: M, null: <M::Cond as Conditioning>::Null, scale: f64) -> Result<Self>
+    where
+        M: NullConditioned,
+    {
+        model.check_null(&null)?;
+        Self::new(model, null, scale)
+    }
+
     /// The official DiT's guidance: the first 3 channels (`forward_with_cfg`).
     ///
     /// # Errors
@@ -108,17 +127,19 @@ where
         Ok(Self::new(model, null, scale)?.with_channels(GuidedChannels::First(3)))
     }
 
-    /// Guides only where the model time `t` lies in `[lo, hi]` (a guidance interval,
-    /// Kynkaanniemi et al. 2024; in the model's own time units: DDPM timesteps, `1000 sigma`
-    /// for flows, `ln(sigma) / 4` for EDM); elsewhere the plain conditional model runs.
+    /// Guides only at noise levels whose sigma lies in `[sigma_lo, sigma_hi]` (a guidance
+    /// interval, Kynkaanniemi et al. 2024), converted to model times through `plan`
+    /// ([`Plan::model_time_range`]); elsewhere the plain conditional model runs. The sigma is
+    /// the plan's frame sigma: `sigma / alpha` for VP and EDM processes (EDM's sigma; the
+    /// paper's ImageNet-512 interval is `(0.28, 5.42]`), the flow time `t` for rectified flows.
     ///
     /// # Errors
-    /// A non-finite bound or `lo > hi`.
-    pub fn with_interval(mut self, lo: f64, hi: f64) -> Result<Self> {
-        if !(lo.is_finite() && hi.is_finite() && lo <= hi) {
-            return Err(Error::InvalidArgument(format!("guidance interval needs finite lo <= hi, got [{lo}, {hi}]")));
+    /// A NaN or negative bound or `sigma_lo > sigma_hi` (`sigma_hi` may be infinite).
+    pub fn with_interval(mut self, sigma_lo: f64, sigma_hi: f64, plan: &Plan) -> Result<Self> {
+        if !(sigma_lo.is_finite() && sigma_lo >= 0.0 && sigma_lo <= sigma_hi) {
+            return Err(Error::InvalidArgument(format!("guidance interval needs 0 <= sigma_lo <= sigma_hi, got [{sigma_lo}, {sigma_hi}]")));
         }
-        self.interval = Some((lo, hi));
+        self.interval = Some(plan.model_time_range(sigma_lo, sigma_hi));
         Ok(self)
     }
 
@@ -204,7 +225,10 @@ where
 mod tests {
     use super::*;
     use crate::contracts::NullEmbedding;
-    use burn::tensor::{Tolerance, Distribution};
+    use crate::diffusion::process::{Process, RectifiedFlowProcess};
+    use crate::diffusion::timesteps::TimestepSchedule;
+    use crate::test_util::randn;
+    use burn::tensor::Tolerance;
 
     /// A toy conditional model: output channel k = x_k * (1 + mean(cond)) + k.
     struct Toy;
@@ -251,9 +275,9 @@ mod tests {
     #[test]
     fn doubling_and_two_passes_agree_with_manual_guidance() {
         let device = Device::flex();
-        let x = Tensor::<4>::random([3, 4, 2, 2], Distribution::Normal(0.0, 1.0), &device);
+        let x = randn([3, 4, 2, 2], 1, &device);
         let t = Tensor::<1>::zeros([3], &device);
-        let cond = Tensor::<2>::random([3, 5], Distribution::Normal(0.0, 1.0), &device);
+        let cond = randn([3, 5], 2, &device);
         let manual = guide(
             Toy.denoise(x.clone(), t.clone(), &cond).unwrap(),
             Toy.denoise(x.clone(), t.clone(), &cond.zeros_like()).unwrap(),
@@ -284,11 +308,19 @@ mod tests {
         let device = Device::flex();
         let x = Tensor::<4>::ones([2, 2, 2, 2], &device);
         let y = Some(Tensor::<1, Int>::from_ints([1, 3], &device));
-        let g = ClassifierFreeGuidance::new(Labels, 10, 2.0).unwrap().with_interval(100.0, 500.0).unwrap();
-        let at = |t: f32| g.denoise(x.clone(), Tensor::full([2], t, &device), &y).unwrap().into_data().try_to_vec::<f32>().unwrap();
-        assert_eq!(at(900.0)[0], 2.0); // conditional: x + y
-        assert_eq!(at(300.0)[0], -7.0); // guided: 11 + 2 (2 - 11)
-        assert!(ClassifierFreeGuidance::new(Labels, 10, 2.0).unwrap().with_interval(5.0, 1.0).is_err());
+        // A flow plan: levels at sigma 1, 0.8, ..., 0.2, model time 1000 sigma.
+        let plan = RectifiedFlowProcess::new(1000, 1.0).unwrap().plan(5, &TimestepSchedule::new()).unwrap();
+        let g = ClassifierFreeGuidance::new(Labels, 10, 2.0).unwrap().with_interval(0.3, 0.7, &plan).unwrap();
+        let at = |t: f64| g.denoise(x.clone(), Tensor::full([2], t as f32, &device), &y).unwrap().into_data().try_to_vec::<f32>().unwrap()[0];
+        for l in &plan.levels {
+            let guided = (0.3..=0.7).contains(&l.sigma);
+            assert_eq!(at(l.timestep), if guided { -7.0 } else { 2.0 }, "{l:?}"); // 11 + 2 (2 - 11) or x + y
+        }
+        // The interval empty of plan levels: never guided.
+        let none = ClassifierFreeGuidance::new(Labels, 10, 2.0).unwrap().with_interval(0.41, 0.42, &plan).unwrap();
+        assert!(plan.levels.iter().all(|l| none.denoise(x.clone(), Tensor::full([2], l.timestep as f32, &device), &y).unwrap().into_data().try_to_vec::<f32>().unwrap()[0] == 2.0));
+        assert!(ClassifierFreeGuidance::new(Labels, 10, 2.0).unwrap().with_interval(5.0, 1.0, &plan).is_err());
+        assert!(ClassifierFreeGuidance::new(Labels, 10, 2.0).unwrap().with_interval(f64::NAN, 1.0, &plan).is_err());
         struct Double;
         impl<M: Denoiser> Guidance<M> for Double {
             fn guide(&self, model: &M, x: Tensor<4>, t: Tensor<1>, cond: &M::Cond) -> Result<Tensor<4>> {

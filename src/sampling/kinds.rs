@@ -64,6 +64,19 @@ impl SamplerKind {
     }
 }
 
+impl SamplerKind {
+    /// The usual number of steps: 250 for DDPM (the DiT paper), 50 for DDIM, Euler and Euler
+    /// ancestral, 25 for Heun (two model calls per step), 20 for DPM-Solver++ and UniPC.
+    pub fn default_steps(&self) -> usize {
+        match self {
+            Self::Ddpm(_) => 250,
+            Self::Ddim(_) | Self::Euler(_) | Self::EulerAncestral(_) => 50,
+            Self::Heun(_) => 25,
+            Self::DpmSolverPp(_) | Self::UniPc(_) => 20,
+        }
+    }
+}
+
 macro_rules! dispatch {
     ($self:expr, $s:ident => $e:expr) => {
         match $self {

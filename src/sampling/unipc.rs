@@ -138,12 +138,19 @@ fn solve(mut a: Vec<Vec<f64>>, mut b: Vec<f64>) -> Result<Vec<f64>> {
     Ok(x)
 }
 
+/// `order`, lowered so that no difference uses a level at `alpha = 0` (pure noise,
+/// `lambda = -inf`: its `r_k` is infinite and its term `D_k = (m_k - m_0) / r_k` vanishes).
+fn usable_order(run: &Run<'_, impl Denoiser + ?Sized>, order: usize) -> usize {
+    (1..=order).rev().find(|&k| k == 1 || run.history.get(k - 1).is_some_and(|(_, l)| l.alpha > 0.0)).unwrap_or(1)
+}
+
 impl Sampler for UniPc {
-    /// `lambda` must be finite at every evaluation level (`alpha > 0`; a rectified flow's
-    /// `FlowSigmas::UniPc` plan lowers its first sigma below 1 for this).
+    /// A level at `alpha = 0` (a rectified flow's `FlowMatch` plan starts there) needs the
+    /// `bh2` variant, whose `B(h) = e^-h - 1` stays finite as `h -> inf` (`bh1`'s `B(h) = -h`
+    /// does not); diffusers' `use_flow_sigmas` spacing (`FlowSigmas::UniPc`) avoids it.
     fn check(&self, plan: &crate::diffusion::process::Plan) -> Result<()> {
-        if plan.levels.iter().any(|l| l.alpha <= 0.0) {
-            return Err(Error::InvalidConfig("UniPC needs alpha > 0 at every level (use FlowSigmas::UniPc on a rectified flow)".into()));
+        if self.variant == UniPcVariant::Bh1 && plan.levels.iter().any(|l| l.alpha <= 0.0) {
+            return Err(Error::InvalidConfig("UniPC bh1 needs alpha > 0 at every level (use bh2, or FlowSigmas::UniPc on a rectified flow)".into()));
         }
         Ok(())
     }
@@ -155,7 +162,7 @@ impl Sampler for UniPc {
         let mut x = x;
         // Corrector: refine the previous step's result with this evaluation.
         if let (true, Some(last)) = (i > 0 && !self.disable_corrector.contains(&(i - 1)), run.history.last_sample.clone()) {
-            let order = run.history.last_order;
+            let order = usable_order(run, run.history.last_order);
             let s0 = run.history.get(0).ok_or_else(missing)?.1;
             let h = level.lambda() - s0.lambda();
             let (ds, rks) = Self::differences(run, &s0, h, order, 0)?;
@@ -168,7 +175,7 @@ impl Sampler for UniPc {
         }
         run.history.push(d.x0, level, 3);
         let this_order = if self.lower_order_final { self.order.min(n - i) } else { self.order };
-        let this_order = this_order.min(run.history.warm + 1);
+        let this_order = usable_order(run, this_order.min(run.history.warm + 1));
         run.history.last_order = this_order;
         run.history.last_sample = Some(x.clone());
         // Predictor.

@@ -2,9 +2,10 @@
 //! deferred masking from the stored noise / mask, and with classifier-free guidance.
 
 use burn::prelude::*;
-use diffusion_transformers::contracts::TokenMask;
-use diffusion_transformers::models::microdit::linspace;
+use diffusion_transformers::contracts::{Denoiser, TokenMask};
+use diffusion_transformers::models::microdit::{MicroDiTNull, linspace};
 use diffusion_transformers::models::{MicroDiT, MicroDiTCond, MicroDiTConfig};
+use diffusion_transformers::sampling::ClassifierFreeGuidance;
 use serde_json::Value;
 
 use crate::common::{Fixture, Outcome, all, cfg_bool, cfg_f64, cfg_usize, compare_data, err};
@@ -100,7 +101,10 @@ pub fn official(fx: &Fixture) -> Outcome {
     }
     if fx.has("output.forward_with_cfg") {
         let scale = fx.field("cfg_scale").and_then(Value::as_f64).ok_or("sidecar lacks cfg_scale")?;
-        results.push(fx.compare("output.forward_with_cfg", model.forward_with_cfg(x, t, &cond, scale).map_err(err)?));
+        // The reference's guided forward (zero caption embeddings as the unconditional branch,
+        // all channels guided) through the crate's one guidance wrapper.
+        let guided = ClassifierFreeGuidance::for_model(&model, MicroDiTNull::ZeroCaption, scale).map_err(err)?;
+        results.push(fx.compare("output.forward_with_cfg", guided.denoise(x, t, &cond).map_err(err)?));
     }
     all(results)
 }

@@ -5,7 +5,7 @@
 use burn::prelude::*;
 use diffusion_transformers::diffusion::ClipMode;
 use diffusion_transformers::diffusion::gaussian::VarianceType;
-use diffusion_transformers::diffusion::process::{Coordinates, DiscreteVp, Plan, Prediction, Process, RectifiedFlowProcess};
+use diffusion_transformers::diffusion::process::{Coordinates, DiscreteVp, EdmProcess, Plan, Prediction, Process, RectifiedFlowProcess};
 use diffusion_transformers::diffusion::schedule::BetaSchedule;
 use diffusion_transformers::diffusion::timesteps::{FinalSigma, SigmaSpacing, TimestepSchedule, TimestepSpacing};
 use diffusion_transformers::contracts::{GuidedChannels, RecordedNoise};
@@ -15,13 +15,13 @@ use serde_json::Value;
 use crate::common::{Fixture, Outcome, all, cfg_f64, cfg_usize, err, to_f64};
 
 /// Constructor options this arm understands (every other option must be absent).
-const KNOWN: [&str; 30] = [
+const KNOWN: [&str; 35] = [
     "num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "trained_betas", "prediction_type",
     "clip_sample", "clip_sample_range", "thresholding", "dynamic_thresholding_ratio", "sample_max_value",
     "timestep_spacing", "steps_offset", "set_alpha_to_one", "variance_type", "solver_order", "algorithm_type",
     "solver_type", "lower_order_final", "euler_at_final", "use_karras_sigmas", "use_exponential_sigmas",
     "use_flow_sigmas", "flow_shift", "final_sigmas_type", "disable_corrector", "shift", "rescale_betas_zero_snr",
-    "lambda_min_clipped", "use_dynamic_shifting",
+    "lambda_min_clipped", "use_dynamic_shifting", "sigma_min", "sigma_max", "sigma_data", "sigma_schedule", "rho",
 ];
 
 struct Recorder {
@@ -97,10 +97,33 @@ fn scheduler(class: &str, c: &Value, steps: usize, step_kwargs: &Value) -> Resul
         (_, o) => return Err(format!("unknown final_sigmas_type `{o}`")),
     };
     let order = opt(c, "solver_order").and_then(Value::as_u64).unwrap_or(2) as usize;
+    let edm = class.starts_with("EDM");
+    if edm {
+        schedule.sigmas = match string(c, "sigma_schedule", "karras") {
+            "karras" => SigmaSpacing::Karras,
+            "exponential" => SigmaSpacing::Exponential,
+            o => return Err(format!("unknown sigma_schedule `{o}`")),
+        };
+    }
     let flow = class.starts_with("FlowMatch") || flag(c, "use_flow_sigmas", false);
     let prediction = Prediction::from_diffusers(string(c, "prediction_type", if flow { "flow_prediction" } else { "epsilon" })).map_err(err)?;
     let default_clip = matches!(class, "DDPMScheduler" | "DDIMScheduler");
-    let plan = if flow {
+    let plan = if edm {
+        // diffusers' EDM schedulers: x_0 = c_skip x + c_out F (`epsilon`; `v_prediction` negates
+        // c_out), the model seeing c_in x and c_noise = ln(sigma) / 4.
+        if string(c, "prediction_type", "epsilon") != "epsilon" {
+            return Err("EDM schedulers: only prediction_type `epsilon` (EDM's preconditioned F) is supported".into());
+        }
+        let (lo, hi) = (num(c, "sigma_min", 0.002), num(c, "sigma_max", 80.0));
+        let mut plan = EdmProcess::new(lo, hi, num(c, "rho", 7.0), num(c, "sigma_data", 0.5))
+            .map_err(err)?
+            .with_clip(clip(c, false))
+            .plan(steps, &schedule)
+            .map_err(err)?;
+        // Their `init_noise_sigma` is sqrt(sigma_max^2 + 1), not EDM's sigma_max.
+        plan.init_noise_scale = (hi * hi + 1.0).sqrt();
+        plan
+    } else if flow {
         let shift = num(c, if class.starts_with("FlowMatch") { "shift" } else { "flow_shift" }, 1.0);
         let process = RectifiedFlowProcess::new(big, shift).map_err(err)?.with_clip(clip(c, default_clip));
         if prediction != Prediction::FlowVelocity {
@@ -131,10 +154,10 @@ fn scheduler(class: &str, c: &Value, steps: usize, step_kwargs: &Value) -> Resul
     let sampler = match class {
         "DDPMScheduler" => SamplerKind::Ddpm(Ddpm),
         "DDIMScheduler" => SamplerKind::Ddim(Ddim::new(num(step_kwargs, "eta", 0.0)).map_err(err)?),
-        "EulerDiscreteScheduler" | "FlowMatchEulerDiscreteScheduler" => SamplerKind::Euler(Euler),
+        "EulerDiscreteScheduler" | "FlowMatchEulerDiscreteScheduler" | "EDMEulerScheduler" => SamplerKind::Euler(Euler),
         "EulerAncestralDiscreteScheduler" => SamplerKind::EulerAncestral(EulerAncestral),
         "FlowMatchHeunDiscreteScheduler" => SamplerKind::Heun(Heun::new()),
-        "DPMSolverMultistepScheduler" => {
+        "DPMSolverMultistepScheduler" | "EDMDPMSolverMultistepScheduler" => {
             let mut s = DpmSolverPp::new(order).map_err(err)?;
             match string(c, "algorithm_type", "dpmsolver++") {
                 "dpmsolver++" => {}

@@ -4,7 +4,8 @@
 
 use diffusion_transformers::diffusion::schedule::BetaSchedule;
 use diffusion_transformers::models::DiTConfig;
-use diffusion_transformers::pipeline::{LatentDiffusionPipeline, PipelineConfig, SamplerKind};
+use diffusion_transformers::pipeline::{DitPipeline, PipelineConfig};
+use diffusion_transformers::sampling::{Ddim, SamplerKind};
 use diffusion_transformers::sampling::NoProgress;
 use diffusion_transformers::vae::{AutoencoderKlConfig, DecodeTiling};
 use diffusion_transformers::weights::{Checkpoint, DiTCheckpointLayout};
@@ -43,7 +44,7 @@ pub fn diffusers(fx: &Fixture) -> Outcome {
 
 /// Kind `latent_pipeline_e2e`: a diffusers `DiTTransformer2DModel` + `AutoencoderKL` sampled by
 /// diffusers' DiT pipeline loop (DDIM, classifier-free guidance) from stored noise, run through
-/// the crate's `LatentDiffusionPipeline`.
+/// the crate's `DitPipeline` (over the generic `LatentDiffusionPipeline`).
 pub fn latent_pipeline(fx: &Fixture) -> Outcome {
     let cfg = fx.config();
     let (dit_cfg, vae_cfg, sched) = match (cfg.get("transformer"), cfg.get("vae"), cfg.get("scheduler")) {
@@ -93,14 +94,14 @@ pub fn latent_pipeline(fx: &Fixture) -> Outcome {
     .map_err(err)?;
     let eta = num("eta")?;
     let config = PipelineConfig::new()
-        .with_sampler(SamplerKind::Ddim { eta })
+        .with_sampler(SamplerKind::Ddim(Ddim::new(eta).map_err(err)?))
         .with_num_steps(field("num_inference_steps")?.as_u64().ok_or("num_inference_steps")? as usize)
         .with_cfg_scale(num("guidance_scale")?)
         .with_guided_channels(Some(field("guided_channels")?.as_u64().ok_or("guided_channels")? as usize))
         .with_diffusion_steps(cfg_usize(sched, "num_train_timesteps")?)
         .with_noise_schedule(schedule);
-    let pipeline = LatentDiffusionPipeline::from_dit(dit, vae, config).map_err(err)?;
-    if field("null_class")?.as_u64() != Some(pipeline.spec().num_classes as u64) {
+    let pipeline = DitPipeline::new(dit, vae, config).map_err(err)?;
+    if field("null_class")?.as_u64() != Some(pipeline.num_classes() as u64) {
         return Err("the reference's null class is not the model's num_classes".into());
     }
     // The timesteps the model sees must be the scheduler's.
@@ -122,7 +123,7 @@ pub fn latent_pipeline(fx: &Fixture) -> Outcome {
     let latents = pipeline
         .sample_latents_from(&labels, fx.float("input.noise")?, &mut rng, &mut NoProgress)
         .map_err(err)?;
-    let decoded = pipeline.decode_latents(latents.clone()).map_err(err)?;
+    let decoded = pipeline.pipeline().decode_latents(latents.clone()).map_err(err)?;
     // The sampled latents of a random-weight DiT reach |z| ~ 100, so they are held to
     // atol + rtol * |ref|; the reported error is the pipeline's output (decoded images).
     fx.compare("output.latents", latents)?;

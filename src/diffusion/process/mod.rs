@@ -121,6 +121,12 @@ impl Level {
         }
     }
 
+    /// The sigma of `frame`: `sigma / alpha` (variance exploding: EDM's and k-diffusion's
+    /// sigma) or `sigma / (alpha + sigma)` (the rectified flow's `t`).
+    pub fn frame_sigma(&self, frame: OdeFrame) -> f64 {
+        self.sigma / self.frame_scale(frame)
+    }
+
     /// `sqrt(alpha^2 + sigma^2)`: the variance-preserving normaliser.
     pub fn vp_scale(&self) -> f64 {
         self.alpha.hypot(self.sigma)
@@ -212,6 +218,25 @@ impl Plan {
     /// Number of steps `n`.
     pub fn num_steps(&self) -> usize {
         self.levels.len()
+    }
+
+    /// The model times `[lo, hi]` of the noise levels whose frame sigma
+    /// ([`Level::frame_sigma`]) lies in `[sigma_lo, sigma_hi]`: mapped through the process's
+    /// continuous time when it has one (then every level in between counts, e.g. EDM churn's),
+    /// else the extreme model times of the plan's levels and targets in the range (model time
+    /// grows with sigma in every process). An empty range is `(inf, -inf)`.
+    pub fn model_time_range(&self, sigma_lo: f64, sigma_hi: f64) -> (f64, f64) {
+        let empty = (f64::INFINITY, f64::NEG_INFINITY);
+        if let Some(ct) = self.continuous_time {
+            let at = |s: f64| if s > 0.0 { ct.level(s).timestep } else { f64::NEG_INFINITY };
+            let hi = if sigma_hi.is_finite() { at(sigma_hi) } else { f64::INFINITY };
+            return if sigma_lo <= sigma_hi { (at(sigma_lo), hi) } else { empty };
+        }
+        self.levels
+            .iter()
+            .chain(&self.targets)
+            .filter(|l| (sigma_lo..=sigma_hi).contains(&l.frame_sigma(self.frame)))
+            .fold(empty, |(lo, hi), l| (lo.min(l.timestep), hi.max(l.timestep)))
     }
 
     /// `(a, b)` with `x_0 = a x + b F` for the model output `F` at `level`.
