@@ -24,6 +24,8 @@ pub mod blocks;
 pub mod data;
 pub mod diffusion;
 pub mod error;
+#[cfg(feature = "eval")]
+pub mod eval;
 pub mod cpu;
 pub mod layers;
 pub mod models;

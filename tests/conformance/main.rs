@@ -11,6 +11,7 @@ mod flow;
 mod mmdit;
 mod udit;
 mod vae;
+mod eval;
 
 use std::path::PathBuf;
 
@@ -30,6 +31,10 @@ fn run(fx: &Fixture) -> Outcome {
         "udit_official" => udit::official(fx),
         "vae_diffusers" => vae::diffusers(fx),
         "latent_pipeline_e2e" => vae::latent_pipeline(fx),
+        "inception_pytorch_fid" => eval::inception(fx),
+        "fid_pytorch_fid" => eval::frechet(fx),
+        "inception_score_torch_fidelity" => eval::inception_score_isc(fx),
+        "precision_recall_prdc" => eval::precision_recall_prdc(fx),
         other => Err(format!("unknown fixture kind `{other}`")),
     }
 }
