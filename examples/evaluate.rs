@@ -57,7 +57,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let device = device(&args.device)?;
     let evaluator = Evaluator::new(InceptionV3::from_file(&args.inception, &device)?, &device, args.batch_size);
     let start = Instant::now();
-    let mut progress = |what: &'static str| {
+    let progress = |what: &'static str| {
         move |done: usize, total: usize| {
             if done == total || done % (20 * args.batch_size) < args.batch_size {
                 eprintln!("{what}: {done}/{total} images ({:.0} s)", start.elapsed().as_secs_f64());
