@@ -25,6 +25,8 @@ pub mod contracts;
 pub mod data;
 pub mod diffusion;
 pub mod error;
+#[cfg(feature = "eval")]
+pub mod eval;
 pub mod cpu;
 pub mod layers;
 pub mod models;

@@ -13,6 +13,7 @@ mod text;
 mod udit;
 mod sampler;
 mod vae;
+mod eval;
 
 use std::path::PathBuf;
 
@@ -37,6 +38,10 @@ fn run(fx: &Fixture) -> Outcome {
         "clip_text_transformers" => text::clip_text(fx),
         "t5_encoder_transformers" => text::t5_encoder(fx),
         "tokenizer_transformers" => text::tokenizer(fx),
+        "inception_pytorch_fid" => eval::inception(fx),
+        "fid_pytorch_fid" => eval::frechet(fx),
+        "inception_score" | "inception_score_torch_fidelity" => eval::inception_score_isc(fx),
+        "precision_recall" | "precision_recall_prdc" => eval::precision_recall_prdc(fx),
         other => Err(format!("unknown fixture kind `{other}`")),
     }
 }
