@@ -154,6 +154,7 @@ pub struct LatentSpec {
 /// use diffusion_transformers::pipeline::{LatentDiffusionPipeline, PipelineConfig, SamplerKind};
 /// use diffusion_transformers::sampling::NoProgress;
 /// use diffusion_transformers::vae::AutoencoderKl;
+/// use diffusion_transformers::weights::LoadWeights;
 ///
 /// # fn main() -> Result<(), diffusion_transformers::Error> {
 /// let device = Device::flex();
