@@ -21,9 +21,9 @@
 
 use std::path::Path;
 
-use burn::module::Module;
-use burn::store::{BurnToPyTorchAdapter, ModuleSnapshot, PyTorchToBurnAdapter, bridge};
-use burn::tensor::DType;
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::store::{BurnToPyTorchAdapter, ModuleAdapter, ModuleContext, ModuleSnapshot, PyTorchToBurnAdapter, bridge};
+use burn::tensor::{Bool, DType, Int, Tensor};
 
 use crate::error::{Error, Result};
 use crate::weights::checkpoint::Checkpoint;
@@ -84,6 +84,65 @@ fn converts(param: DType, dtype: DType) -> bool {
     kind(param) == kind(dtype) && kind(dtype) != 2
 }
 
+/// Every parameter's PyTorch name, PyTorch-layout shape and dtype, without reading or
+/// initialising it: a parameter still lazily initialised (as freshly built models are) stays
+/// so, and the load replaces it without ever drawing its random init.
+fn expected_params<M: Module>(model: &M) -> Vec<(String, Vec<usize>, DType)> {
+    let mut v = ParamLister { path: Vec::new(), containers: Vec::new(), out: Vec::new() };
+    model.visit(&mut v);
+    v.out
+}
+
+/// A module visitor listing parameters by their metadata (the paths and container stack
+/// Burn's collector builds, with enum variants skipped, and its PyTorch adapter applied).
+struct ParamLister {
+    path: Vec<String>,
+    containers: Vec<String>,
+    out: Vec<(String, Vec<usize>, DType)>,
+}
+
+impl ParamLister {
+    fn list<T: burn::module::Parameter>(&mut self, param: &Param<T>, value: impl Fn(&T) -> DType, default: DType) {
+        let dtype = if param.is_initialized() { value(&param.val()) } else { default };
+        let shape = param.lazy_shape();
+        let unread = || Err(burn::store::burn_pack::Error::ValidationError("metadata only".into()));
+        let t = bridge::deferred(self.path.join("."), dtype, shape, None, unread);
+        let t = BurnToPyTorchAdapter.adapt(t, ModuleContext::new(&self.containers));
+        self.out.push((t.name, t.shape.to_vec(), t.dtype));
+    }
+}
+
+impl ModuleVisitor for ParamLister {
+    fn enter_module(&mut self, name: &str, container_type: &str) {
+        self.containers.push(container_type.to_string());
+        if !container_type.starts_with("Enum:") {
+            self.path.push(name.to_string());
+        }
+    }
+
+    fn exit_module(&mut self, _name: &str, container_type: &str) {
+        self.containers.pop();
+        if !container_type.starts_with("Enum:") {
+            self.path.pop();
+        }
+    }
+
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        let default = param.lazy_device().settings().float_dtype.into();
+        self.list(param, |t| t.dtype(), default);
+    }
+
+    fn visit_int<const D: usize>(&mut self, param: &Param<Tensor<D, Int>>) {
+        let default = param.lazy_device().settings().int_dtype.into();
+        self.list(param, |t| t.dtype(), default);
+    }
+
+    fn visit_bool<const D: usize>(&mut self, param: &Param<Tensor<D, Bool>>) {
+        let default = param.lazy_device().settings().bool_dtype.into();
+        self.list(param, |t| t.dtype(), default);
+    }
+}
+
 /// Load `checkpoint` in `format` into `model`, in place (see the [module docs](self)).
 ///
 /// # Errors
@@ -96,12 +155,7 @@ pub fn load<M: Module, F: CheckpointFormat<M> + ?Sized>(
     format: &F,
 ) -> Result<()> {
     format.prepare(model, &mut checkpoint)?;
-    // Names, shapes and dtypes only; dropped before loading so the old parameters can be freed.
-    let expected: Vec<(String, Vec<usize>, DType)> = model
-        .collect(None, Some(Box::new(BurnToPyTorchAdapter)), true)
-        .into_iter()
-        .map(|t| (t.name, t.shape.to_vec(), t.dtype))
-        .collect();
+    let expected = expected_params(model);
     let (mut missing, mut mismatched, mut plan) = (Vec::new(), Vec::new(), Vec::new());
     for (name, shape, dtype) in expected {
         let key = format.key(&name);
@@ -251,5 +305,60 @@ pub trait LoadWeights: Module + Sized {
     /// As [`export`].
     fn to_checkpoint(&self) -> Result<Checkpoint> {
         export(self, &self.export_format())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::models::MMDiT;
+    use crate::models::mmdit_config::tiny_test_config;
+    use crate::weights::loader::to_f32;
+    use burn::tensor::TensorData;
+
+    fn bf16_checkpoint(ck: &Checkpoint) -> Checkpoint {
+        let tensors = ck.tensors().iter().map(|(k, v)| (k.clone(), v.clone().convert_dtype(DType::BF16))).collect();
+        Checkpoint::from_tensors(tensors)
+    }
+
+    #[test]
+    fn streams_a_bf16_file_and_checks_headers_first() {
+        let device = burn::tensor::Device::flex();
+        let cfg = tiny_test_config();
+        let src: MMDiT = cfg.init(&device).unwrap();
+        // non-trivial values everywhere (the init zeroes the modulations)
+        let mut ck = src.to_checkpoint().unwrap();
+        for (i, (k, v)) in ck.clone().into_tensors().into_iter().enumerate() {
+            let n = v.num_elements();
+            let vals: Vec<f32> = (0..n).map(|j| ((i * 31 + j * 7) % 101) as f32 / 50.0 - 1.0).collect();
+            ck.insert(k, TensorData::new(vals, v.shape().to_vec()));
+        }
+        let half = bf16_checkpoint(&ck);
+        let dir = std::env::temp_dir().join(format!("dt_stream_{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("w.safetensors");
+        half.save_safetensors(&file).unwrap();
+
+        let mut model: MMDiT = cfg.init(&device).unwrap();
+        model.load_weights(&file).unwrap();
+        let back = model.to_checkpoint().unwrap();
+        for (k, v) in half.tensors() {
+            let got = back.get(k).unwrap();
+            assert_eq!(got.dtype(), DType::F32, "{k}: converted to the model's dtype");
+            assert_eq!(to_f32(got), to_f32(v), "{k}");
+        }
+
+        // a mis-shaped and a missing key: reported from the headers, the model untouched
+        let mut broken = half.clone();
+        broken.insert("proj_out.bias", TensorData::new(vec![half::bf16::ZERO; 3], [3]));
+        broken.remove("context_embedder.weight");
+        broken.save_safetensors(&file).unwrap();
+        let err = model.load_weights(&file).unwrap_err().to_string();
+        assert!(err.contains("proj_out.bias") && err.contains("context_embedder.weight"), "{err}");
+        let after = model.to_checkpoint().unwrap();
+        for (k, v) in back.tensors() {
+            assert_eq!(to_f32(v), to_f32(after.get(k).unwrap()), "{k} changed");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
