@@ -114,7 +114,8 @@ def measure(cmd):
     rss = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", res.stderr).group(1)) / 1e6
     wall = re.search(r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): ([\d:.]+)", res.stderr).group(1)
     secs = sum(float(x) * 60 ** i for i, x in enumerate(reversed(wall.split(":"))))
-    return rss, secs
+    load = float(re.search(r"parameters in ([\d.]+) s", res.stdout).group(1))
+    return rss, secs, load
 
 
 def run(root, repeat, binary, cases):
@@ -134,12 +135,14 @@ def run(root, repeat, binary, cases):
             theirs.append(measure(theirs_cmd))
         med = lambda xs, i: statistics.median(x[i] for x in xs)
         size = os.path.getsize(f) / 1e9
-        rows.append((name, size, med(ours, 0), med(ours, 1), med(theirs, 0), med(theirs, 1)))
+        rows.append((name, size, med(ours, 0), med(ours, 1), med(ours, 2), med(theirs, 0), med(theirs, 1), med(theirs, 2)))
         print(f"{name}: ours {ours}, diffusers {theirs}", file=sys.stderr)
-    print("| checkpoint | file GB | ours peak GB | ours s | diffusers peak GB | diffusers s |")
-    print("|---|---|---|---|---|---|")
+    # process: whole process wall time (Python's imports included); load: build + load (+ touch)
+    print("| checkpoint | file GB | ours peak GB | ours process s | ours load s "
+          "| diffusers peak GB | diffusers process s | diffusers load s |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r[0]} | {r[1]:.2f} | {r[2]:.2f} | {r[3]:.1f} | {r[4]:.2f} | {r[5]:.1f} |")
+        print(f"| {r[0]} | {r[1]:.2f} | {r[2]:.2f} | {r[3]:.1f} | {r[4]:.1f} | {r[5]:.2f} | {r[6]:.1f} | {r[7]:.1f} |")
 
 
 def main():
