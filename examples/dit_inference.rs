@@ -15,6 +15,7 @@ use burn::prelude::*;
 use diffusion_transformers::models::DiTConfig;
 use diffusion_transformers::contracts::randn;
 use rand::SeedableRng;
+use diffusion_transformers::weights::LoadWeights;
 
 fn arg(name: &str) -> Option<String> {
     let args: Vec<String> = std::env::args().collect();

@@ -31,6 +31,7 @@ use diffusion_transformers::pipeline::{DitPipeline, PipelineConfig, RgbImage};
 use diffusion_transformers::sampling::{Ddpm, Progress, SamplerKind};
 use diffusion_transformers::vae::AutoencoderKl;
 use diffusion_transformers::weights::Checkpoint;
+use diffusion_transformers::weights::LoadWeights;
 
 const DIT_HELP: &str = "Download an official DiT checkpoint from the facebookresearch/DiT release, e.g.\n    \
     https://dl.fbaipublicfiles.com/DiT/models/DiT-XL-2-256x256.pt   (or DiT-XL-2-512x512.pt)";

@@ -23,6 +23,7 @@ use diffusion_transformers::eval::{SampleShards, class_labels};
 use diffusion_transformers::models::DiTConfig;
 use diffusion_transformers::pipeline::{DitPipeline, PipelineConfig};
 use diffusion_transformers::sampling::SamplerKind;
+use diffusion_transformers::weights::LoadWeights;
 use diffusion_transformers::sampling::NoProgress;
 use diffusion_transformers::vae::AutoencoderKl;
 

@@ -11,6 +11,7 @@ use diffusion_transformers::models::{DiT, DiTConfig};
 use diffusion_transformers::weights::Checkpoint;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use diffusion_transformers::weights::LoadWeights;
 
 fn manifest(rel: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(rel)

@@ -5,6 +5,7 @@ use burn::tensor::TensorData;
 use diffusion_transformers::Error;
 use diffusion_transformers::models::{DiT, DiTConfig};
 use diffusion_transformers::weights::{Checkpoint, DiTCheckpointLayout, load_burnpack, save_burnpack};
+use diffusion_transformers::weights::LoadWeights;
 
 fn fixture(name: &str) -> std::path::PathBuf {
     std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
@@ -33,7 +34,7 @@ fn official() -> Checkpoint {
 }
 
 fn param_bytes(m: &DiT) -> Vec<u8> {
-    let ck = m.to_official_checkpoint().unwrap();
+    let ck = m.to_checkpoint().unwrap();
     ck.tensors().values().flat_map(|d| d.as_bytes().to_vec()).collect()
 }
 
@@ -96,7 +97,7 @@ fn official_export_reload_and_burnpack_roundtrip_are_bit_exact() {
 
     // export under the official names, reload into a fresh model
     let mut again = tiny_config().init(&device).unwrap();
-    again.load_checkpoint(&model.to_official_checkpoint().unwrap()).unwrap();
+    again.load_checkpoint(&model.to_checkpoint().unwrap()).unwrap();
     assert_eq!(param_bytes(&again), param_bytes(&model));
 
     // Burn's own format
@@ -119,7 +120,7 @@ fn diffusers_copies_collapse_into_an_official_model() {
     let device = Device::flex();
     let mut model = tiny_config().with_timestep_freq_shift(1.0).init(&device).unwrap();
     model.load_checkpoint(&official()).unwrap();
-    let official = model.to_official_checkpoint().unwrap();
+    let official = model.to_checkpoint().unwrap();
     let mut diffusers = Checkpoint::new();
     for (k, v) in official.tensors() {
         let key = match k.as_str() {

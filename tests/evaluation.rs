@@ -82,9 +82,11 @@ fn evaluate_small_sample_set_end_to_end() {
     assert!(report.inception_score >= 1.0 && report.inception_score_std >= 0.0, "{report:?}");
     assert!((0.0..=1.0).contains(&report.precision) && (0.0..=1.0).contains(&report.recall), "{report:?}");
 
-    // a set against itself: distances 0, precision and recall 1
+    // a set against itself: distances 0 (up to float64 round-off, relative to the distance
+    // between the two different sets: random Inception weights give features of scale 1e2-1e3),
+    // precision and recall 1
     let same = evaluator.evaluate(&s, &s, None).unwrap();
-    assert!(same.fid.abs() < 1e-3 && same.sfid.abs() < 1e-3, "{same:?}");
+    assert!(same.fid.abs() < 1e-5 * report.fid && same.sfid.abs() < 1e-5 * report.sfid, "{same:?} vs {report:?}");
     assert_eq!((same.precision, same.recall), (1.0, 1.0));
 
     // statistics stored in the reference batch (as ADM's) are used as given

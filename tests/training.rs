@@ -12,6 +12,7 @@ use diffusion_transformers::contracts::{Denoiser, Objective, TrainRng, randn};
 use diffusion_transformers::training::{OptimizerConfig, Trainer, TrainerConfig};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use diffusion_transformers::weights::LoadWeights;
 
 /// A small denoising objective: predict the noise added at a random noise level. With
 /// [`FixedDraws`] the draws repeat every call (a fixed batch of noise and timesteps).
@@ -61,7 +62,7 @@ fn batch(device: &Device) -> (Tensor<4>, Option<Tensor<1, Int>>) {
 }
 
 fn params(m: &DiT) -> Vec<u8> {
-    m.to_official_checkpoint().unwrap().tensors().values().flat_map(|d| d.as_bytes().to_vec()).collect()
+    m.to_checkpoint().unwrap().tensors().values().flat_map(|d| d.as_bytes().to_vec()).collect()
 }
 
 fn tmp(name: &str) -> std::path::PathBuf {

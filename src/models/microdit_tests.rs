@@ -6,7 +6,7 @@ use crate::layers::patch_embed::patchify;
 use crate::models::DiTConfig;
 use crate::contracts::GuidedChannels;
 use crate::sampling::ClassifierFreeGuidance;
-use crate::weights::Checkpoint;
+use crate::weights::{Checkpoint, LoadWeights};
 use burn::tensor::Tolerance;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -39,7 +39,7 @@ fn randn<const D: usize>(shape: [usize; D], seed: u64, device: &Device) -> Tenso
 /// The model with every weight (adaLN and final layers included) set to deterministic
 /// non-zero values, so that every path contributes to the output.
 fn randomized(model: MicroDiT) -> MicroDiT {
-    let ck = model.to_official_checkpoint().unwrap();
+    let ck = model.to_checkpoint().unwrap();
     let mut rng = StdRng::seed_from_u64(42);
     let mut out = Checkpoint::new();
     for (k, v) in ck.tensors() {
@@ -192,7 +192,7 @@ fn deferred_masking_lets_kept_tokens_see_removed_ones() {
     let cfg = tiny(MicroDiTBackbone::MicroDiT).with_use_patch_mixer(false);
     let d = randomized(cfg.clone().init(&device).unwrap());
     let mut n = randomized(cfg.with_masking(MaskingMode::Naive).init(&device).unwrap());
-    n.load_checkpoint(&d.to_official_checkpoint().unwrap()).unwrap();
+    n.load_checkpoint(&d.to_checkpoint().unwrap()).unwrap();
     let a = d.forward_masked(x.clone(), t.clone(), &cond, &mask).unwrap();
     let b = n.forward_masked(x, t, &cond, &mask).unwrap();
     a.into_data().assert_approx_eq::<f32>(&b.into_data(), Tolerance::absolute(1e-6));

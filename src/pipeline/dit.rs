@@ -109,6 +109,7 @@ pub type GuidedDiT = ClassifierFreeGuidance<DiT>;
 /// use diffusion_transformers::pipeline::{DitPipeline, PipelineConfig};
 /// use diffusion_transformers::sampling::{NoProgress, SamplerKind};
 /// use diffusion_transformers::vae::AutoencoderKl;
+/// use diffusion_transformers::weights::LoadWeights;
 ///
 /// # fn main() -> Result<(), diffusion_transformers::Error> {
 /// let device = Device::flex();

@@ -31,6 +31,7 @@ use crate::vae::{AutoencoderKl, DecodeTiling};
 /// use diffusion_transformers::pipeline::LatentDiffusionPipeline;
 /// use diffusion_transformers::sampling::{ClassifierFreeGuidance, SamplerKind};
 /// use diffusion_transformers::vae::AutoencoderKl;
+/// use diffusion_transformers::weights::LoadWeights;
 ///
 /// # fn main() -> Result<(), diffusion_transformers::Error> {
 /// let device = Device::flex();

@@ -1,30 +1,19 @@
 //! A checkpoint held in memory: named tensors in their file's own layout (PyTorch layout for
-//! foreign checkpoints), read from `.safetensors`, sharded safetensors (an index JSON) or,
-//! with the `pytorch` feature, `torch.save` files.
+//! foreign checkpoints), read whole from any file [`LazyCheckpoint::open`] reads, built in
+//! code, or exported from a model; written as `.safetensors`.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use burn::store::{ModuleStore, SafetensorsStore, bridge};
 use burn::tensor::{DType, TensorData};
 
 use crate::error::{Error, Result};
+use crate::weights::lazy::LazyCheckpoint;
 
 /// Named tensors read from a checkpoint file.
 #[derive(Debug, Clone, Default)]
 pub struct Checkpoint {
     tensors: BTreeMap<String, TensorData>,
-}
-
-fn io_err(path: &Path, reason: impl ToString) -> Error {
-    Error::Io { path: path.to_path_buf(), reason: reason.to_string() }
-}
-
-fn read_store<S: ModuleStore>(path: &Path, mut store: S) -> Result<BTreeMap<String, TensorData>> {
-    let all = store.get_all_tensors().map_err(|e| io_err(path, e))?;
-    all.iter()
-        .map(|(k, t)| Ok((k.clone(), bridge::to_data(t).map_err(|e| io_err(path, format!("{k}: {e}")))?)))
-        .collect()
 }
 
 impl Checkpoint {
@@ -33,83 +22,14 @@ impl Checkpoint {
         Self::default()
     }
 
-    /// Read a checkpoint, choosing the format by extension: `.safetensors`; `.json`
-    /// (a sharded-safetensors index such as `diffusion_pytorch_model.safetensors.index.json`,
-    /// whose `weight_map` names the shards); `.pt`/`.pth`/`.bin`/`.ckpt` (`pytorch` feature).
-    /// A directory is searched for `diffusion_pytorch_model.safetensors`, then its index JSON,
-    /// then `model.safetensors`.
+    /// Read a whole checkpoint into memory (formats: [`LazyCheckpoint::open`]). To load a
+    /// model, prefer [`LoadWeights::load_weights`](crate::weights::LoadWeights::load_weights),
+    /// which streams the file instead.
+    ///
+    /// # Errors
+    /// [`Error::Io`] for a missing, unreadable or malformed file.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
-        let path = path.as_ref();
-        if path.is_dir() {
-            return Self::from_dir(path);
-        }
-        if !path.exists() {
-            return Err(io_err(path, "no such file"));
-        }
-        let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
-        match ext.as_str() {
-            "safetensors" => Self::read_safetensors(path),
-            "json" => Self::read_sharded(path),
-            "pt" | "pth" | "bin" | "ckpt" => Self::read_pytorch(path),
-            _ => Err(io_err(path, "unknown checkpoint extension (expected .safetensors, .json index, .pt/.pth/.bin)")),
-        }
-    }
-
-    fn from_dir(dir: &Path) -> Result<Self> {
-        for name in [
-            "diffusion_pytorch_model.safetensors",
-            "diffusion_pytorch_model.safetensors.index.json",
-            "model.safetensors",
-            "model.safetensors.index.json",
-        ] {
-            let p = dir.join(name);
-            if p.exists() {
-                return Self::from_file(p);
-            }
-        }
-        Err(io_err(dir, "directory holds no (diffusion_pytorch_)model.safetensors[.index.json]"))
-    }
-
-    fn read_safetensors(path: &Path) -> Result<Self> {
-        // Read the bytes ourselves so a missing/unreadable file is an I/O error, not a panic.
-        let bytes = std::fs::read(path).map_err(|e| io_err(path, e))?;
-        let tensors = read_store(path, SafetensorsStore::from_bytes(Some(bytes)))?;
-        Ok(Self { tensors })
-    }
-
-    fn read_sharded(index: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(index).map_err(|e| io_err(index, e))?;
-        let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| io_err(index, e))?;
-        let map = json
-            .get("weight_map")
-            .and_then(|m| m.as_object())
-            .ok_or_else(|| io_err(index, "index JSON has no `weight_map` object"))?;
-        let mut shards: Vec<&str> = map.values().filter_map(|v| v.as_str()).collect();
-        shards.sort_unstable();
-        shards.dedup();
-        let dir = index.parent().unwrap_or(Path::new("."));
-        let mut out = Self::new();
-        for shard in shards {
-            out.tensors.extend(Self::read_safetensors(&dir.join(shard))?.tensors);
-        }
-        let missing: Vec<&String> = map.keys().filter(|k| !out.tensors.contains_key(*k)).collect();
-        if !missing.is_empty() {
-            return Err(io_err(index, format!("shards lack tensors named in the index: {missing:?}")));
-        }
-        Ok(out)
-    }
-
-    #[cfg(feature = "pytorch")]
-    fn read_pytorch(path: &Path) -> Result<Self> {
-        // Keep the file's own indices (`mlp.2` stays `mlp.2`); the key maps expect them.
-        let store = burn::store::PytorchStore::from_file(path).map_indices_contiguous(false);
-        let tensors = read_store(path, store)?;
-        Ok(Self { tensors })
-    }
-
-    #[cfg(not(feature = "pytorch"))]
-    fn read_pytorch(path: &Path) -> Result<Self> {
-        Err(io_err(path, "reading PyTorch files needs the crate feature `pytorch`"))
+        LazyCheckpoint::open(path)?.read_all()
     }
 
     /// Write the tensors as one `.safetensors` file (keys sorted; float, integer and bool

@@ -24,14 +24,14 @@
 //! diffusers' DiT also shifts its timestep frequencies (`downscale_freq_shift = 1`): build the
 //! model with `with_timestep_freq_shift(1.0)`.
 
-use std::path::Path;
-
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::models::DiT;
 use crate::weights::checkpoint::Checkpoint;
-use crate::weights::loader::{KeyMap, export_module, fuse_rows, load_module, to_f32};
+use crate::weights::format::{CheckpointFormat, LoadWeights};
+use crate::weights::lazy::{LazyCheckpoint, LazyTensor};
+use crate::weights::loader::{KeyMap, to_f32};
 
-/// Which naming a DiT checkpoint uses.
+/// Which naming a DiT checkpoint uses: DiT's [`CheckpointFormat`]s.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DiTCheckpointLayout {
     /// facebookresearch/DiT `models.py` state-dict keys.
@@ -43,11 +43,11 @@ pub enum DiTCheckpointLayout {
 impl DiTCheckpointLayout {
     /// Guess the layout from the keys (diffusers checkpoints have `transformer_blocks.*`).
     pub fn detect(checkpoint: &Checkpoint) -> Self {
-        if checkpoint.tensors().keys().any(|k| k.starts_with("transformer_blocks.")) {
-            Self::Diffusers
-        } else {
-            Self::Official
-        }
+        Self::detect_keys(checkpoint.tensors().keys().map(String::as_str))
+    }
+
+    fn detect_keys<'k>(mut keys: impl Iterator<Item = &'k str>) -> Self {
+        if keys.any(|k| k.starts_with("transformer_blocks.")) { Self::Diffusers } else { Self::Official }
     }
 }
 
@@ -63,7 +63,7 @@ pub fn official_key_map() -> KeyMap {
 const QKV: &str = "{to_q,to_k,to_v}";
 
 /// Module path -> diffusers key (the fused qkv maps to a synthetic `attn1.{to_q,to_k,to_v}` key
-/// that [`DiT::load_checkpoint_as`] assembles from the three projections).
+/// that the diffusers format's `prepare` assembles from the three projections).
 pub fn diffusers_key(path: &str) -> String {
     let emb = |rest: &str| {
         rest.replacen("t_embedder.", "timestep_embedder.", 1).replacen("y_embedder.", "class_embedder.", 1)
@@ -107,33 +107,34 @@ pub fn diffusers_key(path: &str) -> String {
 
 /// Rewrites a diffusers checkpoint for [`diffusers_key`]: concatenates each block's q/k/v,
 /// supplies the sin-cos `pos_embed` when absent, and drops per-block embedder copies that
-/// equal block 0's when `model` shares one embedder.
-fn prepare_diffusers(model: &DiT, checkpoint: &Checkpoint) -> Checkpoint {
-    let mut ck = checkpoint.clone();
+/// equal block 0's when `model` shares one embedder (read one pair at a time to compare).
+fn prepare_diffusers(model: &DiT, ck: &mut LazyCheckpoint<'_>) -> Result<()> {
     if let Some(p) = ck.remove("pos_embed.pos_embed") {
         ck.insert("pos_embed", p);
     } else if !ck.contains("pos_embed") {
-        ck.insert("pos_embed", model.pos_embed.val().into_data());
+        ck.insert("pos_embed", LazyTensor::from_data(model.pos_embed.val().into_data()));
     }
     for i in 0..model.blocks.len() {
         for param in ["weight", "bias"] {
             let names: Vec<String> =
                 ["to_q", "to_k", "to_v"].iter().map(|n| format!("transformer_blocks.{i}.attn1.{n}.{param}")).collect();
-            fuse_rows(&mut ck, &names, format!("transformer_blocks.{i}.attn1.{QKV}.{param}"));
+            ck.fuse_rows(&names, format!("transformer_blocks.{i}.attn1.{QKV}.{param}"));
         }
     }
     if model.block_embedders.is_empty() {
         let copies: Vec<String> = ck
-            .tensors()
             .keys()
             .filter(|k| k.starts_with("transformer_blocks.") && k.contains(".norm1.emb.") && !k.starts_with("transformer_blocks.0."))
-            .cloned()
+            .map(str::to_string)
             .collect();
         for key in copies {
             let (_, rest) = key.split_once(".norm1.emb.").expect("filtered");
             let first = format!("transformer_blocks.0.norm1.emb.{rest}");
             let same = match (ck.get(&key), ck.get(&first)) {
-                (Some(a), Some(b)) => a.shape() == b.shape() && to_f32(a) == to_f32(b),
+                (Some(a), Some(b)) if a.shape() == b.shape() => {
+                    let (a, b) = (a.read()?, b.read()?);
+                    if a.dtype() == b.dtype() { a.as_bytes() == b.as_bytes() } else { to_f32(&a) == to_f32(&b) }
+                }
                 _ => false,
             };
             if same {
@@ -141,43 +142,44 @@ fn prepare_diffusers(model: &DiT, checkpoint: &Checkpoint) -> Checkpoint {
             }
         }
     }
-    ck
+    Ok(())
 }
 
-impl DiT {
-    /// Load a checkpoint in either layout (detected from its keys). On error (listing every
-    /// missing, unexpected and mis-shaped key) `self` is left unchanged.
-    pub fn load_checkpoint(&mut self, checkpoint: &Checkpoint) -> Result<()> {
-        self.load_checkpoint_as(checkpoint, DiTCheckpointLayout::detect(checkpoint))
+impl CheckpointFormat<DiT> for DiTCheckpointLayout {
+    fn key(&self, module_path: &str) -> String {
+        match self {
+            Self::Official => official_key_map().checkpoint_key(module_path),
+            Self::Diffusers => diffusers_key(module_path),
+        }
     }
 
-    /// Load a checkpoint in the given layout; `self` is unchanged on error.
-    pub fn load_checkpoint_as(&mut self, checkpoint: &Checkpoint, layout: DiTCheckpointLayout) -> Result<()> {
-        let loaded = match layout {
-            DiTCheckpointLayout::Official => {
-                let map = official_key_map();
-                load_module(self, checkpoint, |p| map.checkpoint_key(p))?
-            }
-            DiTCheckpointLayout::Diffusers => {
-                let ck = prepare_diffusers(self, checkpoint);
-                load_module(self, &ck, diffusers_key)?
-            }
-        };
-        *self = loaded;
-        Ok(())
+    fn prepare(&self, model: &DiT, checkpoint: &mut LazyCheckpoint<'_>) -> Result<()> {
+        match self {
+            Self::Official => Ok(()),
+            Self::Diffusers => prepare_diffusers(model, checkpoint),
+        }
     }
 
-    /// Read and load a checkpoint file (see [`Checkpoint::from_file`] for the formats).
-    pub fn load_weights(&mut self, path: impl AsRef<Path>) -> Result<()> {
-        let checkpoint = Checkpoint::from_file(path)?;
-        self.load_checkpoint(&checkpoint)
+    fn finish_export(&self, _model: &DiT, _checkpoint: &mut Checkpoint) -> Result<()> {
+        match self {
+            Self::Official => Ok(()),
+            Self::Diffusers => Err(Error::InvalidArgument(
+                "DiT exports the official layout only (diffusers converts it with its own script)".into(),
+            )),
+        }
+    }
+}
+
+/// DiT loads either layout (detected from the keys) and exports the official one.
+impl LoadWeights for DiT {
+    type Format = DiTCheckpointLayout;
+
+    fn format_of(&self, checkpoint: &LazyCheckpoint<'_>) -> DiTCheckpointLayout {
+        DiTCheckpointLayout::detect_keys(checkpoint.keys())
     }
 
-    /// The parameters under the official key names (PyTorch layout), e.g. for saving as
-    /// `.safetensors` for the reference code.
-    pub fn to_official_checkpoint(&self) -> Result<Checkpoint> {
-        let map = official_key_map();
-        export_module(self, |p| map.checkpoint_key(p))
+    fn export_format(&self) -> DiTCheckpointLayout {
+        DiTCheckpointLayout::Official
     }
 }
 

@@ -13,7 +13,7 @@
 //!
 //! The released checkpoints hold the whole `LatentDiffusion` model (keys `dit.*` beside the VAE's
 //! and text encoder's); Composer training checkpoints nest it under `state.model.`, and
-//! `torch.compile` inserts `_orig_mod.`. [`MicroDiT::load_checkpoint`] finds the DiT's prefix
+//! `torch.compile` inserts `_orig_mod.`. The format finds the DiT's prefix
 //! from `x_embedder.proj.weight`, keeps only the tensors under it and drops `_orig_mod.`. The
 //! fixed `pos_embed` and `mask_token` buffers are taken from the model when a checkpoint lacks
 //! them.
@@ -22,12 +22,11 @@
 //! `mlp.fc{1,2}`), so an official DiT checkpoint (facebookresearch/DiT) loads into a
 //! `MicroDiTBackbone::DiT` model without patch-mixer or MoE and with constant multipliers.
 
-use std::path::Path;
-
 use crate::error::{Error, Result};
 use crate::models::MicroDiT;
-use crate::weights::checkpoint::Checkpoint;
-use crate::weights::loader::{KeyMap, export_module, load_module};
+use crate::weights::format::{CheckpointFormat, LoadWeights};
+use crate::weights::lazy::{LazyCheckpoint, LazyTensor};
+use crate::weights::loader::KeyMap;
 
 /// Module path -> official key.
 pub fn official_key_map() -> KeyMap {
@@ -53,20 +52,15 @@ pub fn official_key_map() -> KeyMap {
 /// The DiT's own tensors of a checkpoint: the prefix in front of `x_embedder.proj.weight`
 /// (e.g. `dit.` or `state.model.dit.`) is stripped, tensors outside it dropped, `_orig_mod.`
 /// segments removed, and missing `pos_embed` / `mask_token` buffers supplied from `model`.
-fn prepare(model: &MicroDiT, checkpoint: &Checkpoint) -> Result<Checkpoint> {
-    let mut ck = Checkpoint::from_tensors(
-        checkpoint.tensors().iter().map(|(k, v)| (k.replace("_orig_mod.", ""), v.clone())).collect(),
-    );
-    let prefixes: Vec<String> = ck
-        .tensors()
-        .keys()
-        .filter_map(|k| k.strip_suffix("x_embedder.proj.weight").map(str::to_string))
-        .collect();
+fn prepare(model: &MicroDiT, ck: &mut LazyCheckpoint<'_>) -> Result<()> {
+    ck.rename(|k| k.replace("_orig_mod.", ""));
+    let prefixes: Vec<String> =
+        ck.keys().filter_map(|k| k.strip_suffix("x_embedder.proj.weight").map(str::to_string)).collect();
     match prefixes.as_slice() {
         [] => {}
         [p] if p.is_empty() || p.ends_with('.') => {
             if !p.is_empty() {
-                ck = ck.sub_checkpoint(p);
+                ck.retain_prefix(p);
             }
         }
         _ => {
@@ -76,40 +70,44 @@ fn prepare(model: &MicroDiT, checkpoint: &Checkpoint) -> Result<Checkpoint> {
         }
     }
     if !ck.contains("pos_embed") {
-        ck.insert("pos_embed", model.pos_embed.val().into_data());
+        ck.insert("pos_embed", LazyTensor::from_data(model.pos_embed.val().into_data()));
     }
     if !ck.contains("mask_token") {
-        ck.insert("mask_token", model.mask_token.val().into_data());
+        ck.insert("mask_token", LazyTensor::from_data(model.mask_token.val().into_data()));
     }
-    Ok(ck)
+    Ok(())
 }
 
-impl MicroDiT {
-    /// Load an official checkpoint (see the [module docs](self) for the accepted layouts). On
-    /// error, which lists every missing, unexpected and mis-shaped key, `self` is unchanged.
-    pub fn load_checkpoint(&mut self, checkpoint: &Checkpoint) -> Result<()> {
-        let ck = prepare(self, checkpoint)?;
-        let map = official_key_map();
-        *self = load_module(self, &ck, |p| map.checkpoint_key(p))?;
-        Ok(())
+/// The official layout (see the [module docs](self)): MicroDiT's [`CheckpointFormat`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MicroDiTOfficial;
+
+impl CheckpointFormat<MicroDiT> for MicroDiTOfficial {
+    fn key(&self, module_path: &str) -> String {
+        official_key_map().checkpoint_key(module_path)
     }
 
-    /// Read and load a checkpoint file (see [`Checkpoint::from_file`] for the formats).
-    pub fn load_weights(&mut self, path: impl AsRef<Path>) -> Result<()> {
-        let checkpoint = Checkpoint::from_file(path)?;
-        self.load_checkpoint(&checkpoint)
+    fn prepare(&self, model: &MicroDiT, checkpoint: &mut LazyCheckpoint<'_>) -> Result<()> {
+        prepare(model, checkpoint)
+    }
+}
+
+impl LoadWeights for MicroDiT {
+    type Format = MicroDiTOfficial;
+
+    fn format_of(&self, _checkpoint: &LazyCheckpoint<'_>) -> MicroDiTOfficial {
+        MicroDiTOfficial
     }
 
-    /// The parameters and buffers under the official key names (PyTorch layout).
-    pub fn to_official_checkpoint(&self) -> Result<Checkpoint> {
-        let map = official_key_map();
-        export_module(self, |p| map.checkpoint_key(p))
+    fn export_format(&self) -> MicroDiTOfficial {
+        MicroDiTOfficial
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::weights::checkpoint::Checkpoint;
     use crate::models::{DiTConfig, MicroDiTBackbone, MicroDiTCond, MicroDiTConfig};
     use burn::prelude::*;
     use burn::tensor::Tolerance;
@@ -147,7 +145,7 @@ mod tests {
         let device = Device::flex();
         for backbone in [MicroDiTBackbone::MicroDiT, MicroDiTBackbone::DiT] {
             let model = tiny(backbone).init(&device).unwrap();
-            let ck = model.to_official_checkpoint().unwrap();
+            let ck = model.to_checkpoint().unwrap();
             let micro = backbone == MicroDiTBackbone::MicroDiT;
             let mut expected = vec![
                 "t_embedder.mlp.0.weight",
@@ -181,7 +179,7 @@ mod tests {
             wrapped.insert("vae.decoder.conv_in.weight", TensorData::new(vec![0f32; 4], [2, 2]));
             let mut loaded = tiny(backbone).init(&device).unwrap();
             loaded.load_checkpoint(&wrapped).unwrap();
-            let back = loaded.to_official_checkpoint().unwrap();
+            let back = loaded.to_checkpoint().unwrap();
             assert_eq!(back.len(), weights.len());
             for (k, v) in weights.tensors() {
                 back.get(k).unwrap().assert_approx_eq::<f32>(v, Tolerance::absolute(0.0));
@@ -193,16 +191,16 @@ mod tests {
     fn mismatches_are_listed_and_model_unchanged() {
         let device = Device::flex();
         let mut model = tiny(MicroDiTBackbone::MicroDiT).init(&device).unwrap();
-        let mut ck = model.to_official_checkpoint().unwrap();
+        let mut ck = model.to_checkpoint().unwrap();
         ck.remove("blocks.0.attn.qkv.weight");
         ck.insert("blocks.1.mlp.w1", TensorData::new(vec![0f32; 8], [2, 2, 2]));
         ck.insert("extra.weight", TensorData::new(vec![0f32; 2], [2]));
-        let before = model.to_official_checkpoint().unwrap();
+        let before = model.to_checkpoint().unwrap();
         let err = model.load_checkpoint(&ck).unwrap_err().to_string();
         for k in ["blocks.0.attn.qkv.weight", "blocks.1.mlp.w1", "extra.weight"] {
             assert!(err.contains(k), "{err}");
         }
-        let after = model.to_official_checkpoint().unwrap();
+        let after = model.to_checkpoint().unwrap();
         for (k, v) in before.tensors() {
             after.get(k).unwrap().assert_approx_eq::<f32>(v, Tolerance::absolute(0.0));
         }
@@ -220,7 +218,7 @@ mod tests {
                 .with_num_classes(5)
                 .with_learn_sigma(learn_sigma);
             let mut dit = dit_cfg.init(&device).unwrap();
-            let ck = randomize(&dit.to_official_checkpoint().unwrap());
+            let ck = randomize(&dit.to_checkpoint().unwrap());
             dit.load_checkpoint(&ck).unwrap();
             let cfg = MicroDiTConfig::new()
                 .with_input_size(8)

@@ -1,6 +1,6 @@
 //! MM-DiT checkpoints in diffusers' `SD3Transformer2DModel` layout (`.safetensors`, sharded
 //! safetensors with an index JSON, or a `transformer/` directory; see
-//! [`Checkpoint::from_file`]).
+//! [`LazyCheckpoint::open`]).
 //!
 //! # How diffusers' layout maps
 //! Stream 0 of every [`JointBlock`](crate::blocks::JointBlock) is the image, stream 1 the text.
@@ -29,14 +29,12 @@
 //! `norm1_context`) emits `(scale, shift)`; the crate's modulations emit `(shift, scale)`, so
 //! the two row halves of those linears are swapped on load and swapped back on export.
 
-use std::path::Path;
-
-use burn::tensor::TensorData;
-
 use crate::error::Result;
 use crate::models::MMDiT;
 use crate::weights::checkpoint::Checkpoint;
-use crate::weights::loader::{KeyMap, export_module, fuse_rows, load_module, split_rows, to_f32};
+use crate::weights::format::{CheckpointFormat, LoadWeights};
+use crate::weights::lazy::{LazyCheckpoint, LazyTensor};
+use crate::weights::loader::{KeyMap, split_rows, swap_row_halves};
 
 const IMAGE_QKV: [&str; 3] = ["to_q", "to_k", "to_v"];
 const TEXT_QKV: [&str; 3] = ["add_q_proj", "add_k_proj", "add_v_proj"];
@@ -95,20 +93,6 @@ fn fused_key(prefix: &str, names: [&str; 3], param: &str) -> String {
     format!("{prefix}.{{{}}}.{param}", names.join(","))
 }
 
-/// Swaps the two halves of the rows of `key` (`(scale, shift)` <-> `(shift, scale)`); leaves
-/// a missing or odd-sized tensor alone (the load then reports it).
-fn swap_row_halves(checkpoint: &mut Checkpoint, key: &str) {
-    let Some(data) = checkpoint.get(key) else { return };
-    let shape = data.shape().to_vec();
-    if shape.is_empty() || shape[0] % 2 != 0 {
-        return;
-    }
-    let values = to_f32(data);
-    let half = values.len() / 2;
-    let swapped: Vec<f32> = values[half..].iter().chain(&values[..half]).copied().collect();
-    checkpoint.insert(key, TensorData::new(swapped, shape));
-}
-
 /// Keys of the `(scale, shift)` linears of diffusers' `AdaLayerNormContinuous` in `model`.
 fn continuous_norm_keys(model: &MMDiT) -> Vec<String> {
     let mut prefixes = vec!["norm_out.linear".to_string()];
@@ -121,59 +105,63 @@ fn continuous_norm_keys(model: &MMDiT) -> Vec<String> {
 }
 
 /// Rewrites a diffusers checkpoint for [`diffusers_key_map`]: fuses each block's q/k/v rows,
-/// swaps the `(scale, shift)` halves, and supplies the sin-cos table when absent.
-fn prepare_diffusers(model: &MMDiT, checkpoint: &Checkpoint) -> Checkpoint {
-    let mut ck = checkpoint.clone();
+/// swaps the `(scale, shift)` halves, and supplies the sin-cos table when absent (all lazily).
+fn prepare_diffusers(model: &MMDiT, ck: &mut LazyCheckpoint<'_>) {
     for i in 0..model.blocks.len() {
         for (prefix, names) in qkv_sets(model, i) {
             for param in ["weight", "bias"] {
-                fuse_rows(&mut ck, &keys(&prefix, names, param), fused_key(&prefix, names, param));
+                ck.fuse_rows(&keys(&prefix, names, param), fused_key(&prefix, names, param));
             }
         }
     }
     for key in continuous_norm_keys(model) {
-        swap_row_halves(&mut ck, &key);
+        ck.swap_row_halves(&key);
     }
     if !ck.contains("pos_embed.pos_embed") {
-        ck.insert("pos_embed.pos_embed", model.pos_embed.table.val().into_data());
+        ck.insert("pos_embed.pos_embed", LazyTensor::from_data(model.pos_embed.table.val().into_data()));
     }
-    ck
 }
 
-impl MMDiT {
-    /// Load a diffusers `SD3Transformer2DModel` checkpoint. On error (listing every missing,
-    /// unexpected and mis-shaped key, in diffusers' naming) `self` is left unchanged.
-    pub fn load_checkpoint(&mut self, checkpoint: &Checkpoint) -> Result<()> {
-        let map = diffusers_key_map();
-        let ck = prepare_diffusers(self, checkpoint);
-        *self = load_module(self, &ck, |p| map.checkpoint_key(p))?;
+/// diffusers' `SD3Transformer2DModel` layout: MM-DiT's [`CheckpointFormat`]. The export has
+/// separate q/k/v, `(scale, shift)` order and `pos_embed.pos_embed`, for loading into
+/// `SD3Transformer2DModel`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MMDiTDiffusers;
+
+impl CheckpointFormat<MMDiT> for MMDiTDiffusers {
+    fn key(&self, module_path: &str) -> String {
+        diffusers_key_map().checkpoint_key(module_path)
+    }
+
+    fn prepare(&self, model: &MMDiT, checkpoint: &mut LazyCheckpoint<'_>) -> Result<()> {
+        prepare_diffusers(model, checkpoint);
         Ok(())
     }
 
-    /// Read and load a checkpoint file, a sharded checkpoint's index JSON, or a directory
-    /// holding either (see [`Checkpoint::from_file`]).
-    pub fn load_weights(&mut self, path: impl AsRef<Path>) -> Result<()> {
-        let checkpoint = Checkpoint::from_file(path)?;
-        self.load_checkpoint(&checkpoint)
-    }
-
-    /// The parameters under diffusers' key names and layouts (separate q/k/v, `(scale, shift)`
-    /// order, PyTorch `[out, in]` weights, `pos_embed.pos_embed` included), e.g. for saving as
-    /// `.safetensors` and loading into `SD3Transformer2DModel`.
-    pub fn to_diffusers_checkpoint(&self) -> Result<Checkpoint> {
-        let map = diffusers_key_map();
-        let mut ck = export_module(self, |p| map.checkpoint_key(p))?;
-        for i in 0..self.blocks.len() {
-            for (prefix, names) in qkv_sets(self, i) {
+    fn finish_export(&self, model: &MMDiT, ck: &mut Checkpoint) -> Result<()> {
+        for i in 0..model.blocks.len() {
+            for (prefix, names) in qkv_sets(model, i) {
                 for param in ["weight", "bias"] {
-                    split_rows(&mut ck, &fused_key(&prefix, names, param), &keys(&prefix, names, param))?;
+                    split_rows(ck, &fused_key(&prefix, names, param), &keys(&prefix, names, param))?;
                 }
             }
         }
-        for key in continuous_norm_keys(self) {
-            swap_row_halves(&mut ck, &key);
+        for key in continuous_norm_keys(model) {
+            swap_row_halves(ck, &key);
         }
-        Ok(ck)
+        Ok(())
+    }
+}
+
+impl LoadWeights for MMDiT {
+    type Format = MMDiTDiffusers;
+
+    fn format_of(&self, _checkpoint: &LazyCheckpoint<'_>) -> MMDiTDiffusers {
+        MMDiTDiffusers
+    }
+
+    fn export_format(&self) -> MMDiTDiffusers {
+        MMDiTDiffusers
     }
 }
 
@@ -181,6 +169,8 @@ impl MMDiT {
 mod tests {
     use super::*;
     use crate::Error;
+    use crate::weights::loader::to_f32;
+    use burn::tensor::TensorData;
     use crate::layers::attention::QkNorm;
     use crate::models::MMDiTConfig;
     use crate::models::mmdit_config::tiny_test_config;
@@ -193,7 +183,7 @@ mod tests {
     /// A model with every parameter random (the init zeroes the modulations and final layer).
     fn random_model(cfg: &MMDiTConfig, device: &Device) -> MMDiT {
         let m = cfg.init(device).unwrap();
-        let mut ck = m.to_diffusers_checkpoint().unwrap();
+        let mut ck = m.to_checkpoint().unwrap();
         let keys: Vec<String> = ck.tensors().keys().filter(|k| *k != "pos_embed.pos_embed").cloned().collect();
         for (i, k) in keys.iter().enumerate() {
             let shape = ck.get(k).unwrap().shape().to_vec();
@@ -243,7 +233,7 @@ mod tests {
         for qk in [QkNorm::None, QkNorm::RmsNorm, QkNorm::LayerNorm] {
             let cfg = tiny(qk);
             let m = random_model(&cfg, &device);
-            let ck = m.to_diffusers_checkpoint().unwrap();
+            let ck = m.to_checkpoint().unwrap();
             for key in [
                 "transformer_blocks.0.attn.to_q.weight",
                 "transformer_blocks.0.attn.add_v_proj.bias",
@@ -275,7 +265,7 @@ mod tests {
             let b = fresh.forward(x, t, text, pooled).unwrap();
             assert!(a.clone().abs().max().into_scalar::<f32>() > 1e-3);
             assert!(a.equal(b).all().into_scalar::<bool>());
-            let again = fresh.to_diffusers_checkpoint().unwrap();
+            let again = fresh.to_checkpoint().unwrap();
             for (k, v) in ck.tensors() {
                 assert_eq!(to_f32(v), to_f32(again.get(k).unwrap()), "{k}");
             }
@@ -287,7 +277,7 @@ mod tests {
         let device = Device::flex();
         let cfg = tiny(QkNorm::RmsNorm).with_num_layers(3).with_dual_attention_layers(vec![0, 2]);
         let m = random_model(&cfg, &device);
-        let ck = m.to_diffusers_checkpoint().unwrap();
+        let ck = m.to_checkpoint().unwrap();
         for key in [
             "transformer_blocks.0.attn2.to_q.weight",
             "transformer_blocks.0.attn2.to_v.bias",
@@ -305,7 +295,7 @@ mod tests {
         assert_eq!(total, cfg.num_params() + 36 * 16);
         let mut fresh = cfg.init(&device).unwrap();
         fresh.load_checkpoint(&ck).unwrap();
-        let again = fresh.to_diffusers_checkpoint().unwrap();
+        let again = fresh.to_checkpoint().unwrap();
         for (k, v) in ck.tensors() {
             assert_eq!(to_f32(v), to_f32(again.get(k).unwrap()), "{k}");
         }
@@ -322,7 +312,7 @@ mod tests {
         let device = Device::flex();
         let cfg = tiny(QkNorm::None);
         let m = random_model(&cfg, &device);
-        let ck = m.to_diffusers_checkpoint().unwrap();
+        let ck = m.to_checkpoint().unwrap();
         // diffusers' norm_out bias is (scale, shift); the crate's is (shift, scale)
         let ours = m.final_layer.ada_ln_modulation.linear.bias.as_ref().unwrap().val();
         let ours = ours.into_data().try_to_vec::<f32>().unwrap();
@@ -336,13 +326,13 @@ mod tests {
         let device = Device::flex();
         let cfg = tiny(QkNorm::RmsNorm);
         let m = random_model(&cfg, &device);
-        let mut ck = m.to_diffusers_checkpoint().unwrap();
+        let mut ck = m.to_checkpoint().unwrap();
         ck.remove("transformer_blocks.0.attn.norm_added_q.weight");
         ck.remove("transformer_blocks.1.attn.to_k.bias");
         ck.insert("extra.weight", TensorData::new(vec![0.0f32; 2], [2]));
         ck.insert("context_embedder.weight", TensorData::new(vec![0.0f32; 16 * 11], [16, 11]));
         let mut target = cfg.init(&device).unwrap();
-        let before = target.to_diffusers_checkpoint().unwrap();
+        let before = target.to_checkpoint().unwrap();
         let err = target.load_checkpoint(&ck).unwrap_err();
         let msg = err.to_string();
         assert!(matches!(err, Error::CheckpointMismatch { .. }));
@@ -356,12 +346,12 @@ mod tests {
         ] {
             assert!(msg.contains(needle), "{needle} not in {msg}");
         }
-        let after = target.to_diffusers_checkpoint().unwrap();
+        let after = target.to_checkpoint().unwrap();
         for (k, v) in before.tensors() {
             assert_eq!(to_f32(v), to_f32(after.get(k).unwrap()), "{k} changed");
         }
         // a checkpoint for a model without QK norm does not fit one with it
-        let plain = random_model(&tiny(QkNorm::None), &device).to_diffusers_checkpoint().unwrap();
+        let plain = random_model(&tiny(QkNorm::None), &device).to_checkpoint().unwrap();
         let msg = cfg.init(&device).unwrap().load_checkpoint(&plain).unwrap_err().to_string();
         assert!(msg.contains("norm_q.weight"), "{msg}");
     }
@@ -371,7 +361,7 @@ mod tests {
         let device = Device::flex();
         let cfg = tiny(QkNorm::None);
         let m = random_model(&cfg, &device);
-        let mut ck = m.to_diffusers_checkpoint().unwrap();
+        let mut ck = m.to_checkpoint().unwrap();
         ck.remove("pos_embed.pos_embed");
         let mut fresh = cfg.init(&device).unwrap();
         fresh.load_checkpoint(&ck).unwrap();
@@ -390,7 +380,7 @@ mod tests {
         let device = Device::flex();
         let cfg = tiny(QkNorm::RmsNorm);
         let m = random_model(&cfg, &device);
-        let ck = m.to_diffusers_checkpoint().unwrap();
+        let ck = m.to_checkpoint().unwrap();
         let dir = std::env::temp_dir().join(format!("dt_mmdit_ckpt_{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let all: Vec<(&String, &TensorData)> = ck.tensors().iter().collect();
@@ -411,7 +401,7 @@ mod tests {
         for path in [single.clone(), index.clone(), dir.clone()] {
             let mut fresh = cfg.init(&device).unwrap();
             fresh.load_weights(&path).unwrap();
-            let again = fresh.to_diffusers_checkpoint().unwrap();
+            let again = fresh.to_checkpoint().unwrap();
             for (k, v) in ck.tensors() {
                 assert_eq!(to_f32(v), to_f32(again.get(k).unwrap()), "{k} from {path:?}");
             }

@@ -1,11 +1,16 @@
-//! Checkpoint loading: reading files ([`Checkpoint`]), mapping reference key names onto the
-//! crate's modules ([`KeyMap`], [`load_module`]) and the per-model key maps.
+//! Checkpoint loading: one loader for every model. A file is opened lazily
+//! ([`LazyCheckpoint`]: headers only), a model's [`CheckpointFormat`] maps its module paths to
+//! the file's keys and fixes layouts up, and [`load`] streams the tensors into the model after
+//! checking every key and shape ([`LoadWeights`] gives every model the same methods).
+//! [`Checkpoint`] holds tensors in memory (exports, tests, hand-built checkpoints).
 //!
-//! Loading never modifies the caller's model on failure, and a mismatch error lists every
+//! Loading never modifies the caller's model on a mismatch, and a mismatch error lists every
 //! missing, unexpected and mis-shaped key in the checkpoint's own naming.
 
 pub mod checkpoint;
 pub mod dit;
+pub mod format;
+pub mod lazy;
 pub mod loader;
 pub mod microdit;
 pub mod mmdit;
@@ -14,4 +19,10 @@ pub mod vae;
 
 pub use checkpoint::Checkpoint;
 pub use dit::DiTCheckpointLayout;
+pub use format::{BATCH_BYTES, CheckpointFormat, KeyFn, LoadWeights, export, load};
+pub use lazy::{LazyCheckpoint, LazyTensor};
 pub use loader::{KeyMap, export_module, load_burnpack, load_module, save_burnpack};
+pub use microdit::MicroDiTOfficial;
+pub use mmdit::MMDiTDiffusers;
+pub use udit::UDiTOfficial;
+pub use vae::VaeDiffusers;

@@ -27,13 +27,12 @@
 //! state dict saved from an official model *after* `eval()` no longer holds the training
 //! weights of that conv.
 
-use std::path::Path;
-
 use crate::error::{Error, Result};
 use crate::layers::dwconv_ffn::FfnForm;
 use crate::models::UDiT;
-use crate::weights::checkpoint::Checkpoint;
-use crate::weights::loader::{KeyMap, export_module, load_module};
+use crate::weights::format::{CheckpointFormat, LoadWeights};
+use crate::weights::lazy::LazyCheckpoint;
+use crate::weights::loader::KeyMap;
 
 /// Renames shared by every FFN form.
 fn base_key_map() -> KeyMap {
@@ -93,53 +92,53 @@ fn is_fused_ffn_key(key: &str) -> bool {
     })
 }
 
-impl UDiT {
-    /// Load an official checkpoint into the model's current FFN form. On error (listing
-    /// every missing, unexpected and mis-shaped key) `self` is left unchanged.
-    ///
-    /// A folded model ([`FfnForm::Fused`], e.g. after [`reparameterize`](Self::reparameterize))
-    /// expects the folded FFN tensors (`...mlp1.project_in_weight`, ...); training-form FFN
-    /// tensors next to them (an eval-mode PyTorch state dict still holds them) are ignored.
-    ///
-    /// # Errors
-    /// Key or shape mismatches; a training-form checkpoint given to a folded model (load it
-    /// into a [`FfnForm::Reparam`] model and reparameterize instead).
-    pub fn load_checkpoint(&mut self, checkpoint: &Checkpoint) -> Result<()> {
-        let form = self.ffn_form;
-        let loaded = if form == FfnForm::Fused {
-            let keys = checkpoint.tensors().keys();
-            let has_fused = keys.clone().any(|k| is_fused_ffn_key(k));
-            if !has_fused && keys.clone().any(|k| is_training_ffn_key(k)) {
-                return Err(Error::InvalidArgument(
-                    "this U-DiT checkpoint holds the training-form FFN (re-parametrisation branches); \
-                     load it into a model built with FfnForm::Reparam and call reparameterize()"
-                        .into(),
-                ));
-            }
-            let mut ck = checkpoint.clone();
-            let drop: Vec<String> = ck.tensors().keys().filter(|k| is_training_ffn_key(k)).cloned().collect();
-            for k in drop {
-                ck.remove(&k);
-            }
-            load_module(self, &ck, |p| official_key(p, form))?
-        } else {
-            load_module(self, checkpoint, |p| official_key(p, form))?
-        };
-        *self = loaded;
+/// The official layout for a model whose FFNs are in `form`: U-DiT's [`CheckpointFormat`].
+///
+/// A folded model ([`FfnForm::Fused`], e.g. after [`UDiT::reparameterize`]) expects the folded
+/// FFN tensors (`...mlp1.project_in_weight`, ...); training-form FFN tensors next to them (an
+/// eval-mode PyTorch state dict still holds them) are ignored, and a checkpoint with only the
+/// training form is refused with a hint (load it into a [`FfnForm::Reparam`] model and
+/// reparameterize instead).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct UDiTOfficial {
+    /// The FFN form of the model the checkpoint is for.
+    pub form: FfnForm,
+}
+
+impl CheckpointFormat<UDiT> for UDiTOfficial {
+    fn key(&self, module_path: &str) -> String {
+        official_key(module_path, self.form)
+    }
+
+    fn prepare(&self, _model: &UDiT, ck: &mut LazyCheckpoint<'_>) -> Result<()> {
+        if self.form != FfnForm::Fused {
+            return Ok(());
+        }
+        if !ck.keys().any(is_fused_ffn_key) && ck.keys().any(is_training_ffn_key) {
+            return Err(Error::InvalidArgument(
+                "this U-DiT checkpoint holds the training-form FFN (re-parametrisation branches); \
+                 load it into a model built with FfnForm::Reparam and call reparameterize()"
+                    .into(),
+            ));
+        }
+        let drop: Vec<String> = ck.keys().filter(|k| is_training_ffn_key(k)).map(str::to_string).collect();
+        for k in drop {
+            ck.remove(&k);
+        }
         Ok(())
     }
+}
 
-    /// Read and load a checkpoint file (see [`Checkpoint::from_file`] for the formats).
-    pub fn load_weights(&mut self, path: impl AsRef<Path>) -> Result<()> {
-        let checkpoint = Checkpoint::from_file(path)?;
-        self.load_checkpoint(&checkpoint)
+/// U-DiT loads and exports the official layout of the model's current FFN form.
+impl LoadWeights for UDiT {
+    type Format = UDiTOfficial;
+
+    fn format_of(&self, _checkpoint: &LazyCheckpoint<'_>) -> UDiTOfficial {
+        UDiTOfficial { form: self.ffn_form }
     }
 
-    /// The parameters under the official key names (PyTorch layout) of the model's current
-    /// FFN form.
-    pub fn to_official_checkpoint(&self) -> Result<Checkpoint> {
-        let form = self.ffn_form;
-        export_module(self, |p| official_key(p, form))
+    fn export_format(&self) -> UDiTOfficial {
+        UDiTOfficial { form: self.ffn_form }
     }
 }
 
@@ -196,7 +195,7 @@ mod tests {
         for form in [FfnForm::Reparam, FfnForm::Plain, FfnForm::Pointwise, FfnForm::Fused] {
             let cfg = tiny(form);
             let a = cfg.init(&device).unwrap().map(&mut Randomize::seeded(1));
-            let ck = a.to_official_checkpoint().unwrap();
+            let ck = a.to_checkpoint().unwrap();
             let elements: usize = ck.tensors().values().map(|d| d.num_elements()).sum();
             assert_eq!(elements, a.num_params());
             let mut b = cfg.init(&device).unwrap();
@@ -215,8 +214,8 @@ mod tests {
         let train = tiny(FfnForm::Reparam).init(&device).unwrap().map(&mut Randomize::seeded(2));
         let fused = train.reparameterize();
         // an eval-mode state dict: training tensors plus the folded ones
-        let mut ck = train.to_official_checkpoint().unwrap();
-        for (k, v) in fused.to_official_checkpoint().unwrap().into_tensors() {
+        let mut ck = train.to_checkpoint().unwrap();
+        for (k, v) in fused.to_checkpoint().unwrap().into_tensors() {
             ck.insert(k, v);
         }
         let mut target = tiny(FfnForm::Fused).init(&device).unwrap();
@@ -232,7 +231,7 @@ mod tests {
             .assert_approx_eq::<f32>(&want.into_data(), Tolerance::absolute(1e-4));
         // a training-only checkpoint is refused by a folded model, with a hint
         let mut folded = tiny(FfnForm::Fused).init(&device).unwrap();
-        let e = folded.load_checkpoint(&train.to_official_checkpoint().unwrap()).unwrap_err().to_string();
+        let e = folded.load_checkpoint(&train.to_checkpoint().unwrap()).unwrap_err().to_string();
         assert!(e.contains("reparameterize"), "{e}");
     }
 
@@ -240,12 +239,12 @@ mod tests {
     fn mismatches_list_every_key_and_leave_the_model_unchanged() {
         let device = Device::flex();
         let a = tiny(FfnForm::Reparam).init(&device).unwrap().map(&mut Randomize::seeded(3));
-        let mut ck = a.to_official_checkpoint().unwrap();
+        let mut ck = a.to_checkpoint().unwrap();
         ck.remove("latent.0.attn1.logit_scale");
         ck.remove("up2_1.body.0.weight");
         ck.insert("extra.weight", TensorData::new(vec![0f32; 2], [2]));
         let wrong =
-            tiny(FfnForm::Reparam).with_hidden_size(16).init(&device).unwrap().to_official_checkpoint().unwrap();
+            tiny(FfnForm::Reparam).with_hidden_size(16).init(&device).unwrap().to_checkpoint().unwrap();
         ck.insert("output.bias", wrong.get("output.bias").unwrap().clone());
         let mut b = tiny(FfnForm::Reparam).init(&device).unwrap();
         let before = b.output.bias.as_ref().unwrap().val().into_data();

@@ -16,12 +16,13 @@
 use std::path::Path;
 
 use burn::prelude::*;
-use burn::tensor::TensorData;
 
 use crate::error::{Error, Result};
 use crate::vae::{AutoencoderKl, AutoencoderKlConfig};
 use crate::weights::checkpoint::Checkpoint;
-use crate::weights::loader::{KeyMap, export_module, load_module};
+use crate::weights::format::{CheckpointFormat, LoadWeights};
+use crate::weights::lazy::LazyCheckpoint;
+use crate::weights::loader::KeyMap;
 
 /// Module path -> diffusers key.
 pub fn diffusers_key_map() -> KeyMap {
@@ -43,33 +44,60 @@ fn legacy_attention_key(key: &str) -> Option<String> {
     })
 }
 
-/// Renames legacy attention keys and flattens `[C, C, 1, 1]` attention projections to `[C, C]`.
-fn prepare_diffusers(checkpoint: &Checkpoint) -> Checkpoint {
-    let mut out = Checkpoint::new();
-    for (key, data) in checkpoint.tensors() {
-        let key = legacy_attention_key(key).unwrap_or_else(|| key.clone());
-        let is_projection = ["to_q.weight", "to_k.weight", "to_v.weight", "to_out.0.weight"].iter().any(|s| key.ends_with(s));
-        let shape = data.shape().to_vec();
-        let data = if key.contains(".attentions.") && is_projection && shape.len() == 4 && shape[2] == 1 && shape[3] == 1 {
-            reshape(data.clone(), shape[..2].to_vec())
-        } else {
-            data.clone()
-        };
-        out.insert(key, data);
+/// Renames legacy attention keys and flattens `[C, C, 1, 1]` attention projections to `[C, C]`
+/// (lazily: nothing is read).
+fn prepare_diffusers(ck: &mut LazyCheckpoint<'_>) {
+    ck.rename(|key| legacy_attention_key(key).unwrap_or_else(|| key.to_string()));
+    let flatten: Vec<String> = ck
+        .tensors()
+        .iter()
+        .filter(|(key, t)| {
+            let is_projection =
+                ["to_q.weight", "to_k.weight", "to_v.weight", "to_out.0.weight"].iter().any(|s| key.ends_with(s));
+            let shape = t.shape();
+            key.contains(".attentions.") && is_projection && shape.len() == 4 && shape[2] == 1 && shape[3] == 1
+        })
+        .map(|(k, _)| k.clone())
+        .collect();
+    for key in flatten {
+        let t = ck.remove(&key).expect("listed");
+        let shape = t.shape()[..2].to_vec();
+        ck.insert(key, t.reshaped(shape).expect("same size"));
     }
-    out
 }
 
-/// The same elements under another shape (of the same size).
-fn reshape(data: TensorData, shape: Vec<usize>) -> TensorData {
-    let (bytes, _, dtype) = data.into_parts();
-    TensorData::from_bytes(bytes, shape, dtype)
-}
-
-fn shape_of(ck: &Checkpoint, key: &str) -> Result<Vec<usize>> {
+fn shape_of(ck: &LazyCheckpoint<'_>, key: &str) -> Result<Vec<usize>> {
     ck.get(key).map(|d| d.shape().to_vec()).ok_or_else(|| {
         Error::InvalidConfig(format!("cannot infer the VAE architecture: the checkpoint has no `{key}`"))
     })
+}
+
+/// diffusers' `AutoencoderKL` layout (current or pre-0.14 attention names): the VAE's
+/// [`CheckpointFormat`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct VaeDiffusers;
+
+impl CheckpointFormat<AutoencoderKl> for VaeDiffusers {
+    fn key(&self, module_path: &str) -> String {
+        diffusers_key_map().checkpoint_key(module_path)
+    }
+
+    fn prepare(&self, _model: &AutoencoderKl, checkpoint: &mut LazyCheckpoint<'_>) -> Result<()> {
+        prepare_diffusers(checkpoint);
+        Ok(())
+    }
+}
+
+impl LoadWeights for AutoencoderKl {
+    type Format = VaeDiffusers;
+
+    fn format_of(&self, _checkpoint: &LazyCheckpoint<'_>) -> VaeDiffusers {
+        VaeDiffusers
+    }
+
+    fn export_format(&self) -> VaeDiffusers {
+        VaeDiffusers
+    }
 }
 
 impl AutoencoderKlConfig {
@@ -80,7 +108,16 @@ impl AutoencoderKlConfig {
     /// latent scaling as the preset with the same latent channels (0.18215 for 4 channels,
     /// SD3's 1.5305 / 0.0609 for 16; 1.0 otherwise); `sample_size` as the preset's too.
     pub fn from_checkpoint(checkpoint: &Checkpoint) -> Result<Self> {
-        let ck = prepare_diffusers(checkpoint);
+        Self::from_lazy(&checkpoint.into())
+    }
+
+    /// [`from_checkpoint`](Self::from_checkpoint) from an opened file's headers alone.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] when the shapes do not describe an `AutoencoderKL`.
+    pub fn from_lazy(checkpoint: &LazyCheckpoint<'_>) -> Result<Self> {
+        let mut ck = checkpoint.clone();
+        prepare_diffusers(&mut ck);
         let conv_in = shape_of(&ck, "encoder.conv_in.weight")?;
         let post_in = shape_of(&ck, "decoder.conv_in.weight")?;
         let conv_out = shape_of(&ck, "decoder.conv_out.weight")?;
@@ -128,24 +165,14 @@ impl AutoencoderKlConfig {
 }
 
 impl AutoencoderKl {
-    /// Load a diffusers `AutoencoderKL` checkpoint (current or pre-0.14 attention names);
-    /// `self` is unchanged on error, which lists every missing, unexpected and mis-shaped key.
-    pub fn load_checkpoint(&mut self, checkpoint: &Checkpoint) -> Result<()> {
-        let map = diffusers_key_map();
-        *self = load_module(self, &prepare_diffusers(checkpoint), |p| map.checkpoint_key(p))?;
-        Ok(())
-    }
-
-    /// Read and load a checkpoint file (see [`Checkpoint::from_file`] for the formats).
-    pub fn load_weights(&mut self, path: impl AsRef<Path>) -> Result<()> {
-        self.load_checkpoint(&Checkpoint::from_file(path)?)
-    }
-
     /// Build an autoencoder from diffusers files: a directory holding `config.json` and
     /// `diffusion_pytorch_model.safetensors` (as `stabilityai/sd-vae-ft-ema` on the Hugging
     /// Face Hub), or a single weights file (its directory's `config.json` is used when
     /// present; otherwise the architecture is inferred with
-    /// [`AutoencoderKlConfig::from_checkpoint`]).
+    /// [`AutoencoderKlConfig::from_checkpoint`]). The weights are streamed.
+    ///
+    /// # Errors
+    /// [`Error::Io`], [`Error::InvalidConfig`], [`Error::CheckpointMismatch`].
     pub fn from_pretrained(path: impl AsRef<Path>, device: &Device) -> Result<Self> {
         let path = path.as_ref();
         if !path.exists() {
@@ -153,26 +180,27 @@ impl AutoencoderKl {
         }
         let dir = if path.is_dir() { Some(path) } else { path.parent() };
         let config_file = dir.map(|d| d.join("config.json")).filter(|p| p.is_file());
-        let checkpoint = Checkpoint::from_file(path)?;
+        let checkpoint = LazyCheckpoint::open(path)?;
         let config = match config_file {
             Some(cfg) => AutoencoderKlConfig::from_diffusers_file(cfg)?,
-            None => AutoencoderKlConfig::from_checkpoint(&checkpoint)?,
+            None => AutoencoderKlConfig::from_lazy(&checkpoint)?,
         };
         let mut vae = config.init(device)?;
-        vae.load_checkpoint(&checkpoint)?;
+        vae.load_lazy(checkpoint)?;
         Ok(vae)
-    }
-
-    /// The parameters under diffusers' key names (PyTorch layout), e.g. to save for diffusers.
-    pub fn to_diffusers_checkpoint(&self) -> Result<Checkpoint> {
-        let map = diffusers_key_map();
-        export_module(self, |p| map.checkpoint_key(p))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use burn::tensor::TensorData;
+
+    /// The same elements under another shape (of the same size).
+    fn reshape(data: TensorData, shape: Vec<usize>) -> TensorData {
+        let (bytes, _, dtype) = data.into_parts();
+        TensorData::from_bytes(bytes, shape, dtype)
+    }
 
     fn tiny() -> AutoencoderKlConfig {
         AutoencoderKlConfig::new().with_block_out_channels(vec![32, 64]).with_layers_per_block(2).with_sample_size(16)
@@ -185,7 +213,7 @@ mod tests {
         assert_eq!(map.checkpoint_key("decoder.up_blocks.1.upsamplers.conv.bias"), "decoder.up_blocks.1.upsamplers.0.conv.bias");
         assert_eq!(map.checkpoint_key("decoder.mid_block.attentions.0.to_out.weight"), "decoder.mid_block.attentions.0.to_out.0.weight");
         let device = Device::flex();
-        let ck = tiny().init(&device).unwrap().to_diffusers_checkpoint().unwrap();
+        let ck = tiny().init(&device).unwrap().to_checkpoint().unwrap();
         for k in [
             "encoder.conv_norm_out.weight",
             "encoder.down_blocks.1.resnets.0.conv_shortcut.weight",
@@ -203,7 +231,7 @@ mod tests {
     fn roundtrip_legacy_names_inference_and_errors() {
         let device = Device::flex();
         let src = tiny().init(&device).unwrap();
-        let ck = src.to_diffusers_checkpoint().unwrap();
+        let ck = src.to_checkpoint().unwrap();
         let x = crate::test_util::uniform([1, 3, 8, 8], 101, &device);
         let want = src.forward(x.clone()).unwrap().into_data();
 
@@ -262,7 +290,7 @@ mod tests {
 
         let cfg = tiny().with_scaling_factor(0.5);
         let src = cfg.init(&device).unwrap();
-        let ck = src.to_diffusers_checkpoint().unwrap();
+        let ck = src.to_checkpoint().unwrap();
         ck.save_safetensors(dir.join("diffusion_pytorch_model.safetensors")).unwrap();
         ck.save_safetensors(lone.join("vae.safetensors")).unwrap();
         std::fs::write(

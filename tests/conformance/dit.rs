@@ -6,6 +6,7 @@ use diffusion_transformers::weights::DiTCheckpointLayout;
 use serde_json::Value;
 
 use crate::common::{Fixture, Outcome, all, cfg_bool, cfg_f64, cfg_usize, err};
+use diffusion_transformers::weights::LoadWeights;
 
 fn official_config(cfg: &Value) -> Result<DiTConfig, String> {
     Ok(DiTConfig::new()

@@ -9,6 +9,7 @@ use diffusion_transformers::sampling::ClassifierFreeGuidance;
 use serde_json::Value;
 
 use crate::common::{Fixture, Outcome, all, cfg_bool, cfg_f64, cfg_usize, compare_data, err};
+use diffusion_transformers::weights::LoadWeights;
 
 /// Per-block multipliers: an explicit list (`*_multipliers`), or the presets' `[start, end]`
 /// linspace endpoints / a single number (`*_ratio`).

@@ -6,6 +6,7 @@ use burn::prelude::*;
 use diffusion_transformers::models::{MMDiT, MMDiTConfig};
 
 use crate::common::{Fixture, Outcome, all, compare_data, err, to_f64};
+use diffusion_transformers::weights::LoadWeights;
 
 /// Builds the model from the sidecar config, checks the position table against the
 /// reference's buffer (before loading it) and loads the reference weights.

@@ -7,6 +7,7 @@ use diffusion_transformers::weights::Checkpoint;
 use serde_json::Value;
 
 use crate::common::{Fixture, Outcome, all, cfg_bool, cfg_f64, cfg_usize, compare_data, err};
+use diffusion_transformers::weights::LoadWeights;
 
 /// Parameters of the model's `output` conv, whose keys collide with the fixture's `output.*`
 /// data prefix.
@@ -113,7 +114,7 @@ pub fn official(fx: &Fixture) -> Outcome {
     }
     if !eval_only.is_empty() && cfg.ffn == FfnForm::Reparam {
         // our folded weights against the reference's, then the folded checkpoint on its own
-        let ours = fused.to_official_checkpoint().map_err(err)?;
+        let ours = fused.to_checkpoint().map_err(err)?;
         for (key, reference) in eval_only.tensors() {
             match ours.get(key) {
                 Some(got) => results.push(compare_data(key, got.clone(), reference.clone(), fx.atol, fx.rtol)),

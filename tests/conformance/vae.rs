@@ -14,6 +14,7 @@ use rand::rngs::StdRng;
 use serde_json::Value;
 
 use crate::common::{Fixture, Outcome, all, cfg_f64, cfg_usize, err};
+use diffusion_transformers::weights::LoadWeights;
 
 pub fn diffusers(fx: &Fixture) -> Outcome {
     let config = AutoencoderKlConfig::from_diffusers_json(&fx.config().to_string()).map_err(err)?;

@@ -1,0 +1,364 @@
+//! One loader for every model: a checkpoint format is a [`CheckpointFormat`] (key map, load
+//! fix-ups, export fix-ups), and [`load`] / [`export`] do the rest for any module.
+//!
+//! # How a load runs
+//! 1. The file is opened as a [`LazyCheckpoint`]: names, shapes and dtypes from its headers,
+//!    no tensor data.
+//! 2. [`CheckpointFormat::prepare`] rewrites it lazily (fuse q/k/v rows, drop or rename keys,
+//!    supply fixed buffers); the fix-ups run on each tensor's bytes when it is read.
+//! 3. Every parameter's checkpoint key ([`CheckpointFormat::key`]) is looked up and its shape
+//!    and kind (float/int/bool) compared, from the headers alone. Any missing, unexpected or
+//!    mis-shaped key fails the load with all of them listed, before any data is read, and the
+//!    model is untouched.
+//! 4. Tensors are read a batch of at most [`BATCH_BYTES`] at a time, converted from the
+//!    file's dtype to the parameter's (bf16/f16 are never widened on the way) and moved into
+//!    the model in place, each replacing (and freeing) the parameter it loads. Peak memory is
+//!    the model plus one batch; on a GPU device each tensor goes straight to the device.
+//!
+//! Once step 3 has passed, only an I/O error (a file changed or truncated under the load, a
+//! failing disk) can still fail the load; the model then holds the tensors loaded before it
+//! and its own values for the rest, and the error says so.
+
+use std::path::Path;
+
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::store::{BurnToPyTorchAdapter, ModuleAdapter, ModuleContext, ModuleSnapshot, PyTorchToBurnAdapter, bridge};
+use burn::tensor::{Bool, DType, Int, Tensor};
+
+use crate::error::{Error, Result};
+use crate::weights::checkpoint::Checkpoint;
+use crate::weights::lazy::LazyCheckpoint;
+
+/// Largest amount of tensor data read ahead of moving it into the model (64 MiB; a single
+/// larger tensor is read alone).
+pub const BATCH_BYTES: usize = 64 << 20;
+
+/// How model `M`'s parameters are named and laid out in one checkpoint format.
+///
+/// Module paths use PyTorch's parameter names (`norm.weight`, not Burn's `gamma`) and
+/// PyTorch's layout (linear weights `[out, in]`); Burn's conversions are applied by the loader.
+pub trait CheckpointFormat<M> {
+    /// The checkpoint key of a module parameter path.
+    fn key(&self, module_path: &str) -> String;
+
+    /// Rewrites a checkpoint into the names and layouts [`key`](Self::key) expects, before the
+    /// keys are checked: fused projections, renamed legacy keys, buffers supplied from
+    /// `model`. Work on the [`LazyCheckpoint`]'s lazy operations so no data is read here.
+    ///
+    /// # Errors
+    /// A checkpoint that cannot be in this format at all (with a hint what to do instead).
+    fn prepare(&self, model: &M, checkpoint: &mut LazyCheckpoint<'_>) -> Result<()> {
+        let _ = (model, checkpoint);
+        Ok(())
+    }
+
+    /// The inverse of [`prepare`](Self::prepare) for [`export`]: rewrites the exported
+    /// tensors (under [`key`](Self::key) names) into the file's layout.
+    ///
+    /// # Errors
+    /// Exported tensors that cannot be rewritten.
+    fn finish_export(&self, model: &M, checkpoint: &mut Checkpoint) -> Result<()> {
+        let _ = (model, checkpoint);
+        Ok(())
+    }
+}
+
+/// A format given by its key function alone (no fix-ups).
+#[derive(Debug, Clone, Copy)]
+pub struct KeyFn<F>(pub F);
+
+impl<M, F: Fn(&str) -> String> CheckpointFormat<M> for KeyFn<F> {
+    fn key(&self, module_path: &str) -> String {
+        (self.0)(module_path)
+    }
+}
+
+/// Whether a source of `dtype` converts to a parameter of dtype `param` (numbers convert
+/// among themselves; bools only to bools; quantized data not at all).
+fn converts(param: DType, dtype: DType) -> bool {
+    let kind = |d: DType| match d {
+        DType::Bool(_) => 1,
+        DType::QFloat(_) => 2,
+        _ => 0,
+    };
+    kind(param) == kind(dtype) && kind(dtype) != 2
+}
+
+/// Every parameter's PyTorch name, PyTorch-layout shape and dtype, without reading or
+/// initialising it: a parameter still lazily initialised (as freshly built models are) stays
+/// so, and the load replaces it without ever drawing its random init.
+fn expected_params<M: Module>(model: &M) -> Vec<(String, Vec<usize>, DType)> {
+    let mut v = ParamLister { path: Vec::new(), containers: Vec::new(), out: Vec::new() };
+    model.visit(&mut v);
+    v.out
+}
+
+/// A module visitor listing parameters by their metadata (the paths and container stack
+/// Burn's collector builds, with enum variants skipped, and its PyTorch adapter applied).
+struct ParamLister {
+    path: Vec<String>,
+    containers: Vec<String>,
+    out: Vec<(String, Vec<usize>, DType)>,
+}
+
+impl ParamLister {
+    fn list<T: burn::module::Parameter>(&mut self, param: &Param<T>, value: impl Fn(&T) -> DType, default: DType) {
+        let dtype = if param.is_initialized() { value(&param.val()) } else { default };
+        let shape = param.lazy_shape();
+        let unread = || Err(burn::store::burn_pack::Error::ValidationError("metadata only".into()));
+        let t = bridge::deferred(self.path.join("."), dtype, shape, None, unread);
+        let t = BurnToPyTorchAdapter.adapt(t, ModuleContext::new(&self.containers));
+        self.out.push((t.name, t.shape.to_vec(), t.dtype));
+    }
+}
+
+impl ModuleVisitor for ParamLister {
+    fn enter_module(&mut self, name: &str, container_type: &str) {
+        self.containers.push(container_type.to_string());
+        if !container_type.starts_with("Enum:") {
+            self.path.push(name.to_string());
+        }
+    }
+
+    fn exit_module(&mut self, _name: &str, container_type: &str) {
+        self.containers.pop();
+        if !container_type.starts_with("Enum:") {
+            self.path.pop();
+        }
+    }
+
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        let default = param.lazy_device().settings().float_dtype.into();
+        self.list(param, |t| t.dtype(), default);
+    }
+
+    fn visit_int<const D: usize>(&mut self, param: &Param<Tensor<D, Int>>) {
+        let default = param.lazy_device().settings().int_dtype.into();
+        self.list(param, |t| t.dtype(), default);
+    }
+
+    fn visit_bool<const D: usize>(&mut self, param: &Param<Tensor<D, Bool>>) {
+        let default = param.lazy_device().settings().bool_dtype.into();
+        self.list(param, |t| t.dtype(), default);
+    }
+}
+
+/// Load `checkpoint` in `format` into `model`, in place (see the [module docs](self)).
+///
+/// # Errors
+/// [`Error::CheckpointMismatch`] listing every missing, unexpected and mis-shaped key (in the
+/// checkpoint's naming) with the model untouched; errors of [`CheckpointFormat::prepare`]
+/// (model untouched); [`Error::Io`] if reading fails after validation (model partly loaded).
+pub fn load<M: Module, F: CheckpointFormat<M> + ?Sized>(
+    model: &mut M,
+    mut checkpoint: LazyCheckpoint<'_>,
+    format: &F,
+) -> Result<()> {
+    format.prepare(model, &mut checkpoint)?;
+    let expected = expected_params(model);
+    let (mut missing, mut mismatched, mut plan) = (Vec::new(), Vec::new(), Vec::new());
+    for (name, shape, dtype) in expected {
+        let key = format.key(&name);
+        match checkpoint.remove(&key) {
+            None => missing.push(key),
+            Some(t) if t.shape() != shape || !converts(dtype, t.dtype()) => {
+                let key = if t.shape() == shape { format!("{key} (dtype {:?} for {dtype:?})", t.dtype()) } else { key };
+                mismatched.push((key, shape, t.shape().to_vec()));
+            }
+            Some(t) => plan.push((name, key, dtype, t)),
+        }
+    }
+    let unexpected: Vec<String> = checkpoint.keys().map(str::to_string).collect();
+    if !(missing.is_empty() && unexpected.is_empty() && mismatched.is_empty()) {
+        return Err(Error::CheckpointMismatch { missing, unexpected, mismatched });
+    }
+    drop(checkpoint);
+    let mut batch = Vec::new();
+    let mut bytes = 0;
+    let mut loaded = 0;
+    let total = plan.len();
+    for (name, key, dtype, tensor) in plan {
+        let data = tensor.read().map_err(|e| partial(e, &key, loaded, total))?;
+        let data = if data.dtype() == dtype {
+            data
+        } else {
+            let cast = data.try_cast(dtype).map_err(|e| Error::InvalidArgument(format!("cannot convert `{key}`: {e}")));
+            cast.map_err(|e| partial(e, &key, loaded, total))?
+        };
+        bytes += data.as_bytes().len();
+        batch.push(bridge::from_data(data, name, None));
+        if bytes >= BATCH_BYTES {
+            loaded += apply(model, std::mem::take(&mut batch))?;
+            bytes = 0;
+        }
+    }
+    apply(model, batch)?;
+    Ok(())
+}
+
+/// An error after validation, noting that the model is partly loaded.
+fn partial(e: Error, key: &str, loaded: usize, total: usize) -> Error {
+    let note = format!("reading `{key}` failed after {loaded} of {total} tensors were loaded; the model is partly loaded");
+    match e {
+        Error::Io { path, reason } => Error::Io { path, reason: format!("{reason} ({note})") },
+        other => Error::InvalidArgument(format!("{other} ({note})")),
+    }
+}
+
+/// Moves `batch` into `model`; every tensor was validated, so any leftover is a bug here.
+fn apply<M: Module>(model: &mut M, batch: Vec<burn::store::burn_pack::Tensor>) -> Result<usize> {
+    let n = batch.len();
+    let res = model.apply(batch, None, Some(Box::new(PyTorchToBurnAdapter)), true);
+    if !res.errors.is_empty() || !res.unused.is_empty() || res.applied.len() != n {
+        return Err(Error::InvalidArgument(format!(
+            "internal: validated tensors did not apply (unused {:?}, errors {:?})",
+            res.unused, res.errors
+        )));
+    }
+    Ok(n)
+}
+
+/// The module's parameters as a [`Checkpoint`] in `format`: the inverse of [`load`].
+///
+/// # Errors
+/// A parameter that cannot be read back, or [`CheckpointFormat::finish_export`]'s errors.
+pub fn export<M: Module, F: CheckpointFormat<M> + ?Sized>(model: &M, format: &F) -> Result<Checkpoint> {
+    let mut out = Checkpoint::new();
+    for t in model.collect(None, Some(Box::new(BurnToPyTorchAdapter)), true) {
+        let key = format.key(&t.name);
+        let data = bridge::into_data(t).map_err(|e| Error::InvalidArgument(format!("cannot read parameter {key}: {e}")))?;
+        out.insert(key, data);
+    }
+    format.finish_export(model, &mut out)?;
+    Ok(out)
+}
+
+/// A model with checkpoint formats: the loading and export methods, the same for every model.
+///
+/// ```no_run
+/// use diffusion_transformers::models::DiTConfig;
+/// use diffusion_transformers::weights::LoadWeights;
+/// # fn main() -> diffusion_transformers::Result<()> {
+/// let device = burn::tensor::Device::flex();
+/// let mut dit = DiTConfig::from_name("DiT-XL/2")?.init(&device)?;
+/// dit.load_weights("DiT-XL-2-256x256.pt")?; // official or diffusers layout, detected
+/// let official = dit.to_checkpoint()?;      // the official layout
+/// official.save_safetensors("dit.safetensors")?;
+/// # Ok(())
+/// # }
+/// ```
+pub trait LoadWeights: Module + Sized {
+    /// The model's checkpoint format(s).
+    type Format: CheckpointFormat<Self>;
+
+    /// The format to read `checkpoint` in (detected from its keys where a model has several).
+    fn format_of(&self, checkpoint: &LazyCheckpoint<'_>) -> Self::Format;
+
+    /// The format [`to_checkpoint`](Self::to_checkpoint) writes.
+    fn export_format(&self) -> Self::Format;
+
+    /// Load an opened checkpoint in the given format (see [`load`]).
+    ///
+    /// # Errors
+    /// As [`load`].
+    fn load_lazy_as(&mut self, checkpoint: LazyCheckpoint<'_>, format: Self::Format) -> Result<()> {
+        load(self, checkpoint, &format)
+    }
+
+    /// Load an opened checkpoint in its detected format (see [`load`]).
+    ///
+    /// # Errors
+    /// As [`load`].
+    fn load_lazy(&mut self, checkpoint: LazyCheckpoint<'_>) -> Result<()> {
+        let format = self.format_of(&checkpoint);
+        load(self, checkpoint, &format)
+    }
+
+    /// Stream a checkpoint file into the model (formats: [`LazyCheckpoint::open`]).
+    ///
+    /// # Errors
+    /// [`Error::Io`] for unreadable files, then as [`load`].
+    fn load_weights(&mut self, path: impl AsRef<Path>) -> Result<()> {
+        self.load_lazy(LazyCheckpoint::open(path)?)
+    }
+
+    /// Load an in-memory checkpoint in its detected format.
+    ///
+    /// # Errors
+    /// As [`load`].
+    fn load_checkpoint(&mut self, checkpoint: &Checkpoint) -> Result<()> {
+        self.load_lazy(checkpoint.into())
+    }
+
+    /// Load an in-memory checkpoint in the given format.
+    ///
+    /// # Errors
+    /// As [`load`].
+    fn load_checkpoint_as(&mut self, checkpoint: &Checkpoint, format: Self::Format) -> Result<()> {
+        load(self, checkpoint.into(), &format)
+    }
+
+    /// The parameters in [`export_format`](Self::export_format) (PyTorch layout), e.g. to
+    /// save with [`Checkpoint::save_safetensors`] for the reference implementation.
+    ///
+    /// # Errors
+    /// As [`export`].
+    fn to_checkpoint(&self) -> Result<Checkpoint> {
+        export(self, &self.export_format())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::models::MMDiT;
+    use crate::models::mmdit_config::tiny_test_config;
+    use crate::weights::loader::to_f32;
+    use burn::tensor::TensorData;
+
+    fn bf16_checkpoint(ck: &Checkpoint) -> Checkpoint {
+        let tensors = ck.tensors().iter().map(|(k, v)| (k.clone(), v.clone().convert_dtype(DType::BF16))).collect();
+        Checkpoint::from_tensors(tensors)
+    }
+
+    #[test]
+    fn streams_a_bf16_file_and_checks_headers_first() {
+        let device = burn::tensor::Device::flex();
+        let cfg = tiny_test_config();
+        let src: MMDiT = cfg.init(&device).unwrap();
+        // non-trivial values everywhere (the init zeroes the modulations)
+        let mut ck = src.to_checkpoint().unwrap();
+        for (i, (k, v)) in ck.clone().into_tensors().into_iter().enumerate() {
+            let n = v.num_elements();
+            let vals: Vec<f32> = (0..n).map(|j| ((i * 31 + j * 7) % 101) as f32 / 50.0 - 1.0).collect();
+            ck.insert(k, TensorData::new(vals, v.shape().to_vec()));
+        }
+        let half = bf16_checkpoint(&ck);
+        let dir = std::env::temp_dir().join(format!("dt_stream_{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("w.safetensors");
+        half.save_safetensors(&file).unwrap();
+
+        let mut model: MMDiT = cfg.init(&device).unwrap();
+        model.load_weights(&file).unwrap();
+        let back = model.to_checkpoint().unwrap();
+        for (k, v) in half.tensors() {
+            let got = back.get(k).unwrap();
+            assert_eq!(got.dtype(), DType::F32, "{k}: converted to the model's dtype");
+            assert_eq!(to_f32(got), to_f32(v), "{k}");
+        }
+
+        // a mis-shaped and a missing key: reported from the headers, the model untouched
+        let mut broken = half.clone();
+        broken.insert("proj_out.bias", TensorData::new(vec![half::bf16::ZERO; 3], [3]));
+        broken.remove("context_embedder.weight");
+        broken.save_safetensors(&file).unwrap();
+        let err = model.load_weights(&file).unwrap_err().to_string();
+        assert!(err.contains("proj_out.bias") && err.contains("context_embedder.weight"), "{err}");
+        let after = model.to_checkpoint().unwrap();
+        for (k, v) in back.tensors() {
+            assert_eq!(to_f32(v), to_f32(after.get(k).unwrap()), "{k} changed");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
