@@ -470,7 +470,7 @@ impl DiT {
     /// through; the guided half is returned twice.
     ///
     /// Kept only as the official code's parity path (the `dit_official` fixtures check it); new
-    /// code guides through [`ClassifierFreeGuidance::for_model`](crate::sampling::ClassifierFreeGuidance::for_model)
+    /// code guides through the sampling module's `ClassifierFreeGuidance::for_model`
     /// (`GuidedChannels::First(3)` for this rule).
     ///
     /// # Shapes

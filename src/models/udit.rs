@@ -308,7 +308,7 @@ impl UDiT {
     /// and copied into both halves, the other channels are passed through per half.
     ///
     /// Kept only as the official code's parity path (the `udit_official` fixtures check it); new
-    /// code guides through [`ClassifierFreeGuidance::for_model`](crate::sampling::ClassifierFreeGuidance::for_model)
+    /// code guides through the sampling module's `ClassifierFreeGuidance::for_model`
     /// (`GuidedChannels::First(3)` for this rule).
     ///
     /// # Shapes
