@@ -17,8 +17,8 @@
 //!   `|t| <= `[`MAX_ABS_TIMESTEP`] is accepted, and larger magnitudes are rejected: there the
 //!   sinusoidal embedding's phase `t * 1` in `f32` has an error above 0.01 rad (ulp(1e5) = 0.0078),
 //!   so the embedding no longer identifies `t`. Values like `t = -1e6` or `1e9` are errors.
-//! - **Labels.** Class labels are checked against the label table by the embedder
-//!   (the label embedder); a label the crate turns into a tensor (null labels,
+//! - **Labels.** Class labels are checked against the label table by the label embedder;
+//!   a label the crate turns into a tensor (null labels,
 //!   pipeline labels) is checked by [`label_value`] first, since Burn's integer tensors may be
 //!   32-bit and a value `>= 2^31` would panic in the conversion.
 
