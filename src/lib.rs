@@ -24,6 +24,7 @@ pub mod blocks;
 pub mod contracts;
 pub mod data;
 pub mod diffusion;
+mod durable;
 pub mod error;
 #[cfg(feature = "eval")]
 pub mod eval;

@@ -29,7 +29,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::training::durable::{remove_temporaries, sync_dir, sync_tree, write_atomic, write_err};
+use crate::durable::{remove_temporaries, sync_dir, sync_tree, write_atomic, write_err};
 
 /// The identity of a training run: a random id, and the checkpoints (run id, step) it
 /// descends from, oldest first.

@@ -4,7 +4,6 @@
 
 pub mod checkpoint;
 pub mod data_parallel;
-mod durable;
 pub mod ema;
 pub mod guard;
 pub mod optimizer;

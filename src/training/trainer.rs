@@ -19,7 +19,7 @@ use crate::training::checkpoint::{
     CheckpointState, RunId, SaveOptions, has_later_checkpoint, io, list_checkpoints, quarantine, read_verified_state,
     write_checkpoint,
 };
-use crate::training::durable::remove_temporaries;
+use crate::durable::remove_temporaries;
 use crate::training::guard::{check_gradients, check_weights};
 use crate::training::ema::Ema;
 use crate::training::optimizer::OptimizerConfig;

@@ -33,7 +33,8 @@ impl Checkpoint {
     }
 
     /// Write the tensors as one `.safetensors` file (keys sorted; float, integer and bool
-    /// tensors keep their dtype). Written to a temporary file and renamed, so an interrupted
+    /// tensors keep their dtype). Written to a temporary file, fsynced, renamed and the folder
+    /// fsynced (a failed write removes the temporary), so an interrupted
     /// save never leaves a truncated file under `path`.
     pub fn save_safetensors(&self, path: impl AsRef<Path>) -> Result<()> {
         let path = path.as_ref();
@@ -66,9 +67,7 @@ impl Checkpoint {
         let mut bytes = (head.len() as u64).to_le_bytes().to_vec();
         bytes.extend(head);
         bytes.extend(data);
-        let tmp = path.with_extension("safetensors.tmp");
-        std::fs::write(&tmp, bytes).map_err(|e| werr(&e))?;
-        std::fs::rename(&tmp, path).map_err(|e| werr(&e))
+        crate::durable::write_atomic(path, &bytes)
     }
 
     /// Wrap an existing map of tensors.
@@ -180,5 +179,25 @@ mod tests {
         assert!(inputs.contains_key("x"));
         assert_eq!(c.len(), 1);
         assert!(c.contains("w"));
+    }
+
+    #[test]
+    fn saves_are_atomic_and_leave_no_temporary() {
+        let dir = std::env::temp_dir().join(format!("dt_ckpt_atomic_{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut ck = Checkpoint::new();
+        ck.insert("w".to_string(), TensorData::new(vec![1.0f32, 2.0], [2]));
+        let path = dir.join("a.safetensors");
+        ck.save_safetensors(&path).unwrap();
+        ck.insert("w".to_string(), TensorData::new(vec![3.0f32, 4.0, 5.0], [3]));
+        ck.save_safetensors(&path).unwrap(); // replaces the old file in one rename
+        let back = Checkpoint::from_file(&path).unwrap();
+        assert_eq!(back.tensors()["w"].shape().to_vec(), vec![3]);
+        let names: Vec<String> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        assert_eq!(names, vec!["a.safetensors".to_string()], "no temporary left behind");
+        // a save that cannot be written is an error and leaves nothing
+        assert!(matches!(ck.save_safetensors(dir.join("missing/b.safetensors")), Err(Error::Write { .. })));
+        assert!(!dir.join("missing").exists());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -1,5 +1,6 @@
-//! Durable file-system steps for checkpoints: fsync of files and directories, atomic pointer
-//! files, and removal of temporaries left by a crashed or failed save.
+//! Durable file-system steps for every save (training checkpoints, exported weights): fsync of
+//! files and directories, atomic writes and pointer files, and removal of temporaries left by a
+//! crashed or failed save.
 
 use std::fs;
 use std::io::Write;
