@@ -179,7 +179,9 @@ impl InceptionV3 {
         }
         let mut x = images;
         if self.resize_input && (h, w) != (299, 299) {
-            let opts = InterpolateOptions::new(InterpolateMode::Bilinear).with_output_size([299, 299]);
+            let opts = InterpolateOptions::new(InterpolateMode::Bilinear)
+                .with_align_corners(false)
+                .with_output_size([299, 299]);
             x = interpolate(x, opts);
         }
         if self.normalize_input {
