@@ -51,7 +51,7 @@ fn bench(c: &mut Criterion, name: &str, device: &Device, mut run: impl FnMut() -
 }
 
 /// Benchmarks each named sampler on `plan`.
-fn bench_all<M: diffusion_transformers::sampling::Denoiser>(c: &mut Criterion, prefix: &str, names: &[&str], plan: &Plan, model: &M, cond: &M::Cond, noise: &Tensor<4>, device: &Device) {
+fn bench_all<M: diffusion_transformers::contracts::Denoiser>(c: &mut Criterion, prefix: &str, names: &[&str], plan: &Plan, model: &M, cond: &M::Cond, noise: &Tensor<4>, device: &Device) {
     let mut rng = rand::rngs::StdRng::seed_from_u64(0);
     for name in names {
         let sampler = SamplerKind::from_name(name).unwrap();
