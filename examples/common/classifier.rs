@@ -11,7 +11,7 @@
 //! ever sees, for their real-image accuracy.
 
 use burn::nn::conv::{Conv2d, Conv2dConfig};
-use burn::nn::{Linear, LinearConfig, PaddingConfig2d};
+use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig, PaddingConfig2d};
 use burn::optim::{AdamWConfig, GradientsParams};
 use burn::prelude::*;
 use burn::tensor::activation::relu;
@@ -43,13 +43,15 @@ pub fn foreground(x: Tensor<4>) -> Tensor<4> {
 #[derive(Module, Debug)]
 pub struct Classifier {
     convs: Vec<Conv2d>,
+    norms: Vec<BatchNorm>,
     head: Linear,
     /// Sees only the [`foreground`] map of its inputs.
     shape_only: bool,
 }
 
 impl Classifier {
-    pub fn new(classes: usize, shape_only: bool, device: &Device) -> Self {
+    /// A judge for `size x size` images (the first convolution strides down to about 16x16).
+    pub fn new(classes: usize, shape_only: bool, size: usize, device: &Device) -> Self {
         let conv = |i, o, stride| {
             Conv2dConfig::new([i, o], [3, 3])
                 .with_stride([stride, stride])
@@ -57,15 +59,17 @@ impl Classifier {
                 .init(device)
         };
         let inputs = if shape_only { 1 } else { 3 };
-        let convs = vec![conv(inputs, 32, 1), conv(32, 32, 2), conv(32, 64, 2), conv(64, 64, 2)];
-        Self { convs, head: LinearConfig::new(64, classes).init(device), shape_only }
+        let first = (size / 16).max(1);
+        let convs = vec![conv(inputs, 32, first), conv(32, 32, 2), conv(32, 64, 2), conv(64, 64, 2)];
+        let norms = [32, 32, 64, 64].map(|c| BatchNormConfig::new(c).init(device)).to_vec();
+        Self { convs, norms, head: LinearConfig::new(64, classes).init(device), shape_only }
     }
 
     /// `[B, 3, H, W]` in `[-1, 1]` -> logits `[B, classes]`.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
         let mut h = if self.shape_only { foreground(x) } else { x };
-        for c in &self.convs {
-            h = relu(c.forward(h));
+        for (c, n) in self.convs.iter().zip(&self.norms) {
+            h = relu(n.forward(c.forward(h)));
         }
         let [b, c, _, _] = h.dims();
         self.head.forward(h.mean_dim(3).mean_dim(2).reshape([b, c]))
@@ -103,7 +107,7 @@ pub fn train_classifier(data: &ShapesDataset, shape_only: bool, steps: usize, se
     let data = ShapesDataset { len: JUDGE_TRAIN_LEN.min(data.len), ..data.clone() }.with_random_colours(shape_only);
     let ad = device.clone().autodiff();
     ad.seed(seed);
-    let mut model = Classifier::new(data.num_classes(), shape_only, &ad);
+    let mut model = Classifier::new(data.num_classes(), shape_only, data.size, &ad);
     let mut optim = AdamWConfig::new().with_weight_decay(0.0).with_epsilon(1e-8).init();
     let mut rng = TrainRng::seed_from_u64(seed);
     let loss_fn = burn::nn::loss::CrossEntropyLossConfig::new().init(&ad);
