@@ -10,10 +10,16 @@
 
 use std::time::Instant;
 
+use clap::Parser;
 use diffusion_transformers::models::{DiTConfig, MMDiTConfig, MicroDiTConfig, UDiTConfig};
 use serde_json::{Map, Value};
 
+/// Print the FLOPs of each benchmark workload and the measured FP32 peak as JSON (stdout).
+#[derive(Parser, Debug)]
+struct Args {}
+
 fn main() -> Result<(), diffusion_transformers::Error> {
+    Args::parse();
     let mut out = Map::new();
     let mut add = |key: String, macs: f64| out.insert(key, Value::from(2.0 * macs));
     for name in ["DiT-S/2", "DiT-B/2"] {

@@ -9,23 +9,41 @@
 //! The device is Burn's default: the first enabled backend (CUDA, wgpu, ..., flex), or the one
 //! named by `BURN_DEVICE`.
 
+use std::path::PathBuf;
 use std::time::Instant;
 
 use burn::prelude::*;
+use clap::Parser;
 use diffusion_transformers::models::DiTConfig;
 use diffusion_transformers::contracts::randn;
 use rand::SeedableRng;
 use diffusion_transformers::weights::LoadWeights;
 
-fn arg(name: &str) -> Option<String> {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1).cloned())
+/// Build a DiT preset, optionally load weights, and time a (guided) forward pass.
+#[derive(Parser, Debug)]
+struct Args {
+    /// A DiT preset: DiT-{S,B,L,XL}/{2,4,8}.
+    #[arg(long, default_value = "DiT-S/2", value_parser = preset)]
+    model: String,
+    /// Official or diffusers weights to load (`.pt`, `.safetensors` or a diffusers folder).
+    #[arg(long)]
+    weights: Option<PathBuf>,
+    /// Batch size.
+    #[arg(long, default_value_t = 2, value_parser = positive)]
+    batch: usize,
+}
+
+fn preset(s: &str) -> Result<String, String> {
+    DiTConfig::from_name(s).map(|_| s.to_string()).map_err(|e| e.to_string())
+}
+
+fn positive(s: &str) -> Result<usize, String> {
+    s.parse::<usize>().ok().filter(|&v| v >= 1).ok_or_else(|| format!("expected a whole number of at least 1, got `{s}`"))
 }
 
 fn main() -> Result<(), diffusion_transformers::Error> {
     diffusion_transformers::cpu::tune_allocator(); // keep large CPU buffers for reuse
-    let name = arg("--model").unwrap_or_else(|| "DiT-S/2".into());
-    let batch: usize = arg("--batch").and_then(|b| b.parse().ok()).unwrap_or(2);
+    let Args { model: name, weights, batch } = Args::parse();
     let device = Device::default();
     println!("device: {device:?}");
     let config = DiTConfig::from_name(&name)?;
@@ -35,10 +53,10 @@ fn main() -> Result<(), diffusion_transformers::Error> {
         config.flops() / 1e9
     );
     let mut model = config.init(&device)?;
-    match arg("--weights") {
+    match weights {
         Some(path) => {
             model.load_weights(&path)?;
-            println!("loaded {path}");
+            println!("loaded {}", path.display());
         }
         None => println!("random init (pass --weights <file> to load a checkpoint)"),
     }

@@ -12,21 +12,29 @@ mod common;
 
 use std::path::PathBuf;
 
+use clap::Parser;
+use common::plot::{LineChart, Series};
 use diffusion_transformers::diffusion::{TimestepDensity, TimestepSamplerConfig};
+use plotters::style::RGBColor;
 
-fn arg(name: &str) -> Option<String> {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1).cloned())
+/// Plot SD3's rectified-flow timestep densities (uniform, logit-normal, mode, CosMap).
+#[derive(Parser, Debug)]
+struct Args {
+    /// Output PNG.
+    #[arg(long, default_value = "docs/flow_densities.png")]
+    out: PathBuf,
+    /// Resolution shift applied to every density first (`t' = s t / (1 + (s - 1) t)`).
+    #[arg(long, default_value_t = 1.0, value_parser = common::cli::positive_f64)]
+    shift: f64,
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let out = PathBuf::from(arg("--out").unwrap_or_else(|| "docs/flow_densities.png".into()));
-    let shift: f64 = arg("--shift").map(|s| s.parse()).transpose()?.unwrap_or(1.0);
+    let Args { out, shift } = Args::parse();
     let curves = [
-        ("uniform", TimestepDensity::Uniform, [110, 110, 110]),
-        ("logit-normal(0, 1)", TimestepDensity::logit_normal(0.0, 1.0)?, [31, 119, 180]),
-        ("mode(1.29)", TimestepDensity::mode(1.29)?, [214, 39, 40]),
-        ("CosMap", TimestepDensity::CosMap, [44, 160, 44]),
+        ("uniform", TimestepDensity::Uniform, RGBColor(110, 110, 110)),
+        ("logit-normal(0, 1)", TimestepDensity::logit_normal(0.0, 1.0)?, RGBColor(31, 119, 180)),
+        ("mode(1.29)", TimestepDensity::mode(1.29)?, RGBColor(214, 39, 40)),
+        ("CosMap", TimestepDensity::CosMap, RGBColor(44, 160, 44)),
     ];
     // t on (0, 1), ends excluded.
     let n = 1000;
@@ -36,17 +44,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let sampler = TimestepSamplerConfig::new().with_density(*density).with_shift(shift).init()?;
         values.push(grid.iter().map(|&t| sampler.pdf(t)).collect::<Vec<f64>>());
     }
-    let series: Vec<(&[f64], [u8; 3])> = values.iter().zip(&curves).map(|(v, c)| (v.as_slice(), c.2)).collect();
-    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)?;
-    }
-    common::save_line_plot(&series, false, &out)?;
-
-    let max = values.iter().flatten().fold(0.0f64, |a, &b| a.max(b));
-    println!("wrote {} (x: t from {} to {}, y: density from 0 to {max:.3}, shift {shift})", out.display(), grid[0], grid[n - 2]);
-    for (name, _, [r, g, b]) in &curves {
-        println!("  rgb({r:3}, {g:3}, {b:3}): {name}");
-    }
+    let title = format!("rectified-flow timestep densities (shift {shift})");
+    let series = values
+        .iter()
+        .zip(&curves)
+        .map(|(v, c)| Series { name: c.0, points: grid.iter().copied().zip(v.iter().copied()).collect(), colour: c.2, width: 2 })
+        .collect();
+    LineChart { title: &title, x_label: "t (noise level)", y_label: "density", log_y: false, series }.save(&out)?;
+    println!("wrote {}", out.display());
     println!("\n    t  {}", curves.map(|c| format!("{:>19}", c.0)).join(""));
     for i in (49..n - 1).step_by(100) {
         println!("{:5.2}  {}", grid[i], values.iter().map(|v| format!("{:>19.4}", v[i])).collect::<String>());

@@ -28,6 +28,7 @@ use diffusion_transformers::contracts::normal_vec;
 use diffusion_transformers::diffusion::process::{Process, RectifiedFlowProcess};
 use diffusion_transformers::diffusion::timesteps::TimestepSchedule;
 use diffusion_transformers::sampling::{Euler, Sampler};
+use clap::Parser;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -37,9 +38,31 @@ const SIDE: usize = 8;
 const CHANNELS: usize = 4;
 const WORD_DIM: usize = 64;
 
-fn arg<T: std::str::FromStr>(name: &str, default: T) -> T {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(default)
+/// Train a tiny MM-DiT with rectified flow on a toy text-conditioned task, then check that
+/// its samples follow their prompts.
+#[derive(Parser, Debug)]
+#[command(allow_negative_numbers = true)]
+struct Args {
+    /// Training steps.
+    #[arg(long, default_value_t = 300, value_parser = positive)]
+    steps: usize,
+    /// Batch size.
+    #[arg(long, default_value_t = 16, value_parser = positive)]
+    batch: usize,
+    /// Learning rate.
+    #[arg(long, default_value_t = 1e-3, value_parser = positive_f64)]
+    lr: f64,
+    /// Seed of the text encoder, data, noise and sampling.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+}
+
+fn positive(s: &str) -> Result<usize, String> {
+    s.parse::<usize>().ok().filter(|&v| v >= 1).ok_or_else(|| format!("expected a whole number of at least 1, got `{s}`"))
+}
+
+fn positive_f64(s: &str) -> Result<f64, String> {
+    s.parse::<f64>().ok().filter(|v| v.is_finite() && *v > 0.0).ok_or_else(|| format!("expected a number > 0, got `{s}`"))
 }
 
 /// Whether pixel `(i, j)` lies inside `shape`.
@@ -142,10 +165,7 @@ fn evaluate(
 
 fn main() -> Result<(), diffusion_transformers::Error> {
     diffusion_transformers::cpu::tune_allocator(); // keep large CPU buffers for reuse
-    let steps: usize = arg("--steps", 300);
-    let batch: usize = arg("--batch", 16);
-    let lr: f64 = arg("--lr", 1e-3);
-    let seed: u64 = arg("--seed", 0);
+    let Args { steps, batch, lr, seed } = Args::parse();
     let mut rng = StdRng::seed_from_u64(seed);
     let text = TextEncoder::new(&mut rng);
 

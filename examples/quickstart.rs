@@ -1,14 +1,16 @@
 //! Quickstart: train a small class-conditional DiT from scratch on the built-in shapes dataset
-//! (pixel space, 16x16 RGB by default, CPU, about ten minutes on 2 cores), sample a grid with classifier-free
-//! guidance, and judge the samples with a small classifier.
+//! (pixel space, CPU), sample it with classifier-free guidance, and judge the samples with two
+//! small classifiers: a colour-aware one and a shape-only one (trained on randomly coloured
+//! images, so it can only use the silhouette).
 //!
 //! ```text
 //! cargo run --release --example quickstart
 //! cargo run --release --example quickstart -- --help
 //! ```
 //!
-//! Writes `samples.png` (one row per class), `loss.png`, `data.png` (real images) and a
-//! checkpoint (`checkpoint/`, resumable, loadable by the `sample` example) into `--out`.
+//! Writes `samples.png` (one labelled row per class), `loss.png`, `data.png` (real images) and
+//! a checkpoint (`checkpoint/`, resumable, loadable by the `sample` example) into `--out`, and
+//! prints `shape accuracy: NN.N%` and `sample accuracy: NN.N%`.
 
 #[path = "common/mod.rs"]
 mod common;
@@ -17,91 +19,91 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use burn::prelude::*;
-use common::classifier::train_classifier;
+use clap::Parser;
+use common::classifier::{accuracy, held_out, train_classifier};
+use common::cli;
 use common::generate::{ObjectiveKind, sample};
+use common::plot::{LineChart, Series, ema_smooth, save_grid};
+use diffusion_transformers::contracts::Objective;
 use diffusion_transformers::data::{CLASSES, ShapesDataset};
 use diffusion_transformers::diffusion::{GaussianDiffusionConfig, RectifiedFlowConfig};
 use diffusion_transformers::models::{DiT, DiTConfig};
-use diffusion_transformers::contracts::Objective;
+use diffusion_transformers::sampling::SAMPLER_NAMES;
 use diffusion_transformers::training::{LrSchedule, OptimizerConfig, Trainer, TrainerConfig};
+use plotters::style::RGBColor;
 
-const HELP: &str = "\
-quickstart: train a class-conditional DiT on procedural shapes, then sample it with guidance
-
-options (defaults in brackets):
-  --steps N          training steps [2000]
-  --batch N          batch size [32]
-  --size N           image height = width, a multiple of the patch size [16]
-  --model NAME       tiny | small | any DiT preset name such as DiT-S/4 [tiny]
-                     (tiny: width 128, depth 4, 4 heads, patch 2; small: 192, 6, 6, patch 2)
-  --objective OBJ    ddpm (hybrid loss, learned sigma) | flow (rectified flow) [ddpm]
-  --sampler S        any sampler with either objective: ddpm | ddim | euler | euler-a | heun |
-                     dpm++2m | dpm++3m | dpm++sde | unipc | unipc3 [dpm / euler]
-  --sample-steps N   sampler steps [50 for ddpm/ddim, 25 for dpm/euler/heun]
-  --cfg SCALE        classifier-free guidance scale [3.0]
-  --lr LR            peak learning rate (warm-up then cosine) [1e-3]
-  --seed N           seed of data order, noise and sampling [0]
-  --out DIR          output folder [out/quickstart]
-  --resume           continue from the checkpoint in DIR/checkpoint (without it, a new run
-                     replaces the checkpoints there)
-  --help             this text";
-
+/// Train a class-conditional DiT on procedural shapes (CPU), sample it with guidance, and judge
+/// the samples by colour and by shape.
+#[derive(Parser, Debug)]
+#[command(allow_negative_numbers = true, after_help = "Outputs in --out: samples.png, loss.png, data.png, checkpoint/ (see the `sample` example).")]
 struct Args {
+    /// Training steps.
+    #[arg(long, default_value_t = 2000, value_parser = cli::positive_u64)]
     steps: u64,
+    /// Batch size.
+    #[arg(long, default_value_t = 32, value_parser = cli::positive)]
     batch: usize,
+    /// Image height = width, a multiple of the patch size.
+    #[arg(long, default_value_t = 16, value_parser = cli::image_size)]
     size: usize,
+    /// `tiny` (width 128, depth 4, 4 heads), `small` (192, 6, 6) or a DiT preset such as DiT-S/4.
+    #[arg(long, default_value = "tiny", value_parser = cli::model_name)]
     model: String,
+    /// Patch size (default: 2 for tiny and small, the preset's own otherwise).
+    #[arg(long, value_parser = cli::positive)]
+    patch: Option<usize>,
+    /// Training objective: DDPM with the hybrid loss and learned sigma, or rectified flow.
+    #[arg(long, value_enum, default_value_t = ObjectiveKind::Ddpm)]
     objective: ObjectiveKind,
-    sampler: String,
-    sample_steps: usize,
+    /// Sampler (default: dpm++2m for ddpm, euler for flow).
+    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(SAMPLER_NAMES))]
+    sampler: Option<String>,
+    /// Sampler steps (default: 50 for ddpm/ddim, 25 otherwise).
+    #[arg(long, value_parser = cli::positive)]
+    sample_steps: Option<usize>,
+    /// Classifier-free guidance scale (1: no guidance).
+    #[arg(long, default_value_t = 3.0, value_parser = cli::non_negative)]
     cfg: f64,
+    /// Peak learning rate (linear warm-up over 5% of the steps, then cosine to lr / 20).
+    #[arg(long, default_value_t = 1e-3, value_parser = cli::positive_f64)]
     lr: f64,
+    /// EMA decay of the sampled weights (with warm-up).
+    #[arg(long, default_value_t = 0.999, value_parser = cli::unit_interval)]
+    ema: f64,
+    /// Samples per class judged (the grid shows the first 10 of each).
+    #[arg(long, default_value_t = 50, value_parser = cli::positive)]
+    per_class: usize,
+    /// Training steps of each judge classifier (batch 64).
+    #[arg(long, default_value_t = 600, value_parser = cli::positive)]
+    judge_steps: usize,
+    /// Seed of the data, data order, noise and sampling.
+    #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Output folder.
+    #[arg(long, default_value = "out/quickstart")]
     out: PathBuf,
+    /// Continue from the checkpoint in OUT/checkpoint (without it, a new run replaces the
+    /// checkpoints there).
+    #[arg(long)]
     resume: bool,
 }
 
-fn parse_args() -> Result<Args, String> {
-    let argv: Vec<String> = std::env::args().skip(1).collect();
-    if argv.iter().any(|a| a == "--help" || a == "-h") {
-        println!("{HELP}");
-        std::process::exit(0);
-    }
-    let get = |name: &str| argv.iter().position(|a| a == name).and_then(|i| argv.get(i + 1).cloned());
-    let num = |name: &str, default: f64| -> Result<f64, String> {
-        get(name).map_or(Ok(default), |v| v.parse().map_err(|_| format!("{name} expects a number, got `{v}`")))
-    };
-    let objective = ObjectiveKind::parse(&get("--objective").unwrap_or_else(|| "ddpm".into()))?;
-    let sampler = get("--sampler").unwrap_or_else(|| objective.default_sampler().into());
-    let default_steps = if matches!(sampler.as_str(), "ddpm" | "ddim") { 50.0 } else { 25.0 };
-    Ok(Args {
-        steps: num("--steps", 2000.0)? as u64,
-        batch: num("--batch", 32.0)? as usize,
-        size: num("--size", 16.0)? as usize,
-        model: get("--model").unwrap_or_else(|| "tiny".into()),
-        objective,
-        sampler,
-        sample_steps: num("--sample-steps", default_steps)? as usize,
-        cfg: num("--cfg", 3.0)?,
-        lr: num("--lr", 1e-3)?,
-        seed: num("--seed", 0.0)? as u64,
-        out: PathBuf::from(get("--out").unwrap_or_else(|| "out/quickstart".into())),
-        resume: argv.iter().any(|a| a == "--resume"),
-    })
-}
-
-/// The model config for `name`, in pixel space (3 channels, `size x size`).
-pub fn model_config(name: &str, objective: ObjectiveKind, size: usize) -> Result<DiTConfig, String> {
-    let base = match name {
+/// The model config for `name` (plus an optional patch size), in pixel space.
+fn model_config(args: &Args) -> Result<DiTConfig, String> {
+    let base = match args.model.as_str() {
         "tiny" => DiTConfig::new().with_hidden_size(128).with_depth(4).with_num_heads(4).with_patch_size(2),
         "small" => DiTConfig::new().with_hidden_size(192).with_depth(6).with_num_heads(6).with_patch_size(2),
         other => DiTConfig::from_name(other).map_err(|e| e.to_string())?,
     };
-    Ok(base
-        .with_input_size(size)
+    let patch = args.patch.unwrap_or(base.patch_size);
+    let config = base
+        .with_patch_size(patch)
+        .with_input_size(args.size)
         .with_in_channels(3)
         .with_num_classes(CLASSES.len())
-        .with_learn_sigma(objective == ObjectiveKind::Ddpm))
+        .with_learn_sigma(args.objective == ObjectiveKind::Ddpm);
+    config.validate().map_err(|e| e.to_string())?;
+    Ok(config)
 }
 
 fn train_loop<O: Objective<DiT>>(
@@ -110,47 +112,44 @@ fn train_loop<O: Objective<DiT>>(
     data: &ShapesDataset,
     args: &Args,
     device: &Device,
-    losses: &mut Vec<f64>,
+    losses: &mut Vec<(f64, f64)>,
 ) -> diffusion_transformers::Result<()> {
-    let start = Instant::now();
-    let first = trainer.step();
+    let bar = common::progress::bar("training", args.steps, trainer.step());
     let mut smooth = None;
     while trainer.step() < args.steps {
         let (x, y) = data.sample_batch(args.batch, trainer.rng(), device);
         let loss = trainer.train_step(objective, x, &Some(y))? as f64;
-        losses.push(loss);
-        let s = *smooth.get_or_insert(loss);
-        smooth = Some(0.98 * s + 0.02 * loss);
-        let done = trainer.step();
-        if done % 10 == 0 || done == args.steps {
-            let rate = (done - first) as f64 / start.elapsed().as_secs_f64();
-            let eta = (args.steps - done) as f64 / rate.max(1e-9);
-            eprint!(
-                "\r  step {done:>5}/{} | loss {:.4} | {rate:.2} it/s | {:.0} img/s | eta {:>4.0}s ",
-                args.steps,
-                smooth.unwrap_or(loss),
-                rate * args.batch as f64,
-                eta
-            );
-        }
+        losses.push((trainer.step() as f64, loss));
+        let s = smooth.map_or(loss, |s: f64| 0.98 * s + 0.02 * loss);
+        smooth = Some(s);
+        bar.set_position(trainer.step());
+        bar.set_message(format!("loss {s:.4}"));
     }
-    eprintln!();
+    bar.finish();
     Ok(())
 }
 
 fn run(args: Args) -> Result<(), String> {
     let e = |e: diffusion_transformers::Error| e.to_string();
+    let run_start = Instant::now();
     std::fs::create_dir_all(&args.out).map_err(|e| format!("cannot create {}: {e}", args.out.display()))?;
     let device = Device::flex();
     let train_device = device.clone().autodiff();
     let data = ShapesDataset::new(args.seed, 50_000, args.size).map_err(e)?;
-    common::save_grid(data.batch(&(0..40).collect::<Vec<_>>(), &device).0, 10, 64 / args.size.min(64), &args.out.join("data.png"))?;
+    let names: Vec<&str> = CLASSES.iter().map(|c| c.0).collect();
+    let zoom = (64 / args.size).max(1);
+    let real: Vec<usize> = (0..CLASSES.len()).flat_map(|c| (0..10).map(move |k| c + 10 * k)).collect();
+    save_grid(data.batch(&real, &device).0, 10, zoom, Some("real images"), Some(&names), &args.out.join("data.png"))?;
 
-    let config = model_config(&args.model, args.objective, args.size)?;
-    config.validate().map_err(e)?;
+    let config = model_config(&args)?;
+    let sampler = args.sampler.clone().unwrap_or_else(|| args.objective.default_sampler().into());
+    let sample_steps = args.sample_steps.unwrap_or(if matches!(sampler.as_str(), "ddpm" | "ddim") { 50 } else { 25 });
     println!(
-        "model: {} ({} parameters, {:.3} GFLOPs/image), objective {}, {} steps of batch {}",
+        "model: {} (width {}, depth {}, patch {}, {} parameters, {:.3} GFLOPs/image), objective {}, {} steps of batch {}",
         args.model,
+        config.hidden_size,
+        config.depth,
+        config.patch_size,
         config.num_params(),
         config.flops() / 1e9,
         args.objective.name(),
@@ -165,7 +164,7 @@ fn run(args: Args) -> Result<(), String> {
             grad_clip_norm: Some(1.0),
             ..Default::default()
         },
-        ema_decay: 0.999,
+        ema_decay: args.ema,
         ema_warmup: true,
         seed: args.seed,
         keep_checkpoints: 2,
@@ -186,9 +185,9 @@ fn run(args: Args) -> Result<(), String> {
         Trainer::new(model, trainer_config).map_err(e)?.with_overwrite(true)
     };
 
-    println!("training (the progress line shows step, smoothed loss and throughput)");
     let mut losses = Vec::new();
     let start = Instant::now();
+    let first_step = trainer.step();
     match args.objective {
         ObjectiveKind::Ddpm => {
             let diffusion = GaussianDiffusionConfig::dit("").init().map_err(e)?;
@@ -199,57 +198,96 @@ fn run(args: Args) -> Result<(), String> {
             train_loop(&mut trainer, &flow, &data, &args, &train_device, &mut losses).map_err(e)?;
         }
     }
-    let train_time = start.elapsed();
+    let train_time = start.elapsed().as_secs_f64();
+    let rate = (trainer.step() - first_step) as f64 / train_time.max(1e-9);
     let metadata = serde_json::json!({
         "model": serde_json::to_value(&config).map_err(|e| e.to_string())?,
         "objective": args.objective.name(),
     });
     let ckpt = trainer.save_checkpoint(&ckpt_root, metadata).map_err(e)?;
     if !losses.is_empty() {
-        let smooth: Vec<f64> = losses
-            .iter()
-            .scan(None, |s: &mut Option<f64>, &v| {
-                let n = s.map_or(v, |p| 0.98 * p + 0.02 * v);
-                *s = Some(n);
-                Some(n)
-            })
-            .collect();
-        common::save_line_plot(&[(&losses, [190, 190, 230]), (&smooth, [20, 40, 200])], true, &args.out.join("loss.png"))?;
+        let raw: Vec<f64> = losses.iter().map(|p| p.1).collect();
+        let smooth = ema_smooth(&raw, 0.98);
+        let title = format!("training loss ({}, {}, batch {})", args.objective.name(), args.model, args.batch);
+        LineChart {
+            title: &title,
+            x_label: "training step",
+            y_label: "loss (log scale)",
+            log_y: true,
+            series: vec![
+                Series { name: "per step", points: losses.clone(), colour: RGBColor(185, 195, 235), width: 1 },
+                Series {
+                    name: "smoothed (EMA 0.98)",
+                    points: losses.iter().zip(&smooth).map(|(p, s)| (p.0, *s)).collect(),
+                    colour: RGBColor(20, 40, 200),
+                    width: 2,
+                },
+            ],
+        }
+        .save(&args.out.join("loss.png"))?;
         println!(
-            "trained {} steps in {:.1?}; loss {:.4} -> {:.4} (smoothed); loss.png: log-scale loss per step",
+            "trained {} steps in {train_time:.1}s ({rate:.2} steps/s); loss {:.4} -> {:.4} (smoothed)",
             losses.len(),
-            train_time,
             smooth[0],
             smooth[smooth.len() - 1]
         );
     }
 
-    // Samples from the EMA model: one row per class, 10 per class.
+    // Samples from the EMA model, `per_class` of each class.
+    let start = Instant::now();
     let ema = trainer.ema_model().clone();
-    let per_class = 10;
-    let labels: Vec<i64> = (0..CLASSES.len()).flat_map(|c| std::iter::repeat_n(c as i64, per_class)).collect();
-    println!("sampling {} images with {} ({} steps, guidance {})", labels.len(), args.sampler, args.sample_steps, args.cfg);
-    let samples = sample(&ema, args.objective, &args.sampler, args.sample_steps, args.cfg, &labels, args.seed + 1, &device)
-        .map_err(e)?;
-    common::save_grid(samples.clone(), per_class, 64 / args.size.min(64), &args.out.join("samples.png"))?;
+    let labels: Vec<i64> = (0..CLASSES.len()).flat_map(|c| std::iter::repeat_n(c as i64, args.per_class)).collect();
+    println!("sampling {} images with {sampler} ({sample_steps} steps, guidance {})", labels.len(), args.cfg);
+    let samples = sample(&ema, args.objective, &sampler, sample_steps, args.cfg, &labels, args.seed + 1, &device)
+        .map_err(e)?
+        .clamp(-1.0, 1.0);
+    let sample_time = start.elapsed().as_secs_f64();
+    let shown: Vec<i64> = (0..labels.len()).filter(|i| i % args.per_class < 10).map(|i| i as i64).collect();
+    let grid = samples.clone().select(0, Tensor::from_data(TensorData::new(shown, [labels.len().min(10 * CLASSES.len())]), &device));
+    let title = format!("samples: {sampler}, {sample_steps} steps, guidance {}", args.cfg);
+    save_grid(grid, args.per_class.min(10), zoom, Some(&title), Some(&names), &args.out.join("samples.png"))?;
 
-    println!("training the judge classifier on real images");
-    let classifier = train_classifier(&data, 400, &device);
-    let held_out: Vec<usize> = (40_000..40_500).collect();
-    let (real, real_labels) = data.batch(&held_out, &device);
-    let real_acc = classifier.accuracy(real, real_labels);
-    let y = Tensor::<1, Int>::from_data(TensorData::new(labels.clone(), [labels.len()]), &device);
-    let sample_acc = classifier.accuracy(samples.clamp(-1.0, 1.0), y);
+    // The judges: colour-aware and shape-only, both trained on images the held-out set excludes.
+    let start = Instant::now();
+    println!("training the judges (colour-aware and shape-only) on real images");
+    let colour_judge = train_classifier(&data, false, args.judge_steps, 4321, &device);
+    let shape_judge = train_classifier(&data, true, args.judge_steps, 4322, &device);
+    let judge_time = start.elapsed().as_secs_f64();
+    let held = held_out(1000);
+    let (real, real_labels) = data.batch(&held, &device);
+    let (real_shapes, _) = data.clone().with_random_colours(true).batch(&held, &device);
+    let real_labels: Vec<i64> = real_labels.into_data().convert::<i64>().try_to_vec().map_err(|e| format!("{e:?}"))?;
+    let n = CLASSES.len();
+    let (real_colour, _) = accuracy(&colour_judge.predict(real), &real_labels, n);
+    let (real_shape, real_per_class) = accuracy(&shape_judge.predict(real_shapes), &real_labels, n);
+    if std::env::var("QS_DEBUG").is_ok() {
+        println!("real shape per class: {:?}", real_per_class.iter().map(|a| (100.0 * a).round()).collect::<Vec<_>>());
+    }
+    let (sample_acc, _) = accuracy(&colour_judge.predict(samples.clone()), &labels, n);
+    let (shape_acc, per_class) = accuracy(&shape_judge.predict(samples), &labels, n);
+    println!(
+        "shape accuracy per class: {}",
+        names.iter().zip(&per_class).map(|(c, a)| format!("{c} {:.0}%", 100.0 * a)).collect::<Vec<_>>().join(", ")
+    );
+    println!(
+        "real held-out images ({}, never seen by the judges): colour-aware judge {:.1}%, shape-only judge {:.1}%",
+        held.len(),
+        100.0 * real_colour,
+        100.0 * real_shape
+    );
+    println!("shape accuracy: {:.1}%", 100.0 * shape_acc);
     println!("sample accuracy: {:.1}%", 100.0 * sample_acc);
-    println!("real-image accuracy: {:.1}%", 100.0 * real_acc);
+    println!(
+        "time: {:.0}s in all (training {train_time:.0}s, sampling {sample_time:.0}s, judges {judge_time:.0}s)",
+        run_start.elapsed().as_secs_f64()
+    );
     println!("wrote {}/{{samples.png, loss.png, data.png}} and checkpoint {}", args.out.display(), ckpt.display());
     Ok(())
 }
 
 fn main() {
     diffusion_transformers::cpu::tune_allocator(); // keep large CPU buffers for reuse
-    let result = parse_args().and_then(run);
-    if let Err(msg) = result {
+    if let Err(msg) = run(Args::parse()) {
         eprintln!("error: {msg}");
         std::process::exit(1);
     }

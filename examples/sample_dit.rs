@@ -26,12 +26,13 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use burn::prelude::*;
+use clap::Parser;
 use diffusion_transformers::models::{DiT, DiTConfig};
+use indicatif::{ProgressBar, ProgressStyle};
 use diffusion_transformers::pipeline::{DitPipeline, PipelineConfig, RgbImage};
-use diffusion_transformers::sampling::{Ddpm, Progress, SamplerKind};
+use diffusion_transformers::sampling::{Progress, SamplerKind};
 use diffusion_transformers::vae::AutoencoderKl;
-use diffusion_transformers::weights::Checkpoint;
-use diffusion_transformers::weights::LoadWeights;
+use diffusion_transformers::weights::{Checkpoint, LoadWeights};
 
 const DIT_HELP: &str = "Download an official DiT checkpoint from the facebookresearch/DiT release, e.g.\n    \
     https://dl.fbaipublicfiles.com/DiT/models/DiT-XL-2-256x256.pt   (or DiT-XL-2-512x512.pt)";
@@ -39,72 +40,59 @@ const VAE_HELP: &str = "Download the Stable Diffusion VAE from Hugging Face (`st
     `stabilityai/sd-vae-ft-mse`),\n    e.g. `huggingface-cli download stabilityai/sd-vae-ft-ema --local-dir sd-vae-ft-ema`,\n    \
     and pass the directory (config.json + diffusion_pytorch_model.safetensors) or the weights file.";
 
-/// Command-line options.
+/// `None`: guidance on every channel.
+type GuidedChannels = Option<usize>;
+
+/// Sample ImageNet classes from an official DiT checkpoint and the Stable Diffusion VAE.
+#[derive(Parser, Debug)]
+#[command(allow_negative_numbers = true, after_help = format!("Getting the files:\n  {DIT_HELP}\n  {VAE_HELP}"))]
 struct Args {
+    /// The DiT checkpoint (e.g. DiT-XL-2-256x256.pt).
+    #[arg(long)]
     dit: PathBuf,
+    /// The VAE: a diffusers folder (config.json + diffusion_pytorch_model.safetensors) or the
+    /// weights file.
+    #[arg(long)]
     vae: PathBuf,
+    /// ImageNet class ids (repeat the flag or separate with commas).
+    #[arg(long = "class", value_delimiter = ',', default_values_t = [207])]
     classes: Vec<usize>,
+    /// Seed of the initial noise (and of stochastic samplers).
+    #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Sampler: ddpm, ddim, euler, euler-a, heun, edm, dpm++2m (or dpm), dpm++3m, dpm++sde, unipc, unipc3.
+    #[arg(long, default_value = "ddpm", value_parser = sampler)]
     sampler: SamplerKind,
+    /// Sampler steps (default: the sampler's own: DDPM 250, DDIM 50, DPM-Solver++ 20, ...).
+    #[arg(long, value_parser = positive)]
     steps: Option<usize>,
+    /// Classifier-free guidance scale.
+    #[arg(long, default_value_t = 4.0)]
     cfg: f64,
-    guided_channels: Option<usize>,
+    /// Latent channels guidance applies to: a number, or `all`.
+    #[arg(long, default_value = "3", value_parser = guided_channels)]
+    guided_channels: GuidedChannels,
+    /// Attention heads (default: hidden size / 64, as in every DiT preset).
+    #[arg(long, value_parser = positive)]
     heads: Option<usize>,
+    /// Decode the latents in tiles of this many latent pixels (overlap a quarter), to save memory.
+    #[arg(long, value_parser = positive)]
     tile: Option<usize>,
+    /// Output PNG.
+    #[arg(long, default_value = "sample.png")]
     out: PathBuf,
 }
 
-fn parse_args() -> Result<Args, String> {
-    let mut it = std::env::args().skip(1);
-    let (mut dit, mut vae, mut classes) = (None, None, Vec::new());
-    let mut args = Args {
-        dit: PathBuf::new(),
-        vae: PathBuf::new(),
-        classes: Vec::new(),
-        seed: 0,
-        sampler: SamplerKind::Ddpm(Ddpm),
-        steps: None,
-        cfg: 4.0,
-        guided_channels: Some(3),
-        heads: None,
-        tile: None,
-        out: PathBuf::from("sample.png"),
-    };
-    fn num<T: std::str::FromStr>(flag: &str, v: Option<String>) -> Result<T, String> {
-        let v = v.ok_or_else(|| format!("{flag} needs a value"))?;
-        v.parse().map_err(|_| format!("bad value `{v}` for {flag}"))
-    }
-    while let Some(flag) = it.next() {
-        match flag.as_str() {
-            "--dit" => dit = it.next().map(PathBuf::from),
-            "--vae" => vae = it.next().map(PathBuf::from),
-            "--class" => {
-                let v: String = num("--class", it.next())?;
-                for c in v.split(',') {
-                    classes.push(num("--class", Some(c.trim().to_string()))?);
-                }
-            }
-            "--seed" => args.seed = num("--seed", it.next())?,
-            "--steps" => args.steps = Some(num("--steps", it.next())?),
-            "--sampler" => {
-                args.sampler = SamplerKind::from_name(&it.next().ok_or("--sampler needs a value")?).map_err(|e| e.to_string())?
-            }
-            "--cfg" => args.cfg = num("--cfg", it.next())?,
-            "--guided-channels" => {
-                let v: String = num("--guided-channels", it.next())?;
-                args.guided_channels = if v == "all" { None } else { Some(num("--guided-channels", Some(v))?) };
-            }
-            "--heads" => args.heads = Some(num("--heads", it.next())?),
-            "--tile" => args.tile = Some(num("--tile", it.next())?),
-            "--out" => args.out = it.next().map(PathBuf::from).ok_or("--out needs a value")?,
-            "-h" | "--help" => return Err(String::new()),
-            other => return Err(format!("unknown argument `{other}`")),
-        }
-    }
-    args.dit = dit.ok_or("--dit <DiT-XL-2-256x256.pt> is required")?;
-    args.vae = vae.ok_or("--vae <dir or file> is required")?;
-    args.classes = if classes.is_empty() { vec![207] } else { classes };
-    Ok(args)
+fn positive(s: &str) -> Result<usize, String> {
+    s.parse::<usize>().ok().filter(|&v| v >= 1).ok_or_else(|| format!("expected a whole number of at least 1, got `{s}`"))
+}
+
+fn sampler(s: &str) -> Result<SamplerKind, String> {
+    SamplerKind::from_name(s).map_err(|e| e.to_string())
+}
+
+fn guided_channels(s: &str) -> Result<GuidedChannels, String> {
+    if s == "all" { Ok(None) } else { positive(s).map(Some).map_err(|e| format!("{e} or `all`")) }
 }
 
 /// Build a DiT matching an official checkpoint's shapes.
@@ -187,12 +175,18 @@ fn run(args: Args) -> Result<(), String> {
     let pipeline = DitPipeline::new(dit, vae, config).map_err(|e| e.to_string())?;
     println!("sampling classes {:?} with {:?}, {steps} steps, guidance {}, seed {}", args.classes, args.sampler, args.cfg, args.seed);
     let start = Instant::now();
+    let bar = ProgressBar::new(steps as u64).with_style(
+        ProgressStyle::with_template("sampling [{bar:30.cyan/blue}] {pos}/{len} {msg} | {per_sec} | eta {eta}")
+            .expect("a valid template")
+            .progress_chars("=> "),
+    );
     let mut report = |p: &Progress| {
-        if p.step == 1 || p.step == p.total_steps || p.step.is_multiple_of((p.total_steps / 10).max(1)) {
-            println!("  step {}/{} (t = {}) {:.1?}", p.step, p.total_steps, p.timestep, start.elapsed());
-        }
+        bar.set_length(p.total_steps as u64);
+        bar.set_position(p.step as u64);
+        bar.set_message(format!("t = {:.0}", p.timestep));
     };
     let images = pipeline.generate(&args.classes, args.seed, &mut report).map_err(|e| e.to_string())?;
+    bar.finish();
     println!("sampled and decoded {} image(s) in {:.1?}", images.len(), start.elapsed());
     grid(&images).save(&args.out).map_err(|e| format!("cannot write {}: {e}", args.out.display()))?;
     println!("wrote {}", args.out.display());
@@ -209,20 +203,7 @@ fn missing(path: &Path, what: &str, help: &str) -> bool {
 
 fn main() -> ExitCode {
     diffusion_transformers::cpu::tune_allocator(); // keep large CPU buffers for reuse
-    let args = match parse_args() {
-        Ok(a) => a,
-        Err(why) => {
-            if !why.is_empty() {
-                eprintln!("error: {why}");
-            }
-            eprintln!(
-                "usage: sample_dit --dit <DiT-XL-2-256x256.pt> --vae <sd-vae-ft-ema dir or file> [--class 207[,360..]] \
-                 [--seed 0] [--steps N] [--sampler ddpm|ddim|dpm-solver++] [--cfg 4.0] [--guided-channels 3|all] \
-                 [--heads H] [--tile T] [--out sample.png]\n  {DIT_HELP}\n  {VAE_HELP}"
-            );
-            return ExitCode::from(2);
-        }
-    };
+    let args = Args::parse();
     let dit_missing = missing(&args.dit, "DiT checkpoint", DIT_HELP);
     let vae_missing = missing(&args.vae, "VAE", VAE_HELP);
     if dit_missing || vae_missing {

@@ -12,9 +12,11 @@ use diffusion_transformers::sampling::{ClassifierFreeGuidance, Progress, Progres
 use diffusion_transformers::contracts::TrainRng;
 
 /// Training objective of a checkpoint.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum ObjectiveKind {
+    /// DDPM with the hybrid loss and learned sigma (DiT's).
     Ddpm,
+    /// Rectified flow (SD3's).
     Flow,
 }
 
@@ -64,11 +66,10 @@ pub fn sample(
     let null = model.y_embedder.as_ref().map_or(0, |e| e.null_label());
     let shape = [b, model.in_channels, model.input_size, model.input_size];
     let mut rng = TrainRng::seed_from_u64(seed);
+    let bar = super::progress::bar("sampling", steps as u64, 0);
     let mut progress = |p: &Progress| {
-        eprint!("\r  sampling step {}/{}", p.step, p.total_steps);
-        if p.step == p.total_steps {
-            eprintln!();
-        }
+        bar.set_length(p.total_steps as u64);
+        bar.set_position(p.step as u64);
     };
     let sampler = SamplerKind::from_name(sampler)?;
     // Guidance on the prediction channels (learned-variance channels pass through).
@@ -81,5 +82,7 @@ pub fn sample(
         ObjectiveKind::Flow => RectifiedFlowProcess::new(1000, 1.0)?.plan(steps, &TimestepSchedule::new())?,
     };
     let plan = plan.with_clip(ClipMode::Clamp(1.0));
-    sampler.sample(&plan, &guided, &y, shape, device, &mut rng, Some(&mut progress as &mut dyn ProgressCallback))
+    let images = sampler.sample(&plan, &guided, &y, shape, device, &mut rng, Some(&mut progress as &mut dyn ProgressCallback));
+    bar.finish();
+    images
 }

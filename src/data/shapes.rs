@@ -1,5 +1,10 @@
 //! A procedurally generated, class-conditional image dataset: coloured shapes at random
 //! positions, sizes and rotations, made in code from a seed (no download).
+//!
+//! Each class has its own colour, so colour alone identifies the class. With
+//! [`ShapesDataset::with_random_colours`] the shape and the background get random colours
+//! instead (same shapes, positions and rotations): a classifier trained on those can only use
+//! the silhouette (the quickstart's shape-only judge).
 
 use std::f32::consts::PI;
 
@@ -33,7 +38,7 @@ fn inside(class: usize, x: f32, y: f32) -> bool {
         2 => y >= -0.7 && y <= 0.9 && x.abs() <= (0.9 - y) * 0.6,
         3 => (x.abs() <= 0.3 && y.abs() <= 1.0) || (y.abs() <= 0.3 && x.abs() <= 1.0),
         4 => (0.55..=1.0).contains(&r),
-        5 => x.abs() + y.abs() <= 1.0,
+        5 => x.abs() / 0.55 + y.abs() <= 1.0, // a lozenge (a square would match class 1 rotated)
         6 => x.abs() <= 1.0 && y.abs() <= 0.3,
         7 => {
             let a = y.atan2(x);
@@ -49,6 +54,17 @@ fn inside(class: usize, x: f32, y: f32) -> bool {
     }
 }
 
+/// A random `(background, shape)` colour pair at least 0.5 apart.
+fn random_colour_pair<R: Rng>(rng: &mut R) -> ([f32; 3], [f32; 3]) {
+    loop {
+        let a: [f32; 3] = std::array::from_fn(|_| rng.random_range(0.0..1.0));
+        let b: [f32; 3] = std::array::from_fn(|_| rng.random_range(0.0..1.0));
+        if a.iter().zip(&b).map(|(x, y)| (x - y).powi(2)).sum::<f32>() >= 0.25 {
+            return (a, b);
+        }
+    }
+}
+
 /// `len` images of `size x size` RGB in `[-1, 1]`; image `i` is a pure function of
 /// `(seed, i)`, so any subset can be drawn in any order.
 #[derive(Debug, Clone)]
@@ -59,6 +75,9 @@ pub struct ShapesDataset {
     pub len: usize,
     /// Height = width.
     pub size: usize,
+    /// Random shape and background colours instead of the class colours
+    /// ([`with_random_colours`](Self::with_random_colours)).
+    pub random_colours: bool,
 }
 
 impl ShapesDataset {
@@ -67,7 +86,15 @@ impl ShapesDataset {
         if size < 8 || len == 0 {
             return Err(Error::InvalidConfig(format!("shapes dataset needs size >= 8 and len > 0, got {size}, {len}")));
         }
-        Ok(Self { seed, len, size })
+        Ok(Self { seed, len, size, random_colours: false })
+    }
+
+    /// The same images with random colours: the shape and the background of each image get
+    /// independent uniform RGB colours at least 0.5 apart (Euclidean, in `[0, 1]^3`), so the
+    /// class shows only in the silhouette. Positions, sizes and rotations are unchanged.
+    pub fn with_random_colours(mut self, random: bool) -> Self {
+        self.random_colours = random;
+        self
     }
 
     /// Number of classes (10).
@@ -86,7 +113,11 @@ impl ShapesDataset {
         let theta = rng.random_range(0.0..2.0 * PI);
         let (sin, cos) = theta.sin_cos();
         let background = rng.random_range(0.0..0.15f32);
-        let color = CLASSES[class].1;
+        let (background, color) = if self.random_colours {
+            random_colour_pair(&mut rng)
+        } else {
+            ([background; 3], CLASSES[class].1)
+        };
         let n = self.size * self.size;
         let mut out = vec![0f32; 3 * n];
         for py in 0..self.size {
@@ -102,7 +133,7 @@ impl ShapesDataset {
                     }
                 }
                 for c in 0..3 {
-                    let v = background * (1.0 - cover) + color[c] * cover;
+                    let v = background[c] * (1.0 - cover) + color[c] * cover;
                     out[c * n + py * self.size + px] = v * 2.0 - 1.0;
                 }
             }
@@ -156,5 +187,28 @@ mod tests {
             assert!(lit > 40, "class {class}: {lit} lit pixels");
         }
         assert!(ShapesDataset::new(0, 10, 4).is_err());
+    }
+
+    #[test]
+    fn random_colours_keep_the_silhouette() {
+        let plain = ShapesDataset::new(5, 100, 16).unwrap();
+        let random = plain.clone().with_random_colours(true);
+        let n = 16 * 16;
+        let mut colours = Vec::new();
+        for i in 0..20 {
+            let ((a, la), (b, lb)) = (plain.get(i), random.get(i));
+            assert_eq!(la, lb);
+            assert!(b.iter().all(|v| (-1.0..=1.0).contains(v)));
+            // The silhouette: which pixels differ from the corner (background) pixel.
+            let mask = |img: &[f32]| -> Vec<bool> {
+                (0..n).map(|p| (0..3).map(|c| (img[c * n + p] - img[c * n]).abs()).sum::<f32>() > 0.3).collect()
+            };
+            let (ma, mb) = (mask(&a), mask(&b));
+            let agree = ma.iter().zip(&mb).filter(|(x, y)| x == y).count();
+            assert!(agree as f32 >= 0.9 * n as f32, "image {i}: masks agree on {agree}/{n} pixels");
+            colours.push((b[0], b[n], b[2 * n]));
+        }
+        // Colours vary across images of the same class (indices 0 and 10).
+        assert_ne!(colours[0], colours[10]);
     }
 }
