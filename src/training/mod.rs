@@ -7,6 +7,8 @@ pub mod data_parallel;
 mod durable;
 pub mod ema;
 pub mod guard;
+#[cfg(feature = "train")]
+pub mod learner;
 pub mod optimizer;
 pub mod trainer;
 
