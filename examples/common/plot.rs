@@ -137,7 +137,13 @@ impl LineChart<'_> {
                 }};
             }
             if self.log_y {
-                draw!(builder.build_cartesian_2d(x0..x1, (y0..y1).log_scale()).map_err(err)?);
+                // Labels at 1, 2 and 5 times each power of ten in range (plotters' own log
+                // labels thin out below a decade).
+                let keys: Vec<f64> = (y0.log10().floor() as i32..=y1.log10().ceil() as i32)
+                    .flat_map(|e| [1.0, 2.0, 5.0].map(|m| m * 10f64.powi(e)))
+                    .filter(|v| (y0..=y1).contains(v))
+                    .collect();
+                draw!(builder.build_cartesian_2d(x0..x1, (y0..y1).log_scale().with_key_points(keys)).map_err(err)?);
             } else {
                 draw!(builder.build_cartesian_2d(x0..x1, y0..y1).map_err(err)?);
             }

@@ -6,6 +6,8 @@ pub mod checkpoint;
 pub mod data_parallel;
 pub mod ema;
 pub mod guard;
+#[cfg(feature = "train")]
+pub mod learner;
 pub mod optimizer;
 pub mod trainer;
 
