@@ -285,9 +285,5 @@ fn run(args: Args) -> Result<(), String> {
 }
 
 fn main() {
-    diffusion_transformers::cpu::tune_allocator(); // keep large CPU buffers for reuse
-    if let Err(msg) = run(Args::parse()) {
-        eprintln!("error: {msg}");
-        std::process::exit(1);
-    }
+    common::cli::main_with(run);
 }

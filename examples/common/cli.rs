@@ -51,3 +51,13 @@ pub fn model_name(s: &str) -> Result<String, String> {
         Err(format!("expected tiny, small or a DiT preset such as DiT-S/2, got `{s}`"))
     }
 }
+
+/// The examples' `main`: parse the command line (clap exits with its own message on a bad
+/// one), keep large CPU buffers for reuse, run, and print an error and exit 1 on failure.
+pub fn main_with<A: clap::Parser>(run: fn(A) -> Result<(), String>) {
+    diffusion_transformers::cpu::tune_allocator();
+    if let Err(msg) = run(A::parse()) {
+        eprintln!("error: {msg}");
+        std::process::exit(1);
+    }
+}
