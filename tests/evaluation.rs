@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use burn::prelude::*;
 use diffusion_transformers::eval::{Evaluator, InceptionV3Config, NpzWriter, SampleShards, class_labels};
 use diffusion_transformers::pipeline::RgbImage;
-use diffusion_transformers::weights::Checkpoint;
+use diffusion_transformers::weights::{Checkpoint, LoadWeights};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 

@@ -23,7 +23,7 @@ use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
 
 use super::inception_blocks::{BasicConv2d, InceptionA, InceptionB, InceptionC, InceptionD, InceptionE, max_pool_3x3};
 use crate::error::{Error, Result};
-use crate::weights::{Checkpoint, KeyMap, load_module};
+use crate::weights::{CheckpointFormat, KeyMap, LazyCheckpoint, LoadWeights};
 
 /// Channels of the sFID spatial features taken from `mixed_6/conv` (ADM evaluator).
 pub const SPATIAL_CHANNELS: usize = 7;
@@ -43,8 +43,8 @@ pub struct InceptionV3Config {
 }
 
 impl InceptionV3Config {
-    /// Build the network with random weights (load real ones with
-    /// [`InceptionV3::load_checkpoint`]).
+    /// Build the network with random weights (load real ones with [`LoadWeights`], e.g.
+    /// [`InceptionV3::from_file`]).
     ///
     /// # Errors
     /// [`Error::InvalidConfig`] for zero classes.
@@ -121,34 +121,48 @@ fn key_map() -> KeyMap {
     KeyMap::new(names.iter().map(|n| (n.to_ascii_lowercase(), n.to_string())))
 }
 
+/// pytorch-fid's (torchvision's) state-dict names: the FID Inception's [`CheckpointFormat`].
+/// BatchNorm `num_batches_tracked` counters are ignored.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct InceptionPytorchFid;
+
+impl CheckpointFormat<InceptionV3> for InceptionPytorchFid {
+    fn key(&self, module_path: &str) -> String {
+        key_map().checkpoint_key(module_path)
+    }
+
+    fn prepare(&self, _model: &InceptionV3, checkpoint: &mut LazyCheckpoint<'_>) -> Result<()> {
+        let counters: Vec<String> = checkpoint.keys().filter(|k| k.ends_with("num_batches_tracked")).map(str::to_string).collect();
+        for k in counters {
+            checkpoint.remove(&k);
+        }
+        Ok(())
+    }
+}
+
+impl LoadWeights for InceptionV3 {
+    type Format = InceptionPytorchFid;
+
+    fn format_of(&self, _checkpoint: &LazyCheckpoint<'_>) -> InceptionPytorchFid {
+        InceptionPytorchFid
+    }
+
+    fn export_format(&self) -> InceptionPytorchFid {
+        InceptionPytorchFid
+    }
+}
+
 impl InceptionV3 {
-    /// pytorch-fid's network (default config) with the weights of `path`: the
-    /// `pt_inception-2015-12-05-6726825d.pth` file pytorch-fid downloads (`pytorch` feature), or
-    /// the same state dict as `.safetensors`.
+    /// pytorch-fid's network (default config) with the weights of `path`, streamed in with
+    /// the one loader ([`LoadWeights`]): the `pt_inception-2015-12-05-6726825d.pth` file
+    /// pytorch-fid downloads (`pytorch` feature), or the same state dict as `.safetensors`.
     ///
     /// # Errors
     /// [`Error::Io`] for an unreadable file, [`Error::CheckpointMismatch`] for other weights.
     pub fn from_file(path: impl AsRef<Path>, device: &Device) -> Result<Self> {
         let mut net = InceptionV3Config::new().init(device)?;
-        net.load_checkpoint(&Checkpoint::from_file(path)?)?;
+        net.load_weights(path)?;
         Ok(net)
-    }
-
-    /// Load a state dict under torchvision's key names (`num_batches_tracked` entries are
-    /// ignored). On failure `self` is unchanged and the error lists every bad key.
-    ///
-    /// # Errors
-    /// [`Error::CheckpointMismatch`] listing missing, unexpected and mis-shaped keys.
-    pub fn load_checkpoint(&mut self, checkpoint: &Checkpoint) -> Result<()> {
-        let mut ck = Checkpoint::new();
-        for (k, v) in checkpoint.tensors() {
-            if !k.ends_with("num_batches_tracked") {
-                ck.insert(k.clone(), v.clone());
-            }
-        }
-        let map = key_map();
-        *self = load_module(self, &ck, |p| map.checkpoint_key(p))?;
-        Ok(())
     }
 
     /// Number of classes of the `fc` layer.

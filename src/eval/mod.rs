@@ -24,7 +24,7 @@ pub mod samples;
 
 pub use evaluator::{BatchFeatures, EvalReport, Evaluator};
 pub use frechet::{GaussianStats, frechet_distance};
-pub use inception::{InceptionFeatures, InceptionV3, InceptionV3Config};
+pub use inception::{InceptionFeatures, InceptionPytorchFid, InceptionV3, InceptionV3Config};
 pub use inception_score::inception_score;
 pub use npz::{NpyDtype, NpyHeader, NpzReader, NpzWriter};
 pub use precision_recall::{ManifoldConfig, knn_radii, precision_recall};

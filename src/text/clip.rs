@@ -15,9 +15,10 @@
 //! configs it is the position of the largest id (the first one, as `argmax`; the EOS token is the
 //! largest id of CLIP's vocabulary); otherwise the first position holding `eos_token_id`.
 //!
-//! Checkpoints use transformers' key names (`text_model.embeddings.token_embedding.weight`,
-//! `text_model.encoder.layers.N.self_attn.q_proj.weight`, `text_projection.weight`); the vision
-//! tower of a full `CLIPModel` checkpoint and the `position_ids` buffer are ignored.
+//! Checkpoints load through the crate's one loader ([`LoadWeights`]) in transformers' key names
+//! (`text_model.encoder.layers.N.self_attn.q_proj.weight`, `text_projection.weight`) or
+//! OpenCLIP's (`transformer.resblocks.N.attn.in_proj_weight`, `text_projection` applied as
+//! `x @ P`), detected from the keys; see [`clip_format`](crate::text::clip_format).
 
 use std::path::Path;
 
@@ -33,7 +34,8 @@ use crate::layers::attention::{merge_heads, split_heads};
 use crate::layers::init::{WeightInit, linear};
 use crate::text::config::{JsonConfig, read_config_file};
 use crate::text::ids_to_host;
-use crate::weights::{Checkpoint, load_module};
+use crate::text::clip_format::ClipTextFormat;
+use crate::weights::{LazyCheckpoint, LoadWeights};
 
 /// Configuration of a [`ClipTextModel`], field for field transformers' `CLIPTextConfig`.
 #[derive(Config, Debug, PartialEq)]
@@ -324,45 +326,42 @@ impl ClipTextModel {
         }
     }
 
-    /// Load transformers' weights (see the [module docs](self) for the key names). `self` is
-    /// unchanged on error, which lists every missing, unexpected and mis-shaped key.
-    pub fn load_checkpoint(&mut self, checkpoint: &Checkpoint) -> Result<()> {
-        let mut ck = checkpoint.clone();
-        for key in checkpoint.tensors().keys() {
-            let foreign = key.starts_with("vision_model.") || key == "visual_projection.weight" || key == "logit_scale";
-            if foreign || key.ends_with("embeddings.position_ids") {
-                ck.remove(key);
-            }
-        }
-        *self = load_module(self, &ck, transformers_key)?;
-        Ok(())
-    }
-
     /// Build from a transformers directory (`config.json` and `model.safetensors`, sharded or
-    /// not), as SD3's `text_encoder` and `text_encoder_2` folders.
+    /// not), as SD3's `text_encoder` and `text_encoder_2` folders, streaming the weights in
+    /// with the one loader ([`LoadWeights`]: tensor by tensor, converted to the model's dtype;
+    /// f16/bf16 weights stay f16/bf16 in a model built in that dtype).
     ///
     /// # Errors
     /// [`Error::Io`] for unreadable files, [`Error::InvalidConfig`], [`Error::CheckpointMismatch`].
     pub fn from_pretrained(dir: impl AsRef<Path>, device: &Device) -> Result<Self> {
         let dir = dir.as_ref();
         let config = read_config_file(&dir.join("config.json"))?;
-        let checkpoint = Checkpoint::from_file(dir)?;
+        let checkpoint = LazyCheckpoint::open(dir)?;
         let with_projection = checkpoint.contains("text_projection.weight");
         let mut model = ClipTextConfig::from_transformers(&config, with_projection)?.init(device)?;
-        model.load_checkpoint(&checkpoint)?;
+        model.load_lazy_as(checkpoint, ClipTextFormat::Transformers)?;
         Ok(model)
     }
-}
 
-/// Module path -> transformers key.
-fn transformers_key(path: &str) -> String {
-    if path.starts_with("text_projection") { path.to_string() } else { format!("text_model.{path}") }
+    /// Build OpenCLIP's text tower from an OpenCLIP model config (`open_clip_config.json` or
+    /// open_clip's `model_configs/*.json`, read by [`ClipTextConfig::from_open_clip`]) and an
+    /// OpenCLIP checkpoint (`open_clip_pytorch_model.bin`, `open_clip_model.safetensors`, or a
+    /// checkpoint holding the tower under a prefix, such as MicroDiT's released ones); the
+    /// vision tower is not loaded.
+    ///
+    /// # Errors
+    /// [`Error::Io`] for unreadable files, [`Error::InvalidConfig`], [`Error::CheckpointMismatch`].
+    pub fn from_open_clip(config: impl AsRef<Path>, weights: impl AsRef<Path>, device: &Device) -> Result<Self> {
+        let config = ClipTextConfig::from_open_clip(&read_config_file(config.as_ref())?)?;
+        let mut model = config.init(device)?;
+        model.load_lazy_as(LazyCheckpoint::open(weights)?, ClipTextFormat::OpenClip)?;
+        Ok(model)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::weights::export_module;
 
     fn tiny() -> ClipTextConfig {
         ClipTextConfig::new()
@@ -390,7 +389,7 @@ mod tests {
     fn keys_shapes_and_errors() {
         let device = Device::flex();
         let model = tiny().init(&device).unwrap();
-        let ck = export_module(&model, transformers_key).unwrap();
+        let ck = model.to_checkpoint().unwrap();
         for k in [
             "text_model.embeddings.token_embedding.weight",
             "text_model.embeddings.position_embedding.weight",

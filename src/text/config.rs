@@ -39,6 +39,25 @@ impl<'a> JsonConfig<'a> {
         self.get(key).map_or(Ok(default), |v| v.as_f64().ok_or_else(|| Self::wrong(key, "a number", v)))
     }
 
+    pub(crate) fn bool(&self, key: &str, default: bool) -> Result<bool> {
+        self.get(key).map_or(Ok(default), |v| v.as_bool().ok_or_else(|| Self::wrong(key, "true or false", v)))
+    }
+
+    /// A nested object (`Value::Null` when absent, so its options take their defaults).
+    pub(crate) fn object(&self, key: &str) -> Result<JsonConfig<'a>> {
+        static NULL: Value = Value::Null;
+        match self.get(key) {
+            None => Ok(JsonConfig::new(&NULL)),
+            Some(v) if v.is_object() => Ok(JsonConfig::new(v)),
+            Some(v) => Err(Self::wrong(key, "an object", v)),
+        }
+    }
+
+    /// Whether the option is present (and not `null`).
+    pub(crate) fn has(&self, key: &str) -> bool {
+        self.get(key).is_some()
+    }
+
     pub(crate) fn string(&self, key: &str, default: &str) -> Result<String> {
         self.get(key).map_or(Ok(default.to_string()), |v| {
             v.as_str().map(str::to_string).ok_or_else(|| Self::wrong(key, "a string", v))

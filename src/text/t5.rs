@@ -20,7 +20,8 @@
 //! feed-forward, and `wo` may be kept in f32 (`_keep_in_fp32_modules`), in which case its input
 //! is cast to f32 and the residual stream is promoted.
 //!
-//! Checkpoints use transformers' names (`shared.weight` or `encoder.embed_tokens.weight`,
+//! Checkpoints load through the crate's one loader ([`LoadWeights`], format [`T5Transformers`])
+//! under transformers' names (`shared.weight` or `encoder.embed_tokens.weight`,
 //! `encoder.block.N.layer.0.SelfAttention.q.weight`, `encoder.block.N.layer.1.DenseReluDense.wi_0.weight`, ...).
 
 use std::path::Path;
@@ -39,7 +40,7 @@ use crate::layers::attention::{merge_heads, split_heads};
 use crate::layers::init::{WeightInit, linear};
 use crate::text::config::{JsonConfig, read_config_file};
 use crate::text::ids_to_host;
-use crate::weights::{Checkpoint, KeyMap, load_module};
+use crate::weights::{CheckpointFormat, KeyMap, LazyCheckpoint, LoadWeights};
 
 /// Configuration of a [`T5EncoderModel`], field for field transformers' `T5Config`.
 #[derive(Config, Debug, PartialEq)]
@@ -348,23 +349,9 @@ impl T5EncoderModel {
         Ok(self.final_layer_norm.forward(x))
     }
 
-    /// Load transformers' weights: the token embedding as `shared.weight` or
-    /// `encoder.embed_tokens.weight` (both may be present, tied). `self` is unchanged on
-    /// error, which lists every missing, unexpected and mis-shaped key.
-    pub fn load_checkpoint(&mut self, checkpoint: &Checkpoint) -> Result<()> {
-        let mut ck = checkpoint.clone();
-        if let Some(emb) = ck.remove("encoder.embed_tokens.weight") {
-            if !ck.contains("shared.weight") {
-                ck.insert("shared.weight", emb);
-            }
-        }
-        let map = key_map();
-        *self = load_module(self, &ck, |p| map.checkpoint_key(p))?;
-        Ok(())
-    }
-
     /// Build from a transformers directory (`config.json` and `model.safetensors`, sharded
-    /// or not), as SD3's `text_encoder_3` folder.
+    /// or not), as SD3's `text_encoder_3` folder, streaming the weights in with the one loader
+    /// ([`LoadWeights`]: tensor by tensor, converted to the model's dtype).
     ///
     /// # Errors
     /// [`Error::Io`] for unreadable files, [`Error::InvalidConfig`], [`Error::CheckpointMismatch`].
@@ -372,7 +359,7 @@ impl T5EncoderModel {
         let dir = dir.as_ref();
         let config = read_config_file(&dir.join("config.json"))?;
         let mut model = T5EncoderConfig::from_transformers(&config)?.init(device)?;
-        model.load_checkpoint(&Checkpoint::from_file(dir)?)?;
+        model.load_weights(dir)?;
         Ok(model)
     }
 }
@@ -391,10 +378,41 @@ fn key_map() -> KeyMap {
     ])
 }
 
+/// transformers' `T5EncoderModel` names: the T5 encoder's [`CheckpointFormat`]. The tied token
+/// embedding may be stored as `shared.weight`, `encoder.embed_tokens.weight` or both.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct T5Transformers;
+
+impl CheckpointFormat<T5EncoderModel> for T5Transformers {
+    fn key(&self, module_path: &str) -> String {
+        key_map().checkpoint_key(module_path)
+    }
+
+    fn prepare(&self, _model: &T5EncoderModel, checkpoint: &mut LazyCheckpoint<'_>) -> Result<()> {
+        if let Some(emb) = checkpoint.remove("encoder.embed_tokens.weight") {
+            if !checkpoint.contains("shared.weight") {
+                checkpoint.insert("shared.weight", emb);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl LoadWeights for T5EncoderModel {
+    type Format = T5Transformers;
+
+    fn format_of(&self, _checkpoint: &LazyCheckpoint<'_>) -> T5Transformers {
+        T5Transformers
+    }
+
+    fn export_format(&self) -> T5Transformers {
+        T5Transformers
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::weights::export_module;
 
     #[test]
     fn buckets_match_transformers() {
@@ -415,8 +433,7 @@ mod tests {
         .unwrap();
         assert!(cfg.is_gated_act && cfg.dense_act_fn == Activation::GeluTanh);
         let model = cfg.init(&device).unwrap();
-        let map = key_map();
-        let ck = export_module(&model, |p| map.checkpoint_key(p)).unwrap();
+        let ck = model.to_checkpoint().unwrap();
         for k in [
             "shared.weight",
             "encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight",

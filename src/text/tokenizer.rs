@@ -248,6 +248,29 @@ impl ClipTokenizer {
     pub fn encode(&self, prompts: &[&str], max_length: usize) -> Result<TokenizedBatch> {
         self.inner.encode(prompts, max_length)
     }
+
+    /// Tokenize prompts as OpenCLIP's `SimpleTokenizer` (`open_clip.get_tokenizer(...)(prompts,
+    /// context_length)`): start token, BPE tokens, end token, truncated to `context_length`
+    /// with the end token kept last, padded with id 0 whatever the files' `pad_token` (the
+    /// attention mask is all ones on the tokens, as [`encode`](Self::encode)'s). The same
+    /// vocabulary as CLIP's (any CLIP BPE tokenizer folder). open_clip's text cleaning is
+    /// matched for ordinary text (whitespace runs, lowercase); its `ftfy.fix_text` repairs
+    /// (curly quotes, ligatures, mojibake, full-width forms) and HTML-entity unescaping are not
+    /// applied.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a zero `context_length` or text the tokenizer rejects.
+    pub fn encode_open_clip(&self, prompts: &[&str], context_length: usize) -> Result<TokenizedBatch> {
+        let mut batch = self.inner.encode(prompts, context_length)?;
+        for (ids, mask) in batch.input_ids.iter_mut().zip(&batch.attention_mask) {
+            for (id, m) in ids.iter_mut().zip(mask) {
+                if *m == 0 {
+                    *id = 0;
+                }
+            }
+        }
+        Ok(batch)
+    }
 }
 
 /// T5's unigram (SentencePiece) tokenizer (transformers' `T5Tokenizer`).

@@ -59,6 +59,10 @@ enum Source<'a> {
     Rows(Vec<LazyTensor<'a>>),
     /// A tensor whose two row halves are exchanged.
     SwapHalves(Box<LazyTensor<'a>>),
+    /// A byte range of another tensor (a block of its rows).
+    Bytes(Box<LazyTensor<'a>>, std::ops::Range<usize>),
+    /// A 2-d tensor, transposed.
+    Transposed(Box<LazyTensor<'a>>),
 }
 
 /// One tensor of a [`LazyCheckpoint`]: shape and dtype known, bytes not yet read.
@@ -130,6 +134,19 @@ impl<'a> LazyTensor<'a> {
                 a.swap_with_slice(b);
                 Ok(bytes)
             }
+            Source::Bytes(inner, range) => Ok(inner.read_bytes()?[range.clone()].to_vec()),
+            Source::Transposed(inner) => {
+                let bytes = inner.read_bytes()?;
+                let (rows, cols, size) = (inner.shape[0], inner.shape[1], self.dtype.size());
+                let mut out = vec![0u8; bytes.len()];
+                for r in 0..rows {
+                    for c in 0..cols {
+                        let (from, to) = ((r * cols + c) * size, (c * rows + r) * size);
+                        out[to..to + size].copy_from_slice(&bytes[from..from + size]);
+                    }
+                }
+                Ok(out)
+            }
         }
     }
 
@@ -153,6 +170,32 @@ impl<'a> LazyTensor<'a> {
         let mut shape = first.shape.clone();
         shape[0] = parts.iter().map(|p| p.shape[0]).sum();
         Some(Self { shape, dtype: first.dtype, source: Source::Rows(parts) })
+    }
+
+    /// Row block `index` of `count` equal blocks (e.g. the key rows of a fused `[3D, D]`
+    /// in-projection); a file's block is read alone, with no read of the rest. `None` for a
+    /// 0-d tensor, `index >= count` or rows not divisible by `count`.
+    pub fn row_block(self, index: usize, count: usize) -> Option<Self> {
+        let rows = *self.shape.first()?;
+        if count == 0 || index >= count || rows % count != 0 {
+            return None;
+        }
+        let mut shape = self.shape.clone();
+        shape[0] = rows / count;
+        let len = shape.iter().product::<usize>() * self.dtype.size();
+        let start = index * len;
+        let source = match self.source {
+            Source::File { file, offset } => Source::File { file, offset: offset + start as u64 },
+            _ => Source::Bytes(Box::new(self.clone()), start..start + len),
+        };
+        Some(Self { shape, dtype: self.dtype, source })
+    }
+
+    /// The transpose of a 2-d tensor (e.g. a projection stored `[in, out]` for a parameter
+    /// `[out, in]`); `None` for other ranks.
+    pub fn transposed(self) -> Option<Self> {
+        let [rows, cols] = self.shape[..] else { return None };
+        Some(Self { shape: vec![cols, rows], dtype: self.dtype, source: Source::Transposed(Box::new(self)) })
     }
 
     /// The tensor with the two halves of its rows exchanged (e.g. `(scale, shift)` ->
@@ -254,6 +297,19 @@ impl<'a> LazyCheckpoint<'a> {
                 self.tensors.remove(k);
             }
             self.tensors.insert(fused, t);
+        }
+    }
+
+    /// Replaces the tensor `fused` by equal row blocks under `parts` (in order; the inverse of
+    /// [`fuse_rows`](Self::fuse_rows), e.g. a fused `in_proj_weight` into `q`, `k`, `v`).
+    /// Does nothing unless `fused` is present and its rows divide evenly, so a malformed
+    /// checkpoint is reported by the load.
+    pub fn split_rows(&mut self, fused: &str, parts: &[String]) {
+        let Some(t) = self.tensors.get(fused) else { return };
+        let blocks: Option<Vec<_>> = (0..parts.len()).map(|i| t.clone().row_block(i, parts.len())).collect();
+        if let Some(blocks) = blocks {
+            self.tensors.remove(fused);
+            self.tensors.extend(parts.iter().cloned().zip(blocks));
         }
     }
 
@@ -426,6 +482,13 @@ mod tests {
         LazyTensor::from_data(TensorData::new(vals, shape))
     }
 
+    fn ck_offset(ck: &LazyCheckpoint) -> u64 {
+        match &ck.get("a").unwrap().source {
+            Source::File { offset, .. } => *offset,
+            _ => panic!("not file-backed"),
+        }
+    }
+
     fn f32s(t: &LazyTensor) -> Vec<f32> {
         t.read().unwrap().try_to_vec::<f32>().unwrap()
     }
@@ -460,6 +523,23 @@ mod tests {
     }
 
     #[test]
+    fn row_blocks_and_transpose() {
+        let mut ck = LazyCheckpoint::default();
+        ck.insert("w", t((0..12).map(|i| i as f32).collect(), vec![6, 2]));
+        let names: Vec<String> = ["q", "k", "v"].iter().map(|s| s.to_string()).collect();
+        ck.split_rows("w", &names);
+        assert_eq!(ck.len(), 3);
+        assert_eq!(f32s(ck.get("k").unwrap()), vec![4.0, 5.0, 6.0, 7.0]);
+        ck.split_rows("q", &names); // 2 rows into 3 blocks: left alone
+        assert_eq!(ck.get("q").unwrap().shape(), &[2, 2]);
+        let tr = t((0..6).map(|i| i as f32).collect(), vec![2, 3]).transposed().unwrap();
+        assert_eq!(tr.shape(), &[3, 2]);
+        assert_eq!(f32s(&tr), vec![0.0, 3.0, 1.0, 4.0, 2.0, 5.0]);
+        assert!(t(vec![0.0; 2], vec![2]).transposed().is_none());
+        assert!(t(vec![0.0; 4], vec![4]).row_block(4, 4).is_none());
+    }
+
+    #[test]
     fn bf16_stays_bf16() {
         let data = TensorData::new(vec![half::bf16::from_f32(1.5), half::bf16::from_f32(-2.0)], [2]);
         let mut ck = LazyCheckpoint::from(Checkpoint::from_tensors([("a".to_string(), data)].into()));
@@ -484,6 +564,8 @@ mod tests {
         let ok = write("ok.safetensors", r#"{"__metadata__":{},"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}"#, 8);
         let ck = LazyCheckpoint::open(&ok).unwrap();
         assert_eq!(ck.get("a").unwrap().read().unwrap().try_to_vec::<f32>().unwrap(), vec![0.0, 0.0]);
+        let block = ck.get("a").unwrap().clone().row_block(1, 2).unwrap();
+        assert!(matches!(block.source, Source::File { offset, .. } if offset == ck_offset(&ck) + 4));
         for (name, header, data) in [
             ("short.safetensors", r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}"#, 4),
             ("len.safetensors", r#"{"a":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}}"#, 8),

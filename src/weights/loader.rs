@@ -1,6 +1,5 @@
-//! Key maps by rules ([`KeyMap`]), the key-function wrappers [`load_module`] /
-//! [`export_module`] over the one loader ([`load`](crate::weights::load)), eager row helpers
-//! for exports, and Burn's own format (burnpack) for bit-exact save and reload.
+//! Key maps by rules ([`KeyMap`]), eager row helpers for exports, and Burn's own format
+//! (burnpack) for bit-exact save and reload.
 
 use std::path::Path;
 
@@ -9,7 +8,6 @@ use burn::tensor::{DType, TensorData};
 
 use crate::error::{Error, Result};
 use crate::weights::checkpoint::Checkpoint;
-use crate::weights::format::{KeyFn, export, load};
 
 /// Segment-aligned renames from module paths to checkpoint keys.
 ///
@@ -41,32 +39,6 @@ impl KeyMap {
         }
         s[1..s.len() - 1].to_string()
     }
-}
-
-/// Load `checkpoint` into a copy of `module` and return it, with `key_of` mapping each
-/// parameter's module path (PyTorch parameter names) to its checkpoint key: the one loader
-/// ([`load`](crate::weights::load)) with a format that is a key function alone. `module`
-/// itself is never modified (the copy shares its tensors until each is replaced).
-///
-/// # Errors
-/// [`Error::CheckpointMismatch`] listing every missing, unexpected and mis-shaped key.
-pub fn load_module<M: Module + Clone>(
-    module: &M,
-    checkpoint: &Checkpoint,
-    key_of: impl Fn(&str) -> String,
-) -> Result<M> {
-    let mut out = module.clone();
-    load(&mut out, checkpoint.into(), &KeyFn(key_of))?;
-    Ok(out)
-}
-
-/// The module's parameters as a [`Checkpoint`] in PyTorch layout under `key_of` names: the
-/// inverse of [`load_module`].
-///
-/// # Errors
-/// A parameter that cannot be read back.
-pub fn export_module<M: Module>(module: &M, key_of: impl Fn(&str) -> String) -> Result<Checkpoint> {
-    export(module, &KeyFn(key_of))
 }
 
 /// Splits the rows of `fused` into `parts.len()` equal blocks stored under `parts` (in

@@ -21,7 +21,7 @@ pub use checkpoint::Checkpoint;
 pub use dit::DiTCheckpointLayout;
 pub use format::{BATCH_BYTES, CheckpointFormat, KeyFn, LoadWeights, export, load};
 pub use lazy::{LazyCheckpoint, LazyTensor};
-pub use loader::{KeyMap, export_module, load_burnpack, load_module, save_burnpack};
+pub use loader::{KeyMap, load_burnpack, save_burnpack};
 pub use microdit::MicroDiTOfficial;
 pub use mmdit::MMDiTDiffusers;
 pub use udit::UDiTOfficial;

@@ -7,6 +7,7 @@
 mod imp {
     use burn::prelude::*;
     use diffusion_transformers::eval::{InceptionV3Config, ManifoldConfig, frechet_distance, inception_score, precision_recall};
+    use diffusion_transformers::weights::LoadWeights;
 
     use crate::common::{Fixture, Outcome, all, cfg_bool, cfg_usize, compare_data, err, to_f64};
 

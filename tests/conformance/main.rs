@@ -38,6 +38,7 @@ fn run(fx: &Fixture) -> Outcome {
         "clip_text_transformers" => text::clip_text(fx),
         "t5_encoder_transformers" => text::t5_encoder(fx),
         "tokenizer_transformers" => text::tokenizer(fx),
+        "clip_text_open_clip" => text::clip_text_open_clip(fx),
         "inception_pytorch_fid" => eval::inception(fx),
         "fid_pytorch_fid" => eval::frechet(fx),
         "inception_score" | "inception_score_torch_fidelity" => eval::inception_score_isc(fx),
