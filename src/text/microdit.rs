@@ -16,11 +16,12 @@
 //! is used. The unconditional branch of guidance is all-zero caption embeddings
 //! ([`MicroDiTNull::ZeroCaption`]), not an encoded empty prompt.
 //!
-//! The released `.pt` files hold the whole `LatentDiffusion` state dict: the DiT under `dit.`
-//! (loaded by [`MicroDiT`](crate::models::MicroDiT)'s format), the text tower under
-//! `text_encoder.encoder.clip_model.` (loaded here; the vision tower is skipped) and the VAE
-//! under `vae.` (diffusers `AutoencoderKL` names: SDXL's VAE for the 4-channel models,
-//! `ostris/vae-kl-f8-d16` for the 16-channel one).
+//! The released `.pt` files are loaded by micro_diffusion into the whole `LatentDiffusion`
+//! model: the DiT under `dit.` (loaded by [`MicroDiT`](crate::models::MicroDiT)'s format), the
+//! text tower under `text_encoder.encoder.clip_model.` (loaded here; the vision tower is
+//! skipped) and the VAE under `vae.` (diffusers `AutoencoderKL` names: SDXL's VAE for the
+//! 4-channel models, `ostris/vae-kl-f8-d16` for the 16-channel one). The text tower loads as
+//! well from open_clip's own file of the DFN5B model.
 
 use std::path::Path;
 
@@ -34,6 +35,32 @@ use crate::text::tokenizer::ClipTokenizer;
 use crate::weights::{LazyCheckpoint, LoadWeights};
 
 /// MicroDiT's text encoder and tokenizer (see the [module docs](self)).
+///
+/// ```no_run
+/// use burn::prelude::*;
+/// use diffusion_transformers::models::MicroDiTConfig;
+/// use diffusion_transformers::text::MicroDiTTextEncoder;
+/// use diffusion_transformers::vae::{AutoencoderKl, AutoencoderKlConfig};
+/// use diffusion_transformers::weights::{LazyCheckpoint, LoadWeights};
+///
+/// # fn main() -> Result<(), diffusion_transformers::Error> {
+/// let device = Device::flex();
+/// let ckpt = "dit_4_channel_37M_real_and_synthetic_data.pt";
+/// // any CLIP BPE tokenizer folder (e.g. openai/clip-vit-large-patch14's)
+/// let text = MicroDiTTextEncoder::load(ckpt, "clip-tokenizer", &device)?;
+/// let caption = text.conditioning(&["An elegant squirrel pirate on a ship"])?; // [1, 77, 1024]
+/// let null = text.null_conditioning(); // zero captions for guidance
+/// // 512px: latent 64, pos_interp_scale 2
+/// let mut dit = MicroDiTConfig::from_name("MicroDiT_XL_2")?.with_input_size(64).with_pos_interp_scale(2.0).init(&device)?;
+/// dit.load_weights(ckpt)?; // the `dit.*` tensors
+/// let mut vae_weights = LazyCheckpoint::open(ckpt)?;
+/// vae_weights.retain_prefix("vae.");
+/// // SDXL's VAE: scaling factor 0.13025 (the shapes alone would give SD's 0.18215)
+/// let mut vae: AutoencoderKl = AutoencoderKlConfig::from_lazy(&vae_weights)?.with_scaling_factor(0.13025).init(&device)?;
+/// vae.load_lazy(vae_weights)?;
+/// # let _ = (caption, null);
+/// # Ok(()) }
+/// ```
 #[derive(Debug)]
 pub struct MicroDiTTextEncoder {
     /// The OpenCLIP text tower (its projection is loaded but unused).

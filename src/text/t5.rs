@@ -458,4 +458,38 @@ mod tests {
         assert!(m2.forward(Tensor::<2, Int>::from_ints([[40]], &device), None).is_err());
         assert!(T5EncoderConfig::from_transformers(&serde_json::json!({"feed_forward_proj": "gated-gelu-x"})).is_err());
     }
+
+    #[test]
+    fn from_pretrained_streams_a_sharded_bf16_folder() {
+        let device = Device::flex();
+        let config = serde_json::json!({"vocab_size": 40, "d_model": 16, "d_kv": 4, "d_ff": 24, "num_layers": 2,
+            "num_heads": 3, "relative_attention_num_buckets": 8, "relative_attention_max_distance": 16,
+            "feed_forward_proj": "gated-gelu"});
+        let cfg = T5EncoderConfig::from_transformers(&config).unwrap();
+        let src = cfg.init(&device).unwrap();
+        // bf16 tensors in two shards behind an index, as SD3's text_encoder_3 folder
+        let dir = std::env::temp_dir().join(format!("dt_t5_sharded_{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (mut shards, mut weight_map) = ([crate::weights::Checkpoint::new(), crate::weights::Checkpoint::new()], serde_json::Map::new());
+        for (i, (k, v)) in src.to_checkpoint().unwrap().into_tensors().into_iter().enumerate() {
+            let name = format!("model-0000{}-of-00002.safetensors", i % 2 + 1);
+            weight_map.insert(k.clone(), name.into());
+            shards[i % 2].insert(k, v.convert_dtype(DType::BF16));
+        }
+        for (i, shard) in shards.iter().enumerate() {
+            shard.save_safetensors(dir.join(format!("model-0000{}-of-00002.safetensors", i + 1))).unwrap();
+        }
+        let index = serde_json::json!({"metadata": {}, "weight_map": weight_map});
+        std::fs::write(dir.join("model.safetensors.index.json"), index.to_string()).unwrap();
+        std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+        let model = T5EncoderModel::from_pretrained(&dir, &device).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        let mut want = cfg.init(&device).unwrap();
+        let merged: std::collections::BTreeMap<_, _> = shards.into_iter().flat_map(|s| s.into_tensors()).collect();
+        want.load_checkpoint(&crate::weights::Checkpoint::from_tensors(merged)).unwrap();
+        let ids = Tensor::<2, Int>::from_ints([[3, 4, 1, 0]], &device);
+        let (a, b) = (model.forward(ids.clone(), None).unwrap(), want.forward(ids, None).unwrap());
+        assert_eq!(a.dtype(), DType::F32);
+        a.into_data().assert_eq(&b.into_data(), true);
+    }
 }
