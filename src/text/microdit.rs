@@ -161,12 +161,8 @@ mod tests {
     fn encodes_every_token_and_pads_with_zero() {
         let dir = std::env::temp_dir().join(format!("dt_microdit_text_{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        // A byte-level vocabulary: the 256 symbols, the same with `</w>`, a merge, the two specials.
-        let mut vocab = serde_json::Map::new();
-        let symbols: Vec<String> = (0u32..256).map(|b| byte_symbol(b as u8)).collect();
-        for (i, s) in symbols.iter().chain(symbols.iter().map(|s| format!("{s}</w>")).collect::<Vec<_>>().iter()).enumerate() {
-            vocab.insert(s.clone(), i.into());
-        }
+        // A byte-level vocabulary, a merge, the two specials.
+        let mut vocab = crate::test_util::byte_level_vocab();
         vocab.insert("ca".into(), 512.into());
         vocab.insert("<start_of_text>".into(), 513.into());
         vocab.insert("<end_of_text>".into(), 514.into());
@@ -203,15 +199,5 @@ mod tests {
         let err = MicroDiTTextEncoder::load(&file, &dir, &device).unwrap_err().to_string();
         assert!(err.contains("not an OpenCLIP checkpoint"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
-    }
-
-    /// GPT-2's byte-to-unicode map (the symbols of byte-level BPE vocabularies).
-    fn byte_symbol(b: u8) -> String {
-        let printable = (b'!'..=b'~').contains(&b) || (0xA1..=0xAC).contains(&b) || (0xAE..=0xFF).contains(&b);
-        if printable {
-            return char::from(b).to_string();
-        }
-        let skipped = (0..b).filter(|&x| !((b'!'..=b'~').contains(&x) || (0xA1..=0xAC).contains(&x) || (0xAE..=0xFF).contains(&x))).count();
-        char::from_u32(256 + skipped as u32).unwrap().to_string()
     }
 }

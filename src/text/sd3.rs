@@ -219,3 +219,76 @@ impl Sd3TextEncoders {
         Ok(out)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::text::{ClipTextConfig, T5EncoderConfig};
+    use crate::weights::{Checkpoint, LoadWeights};
+    use serde_json::json;
+
+    fn write(path: &Path, text: &str) {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+
+    /// A CLIP text encoder folder (config + weights) and its tokenizer folder.
+    fn clip_folders(dir: &Path, name: &str, tokenizer: &str, width: usize, pad: &str, device: &Device) -> ClipTextModel {
+        let config = json!({"vocab_size": 514, "hidden_size": width, "intermediate_size": 2 * width, "num_hidden_layers": 2,
+            "num_attention_heads": 2, "projection_dim": 8, "hidden_act": "gelu", "eos_token_id": 513});
+        let model = ClipTextConfig::from_transformers(&config, true).unwrap().init(device).unwrap();
+        write(&dir.join(name).join("config.json"), &config.to_string());
+        model.to_checkpoint().unwrap().save_safetensors(dir.join(name).join("model.safetensors")).unwrap();
+        let mut vocab = crate::test_util::byte_level_vocab();
+        vocab.insert("<|startoftext|>".into(), 512.into());
+        vocab.insert("<|endoftext|>".into(), 513.into());
+        write(&dir.join(tokenizer).join("vocab.json"), &serde_json::Value::Object(vocab).to_string());
+        write(&dir.join(tokenizer).join("merges.txt"), "#version: 0.2\n");
+        write(&dir.join(tokenizer).join("special_tokens_map.json"), &json!({"pad_token": pad}).to_string());
+        model
+    }
+
+    #[test]
+    fn loads_a_diffusers_folder_with_a_sharded_t5() {
+        let device = Device::flex();
+        let dir = std::env::temp_dir().join(format!("dt_sd3_folder_{}", std::process::id()));
+        let clip_l = clip_folders(&dir, "text_encoder", "tokenizer", 16, "<|endoftext|>", &device);
+        clip_folders(&dir, "text_encoder_2", "tokenizer_2", 24, "!", &device);
+        let t5_config = json!({"vocab_size": 16, "d_model": 48, "d_kv": 8, "d_ff": 64, "num_layers": 2, "num_heads": 2,
+            "relative_attention_num_buckets": 8, "relative_attention_max_distance": 16, "feed_forward_proj": "gated-gelu"});
+        let t5 = T5EncoderConfig::from_transformers(&t5_config).unwrap().init(&device).unwrap();
+        let te3 = dir.join("text_encoder_3");
+        write(&te3.join("config.json"), &t5_config.to_string());
+        let mut shards = [Checkpoint::new(), Checkpoint::new()];
+        let mut weight_map = serde_json::Map::new();
+        for (i, (k, v)) in t5.to_checkpoint().unwrap().into_tensors().into_iter().enumerate() {
+            weight_map.insert(k.clone(), format!("model-{}.safetensors", i % 2).into());
+            shards[i % 2].insert(k, v);
+        }
+        for (i, s) in shards.iter().enumerate() {
+            s.save_safetensors(te3.join(format!("model-{i}.safetensors"))).unwrap();
+        }
+        write(&te3.join("model.safetensors.index.json"), &json!({"weight_map": weight_map}).to_string());
+        let unigram = json!({"model": {"type": "Unigram", "unk_id": 2, "vocab": [["<pad>", 0.0], ["</s>", 0.0], ["<unk>", 0.0],
+            ["\u{2581}a", -1.0], ["\u{2581}cat", -1.0], ["\u{2581}", -2.0], ["a", -3.0], ["c", -3.0], ["t", -3.0]]}});
+        write(&dir.join("tokenizer_3/tokenizer.json"), &unigram.to_string());
+        write(&dir.join("transformer/config.json"), &json!({"joint_attention_dim": 48}).to_string());
+
+        let encoders = Sd3TextEncoders::load(&dir, true, &device).unwrap();
+        let without_t5 = Sd3TextEncoders::load(&dir, false, &device).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        let options = Sd3PromptOptions { max_sequence_length: 8, ..Default::default() };
+        let out = encoders.encode_prompt(&["a cat"], None, &options).unwrap();
+        assert_eq!(out.prompt_embeds.dims(), [1, 77 + 8, 48]);
+        assert_eq!(out.pooled_prompt_embeds.dims(), [1, 16]);
+        assert_eq!(out.negative_prompt_embeds.unwrap().dims(), [1, 77 + 8, 48]);
+        assert_eq!(without_t5.encode_prompt(&["a cat"], None, &options).unwrap().prompt_embeds.dims(), [1, 77 + 77, 48]);
+        // the loaded encoders are the saved ones
+        let ids = Tensor::<2, Int>::from_ints([[512, 65, 513, 513]], &device);
+        let (a, b) = (clip_l.forward(ids.clone()).unwrap(), encoders.clip_l.forward(ids).unwrap());
+        a.text_embeds.unwrap().into_data().assert_eq(&b.text_embeds.unwrap().into_data(), true);
+        let ids = Tensor::<2, Int>::from_ints([[3, 4, 1]], &device);
+        let t5_loaded = &encoders.t5.as_ref().unwrap().0;
+        t5.forward(ids.clone(), None).unwrap().into_data().assert_eq(&t5_loaded.forward(ids, None).unwrap().into_data(), true);
+    }
+}
