@@ -8,7 +8,8 @@ biases included) with its own tokenizer: open_clip's `SimpleTokenizer` on the fi
 BPE file open_clip ships (`bpe_simple_vocab_16e6.txt.gz`), so the vocabulary is open_clip's layout
 (256 byte symbols, the same with `</w>`, the merges, `<start_of_text>`, `<end_of_text>`). The same
 vocabulary and merges are written as transformers-style tokenizer files (`vocab.json`, `merges.txt`,
-`special_tokens_map.json`), which travel in the sidecar's `files` as strings.
+`special_tokens_map.json`) and as open_clip's own (gunzipped) `bpe_simple_vocab_16e6.txt`, which travel
+in the sidecar's `files` as strings.
 
 Per fixture (prompts encoded as micro_diffusion's `UniversalTokenizer` does for an `openclip:` encoder:
 `tokenizer(prompts, context_length)`: start token, BPE tokens, end token, truncated to the context length
@@ -62,6 +63,8 @@ def bpe_files(tmp):
         "merges.txt": "\n".join(["#version: 0.2"] + merges) + "\n",
         # open_clip's own names for its special tokens; the padding is open_clip's id 0 whatever
         # the files say (here the end token, as transformers' CLIP-L folders).
+        # open_clip's own vocabulary file (gunzipped), cut as above
+        "bpe_simple_vocab_16e6.txt": "\n".join([header] + merges) + "\n",
         "special_tokens_map.json": json.dumps({"bos_token": "<start_of_text>", "eos_token": "<end_of_text>",
                                                "unk_token": "<end_of_text>", "pad_token": "<end_of_text>"}),
     }

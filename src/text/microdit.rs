@@ -11,8 +11,8 @@
 //!
 //! The text encoder is OpenCLIP's ViT-H/14 text tower with QuickGELU (Apple's DFN5B
 //! `ViT-H-14-378-quickgelu`: width 1024, 24 layers, 16 heads); the tokenizer is open_clip's
-//! `SimpleTokenizer` (CLIP's BPE vocabulary, padding id 0), built here from CLIP BPE tokenizer
-//! files ([`ClipTokenizer::encode_open_clip`]). Neither the projection nor the pooled output
+//! `SimpleTokenizer` (CLIP's BPE vocabulary, padding id 0), built here from open_clip's own
+//! vocabulary file or CLIP BPE tokenizer files ([`ClipTokenizer::encode_open_clip`]). Neither the projection nor the pooled output
 //! is used. The unconditional branch of guidance is all-zero caption embeddings
 //! ([`MicroDiTNull::ZeroCaption`]), not an encoded empty prompt.
 //!
@@ -46,8 +46,8 @@ use crate::weights::{LazyCheckpoint, LoadWeights};
 /// # fn main() -> Result<(), diffusion_transformers::Error> {
 /// let device = Device::flex();
 /// let ckpt = "dit_4_channel_37M_real_and_synthetic_data.pt";
-/// // any CLIP BPE tokenizer folder (e.g. openai/clip-vit-large-patch14's)
-/// let text = MicroDiTTextEncoder::load(ckpt, "clip-tokenizer", &device)?;
+/// // open_clip's vocabulary file (gunzipped), or any CLIP BPE tokenizer folder
+/// let text = MicroDiTTextEncoder::load(ckpt, "bpe_simple_vocab_16e6.txt", &device)?;
 /// let caption = text.conditioning(&["An elegant squirrel pirate on a ship"])?; // [1, 77, 1024]
 /// let null = text.null_conditioning(); // zero captions for guidance
 /// // 512px: latent 64, pos_interp_scale 2
@@ -79,16 +79,18 @@ impl MicroDiTTextEncoder {
     /// The DFN5B ViT-H/14 text tower ([`ClipTextConfig::open_clip_vit_h_14`] with QuickGELU)
     /// streamed from `weights`: a MicroDiT release (`dit_*.pt`, the tower under
     /// `text_encoder.encoder.clip_model.`) or open_clip's own file of the model
-    /// (`open_clip_pytorch_model.bin` / `open_clip_model.safetensors`); the tokenizer from a
-    /// CLIP BPE tokenizer folder (`tokenizer.json` or `vocab.json` + `merges.txt`, e.g.
-    /// `openai/clip-vit-large-patch14`'s or SD3's `tokenizer_2`: the same vocabulary as
-    /// open_clip's).
+    /// (`open_clip_pytorch_model.bin` / `open_clip_model.safetensors`); the tokenizer from
+    /// open_clip's own `bpe_simple_vocab_16e6.txt` (gunzipped;
+    /// [`ClipTokenizer::from_open_clip_bpe`]) or a CLIP BPE tokenizer folder (`tokenizer.json`
+    /// or `vocab.json` + `merges.txt`, e.g. `openai/clip-vit-large-patch14`'s or SD3's
+    /// `tokenizer_2`: the same vocabulary; [`ClipTokenizer::from_dir`]).
     ///
     /// # Errors
     /// [`Error::Io`](crate::Error::Io) for unreadable files (`.pt` needs the `pytorch` feature),
     /// [`Error::CheckpointMismatch`](crate::Error::CheckpointMismatch) for other weights.
-    pub fn load(weights: impl AsRef<Path>, tokenizer_dir: impl AsRef<Path>, device: &Device) -> Result<Self> {
-        let tokenizer = ClipTokenizer::from_dir(tokenizer_dir)?;
+    pub fn load(weights: impl AsRef<Path>, tokenizer: impl AsRef<Path>, device: &Device) -> Result<Self> {
+        let tokenizer = tokenizer.as_ref();
+        let tokenizer = if tokenizer.is_dir() { ClipTokenizer::from_dir(tokenizer)? } else { ClipTokenizer::from_open_clip_bpe(tokenizer)? };
         let mut model = ClipTextConfig::open_clip_vit_h_14(true).init(device)?;
         model.load_lazy_as(LazyCheckpoint::open(weights)?, ClipTextFormat::OpenClip)?;
         Ok(Self { model, tokenizer })

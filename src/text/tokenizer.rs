@@ -175,6 +175,15 @@ pub struct ClipTokenizer {
     pub eos_token_id: u32,
 }
 
+/// GPT-2's byte-to-unicode symbols in its own order (`bytes_to_unicode().values()`): the
+/// printable bytes as themselves, then the others mapped to U+0100 onwards.
+fn gpt2_byte_symbols() -> Vec<String> {
+    let printable = |b: u8| (b'!'..=b'~').contains(&b) || (0xA1..=0xAC).contains(&b) || (0xAE..=0xFF).contains(&b);
+    let shown = (0..=255u8).filter(|&b| printable(b)).map(|b| char::from(b).to_string());
+    let moved = (0..=255u8).filter(|&b| !printable(b)).enumerate().map(|(i, _)| char::from_u32(256 + i as u32).expect("valid").to_string());
+    shown.chain(moved).collect()
+}
+
 /// CLIP's pre-tokenizer split pattern (transformers' `CLIPTokenizer`).
 const CLIP_PATTERN: &str = r"<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+";
 
@@ -208,6 +217,40 @@ impl ClipTokenizer {
         };
         let eot = "<|endoftext|>";
         let st = SpecialTokens::read(dir, [Some("<|startoftext|>"), Some(eot), Some(eot), Some(eot)])?;
+        Self::build(dir, vocab, merges, st)
+    }
+
+    /// Load OpenCLIP's own vocabulary file, `bpe_simple_vocab_16e6.txt` as the `open_clip`
+    /// package ships it (gunzipped first: `gunzip -k bpe_simple_vocab_16e6.txt.gz`), building
+    /// the vocabulary as its `SimpleTokenizer` does: the 256 byte symbols in GPT-2's order, the
+    /// same with `</w>`, the first 48894 merges, then `<start_of_text>` and `<end_of_text>`.
+    /// Use with [`encode_open_clip`](Self::encode_open_clip).
+    ///
+    /// # Errors
+    /// [`Error::Io`] for a missing or malformed file.
+    pub fn from_open_clip_bpe(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|e| io(path, e))?;
+        // open_clip: `merges = lines[1:49152-256-2+1]` (the first line is a version header).
+        let lines = text.lines().skip(1).filter(|l| !l.trim().is_empty());
+        let merges: Vec<Vec<&str>> = lines.take(49152 - 256 - 2).map(|l| l.split_whitespace().collect()).collect();
+        if let Some(bad) = merges.iter().find(|m| m.len() != 2) {
+            return Err(io(path, format!("not a BPE merges file: line {bad:?}")));
+        }
+        let symbols = gpt2_byte_symbols();
+        let ends: Vec<String> = symbols.iter().map(|s| format!("{s}</w>")).collect();
+        let joined = merges.iter().map(|m| m.concat());
+        let specials = ["<start_of_text>", "<end_of_text>"].map(String::from);
+        let vocab: serde_json::Map<String, Value> =
+            symbols.into_iter().chain(ends).chain(joined).chain(specials).enumerate().map(|(i, t)| (t, i.into())).collect();
+        let eot = "<end_of_text>".to_string();
+        let st = SpecialTokens { bos: Some("<start_of_text>".into()), eos: eot.clone(), unk: eot.clone(), pad: eot, additional: Vec::new() };
+        let dir = path.parent().unwrap_or(Path::new("."));
+        Self::build(dir, Value::Object(vocab), json!(merges), st)
+    }
+
+    /// The tokenizer of a vocabulary, its merges and special tokens.
+    fn build(dir: &Path, vocab: Value, merges: Value, st: SpecialTokens) -> Result<Self> {
         let bos = st.bos.clone().unwrap_or_else(|| "<|startoftext|>".into());
         let mut special = vec![bos.clone(), st.eos.clone(), st.unk.clone(), st.pad.clone()];
         special.extend(st.additional.clone());

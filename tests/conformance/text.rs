@@ -99,10 +99,13 @@ pub fn clip_text_open_clip(fx: &Fixture) -> Outcome {
     let cfg = ClipTextConfig::from_open_clip(fx.config()).map_err(err)?;
     let mut model = cfg.init(&fx.device).map_err(err)?;
     model.load_checkpoint(&fx.weights).map_err(err)?;
-    let tokenizer = with_files(fx, |dir| ClipTokenizer::from_dir(dir))?.map_err(err)?;
-    let encoder = MicroDiTTextEncoder::new(model, tokenizer);
+    let (tokenizer, open_clip_bpe) = with_files(fx, |dir| {
+        (ClipTokenizer::from_dir(dir), ClipTokenizer::from_open_clip_bpe(dir.join("bpe_simple_vocab_16e6.txt")))
+    })?;
+    let encoder = MicroDiTTextEncoder::new(model, tokenizer.map_err(err)?);
     let prompts = prompts(fx)?;
     let ids = encoder.tokenize(&prompts).map_err(err)?;
+    let bpe_ids = open_clip_bpe.and_then(|t| t.encode_open_clip(&prompts, cfg.max_position_embeddings)).map_err(err)?;
     let n = cfg.num_hidden_layers;
     let mut states = Vec::with_capacity(n);
     for i in 0..n {
@@ -112,6 +115,7 @@ pub fn clip_text_open_clip(fx: &Fixture) -> Outcome {
     let caption = encoder.encode(&prompts).map_err(err)?;
     all([
         exact_ids(fx, &prompts, "output.input_ids", ids),
+        exact_ids(fx, &prompts, "output.input_ids", bpe_ids.ids(&fx.device)),
         fx.compare("output.hidden_states", Tensor::<3>::stack::<4>(states, 0)),
         fx.compare("output.last_hidden_state", out.last_hidden_state),
         fx.compare("output.text_embeds", out.text_embeds.ok_or("the model has no text_projection")?),
