@@ -19,6 +19,7 @@ pub(crate) fn uniform<const D: usize>(shape: [usize; D], seed: u64, device: &Dev
 
 /// A byte-level BPE vocabulary with no merges, as CLIP's starts: GPT-2's 256 byte symbols (ids
 /// 0..256, in byte order) and the same with `</w>` (ids 256..512).
+#[cfg(feature = "text")]
 pub(crate) fn byte_level_vocab() -> serde_json::Map<String, serde_json::Value> {
     let printable = |b: u8| (b'!'..=b'~').contains(&b) || (0xA1..=0xAC).contains(&b) || (0xAE..=0xFF).contains(&b);
     let mut shifted = 0;

@@ -262,10 +262,14 @@ mod tests {
     use burn::prelude::*;
     use burn::tensor::TensorData;
 
+    /// A tiny `open_clip_config.json`.
+    fn tiny_json() -> Value {
+        serde_json::json!({"model_cfg": {"embed_dim": 12, "quick_gelu": true,
+            "text_cfg": {"context_length": 8, "vocab_size": 50, "width": 16, "heads": 4, "layers": 2, "mlp_ratio": 1.5}}})
+    }
+
     fn tiny() -> ClipTextConfig {
-        ClipTextConfig::from_open_clip(&serde_json::json!({"model_cfg": {"embed_dim": 12, "quick_gelu": true,
-            "text_cfg": {"context_length": 8, "vocab_size": 50, "width": 16, "heads": 4, "layers": 2, "mlp_ratio": 1.5}}}))
-        .unwrap()
+        ClipTextConfig::from_open_clip(&tiny_json()).unwrap()
     }
 
     fn ramp(ck: &Checkpoint) -> Checkpoint {
@@ -298,8 +302,12 @@ mod tests {
         for k in ["text_encoder.encoder.clip_model.visual.proj", "text_encoder.encoder.clip_model.logit_scale", "dit.x_embedder.proj.weight"] {
             whole.insert(k, TensorData::new(vec![1.0f32], [1]));
         }
-        let mut model = cfg.init(&device).unwrap();
-        model.load_checkpoint(&whole).unwrap();
+        let dir = std::env::temp_dir().join(format!("dt_open_clip_{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("open_clip_config.json"), tiny_json().to_string()).unwrap();
+        whole.save_safetensors(dir.join("dit.safetensors")).unwrap();
+        let mut model = ClipTextModel::from_open_clip(dir.join("open_clip_config.json"), dir.join("dit.safetensors"), &device).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
         let ids = Tensor::<2, Int>::from_ints([[1, 5, 49, 0]], &device);
         let (a, b) = (src.forward(ids.clone()).unwrap(), model.forward(ids).unwrap());
         a.last_hidden_state.into_data().assert_eq(&b.last_hidden_state.into_data(), true);
