@@ -1,0 +1,385 @@
+//! Prompts to images with a text-conditioned flow-matching transformer, as diffusers'
+//! `StableDiffusion3Pipeline.__call__`:
+//!
+//! ```text
+//! (cond, null) = encoder.encode_prompts(prompts, negative_prompts, guidance_scale > 1)
+//! x_1 ~ N(0, I)  [B, C, H / f, W / f]                      (f: the VAE's downsampling factor)
+//! for each of the N flow-match timesteps t_i (shift s, or e^mu with dynamic shifting):
+//!     v = uncond + g (cond - uncond)                        (classifier-free guidance, g > 1)
+//!       [+ slg_scale (cond - cond_skipping_layers)]         (skip-layer guidance, start < i/N < stop)
+//!     x <- x + (sigma_{i+1} - sigma_i) v                    (flow Euler)
+//! images = VAE.decode(x / scaling_factor + shift_factor)
+//! ```
+//!
+//! [`TextToImagePipeline`] is generic over the denoiser and the [`PromptEncoder`]; [`Sd3Pipeline`]
+//! is SD3 / SD3.5's (MM-DiT, CLIP-L + CLIP-G + optional T5), loaded from a diffusers folder
+//! ([`Sd3Pipeline::from_pretrained`]). The conformance kind `sd3_pipeline_diffusers` checks
+//! every stage (token ids, prompt embeddings, the latents after each step, the decoded images)
+//! against diffusers.
+
+use std::path::Path;
+
+use burn::prelude::*;
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use serde_json::Value;
+
+use crate::contracts::{Conditioning, EncodedPrompts, NoiseSource, NullEmbedding, PromptEncoder, SkipLayerDenoiser, randn};
+use crate::diffusion::process::{Plan, Process, RectifiedFlowProcess};
+use crate::diffusion::timesteps::TimestepSchedule;
+use crate::error::{Error, Result, ensure_config};
+use crate::models::{MMDiT, MMDiTConfig};
+use crate::pipeline::image::{RgbImage, tensor_to_images};
+use crate::sampling::{ClassifierFreeGuidance, Euler, ProgressCallback, Sampler, SamplerKind, SkipLayerGuidance};
+use crate::sampling::{SLG_DEFAULT_SCALE, SLG_DEFAULT_START, SLG_DEFAULT_STOP};
+use crate::text::config::read_config_file;
+use crate::text::{Sd3PromptOptions, Sd3TextEncoders};
+use crate::vae::AutoencoderKl;
+use crate::weights::LoadWeights;
+
+/// The `FlowMatchEulerDiscreteScheduler` options a text-to-image run uses, by diffusers' names.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FlowMatchScheduler {
+    /// `num_train_timesteps`. Default: 1000.
+    pub num_train_timesteps: usize,
+    /// `shift` (SD3: 3.0). Default: 1.0.
+    pub shift: f64,
+    /// `use_dynamic_shifting`: `shift = e^mu` with `mu` linear in the image token count between
+    /// `(base_image_seq_len, base_shift)` and `(max_image_seq_len, max_shift)`. Default: none.
+    pub dynamic_shift: Option<[f64; 4]>,
+}
+
+impl Default for FlowMatchScheduler {
+    fn default() -> Self {
+        Self { num_train_timesteps: 1000, shift: 1.0, dynamic_shift: None }
+    }
+}
+
+impl FlowMatchScheduler {
+    /// Read diffusers' `scheduler_config.json` values (absent options take the class
+    /// defaults).
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] for options of the wrong type and for options that change the
+    /// sigmas in ways not supported here (Karras / exponential / beta sigmas, `invert_sigmas`,
+    /// `shift_terminal`, stochastic sampling, a linear `time_shift_type`).
+    pub fn from_diffusers_config(c: &Value) -> Result<Self> {
+        let cfg = crate::text::config::JsonConfig::new(c);
+        for flag in ["use_karras_sigmas", "use_exponential_sigmas", "use_beta_sigmas", "invert_sigmas", "stochastic_sampling"] {
+            if c.get(flag).and_then(Value::as_bool) == Some(true) {
+                return Err(Error::InvalidConfig(format!("scheduler option `{flag}` is not supported")));
+            }
+        }
+        if c.get("shift_terminal").is_some_and(|v| !v.is_null()) {
+            return Err(Error::InvalidConfig("scheduler option `shift_terminal` is not supported".into()));
+        }
+        let time_shift = cfg.string("time_shift_type", "exponential")?;
+        ensure_config(time_shift == "exponential", || format!("time_shift_type `{time_shift}` is not supported"))?;
+        let dynamic = c.get("use_dynamic_shifting").and_then(Value::as_bool) == Some(true);
+        let dynamic_shift = if dynamic {
+            Some([
+                cfg.f64("base_image_seq_len", 256.0)?,
+                cfg.f64("max_image_seq_len", 4096.0)?,
+                cfg.f64("base_shift", 0.5)?,
+                cfg.f64("max_shift", 1.15)?,
+            ])
+        } else {
+            None
+        };
+        Ok(Self { num_train_timesteps: cfg.usize("num_train_timesteps", 1000)?, shift: cfg.f64("shift", 1.0)?, dynamic_shift })
+    }
+
+    /// The sampling plan of `steps` steps for images of `image_seq_len` patch tokens.
+    ///
+    /// # Errors
+    /// Zero steps, an invalid shift.
+    pub fn plan(&self, steps: usize, image_seq_len: usize) -> Result<Plan> {
+        let mut schedule = TimestepSchedule::diffusers("FlowMatchEulerDiscreteScheduler")?;
+        if let Some([base_len, max_len, base_shift, max_shift]) = self.dynamic_shift {
+            // diffusers' `calculate_shift`
+            let m = (max_shift - base_shift) / (max_len - base_len);
+            schedule.mu = Some(image_seq_len as f64 * m + base_shift - m * base_len);
+        }
+        RectifiedFlowProcess::new(self.num_train_timesteps, self.shift)?.plan(steps, &schedule)
+    }
+}
+
+/// Skip-layer guidance settings (diffusers' `skip_guidance_layers`, `skip_layer_guidance_*`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SkipLayerSettings {
+    /// The blocks skipped in the extra conditional pass.
+    pub layers: Vec<usize>,
+    /// `skip_layer_guidance_scale`. Default: 2.8.
+    pub scale: f64,
+    /// `skip_layer_guidance_start` (fraction of the steps). Default: 0.01.
+    pub start: f64,
+    /// `skip_layer_guidance_stop`. Default: 0.2.
+    pub stop: f64,
+}
+
+impl SkipLayerSettings {
+    /// Skipping `layers` with diffusers' default scale and window.
+    pub fn new(layers: Vec<usize>) -> Self {
+        Self { layers, scale: SLG_DEFAULT_SCALE, start: SLG_DEFAULT_START, stop: SLG_DEFAULT_STOP }
+    }
+}
+
+/// The settings of one text-to-image run, named after the pipeline's arguments.
+#[derive(Debug, Clone)]
+pub struct TextToImageSettings {
+    /// `num_inference_steps`. Default: 28.
+    pub num_inference_steps: usize,
+    /// `guidance_scale`; classifier-free guidance runs when it is above 1. Default: 7.0.
+    pub guidance_scale: f64,
+    /// Image `[height, width]` in pixels (`None`: the pipeline's default size).
+    pub size: Option<[usize; 2]>,
+    /// Skip-layer guidance (with classifier-free guidance only, as diffusers). Default: none.
+    pub skip_layer_guidance: Option<SkipLayerSettings>,
+    /// The sampler. Default: flow Euler (diffusers' `FlowMatchEulerDiscreteScheduler`).
+    pub sampler: SamplerKind,
+}
+
+impl Default for TextToImageSettings {
+    fn default() -> Self {
+        Self { num_inference_steps: 28, guidance_scale: 7.0, size: None, skip_layer_guidance: None, sampler: SamplerKind::Euler(Euler) }
+    }
+}
+
+/// Prompts -> [`PromptEncoder`] -> flow sampler with classifier-free (and skip-layer) guidance
+/// -> VAE decode -> images (see the [module docs](self)).
+pub struct TextToImagePipeline<M, E> {
+    model: M,
+    encoder: E,
+    vae: AutoencoderKl,
+    scheduler: FlowMatchScheduler,
+    patch_size: usize,
+    default_size: [usize; 2],
+}
+
+impl<M, E> TextToImagePipeline<M, E>
+where
+    E: PromptEncoder,
+    M: SkipLayerDenoiser<Cond = E::Cond>,
+{
+    /// A pipeline over `model` (its `patch_size`, its default image `[height, width]`),
+    /// `encoder`, `vae` and `scheduler`.
+    ///
+    /// # Errors
+    /// A zero patch size or default size.
+    pub fn new(model: M, encoder: E, vae: AutoencoderKl, scheduler: FlowMatchScheduler, patch_size: usize, default_size: [usize; 2]) -> Result<Self> {
+        ensure_config(patch_size > 0 && !default_size.contains(&0), || "patch size and default size must be positive".into())?;
+        Ok(Self { model, encoder, vae, scheduler, patch_size, default_size })
+    }
+
+    /// The denoiser.
+    pub fn model(&self) -> &M {
+        &self.model
+    }
+
+    /// The prompt encoder.
+    pub fn encoder(&self) -> &E {
+        &self.encoder
+    }
+
+    /// The autoencoder.
+    pub fn vae(&self) -> &AutoencoderKl {
+        &self.vae
+    }
+
+    /// The scheduler settings.
+    pub fn scheduler(&self) -> &FlowMatchScheduler {
+        &self.scheduler
+    }
+
+    /// Pixels per latent pixel times the patch size: image sides must be multiples of it.
+    pub fn size_multiple(&self) -> usize {
+        self.vae.downsample_factor() * self.patch_size
+    }
+
+    /// The latent shape `[B, C, H / f, W / f]` of `batch` images of `settings`' size.
+    ///
+    /// # Errors
+    /// A side that is zero or not a multiple of [`size_multiple`](Self::size_multiple).
+    pub fn latent_shape(&self, batch: usize, settings: &TextToImageSettings) -> Result<[usize; 4]> {
+        let [h, w] = settings.size.unwrap_or(self.default_size);
+        let m = self.size_multiple();
+        if h == 0 || w == 0 || h % m != 0 || w % m != 0 {
+            return Err(Error::InvalidArgument(format!("image height and width must be positive multiples of {m}, got {h}x{w}")));
+        }
+        let f = self.vae.downsample_factor();
+        Ok([batch, self.vae.latent_channels(), h / f, w / f])
+    }
+
+    /// The flow-matching plan of a run of `settings` (dynamic shifting sees the image size).
+    ///
+    /// # Errors
+    /// Zero steps, a bad size.
+    pub fn plan(&self, settings: &TextToImageSettings) -> Result<Plan> {
+        let [_, _, h, w] = self.latent_shape(1, settings)?;
+        self.scheduler.plan(settings.num_inference_steps, (h / self.patch_size) * (w / self.patch_size))
+    }
+
+    /// Encodes prompts (and, when `guidance_scale > 1`, negative prompts; `None`: `""`).
+    ///
+    /// # Errors
+    /// As [`PromptEncoder::encode_prompts`].
+    pub fn encode(&self, prompts: &[&str], negative_prompts: Option<&[&str]>, settings: &TextToImageSettings) -> Result<EncodedPrompts<E::Cond>> {
+        self.encoder.encode_prompts(prompts, negative_prompts, settings.guidance_scale > 1.0)
+    }
+
+    /// Samples from the initial latents `noise` (`x_1`, standard normal) for encoded prompts;
+    /// returns the final *scaled* latents. Skip-layer guidance, if set, runs only with
+    /// classifier-free guidance (as diffusers).
+    ///
+    /// # Shapes
+    /// - `noise`: [`latent_shape`](Self::latent_shape) -> the same
+    ///
+    /// # Errors
+    /// Noise of another shape, `guidance_scale > 1` without a null conditioning, bad skip
+    /// layers, the sampler's and the model's errors.
+    pub fn sample_latents_from(
+        &self,
+        prompts: &EncodedPrompts<E::Cond>,
+        settings: &TextToImageSettings,
+        noise: Tensor<4>,
+        noise_source: &mut dyn NoiseSource,
+        progress: Option<&mut dyn ProgressCallback>,
+    ) -> Result<Tensor<4>> {
+        let (cond, null) = prompts;
+        let b = cond.batch_size().unwrap_or(0);
+        crate::error::ensure_dims("noise", noise.dims(), self.latent_shape(b, settings)?.map(Some))?;
+        let plan = self.plan(settings)?;
+        let sampler = &settings.sampler;
+        if settings.guidance_scale <= 1.0 {
+            return sampler.sample_from(&plan, &self.model, cond, noise, noise_source, progress);
+        }
+        let null = null.clone().ok_or_else(|| {
+            Error::InvalidArgument("guidance_scale > 1 needs the null conditioning: encode with guidance".into())
+        })?;
+        let cfg = ClassifierFreeGuidance::new(&self.model, null, settings.guidance_scale)?;
+        match &settings.skip_layer_guidance {
+            None => sampler.sample_from(&plan, &cfg, cond, noise, noise_source, progress),
+            Some(slg) => {
+                let timesteps: Vec<f32> = plan.levels.iter().map(|l| l.timestep as f32).collect();
+                let guided = SkipLayerGuidance::new(cfg, &self.model, slg.layers.clone(), slg.scale)?
+                    .with_step_window(&timesteps, slg.start, slg.stop)?;
+                sampler.sample_from(&plan, &guided, cond, noise, noise_source, progress)
+            }
+        }
+    }
+
+    /// Scaled latents to images in about `[-1, 1]` (`VAE.decode(x / scaling + shift)`), one
+    /// latent at a time.
+    ///
+    /// # Shapes
+    /// - `latents`: `[B, C, h, w]` -> `[B, 3, f h, f w]`
+    ///
+    /// # Errors
+    /// Latents the autoencoder cannot decode.
+    pub fn decode_latents(&self, latents: Tensor<4>) -> Result<Tensor<4>> {
+        let parts = latents.split(1, 0).into_iter().map(|z| self.vae.decode(self.vae.unscale(z))).collect::<Result<Vec<_>>>()?;
+        Ok(Tensor::cat(parts, 0))
+    }
+
+    /// One image per prompt: encode, sample (all noise from `StdRng::seed_from_u64(seed)`, on
+    /// the VAE's device), decode.
+    ///
+    /// # Errors
+    /// As [`encode`](Self::encode), [`sample_latents_from`](Self::sample_latents_from) and
+    /// [`decode_latents`](Self::decode_latents).
+    pub fn generate(
+        &self,
+        prompts: &[&str],
+        negative_prompts: Option<&[&str]>,
+        settings: &TextToImageSettings,
+        seed: u64,
+        progress: Option<&mut dyn ProgressCallback>,
+    ) -> Result<Vec<RgbImage>> {
+        let shape = self.latent_shape(prompts.len(), settings)?;
+        let encoded = self.encode(prompts, negative_prompts, settings)?;
+        let mut rng = StdRng::seed_from_u64(seed);
+        let noise = randn(shape, &mut rng, &self.vae.device());
+        let latents = self.sample_latents_from(&encoded, settings, noise, &mut rng, progress)?;
+        tensor_to_images(self.decode_latents(latents)?)
+    }
+}
+
+/// SD3's prompt encoding ([`Sd3TextEncoders::encode_prompt`]) with its options, as a
+/// [`PromptEncoder`]: the null conditioning is the negative prompts' embeddings.
+#[derive(Debug)]
+pub struct Sd3Prompts {
+    /// The three text encoders and their tokenizers.
+    pub encoders: Sd3TextEncoders,
+    /// `max_sequence_length`, `clip_skip`, `prompt_2`, ... (`do_classifier_free_guidance` is
+    /// set by each call).
+    pub options: Sd3PromptOptions,
+}
+
+impl PromptEncoder for Sd3Prompts {
+    type Cond = (Tensor<3>, Tensor<2>);
+
+    fn encode_prompts(&self, prompts: &[&str], negative_prompts: Option<&[&str]>, guidance: bool) -> Result<EncodedPrompts<Self::Cond>> {
+        let options = Sd3PromptOptions { do_classifier_free_guidance: guidance, ..self.options.clone() };
+        let e = self.encoders.encode_prompt(prompts, negative_prompts, &options)?;
+        let null = match (e.negative_prompt_embeds, e.negative_pooled_prompt_embeds) {
+            (Some(t), Some(p)) => Some((NullEmbedding::Given(t), NullEmbedding::Given(p))),
+            _ => None,
+        };
+        Ok(((e.prompt_embeds, e.pooled_prompt_embeds), null))
+    }
+}
+
+/// SD3 / SD3.5: MM-DiT (MMDiT-X), CLIP-L + CLIP-G (+ T5), the 16-channel VAE.
+pub type Sd3Pipeline = TextToImagePipeline<MMDiT, Sd3Prompts>;
+
+/// `dir/name` if it is a folder, else an [`Error::Io`] naming it.
+fn subfolder(dir: &Path, name: &str, what: &str) -> Result<std::path::PathBuf> {
+    let p = dir.join(name);
+    if p.is_dir() {
+        Ok(p)
+    } else {
+        Err(Error::Io { path: p, reason: format!("no such folder ({what} of a diffusers SD3 folder)") })
+    }
+}
+
+impl Sd3Pipeline {
+    /// Load a diffusers SD3 / SD3.5 folder: `transformer/`, `vae/`, `text_encoder/`,
+    /// `text_encoder_2/`, `tokenizer/`, `tokenizer_2/`, `scheduler/scheduler_config.json`,
+    /// and `text_encoder_3/` + `tokenizer_3/` when `with_t5` and present (safetensors, sharded
+    /// or not). Every model is built on `device` in its float dtype (configure the device to
+    /// bf16 / f16 for reduced precision) and its weights streamed in.
+    ///
+    /// # Errors
+    /// [`Error::Io`] naming a missing folder or file, [`Error::InvalidConfig`],
+    /// [`Error::CheckpointMismatch`].
+    pub fn from_pretrained(dir: impl AsRef<Path>, with_t5: bool, options: Sd3PromptOptions, device: &Device) -> Result<Self> {
+        let dir = dir.as_ref();
+        if !dir.is_dir() {
+            return Err(Error::Io { path: dir.to_path_buf(), reason: "no such folder (a diffusers SD3 folder)".into() });
+        }
+        for (name, what) in [
+            ("transformer", "the MM-DiT"),
+            ("vae", "the autoencoder"),
+            ("text_encoder", "CLIP-L"),
+            ("text_encoder_2", "CLIP-G"),
+            ("tokenizer", "CLIP-L's tokenizer"),
+            ("tokenizer_2", "CLIP-G's tokenizer"),
+            ("scheduler", "the scheduler"),
+        ] {
+            subfolder(dir, name, what)?;
+        }
+        let with_t5 = with_t5 && dir.join("text_encoder_3").is_dir();
+        if with_t5 {
+            subfolder(dir, "tokenizer_3", "T5's tokenizer")?;
+        }
+        let scheduler = FlowMatchScheduler::from_diffusers_config(&read_config_file(&dir.join("scheduler/scheduler_config.json"))?)?;
+        let tcfg = MMDiTConfig::from_diffusers_config(&read_config_file(&dir.join("transformer/config.json"))?)?;
+        let mut model = tcfg.init(device)?;
+        model.load_weights(dir.join("transformer"))?;
+        let vae = AutoencoderKl::from_pretrained(dir.join("vae"), device)?;
+        let encoders = Sd3TextEncoders::load(dir, with_t5, device)?;
+        let side = tcfg.sample_size * vae.downsample_factor();
+        let patch = model.patch_size;
+        Self::new(model, Sd3Prompts { encoders, options }, vae, scheduler, patch, [side, side])
+    }
+}
