@@ -227,8 +227,8 @@ where
         self.encoder.encode_prompts(prompts, negative_prompts, settings.guidance_scale > 1.0)
     }
 
-    /// Samples from the initial latents `noise` (`x_1`, standard normal) for encoded prompts;
-    /// returns the final *scaled* latents. Skip-layer guidance, if set, runs only with
+    /// Samples from the initial latents `noise` (`x_1`, standard normal, cast to the models'
+    /// float dtype) for encoded prompts; returns the final *scaled* latents. Skip-layer guidance, if set, runs only with
     /// classifier-free guidance (as diffusers).
     ///
     /// # Shapes
@@ -248,6 +248,8 @@ where
         let (cond, null) = prompts;
         let b = cond.batch_size().unwrap_or(0);
         crate::error::ensure_dims("noise", noise.dims(), self.latent_shape(b, settings)?.map(Some))?;
+        // The latents take the models' float dtype (diffusers: the text encoders').
+        let noise = noise.cast(self.vae.decoder.conv_in.weight.val().dtype());
         let plan = self.plan(settings)?;
         let sampler = &settings.sampler;
         if settings.guidance_scale <= 1.0 {
