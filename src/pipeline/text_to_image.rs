@@ -147,6 +147,7 @@ impl Default for TextToImageSettings {
 
 /// Prompts -> [`PromptEncoder`] -> flow sampler with classifier-free (and skip-layer) guidance
 /// -> VAE decode -> images (see the [module docs](self)).
+#[derive(Debug)]
 pub struct TextToImagePipeline<M, E> {
     model: M,
     encoder: E,
