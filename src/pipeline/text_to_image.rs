@@ -386,3 +386,84 @@ impl Sd3Pipeline {
         Self::new(model, Sd3Prompts { encoders, options }, vae, scheduler, patch, [side, side])
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::models::mmdit_config::tiny_test_config;
+    use crate::sampling::NoProgress;
+    use crate::vae::AutoencoderKlConfig;
+    use serde_json::json;
+
+    /// Prompt `i` -> tokens and pooled filled with its length / 10; null: zeros (or none).
+    struct Lengths {
+        null: bool,
+    }
+
+    impl PromptEncoder for Lengths {
+        type Cond = (Tensor<3>, Tensor<2>);
+
+        fn encode_prompts(&self, prompts: &[&str], _neg: Option<&[&str]>, guidance: bool) -> Result<EncodedPrompts<Self::Cond>> {
+            let device = Device::flex();
+            let v: Vec<f32> = prompts.iter().map(|p| p.len() as f32 / 10.0).collect();
+            let col = Tensor::<1>::from_floats(v.as_slice(), &device);
+            let tokens = col.clone().reshape([prompts.len(), 1, 1]).expand([prompts.len(), 3, 12]);
+            let pooled = col.reshape([prompts.len(), 1]).expand([prompts.len(), 10]);
+            let null = (guidance && self.null).then_some((NullEmbedding::Zeros, NullEmbedding::Zeros));
+            Ok(((tokens, pooled), null))
+        }
+    }
+
+    fn pipeline(null: bool, scheduler: FlowMatchScheduler) -> TextToImagePipeline<MMDiT, Lengths> {
+        let device = Device::flex();
+        let model = tiny_test_config().init(&device).unwrap();
+        let vae = AutoencoderKlConfig::new().with_block_out_channels(vec![4, 8]).with_norm_num_groups(2).init(&device).unwrap();
+        TextToImagePipeline::new(model, Lengths { null }, vae, scheduler, 2, [16, 16]).unwrap()
+    }
+
+    #[test]
+    fn scheduler_options_by_diffusers_names() {
+        let s = FlowMatchScheduler::from_diffusers_config(&json!({"shift": 3.0, "num_train_timesteps": 1000})).unwrap();
+        assert_eq!(s, FlowMatchScheduler { num_train_timesteps: 1000, shift: 3.0, dynamic_shift: None });
+        assert_eq!(FlowMatchScheduler::from_diffusers_config(&json!({})).unwrap(), FlowMatchScheduler::default());
+        for bad in [json!({"use_karras_sigmas": true}), json!({"shift_terminal": 0.1}), json!({"time_shift_type": "linear"}), json!({"shift": "3"})] {
+            assert!(FlowMatchScheduler::from_diffusers_config(&bad).is_err(), "{bad}");
+        }
+        // dynamic shifting: mu linear in the token count, shift = e^mu (diffusers' calculate_shift)
+        let d = FlowMatchScheduler::from_diffusers_config(&json!({"use_dynamic_shifting": true, "base_shift": 0.5,
+            "max_shift": 1.15, "base_image_seq_len": 256, "max_image_seq_len": 4096})).unwrap();
+        let mu: f64 = 1024.0 * (0.65 / 3840.0) + 0.5 - (0.65 / 3840.0) * 256.0;
+        let fixed = FlowMatchScheduler { shift: mu.exp(), ..FlowMatchScheduler::default() };
+        let (a, b) = (d.plan(4, 1024).unwrap(), fixed.plan(4, 1024).unwrap());
+        for (x, y) in a.levels.iter().zip(&b.levels) {
+            assert!((x.sigma - y.sigma).abs() < 1e-6, "{} {}", x.sigma, y.sigma);
+        }
+    }
+
+    #[test]
+    fn sizes_guidance_and_determinism() {
+        let p = pipeline(true, FlowMatchScheduler { shift: 3.0, ..FlowMatchScheduler::default() });
+        assert_eq!(p.size_multiple(), 4);
+        let mut s = TextToImageSettings { num_inference_steps: 2, guidance_scale: 4.0, size: Some([16, 24]), ..TextToImageSettings::default() };
+        assert_eq!(p.latent_shape(2, &s).unwrap(), [2, 4, 8, 12]);
+        for bad in [[16, 22], [0, 16], [18, 16]] {
+            assert!(p.latent_shape(1, &TextToImageSettings { size: Some(bad), ..s.clone() }).is_err(), "{bad:?}");
+        }
+        let a = p.generate(&["a", "bcd"], None, &s, 5, None).unwrap();
+        assert_eq!((a.len(), a[0].width(), a[0].height()), (2, 24, 16));
+        assert_eq!(a, p.generate(&["a", "bcd"], None, &s, 5, Some(&mut NoProgress)).unwrap());
+        s.skip_layer_guidance = Some(SkipLayerSettings { layers: vec![1], scale: 2.8, start: 0.0, stop: 1.0 });
+        assert_eq!(p.generate(&["a"], None, &s, 5, None).unwrap().len(), 1);
+        s.skip_layer_guidance = Some(SkipLayerSettings::new(vec![2])); // the model has 2 blocks
+        assert!(p.generate(&["a"], None, &s, 5, None).is_err());
+        // guidance needs a null conditioning; without guidance none is asked for
+        let no_null = pipeline(false, FlowMatchScheduler::default());
+        let s = TextToImageSettings { num_inference_steps: 2, size: Some([16, 16]), ..TextToImageSettings::default() };
+        assert!(matches!(no_null.generate(&["a"], None, &s, 0, None), Err(Error::InvalidArgument(_))));
+        let unguided = TextToImageSettings { guidance_scale: 1.0, ..s };
+        assert_eq!(no_null.generate(&["a"], None, &unguided, 0, None).unwrap().len(), 1);
+        let wrong = Tensor::<4>::zeros([1, 4, 4, 4], &Device::flex());
+        let enc = no_null.encode(&["a"], None, &unguided).unwrap();
+        assert!(matches!(no_null.sample_latents_from(&enc, &unguided, wrong, &mut StdRng::seed_from_u64(0), None), Err(Error::Shape { .. })));
+    }
+}
