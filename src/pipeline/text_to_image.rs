@@ -352,6 +352,26 @@ impl Sd3Pipeline {
     /// or not). Every model is built on `device` in its float dtype (configure the device to
     /// bf16 / f16 for reduced precision) and its weights streamed in.
     ///
+    /// ```no_run
+    /// use burn::prelude::*;
+    /// use diffusion_transformers::pipeline::{Sd3Pipeline, SkipLayerSettings, TextToImageSettings};
+    /// use diffusion_transformers::text::Sd3PromptOptions;
+    ///
+    /// # fn main() -> Result<(), diffusion_transformers::Error> {
+    /// let device = Device::flex();
+    /// let pipeline = Sd3Pipeline::from_pretrained("stable-diffusion-3.5-medium", true, Sd3PromptOptions::default(), &device)?;
+    /// let settings = TextToImageSettings {
+    ///     num_inference_steps: 40,
+    ///     guidance_scale: 4.5,
+    ///     size: Some([768, 1024]), // [height, width], multiples of 16
+    ///     skip_layer_guidance: Some(SkipLayerSettings::new(vec![7, 8, 9])),
+    ///     ..TextToImageSettings::default()
+    /// };
+    /// let images = pipeline.generate(&["a capybara holding a sign that reads Hello World"], None, &settings, 0, None)?;
+    /// assert_eq!((images[0].width(), images[0].height()), (1024, 768));
+    /// # Ok(()) }
+    /// ```
+    ///
     /// # Errors
     /// [`Error::Io`] naming a missing folder or file, [`Error::InvalidConfig`],
     /// [`Error::CheckpointMismatch`].
