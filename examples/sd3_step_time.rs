@@ -7,8 +7,10 @@
 //! cargo run --example sd3_step_time -- [--dtype f32|bf16] [--steps 2] [--size 512] [--depth 24]
 //! ```
 //!
-//! Parameters are materialised by a small warm-up forward before timing; the peak resident
-//! memory (`VmHWM`) is read from `/proc/self/status` at the end (Linux).
+//! Parameters are materialised by a small warm-up forward before timing. Each step reports
+//! its wall time and the process's CPU time (user + system, all threads; from
+//! `/proc/self/stat`), which a shared machine disturbs less; the peak resident memory
+//! (`VmHWM`) is read from `/proc/self/status` at the end (Linux).
 
 mod common;
 
@@ -48,6 +50,17 @@ struct Args {
     text_tokens: usize,
 }
 
+/// CPU seconds (user + system, every thread) this process has used, if the kernel reports it
+/// (`/proc/self/stat` fields 14 and 15, in clock ticks of 1/100 s).
+fn cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let rest = stat.rsplit_once(')')?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
+}
+
 /// Peak resident memory of this process in GiB (`VmHWM`), if the kernel reports it.
 fn peak_gib() -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
@@ -85,26 +98,28 @@ fn run(args: Args) -> Result<(), String> {
     let side = args.size / 8;
     let noise = randn([1, 16, side, side], &mut rng, &device).cast(dtype);
     let mut times = Vec::new();
-    let mut last = Instant::now();
+    let mut last = (Instant::now(), cpu_seconds().unwrap_or(0.0));
     let mut report = |p: &Progress| {
-        let s = last.elapsed().as_secs_f64();
-        println!("step {}/{}: {s:.2} s", p.step, p.total_steps);
-        times.push(s);
-        last = Instant::now();
+        let (wall, cpu) = (last.0.elapsed().as_secs_f64(), cpu_seconds().unwrap_or(0.0) - last.1);
+        println!("step {}/{}: {wall:.2} s wall, {cpu:.2} s CPU", p.step, p.total_steps);
+        times.push((wall, cpu));
+        last = (Instant::now(), cpu_seconds().unwrap_or(0.0));
     };
     let cond = (text.cast(dtype), pooled.cast(dtype));
     let z = Euler.sample_from(&plan, &guided, &cond, noise, &mut rng, Some(&mut report)).map_err(e)?;
-    let mean = times.iter().sum::<f64>() / times.len() as f64;
-    println!("denoising: {mean:.2} s per step (mean of {}), latents {:?}", times.len(), z.dims());
+    let n = times.len() as f64;
+    let (wall, cpu) = (times.iter().map(|t| t.0).sum::<f64>() / n, times.iter().map(|t| t.1).sum::<f64>() / n);
+    println!("denoising: {wall:.2} s wall, {cpu:.2} s CPU per step (mean of {n}), latents {:?}", z.dims());
     drop(guided);
     drop(model);
 
     let vae = AutoencoderKlConfig::sd3().init(&device).map_err(e)?;
     vae.decode(randn([1, 16, 2, 2], &mut rng, &device).cast(dtype)).map_err(e)?; // materialise
-    let start = Instant::now();
+    let (start, cpu) = (Instant::now(), cpu_seconds().unwrap_or(0.0));
     let image = vae.decode(vae.unscale(z.narrow(0, 0, 1))).map_err(e)?;
     let _ = image.into_data();
-    println!("VAE decode of one {}x{} image: {:.2} s", args.size, args.size, start.elapsed().as_secs_f64());
+    let (wall, cpu) = (start.elapsed().as_secs_f64(), cpu_seconds().unwrap_or(0.0) - cpu);
+    println!("VAE decode of one {}x{} image: {wall:.2} s wall, {cpu:.2} s CPU", args.size, args.size);
     if let Some(gib) = peak_gib() {
         println!("peak resident memory: {gib:.2} GiB");
     }
