@@ -23,7 +23,7 @@ fn bf16_weights_stay_bf16_and_images_stay_close() {
     let mut device = Device::flex();
     assert!(device.supports_dtype(FloatDType::BF16));
     device.configure(FloatDType::BF16).unwrap();
-    let folder = sd3_folder::write_folder("sd3_pipeline_tiny", "bf16");
+    let folder = sd3_folder::write_folder("sd3_pipeline_tiny", "bf16", false);
     let options = Sd3PromptOptions { max_sequence_length: folder.max_sequence_length(), ..Sd3PromptOptions::default() };
     let pipeline = Sd3Pipeline::from_pretrained(&folder.dir, true, options, &device).unwrap();
 

@@ -1,7 +1,7 @@
 //! `Sd3Pipeline::from_pretrained` on diffusers folders written from the
 //! `sd3_pipeline_diffusers` fixtures: prompts to images through the library pipeline (load,
-//! tokenize, encode, sample with guidance, decode) match diffusers' images; a missing
-//! component is an error naming it.
+//! tokenize, encode, sample with guidance, decode) match diffusers' images; sharded weights
+//! load; a missing component is an error naming it.
 
 #[path = "common/sd3_folder.rs"]
 mod sd3_folder;
@@ -15,7 +15,7 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 
 fn images(name: &str) -> (TensorData, TensorData) {
-    let folder = sd3_folder::write_folder(name, name);
+    let folder = sd3_folder::write_folder(name, name, false);
     let device = Device::flex();
     let options = Sd3PromptOptions { max_sequence_length: folder.max_sequence_length(), ..Sd3PromptOptions::default() };
     let pipeline = Sd3Pipeline::from_pretrained(&folder.dir, true, options, &device).unwrap();
@@ -40,8 +40,10 @@ fn from_pretrained_matches_diffusers_images() {
 
 #[test]
 fn generate_and_missing_components() {
-    let folder = sd3_folder::write_folder("sd3_pipeline_tiny", "generate");
+    let folder = sd3_folder::write_folder("sd3_pipeline_tiny", "generate", true);
     let device = Device::flex();
+    // sharded transformer and T5 (index JSON + two shards each)
+    assert!(folder.dir.join("text_encoder_3/model.safetensors.index.json").is_file());
     let pipeline = Sd3Pipeline::from_pretrained(&folder.dir, true, Sd3PromptOptions::default(), &device).unwrap();
     assert!(pipeline.encoder().encoders.t5.is_some());
     let settings = folder.settings();

@@ -27,9 +27,26 @@ fn write(path: &Path, text: &str) {
     std::fs::write(path, text).unwrap();
 }
 
+/// Saves `ck` as two shards `{stem}-0000k-of-00002.safetensors` and the index
+/// `{stem}.safetensors.index.json` naming them, as `save_pretrained(max_shard_size=...)`.
+fn save_sharded(ck: Checkpoint, dir: &Path, stem: &str) {
+    let mut tensors: Vec<(String, TensorData)> = ck.into_tensors().into_iter().collect();
+    let second = tensors.split_off(tensors.len() / 2);
+    let mut map = serde_json::Map::new();
+    for (i, part) in [tensors, second].into_iter().enumerate() {
+        let file = format!("{stem}-0000{}-of-00002.safetensors", i + 1);
+        for (k, _) in &part {
+            map.insert(k.clone(), Value::from(file.clone()));
+        }
+        Checkpoint::from_tensors(part.into_iter().collect()).save_safetensors(dir.join(&file)).unwrap();
+    }
+    let index = serde_json::json!({"metadata": {}, "weight_map": map});
+    write(&dir.join(format!("{stem}.safetensors.index.json")), &index.to_string());
+}
+
 /// Writes fixture `name` (in `tests/fixtures`) as a diffusers folder under a fresh temporary
-/// directory tagged `tag`.
-pub fn write_folder(name: &str, tag: &str) -> Sd3Folder {
+/// directory tagged `tag`; with `sharded`, the transformer and T5 in two shards each.
+pub fn write_folder(name: &str, tag: &str, sharded: bool) -> Sd3Folder {
     let fixtures = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
     let sidecar: Value = serde_json::from_str(&std::fs::read_to_string(fixtures.join(format!("{name}.json"))).unwrap()).unwrap();
     let mut weights = Checkpoint::from_file(fixtures.join(format!("{name}.safetensors"))).unwrap();
@@ -47,7 +64,11 @@ pub fn write_folder(name: &str, tag: &str) -> Sd3Folder {
             continue;
         }
         write(&dir.join(component).join("config.json"), &config[component].to_string());
-        ck.save_safetensors(dir.join(component).join(file)).unwrap();
+        if sharded && matches!(component, "transformer" | "text_encoder_3") {
+            save_sharded(ck, &dir.join(component), file.trim_end_matches(".safetensors"));
+        } else {
+            ck.save_safetensors(dir.join(component).join(file)).unwrap();
+        }
     }
     write(&dir.join("scheduler/scheduler_config.json"), &config["scheduler"].to_string());
     for (folder, files) in sidecar["tokenizers"].as_object().unwrap() {
