@@ -11,7 +11,8 @@
 //! images = VAE.decode(x / scaling_factor + shift_factor)
 //! ```
 //!
-//! [`TextToImagePipeline`] is generic over the denoiser and the [`PromptEncoder`]; [`Sd3Pipeline`]
+//! [`TextToImagePipeline`] is generic over the denoiser (skip-layer guidance needs a
+//! [`SkipLayerDenoiser`]) and the [`PromptEncoder`]; [`Sd3Pipeline`]
 //! is SD3 / SD3.5's (MM-DiT, CLIP-L + CLIP-G + optional T5), loaded from a diffusers folder
 //! ([`Sd3Pipeline::from_pretrained`]). The conformance kind `sd3_pipeline_diffusers` checks
 //! every stage (token ids, prompt embeddings, the latents after each step, the decoded images)
@@ -24,7 +25,7 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use serde_json::Value;
 
-use crate::contracts::{Conditioning, EncodedPrompts, NoiseSource, NullEmbedding, PromptEncoder, SkipLayerDenoiser, randn};
+use crate::contracts::{Conditioning, Denoiser, EncodedPrompts, NoiseSource, NullEmbedding, PromptEncoder, SkipLayerDenoiser, randn};
 use crate::diffusion::process::{Plan, Process, RectifiedFlowProcess};
 use crate::diffusion::timesteps::TimestepSchedule;
 use crate::error::{Error, Result, ensure_config};
@@ -145,16 +146,54 @@ impl Default for TextToImageSettings {
     }
 }
 
+/// How a pipeline runs its model with some blocks left out (skip-layer guidance), taken from
+/// the model's [`SkipLayerDenoiser`] impl when it has one.
+struct SkipOps<M: Denoiser> {
+    num_layers: fn(&M) -> usize,
+    denoise_skipping: fn(&M, Tensor<4>, Tensor<1>, &M::Cond, &[usize]) -> Result<Tensor<4>>,
+}
+
+impl<M: Denoiser> std::fmt::Debug for SkipOps<M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SkipOps")
+    }
+}
+
+/// A borrowed model seen as a [`SkipLayerDenoiser`] through its [`SkipOps`].
+struct Skipping<'a, M: Denoiser> {
+    model: &'a M,
+    ops: &'a SkipOps<M>,
+}
+
+impl<M: Denoiser> Denoiser for Skipping<'_, M> {
+    type Cond = M::Cond;
+
+    fn denoise(&self, x: Tensor<4>, t: Tensor<1>, cond: &M::Cond) -> Result<Tensor<4>> {
+        self.model.denoise(x, t, cond)
+    }
+}
+
+impl<M: Denoiser> SkipLayerDenoiser for Skipping<'_, M> {
+    fn num_layers(&self) -> usize {
+        (self.ops.num_layers)(self.model)
+    }
+
+    fn denoise_skipping(&self, x: Tensor<4>, t: Tensor<1>, cond: &M::Cond, skip_layers: &[usize]) -> Result<Tensor<4>> {
+        (self.ops.denoise_skipping)(self.model, x, t, cond, skip_layers)
+    }
+}
+
 /// Prompts -> [`PromptEncoder`] -> flow sampler with classifier-free (and skip-layer) guidance
 /// -> VAE decode -> images (see the [module docs](self)).
 #[derive(Debug)]
-pub struct TextToImagePipeline<M, E> {
+pub struct TextToImagePipeline<M: Denoiser, E> {
     model: M,
     encoder: E,
     vae: AutoencoderKl,
     scheduler: FlowMatchScheduler,
     patch_size: usize,
     default_size: [usize; 2],
+    skip: Option<SkipOps<M>>,
 }
 
 impl<M, E> TextToImagePipeline<M, E>
@@ -163,13 +202,29 @@ where
     M: SkipLayerDenoiser<Cond = E::Cond>,
 {
     /// A pipeline over `model` (its `patch_size`, its default image `[height, width]`),
-    /// `encoder`, `vae` and `scheduler`.
+    /// `encoder`, `vae` and `scheduler`, with skip-layer guidance available.
     ///
     /// # Errors
     /// A zero patch size or default size.
     pub fn new(model: M, encoder: E, vae: AutoencoderKl, scheduler: FlowMatchScheduler, patch_size: usize, default_size: [usize; 2]) -> Result<Self> {
+        let ops = SkipOps { num_layers: M::num_layers, denoise_skipping: M::denoise_skipping };
+        Ok(Self { skip: Some(ops), ..Self::without_skip_layers(model, encoder, vae, scheduler, patch_size, default_size)? })
+    }
+}
+
+impl<M, E> TextToImagePipeline<M, E>
+where
+    E: PromptEncoder,
+    M: Denoiser<Cond = E::Cond>,
+{
+    /// As [`new`](Self::new) for a model that cannot leave blocks out: settings with
+    /// skip-layer guidance are then an error.
+    ///
+    /// # Errors
+    /// A zero patch size or default size.
+    pub fn without_skip_layers(model: M, encoder: E, vae: AutoencoderKl, scheduler: FlowMatchScheduler, patch_size: usize, default_size: [usize; 2]) -> Result<Self> {
         ensure_config(patch_size > 0 && !default_size.contains(&0), || "patch size and default size must be positive".into())?;
-        Ok(Self { model, encoder, vae, scheduler, patch_size, default_size })
+        Ok(Self { model, encoder, vae, scheduler, patch_size, default_size, skip: None })
     }
 
     /// The denoiser.
@@ -263,8 +318,12 @@ where
         match &settings.skip_layer_guidance {
             None => sampler.sample_from(&plan, &cfg, cond, noise, noise_source, progress),
             Some(slg) => {
+                let ops = self.skip.as_ref().ok_or_else(|| {
+                    Error::InvalidArgument("this pipeline's model cannot skip layers (skip-layer guidance)".into())
+                })?;
                 let timesteps: Vec<f32> = plan.levels.iter().map(|l| l.timestep as f32).collect();
-                let guided = SkipLayerGuidance::new(cfg, &self.model, slg.layers.clone(), slg.scale)?
+                let skipping = Skipping { model: &self.model, ops };
+                let guided = SkipLayerGuidance::new(cfg, skipping, slg.layers.clone(), slg.scale)?
                     .with_step_window(&timesteps, slg.start, slg.stop)?;
                 sampler.sample_from(&plan, &guided, cond, noise, noise_source, progress)
             }
@@ -432,6 +491,29 @@ mod tests {
             let null = (guidance && self.null).then_some((NullEmbedding::Zeros, NullEmbedding::Zeros));
             Ok(((tokens, pooled), null))
         }
+    }
+
+    /// A model without skip-layer support.
+    struct Plain(MMDiT);
+
+    impl Denoiser for Plain {
+        type Cond = (Tensor<3>, Tensor<2>);
+
+        fn denoise(&self, x: Tensor<4>, t: Tensor<1>, cond: &Self::Cond) -> Result<Tensor<4>> {
+            self.0.denoise(x, t, cond)
+        }
+    }
+
+    #[test]
+    fn models_without_skip_layers_plug_in() {
+        let p = pipeline(true, FlowMatchScheduler::default());
+        let plain = TextToImagePipeline::without_skip_layers(Plain(p.model.clone()), Lengths { null: true }, p.vae.clone(), FlowMatchScheduler::default(), 2, [16, 16]).unwrap();
+        let s = TextToImageSettings { num_inference_steps: 2, size: Some([16, 16]), ..TextToImageSettings::default() };
+        let a = plain.generate(&["ab"], None, &s, 1, None).unwrap();
+        assert_eq!(a, p.generate(&["ab"], None, &s, 1, None).unwrap());
+        let slg = TextToImageSettings { skip_layer_guidance: Some(SkipLayerSettings::new(vec![0])), ..s };
+        assert!(matches!(plain.generate(&["ab"], None, &slg, 1, None), Err(Error::InvalidArgument(_))));
+        assert!(TextToImagePipeline::without_skip_layers(Plain(p.model.clone()), Lengths { null: true }, p.vae.clone(), FlowMatchScheduler::default(), 0, [16, 16]).is_err());
     }
 
     fn pipeline(null: bool, scheduler: FlowMatchScheduler) -> TextToImagePipeline<MMDiT, Lengths> {
