@@ -11,8 +11,8 @@
 //! [`Plan`]: crate::diffusion::process::Plan
 //! [`Sampler`]: crate::sampling::Sampler
 //! - [`encode`]: images (or a whole folder, batch by batch) to scaled latents.
-//! - `text_to_image` (feature `text`): prompts to images, [`TextToImagePipeline`] over any
-//!   prompt encoder, and [`Sd3Pipeline`] for SD3 / SD3.5 diffusers folders.
+//! - `text_to_image` (feature `text`): prompts to images, `TextToImagePipeline` over any
+//!   prompt encoder, and `Sd3Pipeline` for SD3 / SD3.5 diffusers folders.
 
 pub mod dit;
 pub mod encode;
