@@ -13,6 +13,7 @@
 //! | [`TrainRng`] | a seedable generator whose state a checkpoint can save |
 //! | [`BatchShard`] | cutting a conditioning along the batch for data-parallel steps |
 //! | [`Objective`] | the training loss of a model on a batch of clean data |
+//! | [`PromptEncoder`] | prompts (and negative prompts) to a model's conditioning, for text-to-image |
 
 pub mod conditioning;
 pub mod denoiser;
@@ -20,6 +21,7 @@ pub mod guidance;
 pub mod mask;
 pub mod noise;
 pub mod objective;
+pub mod prompt;
 pub mod rng;
 pub mod shard;
 
@@ -29,5 +31,6 @@ pub use guidance::{GuidedChannels, guide};
 pub use mask::{TokenMask, num_keep, patch_loss};
 pub use noise::{NoiseSource, RecordedNoise, normal_vec, randn, randn_like};
 pub use objective::Objective;
+pub use prompt::{EncodedPrompts, PromptEncoder};
 pub use rng::TrainRng;
 pub use shard::BatchShard;

@@ -11,13 +11,19 @@
 //! [`Plan`]: crate::diffusion::process::Plan
 //! [`Sampler`]: crate::sampling::Sampler
 //! - [`encode`]: images (or a whole folder, batch by batch) to scaled latents.
+//! - `text_to_image` (feature `text`): prompts to images, `TextToImagePipeline` over any
+//!   prompt encoder, and `Sd3Pipeline` for SD3 / SD3.5 diffusers folders.
 
 pub mod dit;
 pub mod encode;
 pub mod generate;
 pub mod image;
+#[cfg(feature = "text")]
+pub mod text_to_image;
 
 pub use dit::{DitPipeline, GuidedDiT, PipelineConfig};
 pub use generate::LatentDiffusionPipeline;
 pub use encode::{EncodedBatch, LatentDraw, encode_folder, encode_images};
 pub use image::{IMAGE_EXTENSIONS, ImageFolder, RgbImage, images_to_tensor, tensor_to_images};
+#[cfg(feature = "text")]
+pub use text_to_image::{FlowMatchScheduler, Sd3Pipeline, Sd3Prompts, SkipLayerSettings, TextToImagePipeline, TextToImageSettings};

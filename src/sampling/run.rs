@@ -7,6 +7,7 @@
 use std::collections::VecDeque;
 
 use burn::prelude::*;
+use burn::tensor::DType;
 
 use crate::diffusion::gaussian::ClipMode;
 use crate::diffusion::process::{Level, Plan};
@@ -102,7 +103,9 @@ impl<'a, M: Denoiser + ?Sized> Run<'a, M> {
             return Err(Error::Shape { name: "noise".into(), expected: "[B, C, H, W] with every dimension > 0".into(), got: format!("{shape:?}") });
         }
         let t: Vec<f32> = plan.levels.iter().chain(&plan.targets).map(|l| l.timestep as f32).collect();
-        let times = Tensor::from_data(TensorData::new(t, [2 * plan.num_steps()]), device);
+        // f32 whatever the device's float dtype, as diffusers' schedulers hand the model its
+        // timesteps (a bf16 500.5 would be 500, and guidance windows match on the value).
+        let times = Tensor::from_data(TensorData::new(t, [2 * plan.num_steps()]), (device, DType::F32));
         Ok(Self { plan, model, cond, noise, progress, times, shape, device: device.clone(), reported: 0, total, history: History::default() })
     }
 
@@ -130,7 +133,7 @@ impl<'a, M: Denoiser + ?Sized> Run<'a, M> {
         let t = match at {
             At::Level(i) => self.times.clone().narrow(0, i, 1).expand([b]),
             At::Target(i) => self.times.clone().narrow(0, self.plan.num_steps() + i, 1).expand([b]),
-            At::Other(l) => Tensor::full([b], l.timestep as f32, &self.device),
+            At::Other(l) => Tensor::full([b], l.timestep as f32, (&self.device, DType::F32)),
         };
         let input = if level.input_scale == 1.0 { x.clone() } else { x.clone() * level.input_scale };
         let out = self.model.denoise(input, t, self.cond)?;

@@ -6,12 +6,14 @@
 //! ```text
 //! c_L, p_L = CLIP-L(tokenizer(prompt))        c: hidden_states[-(clip_skip + 2)] [B, 77, 768],  p: text_embeds [B, 768]
 //! c_G, p_G = CLIP-G(tokenizer_2(prompt_2))    [B, 77, 1280], [B, 1280]
-//! t        = T5(tokenizer_3(prompt_3))        [B, max_sequence_length, 4096]   (zeros [B, 77, joint_attention_dim] without T5)
-//! prompt_embeds = cat_tokens(pad_width(cat_width(c_L, c_G), 4096), t)   [B, 77 + T, 4096]
+//! t        = T5(tokenizer_3(prompt_3))        [B, T = max_sequence_length, 4096]   (zeros [B, T, joint_attention_dim] without T5)
+//! prompt_embeds = cat_tokens(pad_width(cat_width(c_L, c_G), width(t)), t)  [B, 77 + T, 4096]
 //! pooled        = cat_width(p_L, p_G)                                   [B, 2048]
 //! ```
 //!
-//! `prompt_2` and `prompt_3` default to `prompt`; CLIP inputs are padded / truncated to 77 tokens,
+//! `pad_width` is `F.pad` with `(0, width(t) - width(c))`: zeros on the right, or the first
+//! `width(t)` columns when the CLIP widths are wider (a negative pad, as diffusers' tiny test
+//! configs). `prompt_2` and `prompt_3` default to `prompt`; CLIP inputs are padded / truncated to 77 tokens,
 //! T5's to `max_sequence_length` (256 by default), without attention masks, as the pipeline.
 
 use std::path::Path;
@@ -138,10 +140,11 @@ impl Sd3TextEncoders {
         Ok((out.penultimate_hidden_state, pooled))
     }
 
-    /// T5 tokens `[B, T, 4096]`, or zeros `[B, 77, joint_attention_dim]` without T5.
+    /// T5 tokens `[B, T, 4096]`, or zeros `[B, max_sequence_length, joint_attention_dim]`
+    /// without T5 (as diffusers 0.42's `_get_t5_prompt_embeds`).
     fn t5(&self, prompts: &[&str], max_sequence_length: usize, device: &Device) -> Result<Tensor<3>> {
         match &self.t5 {
-            None => Ok(Tensor::zeros([prompts.len(), self.tokenizer_max_length, self.joint_attention_dim], device)),
+            None => Ok(Tensor::zeros([prompts.len(), max_sequence_length, self.joint_attention_dim], device)),
             Some((model, tok)) => {
                 let ids = tok.encode(prompts, max_sequence_length)?.ids(&model.shared.weight.device());
                 model.forward(ids, None)
@@ -172,10 +175,12 @@ impl Sd3TextEncoders {
         let clip = Tensor::cat(vec![c_l, c_g], 2);
         let [_, l, w] = clip.dims();
         let width = t5.dims()[2];
-        if w > width {
-            return Err(Error::InvalidConfig(format!("CLIP widths ({w}) exceed the T5 width ({width})")));
-        }
-        let clip = if w < width { Tensor::cat(vec![clip.clone(), Tensor::zeros([b, l, width - w], &clip.device())], 2) } else { clip };
+        // F.pad(clip, (0, width - w)): zero columns, or a crop when negative.
+        let clip = match w.cmp(&width) {
+            std::cmp::Ordering::Less => Tensor::cat(vec![clip.clone(), Tensor::zeros([b, l, width - w], &clip.device())], 2),
+            std::cmp::Ordering::Greater => clip.slice([0..b, 0..l, 0..width]),
+            std::cmp::Ordering::Equal => clip,
+        };
         let embeds = Tensor::cat(vec![clip, t5], 1);
         let pooled = Tensor::cat(vec![pooled_l, pooled_g], 1);
         // repeat(1, n, 1).view(B * n, ...): each prompt's rows n times in a row.

@@ -12,6 +12,7 @@ mod mmdit;
 mod text;
 mod udit;
 mod sampler;
+mod sd3_pipeline;
 mod vae;
 mod eval;
 
@@ -39,6 +40,7 @@ fn run(fx: &Fixture) -> Outcome {
         "t5_encoder_transformers" => text::t5_encoder(fx),
         "tokenizer_transformers" => text::tokenizer(fx),
         "clip_text_open_clip" => text::clip_text_open_clip(fx),
+        "sd3_pipeline_diffusers" => sd3_pipeline::diffusers(fx),
         "inception_pytorch_fid" => eval::inception(fx),
         "fid_pytorch_fid" => eval::frechet(fx),
         "inception_score" | "inception_score_torch_fidelity" => eval::inception_score_isc(fx),
