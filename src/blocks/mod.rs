@@ -7,7 +7,7 @@ pub mod udit_block;
 pub mod microdit_block;
 
 pub use dit_block::{BlockKind, DiTBlock, DiTBlockConfig};
-pub use final_layer::FinalLayer;
+pub use final_layer::{FinalLayer, FinalLayerConfig, FinalProjection, FinalProjectionKind};
 pub use joint_block::{JointBlock, JointBlockConfig};
 pub use microdit_block::{BlockStyle, MicroDiTBlock, MicroDiTBlockConfig};
-pub use udit_block::{UDiTBlock, UDiTBlockConfig, UDiTFinalLayer, UDiTResample};
+pub use udit_block::{UDiTBlock, UDiTBlockConfig, UDiTResample};

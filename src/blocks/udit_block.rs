@@ -1,7 +1,7 @@
 //! U-DiT building blocks on NCHW feature maps: the transformer block (two adaLN-Zero
-//! sub-blocks of downsampled-token attention and depthwise-conv FFN), the final layer, and
-//! the pixel-(un)shuffle resampling between levels (official `U_DiTBlock`, `FinalLayer`,
-//! `Downsample`, `Upsample`).
+//! sub-blocks of downsampled-token attention and depthwise-conv FFN) and the pixel-(un)shuffle
+//! resampling between levels (official `U_DiTBlock`, `Downsample`, `Upsample`; the final layer
+//! is [`crate::blocks::FinalLayer`] with a 3x3 conv).
 
 use burn::nn::conv::Conv2d;
 use burn::prelude::*;
@@ -10,40 +10,10 @@ use crate::error::{Result, ensure_config, ensure_dims};
 use crate::layers::adaln::AdaLnModulation;
 use crate::layers::downsampled_attention::{DownsampledAttention, DownsampledAttentionConfig};
 use crate::layers::dwconv_ffn::{DwConvFfn, DwConvFfnConfig, FfnForm, same_conv2d};
+use crate::layers::norm::{channel_layer_norm, gated_residual, modulate};
 
 /// Epsilon of every channel LayerNorm in U-DiT.
 pub const UDIT_NORM_EPS: f64 = 1e-6;
-
-/// LayerNorm over the channel axis of a feature map, without affine parameters (official
-/// `LayerNorm2d(C, affine=False, eps)`).
-///
-/// # Shapes
-/// - `x`: `[B, C, H, W]` -> `[B, C, H, W]`
-pub fn channel_layer_norm(x: Tensor<4>, eps: f64) -> Tensor<4> {
-    let (var, mean) = x.clone().var_mean_bias(1);
-    (x - mean) / (var + eps).sqrt()
-}
-
-fn per_channel(v: Tensor<2>) -> Tensor<4> {
-    let [b, c] = v.dims();
-    v.reshape([b, c, 1, 1])
-}
-
-/// adaLN modulation of a feature map, `x * (1 + scale) + shift` per sample and channel.
-///
-/// # Shapes
-/// - `x`: `[B, C, H, W]`; `shift`, `scale`: `[B, C]`; output `[B, C, H, W]`
-pub fn modulate_2d(x: Tensor<4>, shift: Tensor<2>, scale: Tensor<2>) -> Tensor<4> {
-    x * (per_channel(scale) + 1.0) + per_channel(shift)
-}
-
-/// Gated residual `x + gate * y` on feature maps (the adaLN-Zero update).
-///
-/// # Shapes
-/// - `x`, `y`: `[B, C, H, W]`; `gate`: `[B, C]`; output `[B, C, H, W]`
-pub fn gated_residual_2d(x: Tensor<4>, gate: Tensor<2>, y: Tensor<4>) -> Tensor<4> {
-    x + per_channel(gate) * y
-}
 
 /// Configuration of a [`UDiTBlock`].
 #[derive(Config, Debug)]
@@ -122,8 +92,8 @@ impl UDiTBlock {
             [(&self.ada_ln_modulation1, &self.attn1, &self.mlp1), (&self.ada_ln_modulation2, &self.attn2, &self.mlp2)]
         {
             let [s_msa, sc_msa, g_msa, s_mlp, sc_mlp, g_mlp] = ada.forward(c.clone()).try_into().expect("6 chunks");
-            x = gated_residual_2d(x.clone(), g_msa, attn.forward(modulate_2d(ln(x), s_msa, sc_msa))?);
-            x = gated_residual_2d(x.clone(), g_mlp, mlp.forward(modulate_2d(ln(x), s_mlp, sc_mlp))?);
+            x = gated_residual(x.clone(), g_msa, attn.forward(modulate(ln(x), s_msa, sc_msa))?);
+            x = gated_residual(x.clone(), g_mlp, mlp.forward(modulate(ln(x), s_mlp, sc_mlp))?);
         }
         Ok(x)
     }
@@ -134,33 +104,6 @@ impl UDiTBlock {
         out.mlp1 = self.mlp1.reparameterize();
         out.mlp2 = self.mlp2.reparameterize();
         out
-    }
-}
-
-/// U-DiT's final layer: channel LayerNorm, adaLN shift/scale, 3x3 conv to the output
-/// channels (official keys `adaLN_modulation.1`, `out_proj`).
-#[derive(Module, Debug)]
-pub struct UDiTFinalLayer {
-    /// Regresses `(shift, scale)`; zero-initialised.
-    pub ada_ln_modulation: AdaLnModulation,
-    /// 3x3 conv `[C_out, C, 3, 3]`, zero-initialised.
-    pub out_proj: Conv2d,
-}
-
-impl UDiTFinalLayer {
-    /// A zero-initialised final layer `d_model -> out_channels`.
-    pub fn new(d_model: usize, out_channels: usize, device: &Device) -> Self {
-        Self {
-            ada_ln_modulation: AdaLnModulation::new(d_model, d_model, 2, true, device),
-            out_proj: same_conv2d([d_model, out_channels], 3, 1, true, true, device),
-        }
-    }
-
-    /// # Shapes
-    /// - `x`: `[B, C, H, W]`, `c`: `[B, C]` -> `[B, C_out, H, W]`
-    pub fn forward(&self, x: Tensor<4>, c: Tensor<2>) -> Tensor<4> {
-        let [shift, scale] = self.ada_ln_modulation.forward(c).try_into().expect("2 chunks");
-        self.out_proj.forward(modulate_2d(channel_layer_norm(x, UDIT_NORM_EPS), shift, scale))
     }
 }
 
@@ -210,18 +153,6 @@ mod tests {
     }
 
     #[test]
-    fn channel_norm_and_modulation() {
-        let device = Device::flex();
-        let x = uniform([2, 6, 3, 4], 1, &device);
-        let n = channel_layer_norm(x.clone(), UDIT_NORM_EPS);
-        let reference = crate::layers::norm::layer_norm(x.permute([0, 2, 3, 1]), UDIT_NORM_EPS).permute([0, 3, 1, 2]);
-        n.clone().into_data().assert_approx_eq::<f32>(&reference.into_data(), Tolerance::absolute(1e-5));
-        let shift = Tensor::<2>::ones([2, 6], &device);
-        let m = modulate_2d(n.clone(), shift, Tensor::zeros([2, 6], &device));
-        m.into_data().assert_approx_eq::<f32>(&(n + 1.0).into_data(), Tolerance::absolute(0.0));
-    }
-
-    #[test]
     fn zero_init_block_is_identity_and_reparameterize_keeps_outputs() {
         let device = Device::flex();
         let block = config(FfnForm::Reparam).init(&device).unwrap();
@@ -238,16 +169,12 @@ mod tests {
     }
 
     #[test]
-    fn resampling_and_final_layer_shapes() {
+    fn resampling_shapes() {
         let device = Device::flex();
         let x = uniform([1, 8, 4, 6], 4, &device);
         let down = UDiTResample::down(8, &device).forward(x.clone());
         assert_eq!(down.dims(), [1, 16, 2, 3]);
         assert_eq!(UDiTResample::up(16, &device).forward(down).dims(), [1, 8, 4, 6]);
-        let fin = UDiTFinalLayer::new(8, 3, &device);
-        let out = fin.forward(x, Tensor::ones([1, 8], &device));
-        assert_eq!(out.dims(), [1, 3, 4, 6]);
-        assert!(out.equal_elem(0.0).all().into_scalar::<bool>());
     }
 
     #[test]

@@ -5,7 +5,7 @@ use burn::module::Param;
 use burn::prelude::*;
 use rand::Rng;
 
-use crate::blocks::{BlockKind, DiTBlock, DiTBlockConfig, FinalLayer};
+use crate::blocks::{BlockKind, DiTBlock, DiTBlockConfig, FinalLayer, FinalLayerConfig};
 use crate::contracts::{Denoiser, NullConditioned, check_null_class};
 use crate::error::{Error, Result, ensure_config, ensure_dims, ensure_positive};
 use crate::layers::init::frozen_param;
@@ -181,7 +181,7 @@ impl DiTConfig {
             block_embedders: (0..extra).map(|_| self.condition_embedder(device)).collect::<Result<_>>()?,
             pos_embed: frozen_param(pos),
             blocks: (0..self.depth).map(|_| block.init(device)).collect::<Result<_>>()?,
-            final_layer: FinalLayer::new(d, self.patch_size, self.out_channels(), device),
+            final_layer: FinalLayerConfig::new(d, self.patch_size * self.patch_size * self.out_channels()).init(device)?,
             input_size: self.input_size,
             patch_size: self.patch_size,
             in_channels: self.in_channels,
@@ -397,7 +397,10 @@ impl DiT {
     ///
     /// # Shapes
     /// - `tokens`: `[B, N, D]` -> `[B, C_out, H, W]`
-    pub fn forward_tokens(&self, tokens: Tensor<3>, cond: &Condition) -> Tensor<4> {
+    ///
+    /// # Errors
+    /// [`Error::Shape`] when the tokens' width is not the model's.
+    pub fn forward_tokens(&self, tokens: Tensor<3>, cond: &Condition) -> Result<Tensor<4>> {
         let [b, n, d] = tokens.dims();
         let (mut h, context, m) = match self.block_kind {
             BlockKind::InContext => {
@@ -414,9 +417,9 @@ impl DiT {
         if m > 0 {
             h = h.slice([0..b, m..m + n, 0..d]);
         }
-        let out = self.final_layer.forward(h, cond.vector());
+        let out = self.final_layer.forward(h, cond.vector())?;
         let g = self.input_size / self.patch_size;
-        unpatchify(out, self.patch_size, self.out_channels, [g, g])
+        Ok(unpatchify(out, self.patch_size, self.out_channels, [g, g]))
     }
 
     /// Denoiser forward (eval mode, no label dropout).
@@ -447,7 +450,7 @@ impl DiT {
         let (x, t) = self.check_inputs(x, t, y.as_ref())?;
         let tokens = self.embed(x)?;
         let cond = self.embed_condition(t, y, drop)?;
-        Ok(self.forward_tokens(tokens, &cond))
+        self.forward_tokens(tokens, &cond)
     }
 
     /// Training forward: labels are dropped to the null class with the configured probability,

@@ -52,8 +52,9 @@ use burn::prelude::*;
 use rand::Rng;
 
 use crate::blocks::microdit_block::{
-    MicroDiTBlock, MicroFinalLayer, NormLinear, NormMlp, PromptBlock,
+    MicroDiTBlock, NormLinear, NormMlp, PromptBlock,
 };
+use crate::blocks::{FinalLayer, FinalLayerConfig};
 use crate::error::{Error, Result, ensure_dims};
 use crate::layers::activation::Activation;
 use crate::layers::init::frozen_param;
@@ -113,7 +114,7 @@ pub struct MicroDiT {
     /// Fill value of removed patches `[1, 1, p*p*C_out]` (a zero buffer in the reference).
     pub mask_token: Param<Tensor<3>>,
     /// Final layer.
-    pub final_layer: MicroFinalLayer,
+    pub final_layer: FinalLayer,
     /// Latent height = width.
     pub input_size: usize,
     /// Patch size.
@@ -247,7 +248,7 @@ impl MicroDiT {
         for block in &self.blocks {
             tokens = block.forward(tokens, context.as_ref(), c.clone())?;
         }
-        let mut out = self.final_layer.forward(tokens, c);
+        let mut out = self.final_layer.forward(tokens, c)?;
         if let Some(m) = mask {
             out = m.restore(out, self.mask_token.val().flatten::<1>(0, 2))?;
         }
@@ -412,7 +413,11 @@ impl MicroDiTConfig {
             patch_mixer_map_y: (maps && micro).then(|| NormLinear::new(d, m, bias, eps, device)),
             blocks: (0..self.depth).map(|i| self.block_config(i)?.init(device)).collect::<Result<_>>()?,
             mask_token: frozen_param(Tensor::zeros([1, 1, self.patch_size * self.patch_size * self.out_channels()], device)),
-            final_layer: MicroFinalLayer::new(d, d, self.patch_size * self.patch_size * self.out_channels(), style, eps, device),
+            final_layer: FinalLayerConfig::new(d, self.patch_size * self.patch_size * self.out_channels())
+                .with_norm_weight(micro)
+                .with_norm_eps(eps)
+                .with_activation(style.modulation_activation())
+                .init(device)?,
             input_size: self.input_size,
             patch_size: self.patch_size,
             in_channels: self.in_channels,

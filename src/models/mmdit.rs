@@ -165,7 +165,7 @@ impl MMDiT {
                 .ok_or_else(|| Error::InvalidArgument(format!("block {i} has a pre-only image stream")))?;
             text = out.next().flatten();
         }
-        let out = self.final_layer.forward(image, c);
+        let out = self.final_layer.forward(image, c)?;
         Ok(unpatchify(out, self.patch_size, self.out_channels, grid))
     }
 
@@ -302,9 +302,10 @@ mod tests {
         let device = Device::flex();
         let mut m = tiny().init(&device).unwrap();
         // a non-zero final layer so the comparison means something
-        let w = m.final_layer.linear.weight.dims();
-        m.final_layer.linear.weight =
-            burn::module::Param::from_tensor(crate::test_util::randn(w, 104, &device) * 0.5);
+        if let crate::blocks::FinalProjection::Linear(l) = &mut m.final_layer.linear {
+            let w = l.weight.dims();
+            l.weight = burn::module::Param::from_tensor(crate::test_util::randn(w, 104, &device) * 0.5);
+        }
         let (x, t, text, pooled) = inputs(&device, 2, 8, 4);
         let a = m.forward(x.clone(), t.clone(), text.clone(), pooled.clone()).unwrap();
         let b = m.denoise(x, t, &(text, pooled)).unwrap();
@@ -381,7 +382,9 @@ mod tests {
             let v: Vec<f32> = (0..n).map(|_| rng.random_range(-0.3..0.3)).collect();
             burn::module::Param::from_tensor(Tensor::from_data(TensorData::new(v, dims), device))
         };
-        m.final_layer.linear.weight = rand(m.final_layer.linear.weight.dims());
+        if let crate::blocks::FinalProjection::Linear(l) = &mut m.final_layer.linear {
+            l.weight = rand(l.weight.dims());
+        }
         for block in &mut m.blocks {
             for ada in &mut block.ada_ln_modulation {
                 ada.linear.weight = rand(ada.linear.weight.dims());

@@ -5,7 +5,7 @@
 
 use burn::prelude::*;
 
-use crate::blocks::{FinalLayer, JointBlockConfig};
+use crate::blocks::{FinalLayerConfig, JointBlockConfig};
 use crate::error::{Error, Result, ensure_config, ensure_positive};
 use crate::layers::activation::Activation;
 use crate::layers::attention::QkNorm;
@@ -301,7 +301,7 @@ impl MMDiTConfig {
                 .init(device)?,
             context_embedder: linear(self.joint_attention_dim, d, true, WeightInit::XavierUniform, device),
             blocks: (0..self.num_layers).map(|i| self.block_config(i).init(device)).collect::<Result<_>>()?,
-            final_layer: FinalLayer::new(d, self.patch_size, self.out_channels, device),
+            final_layer: FinalLayerConfig::new(d, self.patch_size * self.patch_size * self.out_channels).init(device)?,
             patch_size: self.patch_size,
             in_channels: self.in_channels,
             out_channels: self.out_channels,

@@ -13,7 +13,7 @@ use burn::nn::conv::Conv2d;
 use burn::prelude::*;
 use rand::Rng;
 
-use crate::blocks::{UDiTBlock, UDiTFinalLayer, UDiTResample};
+use crate::blocks::{FinalLayer, FinalLayerConfig, FinalProjectionKind, UDiTBlock, UDiTResample};
 use crate::error::{Error, Result, ensure_dims};
 use crate::layers::dwconv_ffn::{FfnForm, same_conv2d};
 use crate::layers::init::{WeightInit, conv2d};
@@ -73,7 +73,9 @@ impl UDiTConfig {
             reduce_chan_level1: same_conv2d([2 * c, 2 * c], 1, 1, true, false, device),
             decoder_level_1: level(4)?,
             output: same_conv2d([2 * c, 2 * c], 3, 1, true, false, device),
-            final_layer: UDiTFinalLayer::new(2 * c, self.out_channels(), device),
+            final_layer: FinalLayerConfig::new(2 * c, self.out_channels())
+                .with_projection(FinalProjectionKind::Conv3x3)
+                .init(device)?,
             input_size: self.input_size,
             in_channels: self.in_channels,
             out_channels: self.out_channels(),
@@ -136,7 +138,7 @@ pub struct UDiT {
     /// 3x3 conv `2C -> 2C` before the final layer.
     pub output: Conv2d,
     /// adaLN final layer `2C -> out_channels`.
-    pub final_layer: UDiTFinalLayer,
+    pub final_layer: FinalLayer,
     /// Latent height = width.
     pub input_size: usize,
     /// Input channels.
@@ -247,7 +249,7 @@ impl UDiT {
         let dec2 = run_level(&self.decoder_level_2, dec2, &cond.c2)?;
         let dec1 = self.reduce_chan_level1.forward(Tensor::cat(vec![self.up2_1.forward(dec2), enc1], 1));
         let dec1 = run_level(&self.decoder_level_1, dec1, &cond.c2)?;
-        Ok(self.final_layer.forward(self.output.forward(dec1), cond.c2.clone()))
+        self.final_layer.forward_map(self.output.forward(dec1), cond.c2.clone())
     }
 
     /// Denoiser forward (no label dropout). Runs whatever FFN form the model holds: the

@@ -13,7 +13,7 @@
 //! | `down1_2.conv`, `up3_2.conv`, ... | `down1_2.body.0`, `up3_2.body.0`, ... |
 //! | `reduce_chan_level{1,2}`, `output` | same |
 //! | `final_layer.ada_ln_modulation.linear` | `final_layer.adaLN_modulation.1` |
-//! | `final_layer.out_proj` | same |
+//! | `final_layer.linear` | `final_layer.out_proj` |
 //!
 //! The other FFN forms map their single convs to: `project_in`, `dwconv`, `project_out`
 //! ([`FfnForm::Plain`], `rep=0`); `fc1`, `fc2` ([`FfnForm::Pointwise`], `ffn_type='basic'`);
@@ -44,6 +44,7 @@ fn base_key_map() -> KeyMap {
         ("ada_ln_modulation2.linear", "adaLN_modulation2.1"),
         ("ada_ln_modulation.linear", "adaLN_modulation.1"),
         ("conv", "body.0"),
+        ("final_layer.linear", "final_layer.out_proj"),
     ])
 }
 
@@ -168,6 +169,7 @@ mod tests {
         assert_eq!(official_key("t_embedder_2.linear_1.bias", r), "t_embedder_2.mlp.0.bias");
         assert_eq!(official_key("latent.3.ada_ln_modulation2.linear.weight", r), "latent.3.adaLN_modulation2.1.weight");
         assert_eq!(official_key("final_layer.ada_ln_modulation.linear.bias", r), "final_layer.adaLN_modulation.1.bias");
+        assert_eq!(official_key("final_layer.linear.weight", r), "final_layer.out_proj.weight");
         assert_eq!(official_key("up3_2.conv.weight", r), "up3_2.body.0.weight");
         assert_eq!(
             official_key("encoder_level_1.0.attn1.downsampler.layer.weight", r),
