@@ -1,11 +1,15 @@
 //! Transformer blocks built from [`crate::layers`].
 
+pub mod condition_embed;
 pub mod dit_block;
 pub mod final_layer;
 pub mod joint_block;
 pub mod udit_block;
 pub mod microdit_block;
 
+pub use condition_embed::{
+    CaptionEmbedder, ConditionEmbedder, ConditionEmbedderConfig, ConditionInput, ConditionKind, ConditionPath, EmbeddedCondition,
+};
 pub use dit_block::{BlockKind, DiTBlock, DiTBlockConfig};
 pub use final_layer::{FinalLayer, FinalLayerConfig, FinalProjection, FinalProjectionKind};
 pub use joint_block::{JointBlock, JointBlockConfig};

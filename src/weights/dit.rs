@@ -6,8 +6,8 @@
 //! |---|---|---|
 //! | `x_embedder.proj` | `x_embedder.proj` | `pos_embed.proj` |
 //! | `pos_embed` | `pos_embed` | not stored (recomputed sin-cos table) |
-//! | `t_embedder.linear_{1,2}` | `t_embedder.mlp.{0,2}` | `transformer_blocks.0.norm1.emb.timestep_embedder.linear_{1,2}` |
-//! | `y_embedder.embedding_table` | `y_embedder.embedding_table` | `transformer_blocks.0.norm1.emb.class_embedder.embedding_table` |
+//! | `cond_embedder.t_embedder.linear_{1,2}` | `t_embedder.mlp.{0,2}` | `transformer_blocks.0.norm1.emb.timestep_embedder.linear_{1,2}` |
+//! | `cond_embedder.y_embedder.embedding_table` | `y_embedder.embedding_table` | `transformer_blocks.0.norm1.emb.class_embedder.embedding_table` |
 //! | `block_embedders.{k}.*` | (none) | `transformer_blocks.{k+1}.norm1.emb.*` |
 //! | `blocks.{i}.attn.qkv` | `blocks.{i}.attn.qkv` | `transformer_blocks.{i}.attn1.to_{q,k,v}` (concatenated) |
 //! | `blocks.{i}.attn.proj` | `blocks.{i}.attn.proj` | `transformer_blocks.{i}.attn1.to_out.0` |
@@ -54,6 +54,8 @@ impl DiTCheckpointLayout {
 /// Module path -> official key.
 pub fn official_key_map() -> KeyMap {
     KeyMap::new([
+        ("cond_embedder.t_embedder", "t_embedder"),
+        ("cond_embedder.y_embedder", "y_embedder"),
         ("t_embedder.linear_1", "t_embedder.mlp.0"),
         ("t_embedder.linear_2", "t_embedder.mlp.2"),
         ("ada_ln_modulation.linear", "adaLN_modulation.1"),
@@ -65,6 +67,7 @@ const QKV: &str = "{to_q,to_k,to_v}";
 /// Module path -> diffusers key (the fused qkv maps to a synthetic `attn1.{to_q,to_k,to_v}` key
 /// that the diffusers format's `prepare` assembles from the three projections).
 pub fn diffusers_key(path: &str) -> String {
+    let path = path.strip_prefix("cond_embedder.").unwrap_or(path);
     let emb = |rest: &str| {
         rest.replacen("t_embedder.", "timestep_embedder.", 1).replacen("y_embedder.", "class_embedder.", 1)
     };

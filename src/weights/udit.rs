@@ -5,8 +5,8 @@
 //! | crate module path | official key |
 //! |---|---|
 //! | `x_embedder` | `x_embedder.proj` |
-//! | `t_embedder_{i}.linear_{1,2}` | `t_embedder_{i}.mlp.{0,2}` |
-//! | `y_embedder_{i}.embedding_table` | `y_embedder_{i}.embedding_table` |
+//! | `cond_embedder_{i}.t_embedder.linear_{1,2}` | `t_embedder_{i}.mlp.{0,2}` |
+//! | `cond_embedder_{i}.y_embedder.embedding_table` | `y_embedder_{i}.embedding_table` |
 //! | `{level}.{j}.ada_ln_modulation{1,2}.linear` | `{level}.{j}.adaLN_modulation{1,2}.1` |
 //! | `{level}.{j}.attn{1,2}.{downsampler.layer,to_qkv,to_out,logit_scale}` | same |
 //! | `{level}.{j}.mlp{1,2}.{project_in,dwconv,project_out}.{k}` | same (training form, `rep=1`) |
@@ -38,6 +38,12 @@ use crate::weights::loader::KeyMap;
 fn base_key_map() -> KeyMap {
     KeyMap::new([
         ("x_embedder", "x_embedder.proj"),
+        ("cond_embedder_1.t_embedder", "t_embedder_1"),
+        ("cond_embedder_1.y_embedder", "y_embedder_1"),
+        ("cond_embedder_2.t_embedder", "t_embedder_2"),
+        ("cond_embedder_2.y_embedder", "y_embedder_2"),
+        ("cond_embedder_3.t_embedder", "t_embedder_3"),
+        ("cond_embedder_3.y_embedder", "y_embedder_3"),
         ("linear_1", "mlp.0"),
         ("linear_2", "mlp.2"),
         ("ada_ln_modulation1.linear", "adaLN_modulation1.1"),
@@ -166,7 +172,7 @@ mod tests {
     fn official_names() {
         let r = FfnForm::Reparam;
         assert_eq!(official_key("x_embedder.weight", r), "x_embedder.proj.weight");
-        assert_eq!(official_key("t_embedder_2.linear_1.bias", r), "t_embedder_2.mlp.0.bias");
+        assert_eq!(official_key("cond_embedder_2.t_embedder.linear_1.bias", r), "t_embedder_2.mlp.0.bias");
         assert_eq!(official_key("latent.3.ada_ln_modulation2.linear.weight", r), "latent.3.adaLN_modulation2.1.weight");
         assert_eq!(official_key("final_layer.ada_ln_modulation.linear.bias", r), "final_layer.adaLN_modulation.1.bias");
         assert_eq!(official_key("final_layer.linear.weight", r), "final_layer.out_proj.weight");
