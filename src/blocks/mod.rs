@@ -1,12 +1,15 @@
 //! Transformer blocks built from [`crate::layers`].
 
+pub mod block;
 pub mod condition_embed;
 pub mod dit_block;
 pub mod final_layer;
 pub mod joint_block;
 pub mod udit_block;
 pub mod microdit_block;
+pub mod parts;
 
+pub use block::{Block, BlockConfig};
 pub use condition_embed::{
     CaptionEmbedder, ConditionEmbedder, ConditionEmbedderConfig, ConditionInput, ConditionKind, ConditionPath, EmbeddedCondition,
 };
