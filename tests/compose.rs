@@ -72,6 +72,8 @@ fn run(config: &ComposedDiTConfig, masked: bool, seed: u64) -> Result<(), Error>
     let device = Device::flex().autodiff();
     device.seed(seed);
     let model = config.init(&device)?;
+    assert_eq!(model.num_params(), config.num_params(), "{config:?}");
+    assert!(config.flops(if masked { 0.5 } else { 0.0 })? > 0.0);
     let mut rng = StdRng::seed_from_u64(seed);
     let s = config.input_size;
     let x = randn([2, 4, s, s], &mut rng, &device);

@@ -60,6 +60,27 @@ impl BlockConfig {
         self.attention.needs_grid() || self.feed_forward.needs_grid()
     }
 
+    /// Exact parameter count of the block (equals `Module::num_params` of the built block).
+    pub fn num_params(&self) -> usize {
+        let d = self.d_model;
+        let hidden = self.attn_hidden.unwrap_or(d);
+        self.attention.num_params(d, self.n_heads, hidden, self.qk_norm)
+            + self.feed_forward.num_params(d, self.mlp_hidden())
+            + self.conditioning.num_params(d, self.d_cond.unwrap_or(d))
+    }
+
+    /// Multiply-accumulates of one forward over `n` tokens on `grid` with `m` context tokens.
+    ///
+    /// # Errors
+    /// An MoE whose experts would take no token.
+    pub fn macs(&self, n: usize, grid: [usize; 2], m: usize) -> Result<f64> {
+        let d = self.d_model;
+        let hidden = self.attn_hidden.unwrap_or(d);
+        Ok(self.attention.macs(d, hidden, n, grid, m)
+            + self.feed_forward.macs(d, self.mlp_hidden(), n)?
+            + self.conditioning.macs(d, self.d_cond.unwrap_or(d), n, m))
+    }
+
     /// Checks the sizes and that the parts fit together; called by [`init`](Self::init).
     ///
     /// # Errors

@@ -104,7 +104,7 @@ impl ComposedDiTConfig {
             stages,
             resample,
             reduce,
-            mask_token: frozen_param(Tensor::zeros([1, 1, p2c], device)),
+            mask_token: self.masking.is_some().then(|| frozen_param(Tensor::zeros([1, 1, p2c], device))),
             final_layer: FinalLayerConfig::new(self.final_width(), p2c).init(device)?,
             input_size: self.input_size,
             patch_size: self.patch_size,
@@ -135,8 +135,9 @@ pub struct ComposedDiT {
     pub resample: Vec<UDiTResample>,
     /// U-shaped: 1x1 convs fusing the skip concatenations (`4D -> 2D`, `2D -> 2D`).
     pub reduce: Vec<Conv2d>,
-    /// Fill value of removed patches `[1, 1, p*p*C_out]` (zeros, never trained).
-    pub mask_token: Param<Tensor<3>>,
+    /// Fill value of removed patches `[1, 1, p*p*C_out]` (zeros, never trained; masking
+    /// only).
+    pub mask_token: Option<Param<Tensor<3>>>,
     /// Final layer.
     pub final_layer: FinalLayer,
     /// Latent height = width.
@@ -181,7 +182,7 @@ impl ComposedDiT {
 
     /// Whether the model was built with deferred masking.
     pub fn has_masking(&self) -> bool {
-        !self.patch_mixer.is_empty() || self.train_mask_ratio > 0.0
+        self.mask_token.is_some()
     }
 
     fn condition(&self, i: usize, e: &EmbeddedCondition) -> BlockCondition {
@@ -258,8 +259,8 @@ impl ComposedDiT {
             self.run_u(tokens, g, &conds)?
         };
         let mut out = self.final_layer.forward(h, c_final.c.clone())?;
-        if let Some(m) = mask {
-            out = m.restore(out, self.mask_token.val().flatten::<1>(0, 2))?;
+        if let (Some(m), Some(fill)) = (mask, &self.mask_token) {
+            out = m.restore(out, fill.val().flatten::<1>(0, 2))?;
         }
         Ok(unpatchify(out, self.patch_size, self.out_channels, [g, g]))
     }

@@ -2,6 +2,7 @@
 
 pub mod composed;
 pub mod composed_config;
+mod composed_count;
 mod composed_denoiser;
 pub mod dit;
 pub mod microdit;

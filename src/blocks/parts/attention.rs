@@ -17,7 +17,9 @@ use burn::prelude::*;
 use crate::blocks::parts::cosine_attention::CosineAttention;
 use crate::error::{Error, Result, ensure_config};
 use crate::layers::attention::{Attention, AttentionConfig, CrossAttention, CrossAttentionConfig, QkNorm};
-use crate::layers::downsampled_attention::{AttentionScore, DownsampledAttention, DownsampledAttentionConfig};
+use crate::layers::downsampled_attention::{
+    AttentionScore, DownsampledAttention, DownsampledAttentionConfig, downsampled_attention_macs,
+};
 use crate::layers::joint_attention::{JointAttention, JointAttentionConfig};
 
 /// Which attention a block uses.
@@ -61,6 +63,40 @@ impl AttentionKind {
     /// Whether the part supports an attention width other than the block width.
     pub fn scales(&self) -> bool {
         matches!(self, AttentionKind::MultiHead | AttentionKind::Cosine)
+    }
+
+    /// Parameters of the part (see [`init`](Self::init) for the arguments).
+    pub fn num_params(&self, d: usize, n_heads: usize, hidden: usize, qk_norm: QkNorm) -> usize {
+        let dh = hidden / n_heads.max(1);
+        let norms = match qk_norm {
+            QkNorm::None => 0,
+            QkNorm::RmsNorm => 2 * dh,
+            QkNorm::LayerNorm => 4 * dh,
+        };
+        let lin = |i: usize, o: usize| i * o + o;
+        match self {
+            AttentionKind::MultiHead => lin(d, 3 * hidden) + lin(hidden, d) + norms,
+            AttentionKind::Downsampled { kernel, cosine, .. } => {
+                d * kernel * kernel + d + lin(d, 3 * d) + lin(d, d) + if *cosine { n_heads } else { 0 }
+            }
+            AttentionKind::Cosine => lin(d, 3 * hidden) + lin(hidden, d) + n_heads,
+            AttentionKind::Joint => 2 * lin(d, 3 * d) + lin(d, d) + 2 * norms,
+            AttentionKind::Cross => lin(d, d) + lin(d, 2 * d) + lin(d, d),
+        }
+    }
+
+    /// Multiply-accumulates of the part over `n` tokens of width `d` on `grid`, with `m`
+    /// context tokens (matrix products and attention scores, the DiT paper's convention).
+    pub fn macs(&self, d: usize, hidden: usize, n: usize, grid: [usize; 2], m: usize) -> f64 {
+        let (d, h, n, m) = (d as f64, hidden as f64, n as f64, m as f64);
+        match self {
+            AttentionKind::MultiHead | AttentionKind::Cosine => n * (3.0 * d * h + h * d) + 2.0 * n * n * h,
+            AttentionKind::Downsampled { down_factor, kernel, .. } => {
+                downsampled_attention_macs(d as usize, grid, *down_factor, *kernel)
+            }
+            AttentionKind::Joint => (n + m) * 3.0 * d * d + n * d * d + 2.0 * n * (n + m) * d,
+            AttentionKind::Cross => 2.0 * n * d * d + 2.0 * m * d * d + 2.0 * n * m * d,
+        }
     }
 
     /// Builds the part for width `d_model` with `n_heads` heads in an attention space of width

@@ -40,6 +40,29 @@ pub enum ConditioningKind {
 }
 
 impl ConditioningKind {
+    /// Parameters of the part for width `d` and a `d_cond` vector.
+    pub fn num_params(&self, d: usize, d_cond: usize) -> usize {
+        let lin = |i: usize, o: usize| i * o + o;
+        match self {
+            ConditioningKind::AdaLnZero => lin(d_cond, 6 * d),
+            ConditioningKind::AdaLn => lin(d_cond, 4 * d),
+            ConditioningKind::AdaLnSingle => 6 * d,
+            ConditioningKind::CrossAttention => 3 * 2 * d + 2 * lin(d, d) + lin(d, 2 * d),
+            ConditioningKind::InContext => 2 * 2 * d,
+        }
+    }
+
+    /// Multiply-accumulates over `n` tokens of width `d` with `m` context tokens.
+    pub fn macs(&self, d: usize, d_cond: usize, n: usize, m: usize) -> f64 {
+        let (d, c, n, m) = (d as f64, d_cond as f64, n as f64, m as f64);
+        match self {
+            ConditioningKind::AdaLnZero => 6.0 * c * d,
+            ConditioningKind::AdaLn => 4.0 * c * d,
+            ConditioningKind::AdaLnSingle | ConditioningKind::InContext => 0.0,
+            ConditioningKind::CrossAttention => 2.0 * n * d * d + 2.0 * m * d * d + 2.0 * n * m * d,
+        }
+    }
+
     /// Builds the part for a block of width `d_model` conditioned on a `d_cond` vector.
     ///
     /// # Errors

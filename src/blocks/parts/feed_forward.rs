@@ -11,10 +11,10 @@
 use burn::prelude::*;
 
 use crate::error::{Error, Result, ensure_config};
-use crate::layers::dwconv_ffn::{DwConvFfn, DwConvFfnConfig, FfnForm};
+use crate::layers::dwconv_ffn::{DW_KERNEL, DwConvFfn, DwConvFfnConfig, FfnForm, REP_DW_KERNELS};
 use crate::layers::mlp::{Mlp, MlpConfig};
-use crate::layers::moe::{ExpertChoiceMoe, ExpertChoiceMoeConfig};
-use crate::layers::swiglu::{SwiGlu, SwiGluConfig};
+use crate::layers::moe::{ExpertChoiceMoe, ExpertChoiceMoeConfig, tokens_per_expert};
+use crate::layers::swiglu::{SwiGlu, SwiGluConfig, round_up, swiglu_hidden};
 
 /// Which feed-forward a block uses.
 #[derive(Config, Debug, PartialEq)]
@@ -46,6 +46,59 @@ impl FeedForwardKind {
     /// Whether the part needs the full token grid.
     pub fn needs_grid(&self) -> bool {
         matches!(self, FeedForwardKind::DwConv { .. })
+    }
+
+    /// Parameters of the part at width `d` and nominal hidden width `hidden`.
+    pub fn num_params(&self, d: usize, hidden: usize) -> usize {
+        let lin = |i: usize, o: usize| i * o + o;
+        match self {
+            FeedForwardKind::Mlp => lin(d, hidden) + lin(hidden, d),
+            FeedForwardKind::SwiGlu { multiple_of } => {
+                let h = swiglu_hidden(hidden, (*multiple_of).max(1));
+                2 * lin(d, h) + lin(h, d)
+            }
+            FeedForwardKind::DwConv { form } => {
+                let h = hidden;
+                match form {
+                    FfnForm::Reparam => {
+                        let m = h / 2;
+                        lin(d, m) + lin(m, h) + REP_DW_KERNELS.iter().map(|k| h * k * k + h).sum::<usize>() + lin(h, m) + lin(m, d)
+                    }
+                    FfnForm::Plain | FfnForm::Fused => lin(d, h) + h * DW_KERNEL * DW_KERNEL + h + lin(h, d),
+                    FfnForm::Pointwise => lin(d, h) + lin(h, d),
+                }
+            }
+            FeedForwardKind::Moe { num_experts, multiple_of, .. } => {
+                let h = round_up(hidden, (*multiple_of).max(1));
+                d * num_experts + 2 * num_experts * d * h
+            }
+        }
+    }
+
+    /// Multiply-accumulates of the part over `n` tokens.
+    ///
+    /// # Errors
+    /// An MoE whose experts would take no token (or more than `n`).
+    pub fn macs(&self, d: usize, hidden: usize, n: usize) -> Result<f64> {
+        let (df, nf) = (d as f64, n as f64);
+        Ok(match self {
+            FeedForwardKind::Mlp => 2.0 * nf * df * hidden as f64,
+            FeedForwardKind::SwiGlu { multiple_of } => 3.0 * nf * df * swiglu_hidden(hidden, (*multiple_of).max(1)) as f64,
+            FeedForwardKind::DwConv { form } => {
+                let h = hidden as f64;
+                let m = (hidden / 2) as f64;
+                nf * match form {
+                    FfnForm::Reparam => 2.0 * (df * m + m * h) + h * REP_DW_KERNELS.iter().map(|k| (k * k) as f64).sum::<f64>(),
+                    FfnForm::Plain | FfnForm::Fused => 2.0 * df * h + h * (DW_KERNEL * DW_KERNEL) as f64,
+                    FfnForm::Pointwise => 2.0 * df * h,
+                }
+            }
+            FeedForwardKind::Moe { num_experts, capacity, multiple_of } => {
+                let h = round_up(hidden, (*multiple_of).max(1)) as f64;
+                let k = tokens_per_expert(*capacity, *num_experts, n)? as f64;
+                nf * df * *num_experts as f64 + *num_experts as f64 * k * 2.0 * df * h
+            }
+        })
     }
 
     /// Builds the part for width `d_model` and nominal hidden width `hidden`.
