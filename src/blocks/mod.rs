@@ -13,7 +13,7 @@ pub use block::{Block, BlockConfig};
 pub use condition_embed::{
     CaptionEmbedder, ConditionEmbedder, ConditionEmbedderConfig, ConditionInput, ConditionKind, ConditionPath, EmbeddedCondition,
 };
-pub use dit_block::{BlockKind, DiTBlock, DiTBlockConfig};
+pub use dit_block::BlockKind;
 pub use final_layer::{FinalLayer, FinalLayerConfig, FinalProjection, FinalProjectionKind};
 pub use joint_block::{JointBlock, JointBlockConfig};
 pub use microdit_block::{BlockStyle, MicroDiTBlock, MicroDiTBlockConfig};

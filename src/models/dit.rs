@@ -5,7 +5,8 @@ use burn::module::Param;
 use burn::prelude::*;
 use rand::Rng;
 
-use crate::blocks::{BlockKind, DiTBlock, DiTBlockConfig, FinalLayer, FinalLayerConfig};
+use crate::blocks::parts::BlockCondition;
+use crate::blocks::{Block, BlockConfig, BlockKind, FinalLayer, FinalLayerConfig};
 use crate::blocks::{ConditionEmbedder, ConditionEmbedderConfig, ConditionInput, ConditionKind};
 use crate::contracts::{Denoiser, NullConditioned, check_null_class};
 use crate::error::{Error, Result, ensure_config, ensure_dims, ensure_positive};
@@ -135,10 +136,9 @@ impl DiTConfig {
         self.grid_size() * self.grid_size()
     }
 
-    fn block_config(&self) -> DiTBlockConfig {
-        DiTBlockConfig::new(self.hidden_size, self.num_heads)
-            .with_mlp_ratio(self.mlp_ratio)
-            .with_kind(self.block_kind)
+    /// The block: the [`Block`] preset of the configured design ([`BlockKind::block_config`]).
+    pub fn block_config(&self) -> BlockConfig {
+        self.block_kind.block_config(self.hidden_size, self.num_heads, self.mlp_ratio)
     }
 
     /// Checks every size constraint; called by [`init`](Self::init).
@@ -298,8 +298,8 @@ pub struct DiT {
     pub block_embedders: Vec<ConditionEmbedder>,
     /// Fixed 2-D sin-cos table `[1, N, D]` (persisted and counted, never trained).
     pub pos_embed: Param<Tensor<3>>,
-    /// Transformer blocks.
-    pub blocks: Vec<DiTBlock>,
+    /// Transformer blocks (the [`Block`] preset of the block design).
+    pub blocks: Vec<Block>,
     /// Final adaLN layer.
     pub final_layer: FinalLayer,
     /// Latent height = width.
@@ -365,6 +365,24 @@ impl DiT {
         Ok(Condition { t_emb: e.t_emb, y_emb: e.y_emb, block_vectors })
     }
 
+    fn forward_block_with(&self, i: usize, x: Tensor<3>, cond: &Condition, context: Option<Tensor<3>>) -> Result<Tensor<3>> {
+        let block = self.blocks.get(i).ok_or_else(|| Error::InvalidArgument(format!("block {i} of {}", self.blocks.len())))?;
+        block.forward(x, None, &BlockCondition { c: cond.block_vector(i), shared: None, context })
+    }
+
+    /// Runs block `i` alone (the cross-attention design attends to `cond.tokens()`).
+    ///
+    /// # Shapes
+    /// - `x`: `[B, N, D]` -> `[B, N, D]`
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for an index past the last block, [`Error::Shape`] for a
+    /// wrong width.
+    pub fn forward_block(&self, i: usize, x: Tensor<3>, cond: &Condition) -> Result<Tensor<3>> {
+        let context = (self.block_kind == BlockKind::CrossAttention).then(|| cond.tokens());
+        self.forward_block_with(i, x, cond, context)
+    }
+
     /// Runs the blocks and final layer on embedded tokens.
     ///
     /// # Shapes
@@ -383,8 +401,8 @@ impl DiT {
             BlockKind::CrossAttention => (tokens, Some(cond.tokens()), 0),
             _ => (tokens, None, 0),
         };
-        for (i, block) in self.blocks.iter().enumerate() {
-            h = block.forward(h, cond.block_vector(i), context.clone());
+        for i in 0..self.blocks.len() {
+            h = self.forward_block_with(i, h, cond, context.clone())?;
         }
         if m > 0 {
             h = h.slice([0..b, m..m + n, 0..d]);

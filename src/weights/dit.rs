@@ -12,7 +12,7 @@
 //! | `blocks.{i}.attn.qkv` | `blocks.{i}.attn.qkv` | `transformer_blocks.{i}.attn1.to_{q,k,v}` (concatenated) |
 //! | `blocks.{i}.attn.proj` | `blocks.{i}.attn.proj` | `transformer_blocks.{i}.attn1.to_out.0` |
 //! | `blocks.{i}.mlp.fc{1,2}` | `blocks.{i}.mlp.fc{1,2}` | `transformer_blocks.{i}.ff.net.{0.proj,2}` |
-//! | `blocks.{i}.ada_ln_modulation.linear` | `blocks.{i}.adaLN_modulation.1` | `transformer_blocks.{i}.norm1.linear` |
+//! | `blocks.{i}.conditioning.linear` | `blocks.{i}.adaLN_modulation.1` | `transformer_blocks.{i}.norm1.linear` |
 //! | `final_layer.ada_ln_modulation.linear` | `final_layer.adaLN_modulation.1` | `proj_out_1` |
 //! | `final_layer.linear` | `final_layer.linear` | `proj_out_2` |
 //!
@@ -59,6 +59,11 @@ pub fn official_key_map() -> KeyMap {
         ("t_embedder.linear_1", "t_embedder.mlp.0"),
         ("t_embedder.linear_2", "t_embedder.mlp.2"),
         ("ada_ln_modulation.linear", "adaLN_modulation.1"),
+        ("conditioning.linear", "adaLN_modulation.1"),
+        ("conditioning.norm1", "norm1"),
+        ("conditioning.norm2", "norm2"),
+        ("conditioning.norm_cross", "norm_cross"),
+        ("conditioning.cross_attn", "cross_attn"),
     ])
 }
 
@@ -96,7 +101,7 @@ pub fn diffusers_key(path: &str) -> String {
                 ("attn.proj.", "attn1.to_out.0.".to_string()),
                 ("mlp.fc1.", "ff.net.0.proj.".to_string()),
                 ("mlp.fc2.", "ff.net.2.".to_string()),
-                ("ada_ln_modulation.linear.", "norm1.linear.".to_string()),
+                ("conditioning.linear.", "norm1.linear.".to_string()),
             ]
             .into_iter()
             .find_map(|(from, to)| rest.strip_prefix(from).map(|r| format!("{to}{r}")));
@@ -205,6 +210,6 @@ mod tests {
         assert_eq!(diffusers_key("blocks.2.attn.qkv.weight"), "transformer_blocks.2.attn1.{to_q,to_k,to_v}.weight");
         assert_eq!(diffusers_key("final_layer.linear.weight"), "proj_out_2.weight");
         assert_eq!(diffusers_key("final_layer.ada_ln_modulation.linear.bias"), "proj_out_1.bias");
-        assert_eq!(official_key_map().checkpoint_key("blocks.1.ada_ln_modulation.linear.weight"), "blocks.1.adaLN_modulation.1.weight");
+        assert_eq!(official_key_map().checkpoint_key("blocks.1.conditioning.linear.weight"), "blocks.1.adaLN_modulation.1.weight");
     }
 }
