@@ -1,5 +1,5 @@
 //! U-DiT building blocks on NCHW feature maps: the transformer block (two adaLN-Zero
-//! sub-blocks of downsampled-token attention and depthwise-conv FFN) and the pixel-(un)shuffle
+//! [`Block`](crate::blocks::Block)s of downsampled-token attention and depthwise-conv FFN) and the pixel-(un)shuffle
 //! resampling between levels (official `U_DiTBlock`, `Downsample`, `Upsample`; the final layer
 //! is [`crate::blocks::FinalLayer`] with a 3x3 conv).
 
@@ -7,13 +7,11 @@ use burn::nn::conv::Conv2d;
 use burn::prelude::*;
 
 use crate::error::{Result, ensure_config, ensure_dims};
+use crate::blocks::Block;
+use crate::blocks::parts::{AttentionPart, BlockCondition, ConditioningPart, FeedForwardPart};
 use crate::layers::adaln::AdaLnModulation;
-use crate::layers::downsampled_attention::{DownsampledAttention, DownsampledAttentionConfig};
-use crate::layers::dwconv_ffn::{DwConvFfn, DwConvFfnConfig, FfnForm, same_conv2d};
-use crate::layers::norm::{channel_layer_norm, gated_residual, modulate};
-
-/// Epsilon of every channel LayerNorm in U-DiT.
-pub const UDIT_NORM_EPS: f64 = 1e-6;
+use crate::layers::downsampled_attention::DownsampledAttentionConfig;
+use crate::layers::dwconv_ffn::{DwConvFfnConfig, FfnForm, same_conv2d};
 
 /// Configuration of a [`UDiTBlock`].
 #[derive(Config, Debug)]
@@ -34,48 +32,43 @@ impl UDiTBlockConfig {
         (self.attention.d_model as f64 * self.mlp_ratio) as usize
     }
 
-    /// Initialise a [`UDiTBlock`] (official init: zero adaLN-Zero modulations).
+    /// Initialise a [`UDiTBlock`]: two [`Block`]s of downsampled-token attention, depthwise-conv
+    /// FFN and adaLN-Zero (official init: zero modulations).
     pub fn init(&self, device: &Device) -> Result<UDiTBlock> {
         let d = self.attention.d_model;
         ensure_config(self.mlp_ratio > 0.0 && self.mlp_hidden() > 0, || {
             format!("mlp_ratio must give a positive hidden width, got {}", self.mlp_ratio)
         })?;
         let ffn = DwConvFfnConfig::new(d, self.mlp_hidden()).with_form(self.ffn);
-        Ok(UDiTBlock {
-            ada_ln_modulation1: AdaLnModulation::new(d, d, 6, true, device),
-            attn1: self.attention.init(device)?,
-            mlp1: ffn.init(device)?,
-            ada_ln_modulation2: AdaLnModulation::new(d, d, 6, true, device),
-            attn2: self.attention.init(device)?,
-            mlp2: ffn.init(device)?,
-        })
+        let block = || -> Result<Block> {
+            Ok(Block {
+                attn: AttentionPart::Downsampled(self.attention.init(device)?),
+                mlp: FeedForwardPart::DwConv(ffn.init(device)?),
+                conditioning: ConditioningPart::AdaLnZero(AdaLnModulation::new(d, d, 6, true, device)),
+            })
+        };
+        Ok(UDiTBlock { sub: vec![block()?, block()?] })
     }
 }
 
-/// A U-DiT block: two adaLN-Zero sub-blocks `x + g * attn(mod(LN(x)))`,
-/// `x + g * ffn(mod(LN(x)))`, each pair with its own modulation (official keys
-/// `adaLN_modulation{1,2}.1`, `attn{1,2}`, `mlp{1,2}`; chunk order shift_msa, scale_msa,
-/// gate_msa, shift_mlp, scale_mlp, gate_mlp).
+/// A U-DiT block: two adaLN-Zero [`Block`]s `x + g * attn(mod(LN(x)))`,
+/// `x + g * ffn(mod(LN(x)))` of downsampled-token attention and depthwise-conv FFN, each with
+/// its own modulation (official keys `adaLN_modulation{1,2}.1`, `attn{1,2}`, `mlp{1,2}` =
+/// `sub.{0,1}.{conditioning.linear, attn, mlp}`; chunk order shift_msa, scale_msa, gate_msa,
+/// shift_mlp, scale_mlp, gate_mlp).
 #[derive(Module, Debug)]
 pub struct UDiTBlock {
-    /// Modulation of the first sub-block.
-    pub ada_ln_modulation1: AdaLnModulation,
-    /// Attention of the first sub-block.
-    pub attn1: DownsampledAttention,
-    /// FFN of the first sub-block.
-    pub mlp1: DwConvFfn,
-    /// Modulation of the second sub-block.
-    pub ada_ln_modulation2: AdaLnModulation,
-    /// Attention of the second sub-block.
-    pub attn2: DownsampledAttention,
-    /// FFN of the second sub-block.
-    pub mlp2: DwConvFfn,
+    /// The two sub-blocks.
+    pub sub: Vec<Block>,
 }
 
 impl UDiTBlock {
     /// Width `C`.
     pub fn d_model(&self) -> usize {
-        self.attn1.d_model()
+        match self.sub.first().map(|b| &b.attn) {
+            Some(AttentionPart::Downsampled(a)) => a.d_model(),
+            _ => 0,
+        }
     }
 
     /// # Shapes
@@ -85,24 +78,25 @@ impl UDiTBlock {
     /// # Errors
     /// Mismatched widths or a grid the attention cannot split.
     pub fn forward(&self, x: Tensor<4>, c: Tensor<2>) -> Result<Tensor<4>> {
-        ensure_dims("c", c.dims(), [Some(x.dims()[0]), Some(self.d_model())])?;
-        let ln = |t: Tensor<4>| channel_layer_norm(t, UDIT_NORM_EPS);
-        let mut x = x;
-        for (ada, attn, mlp) in
-            [(&self.ada_ln_modulation1, &self.attn1, &self.mlp1), (&self.ada_ln_modulation2, &self.attn2, &self.mlp2)]
-        {
-            let [s_msa, sc_msa, g_msa, s_mlp, sc_mlp, g_mlp] = ada.forward(c.clone()).try_into().expect("6 chunks");
-            x = gated_residual(x.clone(), g_msa, attn.forward(modulate(ln(x), s_msa, sc_msa))?);
-            x = gated_residual(x.clone(), g_mlp, mlp.forward(modulate(ln(x), s_mlp, sc_mlp))?);
+        let [b, ch, h, w] = x.dims();
+        ensure_dims("x", x.dims(), [None, Some(self.d_model()), None, None])?;
+        ensure_dims("c", c.dims(), [Some(b), Some(self.d_model())])?;
+        let cond = BlockCondition { c, shared: None, context: None };
+        let mut tokens = x.permute([0, 2, 3, 1]).reshape([b, h * w, ch]);
+        for block in &self.sub {
+            tokens = block.forward(tokens, Some([h, w]), &cond)?;
         }
-        Ok(x)
+        Ok(tokens.reshape([b, h, w, ch]).permute([0, 3, 1, 2]))
     }
 
     /// The block with both FFNs in inference form (see [`DwConvFfn::reparameterize`]).
     pub fn reparameterize(&self) -> Self {
         let mut out = self.clone();
-        out.mlp1 = self.mlp1.reparameterize();
-        out.mlp2 = self.mlp2.reparameterize();
+        for block in &mut out.sub {
+            if let FeedForwardPart::DwConv(m) = &block.mlp {
+                block.mlp = FeedForwardPart::DwConv(m.reparameterize());
+            }
+        }
         out
     }
 }
@@ -163,7 +157,7 @@ mod tests {
         let block = block.map(&mut Randomize::seeded(5));
         let train = block.forward(x.clone(), c.clone()).unwrap();
         let fused = block.reparameterize();
-        assert_eq!(fused.mlp1.form, FfnForm::Fused);
+        assert!(matches!(&fused.sub[0].mlp, FeedForwardPart::DwConv(m) if m.form == FfnForm::Fused));
         let eval = fused.forward(x, c).unwrap();
         eval.into_data().assert_approx_eq::<f32>(&train.into_data(), Tolerance::absolute(1e-4));
     }
