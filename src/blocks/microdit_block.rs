@@ -10,13 +10,14 @@
 use burn::nn::{LayerNorm, LayerNormConfig, Linear};
 use burn::prelude::*;
 
+use crate::blocks::parts::FeedForwardPart;
 use crate::error::{Error, Result, ensure_config, ensure_dims};
 use crate::layers::activation::Activation;
 use crate::layers::adaln::AdaLnModulation;
 use crate::layers::attention::{merge_heads, sdpa, split_heads};
 use crate::layers::init::{WeightInit, linear};
-use crate::layers::mlp::{Mlp, MlpConfig};
-use crate::layers::moe::{ExpertChoiceMoe, ExpertChoiceMoeConfig};
+use crate::layers::mlp::MlpConfig;
+use crate::layers::moe::ExpertChoiceMoeConfig;
 use crate::layers::norm::{gated_residual, layer_norm, modulate};
 use crate::layers::swiglu::{SwiGlu, SwiGluConfig, round_up};
 
@@ -153,29 +154,6 @@ impl MicroCrossAttention {
     }
 }
 
-/// The feed-forward sub-layer of a block.
-#[derive(Module, Debug)]
-pub enum FeedForward {
-    /// SwiGLU (MicroDiT dense blocks).
-    SwiGlu(SwiGlu),
-    /// Two-layer tanh-GELU MLP (DiT-style dense blocks).
-    Mlp(Mlp),
-    /// Expert-choice mixture of experts.
-    Moe(ExpertChoiceMoe),
-}
-
-impl FeedForward {
-    /// # Shapes
-    /// - `x`: `[B, N, D]` -> `[B, N, D]`
-    pub fn forward(&self, x: Tensor<3>) -> Result<Tensor<3>> {
-        match self {
-            FeedForward::SwiGlu(m) => Ok(m.forward(x)),
-            FeedForward::Mlp(m) => Ok(m.forward(x)),
-            FeedForward::Moe(m) => m.forward(x),
-        }
-    }
-}
-
 /// Configuration of a [`MicroDiTBlock`].
 #[derive(Config, Debug)]
 pub struct MicroDiTBlockConfig {
@@ -296,7 +274,7 @@ impl MicroDiTBlockConfig {
             eps,
         });
         let mlp = if self.moe {
-            FeedForward::Moe(
+            FeedForwardPart::Moe(
                 ExpertChoiceMoeConfig::new(d, self.ffn_nominal(), self.num_experts)
                     .with_capacity(self.expert_capacity)
                     .with_multiple_of(self.multiple_of)
@@ -305,7 +283,7 @@ impl MicroDiTBlockConfig {
                     .init(device)?,
             )
         } else if micro {
-            FeedForward::SwiGlu(
+            FeedForwardPart::SwiGlu(
                 SwiGluConfig::new(d, self.ffn_nominal())
                     .with_multiple_of(self.multiple_of)
                     .with_bias(self.bias)
@@ -314,7 +292,7 @@ impl MicroDiTBlockConfig {
                     .init(device)?,
             )
         } else {
-            FeedForward::Mlp(MlpConfig::new(d, self.ffn_hidden()).init(device)?)
+            FeedForwardPart::Mlp(MlpConfig::new(d, self.ffn_hidden()).init(device)?)
         };
         let norm = || micro.then(|| weight_norm(d, eps, device));
         Ok(MicroDiTBlock {
@@ -353,7 +331,7 @@ pub struct MicroDiTBlock {
     /// Cross-attention over the context tokens (MicroDiT style).
     pub cross_attn: Option<MicroCrossAttention>,
     /// Feed-forward: SwiGLU, MLP or expert-choice MoE.
-    pub mlp: FeedForward,
+    pub mlp: FeedForwardPart,
     /// adaLN-Zero modulation (shift/scale/gate for attention and feed-forward).
     pub ada_ln_modulation: AdaLnModulation,
     /// LayerNorm epsilon.
@@ -388,7 +366,7 @@ impl MicroDiTBlock {
             x = x.clone() + ca.forward(norm_or_plain(&self.norm2, x, eps), ctx.clone());
         }
         let h = modulate(norm_or_plain(&self.norm3, x.clone(), eps), s_mlp, sc_mlp);
-        Ok(gated_residual(x, g_mlp, self.mlp.forward(h)?))
+        Ok(gated_residual(x, g_mlp, self.mlp.forward(h, None)?))
     }
 }
 
