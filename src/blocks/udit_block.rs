@@ -89,7 +89,7 @@ impl UDiTBlock {
         Ok(tokens.reshape([b, h, w, ch]).permute([0, 3, 1, 2]))
     }
 
-    /// The block with both FFNs in inference form (see [`DwConvFfn::reparameterize`]).
+    /// The block with both FFNs in inference form (see [`DwConvFfn::reparameterize`](crate::layers::DwConvFfn::reparameterize)).
     pub fn reparameterize(&self) -> Self {
         let mut out = self.clone();
         for block in &mut out.sub {

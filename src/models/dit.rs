@@ -287,7 +287,7 @@ impl Condition {
 }
 
 /// Diffusion transformer with patchify, sin-cos positions, timestep/label embedders, a stack of
-/// [`DiTBlock`]s, the adaLN final layer and unpatchify.
+/// [`Block`]s (the preset of the block design), the adaLN final layer and unpatchify.
 #[derive(Module, Debug)]
 pub struct DiT {
     /// Patch embedding (`x_embedder.proj`).
