@@ -1,7 +1,7 @@
 //! MicroDiT building blocks (SonyResearch/micro_diffusion `dit.py` and `utils.py`): the
 //! transformer block with layer-wise scaled attention and feed-forward widths, optional caption
 //! cross-attention and an optional expert-choice MoE feed-forward; the caption-prompt block; the
-//! caption MLPs; the final layer.
+//! caption MLPs (the final layer is [`crate::blocks::FinalLayer`]).
 //!
 //! Every block comes in two styles ([`BlockStyle`]): the reference MicroDiT block, and a plain
 //! DiT (adaLN-Zero) block, so that the patch-mixer, masking, MoE and layer-wise scaling can be
@@ -10,12 +10,14 @@
 use burn::nn::{LayerNorm, LayerNormConfig, Linear};
 use burn::prelude::*;
 
+use crate::blocks::parts::FeedForwardPart;
 use crate::error::{Error, Result, ensure_config, ensure_dims};
 use crate::layers::activation::Activation;
+use crate::layers::adaln::AdaLnModulation;
 use crate::layers::attention::{merge_heads, sdpa, split_heads};
 use crate::layers::init::{WeightInit, linear};
-use crate::layers::mlp::{Mlp, MlpConfig};
-use crate::layers::moe::{ExpertChoiceMoe, ExpertChoiceMoeConfig};
+use crate::layers::mlp::MlpConfig;
+use crate::layers::moe::ExpertChoiceMoeConfig;
 use crate::layers::norm::{gated_residual, layer_norm, modulate};
 use crate::layers::swiglu::{SwiGlu, SwiGluConfig, round_up};
 
@@ -60,31 +62,6 @@ fn norm_or_plain(norm: &Option<LayerNorm>, x: Tensor<3>, eps: f64) -> Tensor<3> 
     match norm {
         Some(n) => n.forward(x),
         None => layer_norm(x, eps),
-    }
-}
-
-/// adaLN regression `linear(act(c))`, split in `n` chunks (key `adaLN_modulation.1`).
-#[derive(Module, Debug)]
-pub struct Modulation {
-    /// `[D_cond, n * D]`, zero-initialised weight.
-    pub linear: Linear,
-    /// Activation applied to the conditioning first.
-    #[module(skip)]
-    pub activation: Activation,
-    /// Number of chunks.
-    pub n_chunks: usize,
-}
-
-impl Modulation {
-    /// A modulation `D_cond -> n_chunks * d_model` with zero weight and bias.
-    pub fn new(d_cond: usize, d_model: usize, n_chunks: usize, activation: Activation, device: &Device) -> Self {
-        Self { linear: linear(d_cond, n_chunks * d_model, true, WeightInit::Zeros, device), activation, n_chunks }
-    }
-
-    /// # Shapes
-    /// - `c`: `[B, D_cond]` -> `n_chunks` tensors `[B, D]`
-    pub fn forward(&self, c: Tensor<2>) -> Vec<Tensor<2>> {
-        self.linear.forward(self.activation.forward(c)).chunk(self.n_chunks, 1)
     }
 }
 
@@ -174,29 +151,6 @@ impl MicroCrossAttention {
         let (k, v) = (it.next().unwrap(), it.next().unwrap());
         let o = sdpa(split_heads(q, h), split_heads(layer_norm(k, self.eps), h), split_heads(v, h));
         self.proj.forward(merge_heads(o))
-    }
-}
-
-/// The feed-forward sub-layer of a block.
-#[derive(Module, Debug)]
-pub enum FeedForward {
-    /// SwiGLU (MicroDiT dense blocks).
-    SwiGlu(SwiGlu),
-    /// Two-layer tanh-GELU MLP (DiT-style dense blocks).
-    Mlp(Mlp),
-    /// Expert-choice mixture of experts.
-    Moe(ExpertChoiceMoe),
-}
-
-impl FeedForward {
-    /// # Shapes
-    /// - `x`: `[B, N, D]` -> `[B, N, D]`
-    pub fn forward(&self, x: Tensor<3>) -> Result<Tensor<3>> {
-        match self {
-            FeedForward::SwiGlu(m) => Ok(m.forward(x)),
-            FeedForward::Mlp(m) => Ok(m.forward(x)),
-            FeedForward::Moe(m) => m.forward(x),
-        }
     }
 }
 
@@ -320,7 +274,7 @@ impl MicroDiTBlockConfig {
             eps,
         });
         let mlp = if self.moe {
-            FeedForward::Moe(
+            FeedForwardPart::Moe(
                 ExpertChoiceMoeConfig::new(d, self.ffn_nominal(), self.num_experts)
                     .with_capacity(self.expert_capacity)
                     .with_multiple_of(self.multiple_of)
@@ -329,7 +283,7 @@ impl MicroDiTBlockConfig {
                     .init(device)?,
             )
         } else if micro {
-            FeedForward::SwiGlu(
+            FeedForwardPart::SwiGlu(
                 SwiGluConfig::new(d, self.ffn_nominal())
                     .with_multiple_of(self.multiple_of)
                     .with_bias(self.bias)
@@ -338,7 +292,7 @@ impl MicroDiTBlockConfig {
                     .init(device)?,
             )
         } else {
-            FeedForward::Mlp(MlpConfig::new(d, self.ffn_hidden()).init(device)?)
+            FeedForwardPart::Mlp(MlpConfig::new(d, self.ffn_hidden()).init(device)?)
         };
         let norm = || micro.then(|| weight_norm(d, eps, device));
         Ok(MicroDiTBlock {
@@ -348,7 +302,7 @@ impl MicroDiTBlockConfig {
             attn,
             cross_attn,
             mlp,
-            ada_ln_modulation: Modulation::new(self.d_cond, d, 6, self.style.modulation_activation(), device),
+            ada_ln_modulation: AdaLnModulation::new(self.d_cond, d, 6, true, device).with_activation(self.style.modulation_activation()),
             norm_eps: eps,
         })
     }
@@ -377,9 +331,9 @@ pub struct MicroDiTBlock {
     /// Cross-attention over the context tokens (MicroDiT style).
     pub cross_attn: Option<MicroCrossAttention>,
     /// Feed-forward: SwiGLU, MLP or expert-choice MoE.
-    pub mlp: FeedForward,
+    pub mlp: FeedForwardPart,
     /// adaLN-Zero modulation (shift/scale/gate for attention and feed-forward).
-    pub ada_ln_modulation: Modulation,
+    pub ada_ln_modulation: AdaLnModulation,
     /// LayerNorm epsilon.
     pub norm_eps: f64,
 }
@@ -412,7 +366,7 @@ impl MicroDiTBlock {
             x = x.clone() + ca.forward(norm_or_plain(&self.norm2, x, eps), ctx.clone());
         }
         let h = modulate(norm_or_plain(&self.norm3, x.clone(), eps), s_mlp, sc_mlp);
-        Ok(gated_residual(x, g_mlp, self.mlp.forward(h)?))
+        Ok(gated_residual(x, g_mlp, self.mlp.forward(h, None)?))
     }
 }
 
@@ -501,40 +455,6 @@ impl NormLinear {
     /// - `x`: `[..., D_in]` -> `[..., D_out]`
     pub fn forward<const N: usize>(&self, x: Tensor<N>) -> Tensor<N> {
         self.linear.forward(self.norm.forward(x))
-    }
-}
-
-/// Final layer: adaLN-modulated LayerNorm then a linear map to patch pixels (the reference
-/// `T2IFinalLayer`, keys `norm_final`, `linear`, `adaLN_modulation.1`; or DiT's final layer with a
-/// parameter-free norm and SiLU modulation).
-#[derive(Module, Debug)]
-pub struct MicroFinalLayer {
-    /// Weight-only LayerNorm (MicroDiT style; `None`: parameter-free, DiT style).
-    pub norm_final: Option<LayerNorm>,
-    /// `[D, p*p*C_out]`, zero-initialised.
-    pub linear: Linear,
-    /// Regresses (shift, scale), zero-initialised.
-    pub ada_ln_modulation: Modulation,
-    /// LayerNorm epsilon.
-    pub norm_eps: f64,
-}
-
-impl MicroFinalLayer {
-    /// A final layer `D -> patch_out` conditioned on a `d_cond` vector.
-    pub fn new(d: usize, d_cond: usize, patch_out: usize, style: BlockStyle, eps: f64, device: &Device) -> Self {
-        Self {
-            norm_final: (style == BlockStyle::MicroDiT).then(|| weight_norm(d, eps, device)),
-            linear: linear(d, patch_out, true, WeightInit::Zeros, device),
-            ada_ln_modulation: Modulation::new(d_cond, d, 2, style.modulation_activation(), device),
-            norm_eps: eps,
-        }
-    }
-
-    /// # Shapes
-    /// - `x`: `[B, N, D]`, `c`: `[B, D_cond]` -> `[B, N, p*p*C_out]`
-    pub fn forward(&self, x: Tensor<3>, c: Tensor<2>) -> Tensor<3> {
-        let [shift, scale]: [Tensor<2>; 2] = self.ada_ln_modulation.forward(c).try_into().expect("2 chunks");
-        self.linear.forward(modulate(norm_or_plain(&self.norm_final, x, self.norm_eps), shift, scale))
     }
 }
 

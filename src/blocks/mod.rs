@@ -1,13 +1,20 @@
 //! Transformer blocks built from [`crate::layers`].
 
+pub mod block;
+pub mod condition_embed;
 pub mod dit_block;
 pub mod final_layer;
 pub mod joint_block;
 pub mod udit_block;
 pub mod microdit_block;
+pub mod parts;
 
-pub use dit_block::{BlockKind, DiTBlock, DiTBlockConfig};
-pub use final_layer::FinalLayer;
+pub use block::{Block, BlockConfig};
+pub use condition_embed::{
+    CaptionEmbedder, ConditionEmbedder, ConditionEmbedderConfig, ConditionInput, ConditionKind, ConditionPath, EmbeddedCondition,
+};
+pub use dit_block::BlockKind;
+pub use final_layer::{FinalLayer, FinalLayerConfig, FinalProjection, FinalProjectionKind};
 pub use joint_block::{JointBlock, JointBlockConfig};
 pub use microdit_block::{BlockStyle, MicroDiTBlock, MicroDiTBlockConfig};
-pub use udit_block::{UDiTBlock, UDiTBlockConfig, UDiTFinalLayer, UDiTResample};
+pub use udit_block::{UDiTBlock, UDiTBlockConfig, UDiTResample};

@@ -1,49 +1,17 @@
 //! U-DiT building blocks on NCHW feature maps: the transformer block (two adaLN-Zero
-//! sub-blocks of downsampled-token attention and depthwise-conv FFN), the final layer, and
-//! the pixel-(un)shuffle resampling between levels (official `U_DiTBlock`, `FinalLayer`,
-//! `Downsample`, `Upsample`).
+//! [`Block`](crate::blocks::Block)s of downsampled-token attention and depthwise-conv FFN) and the pixel-(un)shuffle
+//! resampling between levels (official `U_DiTBlock`, `Downsample`, `Upsample`; the final layer
+//! is [`crate::blocks::FinalLayer`] with a 3x3 conv).
 
 use burn::nn::conv::Conv2d;
 use burn::prelude::*;
 
 use crate::error::{Result, ensure_config, ensure_dims};
+use crate::blocks::Block;
+use crate::blocks::parts::{AttentionPart, BlockCondition, ConditioningPart, FeedForwardPart};
 use crate::layers::adaln::AdaLnModulation;
-use crate::layers::downsampled_attention::{DownsampledAttention, DownsampledAttentionConfig};
-use crate::layers::dwconv_ffn::{DwConvFfn, DwConvFfnConfig, FfnForm, same_conv2d};
-
-/// Epsilon of every channel LayerNorm in U-DiT.
-pub const UDIT_NORM_EPS: f64 = 1e-6;
-
-/// LayerNorm over the channel axis of a feature map, without affine parameters (official
-/// `LayerNorm2d(C, affine=False, eps)`).
-///
-/// # Shapes
-/// - `x`: `[B, C, H, W]` -> `[B, C, H, W]`
-pub fn channel_layer_norm(x: Tensor<4>, eps: f64) -> Tensor<4> {
-    let (var, mean) = x.clone().var_mean_bias(1);
-    (x - mean) / (var + eps).sqrt()
-}
-
-fn per_channel(v: Tensor<2>) -> Tensor<4> {
-    let [b, c] = v.dims();
-    v.reshape([b, c, 1, 1])
-}
-
-/// adaLN modulation of a feature map, `x * (1 + scale) + shift` per sample and channel.
-///
-/// # Shapes
-/// - `x`: `[B, C, H, W]`; `shift`, `scale`: `[B, C]`; output `[B, C, H, W]`
-pub fn modulate_2d(x: Tensor<4>, shift: Tensor<2>, scale: Tensor<2>) -> Tensor<4> {
-    x * (per_channel(scale) + 1.0) + per_channel(shift)
-}
-
-/// Gated residual `x + gate * y` on feature maps (the adaLN-Zero update).
-///
-/// # Shapes
-/// - `x`, `y`: `[B, C, H, W]`; `gate`: `[B, C]`; output `[B, C, H, W]`
-pub fn gated_residual_2d(x: Tensor<4>, gate: Tensor<2>, y: Tensor<4>) -> Tensor<4> {
-    x + per_channel(gate) * y
-}
+use crate::layers::downsampled_attention::DownsampledAttentionConfig;
+use crate::layers::dwconv_ffn::{DwConvFfnConfig, FfnForm, same_conv2d};
 
 /// Configuration of a [`UDiTBlock`].
 #[derive(Config, Debug)]
@@ -64,48 +32,43 @@ impl UDiTBlockConfig {
         (self.attention.d_model as f64 * self.mlp_ratio) as usize
     }
 
-    /// Initialise a [`UDiTBlock`] (official init: zero adaLN-Zero modulations).
+    /// Initialise a [`UDiTBlock`]: two [`Block`]s of downsampled-token attention, depthwise-conv
+    /// FFN and adaLN-Zero (official init: zero modulations).
     pub fn init(&self, device: &Device) -> Result<UDiTBlock> {
         let d = self.attention.d_model;
         ensure_config(self.mlp_ratio > 0.0 && self.mlp_hidden() > 0, || {
             format!("mlp_ratio must give a positive hidden width, got {}", self.mlp_ratio)
         })?;
         let ffn = DwConvFfnConfig::new(d, self.mlp_hidden()).with_form(self.ffn);
-        Ok(UDiTBlock {
-            ada_ln_modulation1: AdaLnModulation::new(d, d, 6, true, device),
-            attn1: self.attention.init(device)?,
-            mlp1: ffn.init(device)?,
-            ada_ln_modulation2: AdaLnModulation::new(d, d, 6, true, device),
-            attn2: self.attention.init(device)?,
-            mlp2: ffn.init(device)?,
-        })
+        let block = || -> Result<Block> {
+            Ok(Block {
+                attn: AttentionPart::Downsampled(self.attention.init(device)?),
+                mlp: FeedForwardPart::DwConv(ffn.init(device)?),
+                conditioning: ConditioningPart::AdaLnZero(AdaLnModulation::new(d, d, 6, true, device)),
+            })
+        };
+        Ok(UDiTBlock { sub: vec![block()?, block()?] })
     }
 }
 
-/// A U-DiT block: two adaLN-Zero sub-blocks `x + g * attn(mod(LN(x)))`,
-/// `x + g * ffn(mod(LN(x)))`, each pair with its own modulation (official keys
-/// `adaLN_modulation{1,2}.1`, `attn{1,2}`, `mlp{1,2}`; chunk order shift_msa, scale_msa,
-/// gate_msa, shift_mlp, scale_mlp, gate_mlp).
+/// A U-DiT block: two adaLN-Zero [`Block`]s `x + g * attn(mod(LN(x)))`,
+/// `x + g * ffn(mod(LN(x)))` of downsampled-token attention and depthwise-conv FFN, each with
+/// its own modulation (official keys `adaLN_modulation{1,2}.1`, `attn{1,2}`, `mlp{1,2}` =
+/// `sub.{0,1}.{conditioning.linear, attn, mlp}`; chunk order shift_msa, scale_msa, gate_msa,
+/// shift_mlp, scale_mlp, gate_mlp).
 #[derive(Module, Debug)]
 pub struct UDiTBlock {
-    /// Modulation of the first sub-block.
-    pub ada_ln_modulation1: AdaLnModulation,
-    /// Attention of the first sub-block.
-    pub attn1: DownsampledAttention,
-    /// FFN of the first sub-block.
-    pub mlp1: DwConvFfn,
-    /// Modulation of the second sub-block.
-    pub ada_ln_modulation2: AdaLnModulation,
-    /// Attention of the second sub-block.
-    pub attn2: DownsampledAttention,
-    /// FFN of the second sub-block.
-    pub mlp2: DwConvFfn,
+    /// The two sub-blocks.
+    pub sub: Vec<Block>,
 }
 
 impl UDiTBlock {
     /// Width `C`.
     pub fn d_model(&self) -> usize {
-        self.attn1.d_model()
+        match self.sub.first().map(|b| &b.attn) {
+            Some(AttentionPart::Downsampled(a)) => a.d_model(),
+            _ => 0,
+        }
     }
 
     /// # Shapes
@@ -115,52 +78,26 @@ impl UDiTBlock {
     /// # Errors
     /// Mismatched widths or a grid the attention cannot split.
     pub fn forward(&self, x: Tensor<4>, c: Tensor<2>) -> Result<Tensor<4>> {
-        ensure_dims("c", c.dims(), [Some(x.dims()[0]), Some(self.d_model())])?;
-        let ln = |t: Tensor<4>| channel_layer_norm(t, UDIT_NORM_EPS);
-        let mut x = x;
-        for (ada, attn, mlp) in
-            [(&self.ada_ln_modulation1, &self.attn1, &self.mlp1), (&self.ada_ln_modulation2, &self.attn2, &self.mlp2)]
-        {
-            let [s_msa, sc_msa, g_msa, s_mlp, sc_mlp, g_mlp] = ada.forward(c.clone()).try_into().expect("6 chunks");
-            x = gated_residual_2d(x.clone(), g_msa, attn.forward(modulate_2d(ln(x), s_msa, sc_msa))?);
-            x = gated_residual_2d(x.clone(), g_mlp, mlp.forward(modulate_2d(ln(x), s_mlp, sc_mlp))?);
+        let [b, ch, h, w] = x.dims();
+        ensure_dims("x", x.dims(), [None, Some(self.d_model()), None, None])?;
+        ensure_dims("c", c.dims(), [Some(b), Some(self.d_model())])?;
+        let cond = BlockCondition { c, shared: None, context: None };
+        let mut tokens = x.permute([0, 2, 3, 1]).reshape([b, h * w, ch]);
+        for block in &self.sub {
+            tokens = block.forward(tokens, Some([h, w]), &cond)?;
         }
-        Ok(x)
+        Ok(tokens.reshape([b, h, w, ch]).permute([0, 3, 1, 2]))
     }
 
-    /// The block with both FFNs in inference form (see [`DwConvFfn::reparameterize`]).
+    /// The block with both FFNs in inference form (see [`DwConvFfn::reparameterize`](crate::layers::DwConvFfn::reparameterize)).
     pub fn reparameterize(&self) -> Self {
         let mut out = self.clone();
-        out.mlp1 = self.mlp1.reparameterize();
-        out.mlp2 = self.mlp2.reparameterize();
-        out
-    }
-}
-
-/// U-DiT's final layer: channel LayerNorm, adaLN shift/scale, 3x3 conv to the output
-/// channels (official keys `adaLN_modulation.1`, `out_proj`).
-#[derive(Module, Debug)]
-pub struct UDiTFinalLayer {
-    /// Regresses `(shift, scale)`; zero-initialised.
-    pub ada_ln_modulation: AdaLnModulation,
-    /// 3x3 conv `[C_out, C, 3, 3]`, zero-initialised.
-    pub out_proj: Conv2d,
-}
-
-impl UDiTFinalLayer {
-    /// A zero-initialised final layer `d_model -> out_channels`.
-    pub fn new(d_model: usize, out_channels: usize, device: &Device) -> Self {
-        Self {
-            ada_ln_modulation: AdaLnModulation::new(d_model, d_model, 2, true, device),
-            out_proj: same_conv2d([d_model, out_channels], 3, 1, true, true, device),
+        for block in &mut out.sub {
+            if let FeedForwardPart::DwConv(m) = &block.mlp {
+                block.mlp = FeedForwardPart::DwConv(m.reparameterize());
+            }
         }
-    }
-
-    /// # Shapes
-    /// - `x`: `[B, C, H, W]`, `c`: `[B, C]` -> `[B, C_out, H, W]`
-    pub fn forward(&self, x: Tensor<4>, c: Tensor<2>) -> Tensor<4> {
-        let [shift, scale] = self.ada_ln_modulation.forward(c).try_into().expect("2 chunks");
-        self.out_proj.forward(modulate_2d(channel_layer_norm(x, UDIT_NORM_EPS), shift, scale))
+        out
     }
 }
 
@@ -210,18 +147,6 @@ mod tests {
     }
 
     #[test]
-    fn channel_norm_and_modulation() {
-        let device = Device::flex();
-        let x = uniform([2, 6, 3, 4], 1, &device);
-        let n = channel_layer_norm(x.clone(), UDIT_NORM_EPS);
-        let reference = crate::layers::norm::layer_norm(x.permute([0, 2, 3, 1]), UDIT_NORM_EPS).permute([0, 3, 1, 2]);
-        n.clone().into_data().assert_approx_eq::<f32>(&reference.into_data(), Tolerance::absolute(1e-5));
-        let shift = Tensor::<2>::ones([2, 6], &device);
-        let m = modulate_2d(n.clone(), shift, Tensor::zeros([2, 6], &device));
-        m.into_data().assert_approx_eq::<f32>(&(n + 1.0).into_data(), Tolerance::absolute(0.0));
-    }
-
-    #[test]
     fn zero_init_block_is_identity_and_reparameterize_keeps_outputs() {
         let device = Device::flex();
         let block = config(FfnForm::Reparam).init(&device).unwrap();
@@ -232,22 +157,18 @@ mod tests {
         let block = block.map(&mut Randomize::seeded(5));
         let train = block.forward(x.clone(), c.clone()).unwrap();
         let fused = block.reparameterize();
-        assert_eq!(fused.mlp1.form, FfnForm::Fused);
+        assert!(matches!(&fused.sub[0].mlp, FeedForwardPart::DwConv(m) if m.form == FfnForm::Fused));
         let eval = fused.forward(x, c).unwrap();
         eval.into_data().assert_approx_eq::<f32>(&train.into_data(), Tolerance::absolute(1e-4));
     }
 
     #[test]
-    fn resampling_and_final_layer_shapes() {
+    fn resampling_shapes() {
         let device = Device::flex();
         let x = uniform([1, 8, 4, 6], 4, &device);
         let down = UDiTResample::down(8, &device).forward(x.clone());
         assert_eq!(down.dims(), [1, 16, 2, 3]);
         assert_eq!(UDiTResample::up(16, &device).forward(down).dims(), [1, 8, 4, 6]);
-        let fin = UDiTFinalLayer::new(8, 3, &device);
-        let out = fin.forward(x, Tensor::ones([1, 8], &device));
-        assert_eq!(out.dims(), [1, 3, 4, 6]);
-        assert!(out.equal_elem(0.0).all().into_scalar::<bool>());
     }
 
     #[test]

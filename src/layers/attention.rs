@@ -94,19 +94,25 @@ pub struct AttentionConfig {
     /// Epsilon of the query/key normalisation. Default: 1e-6.
     #[config(default = 1e-6)]
     pub qk_norm_eps: f64,
+    /// Width of the attention space (heads times head width) when it differs from
+    /// `d_model` (layer-wise scaling): `qkv` is `[C, 3 hidden]`, `proj` `[hidden, C]`.
+    /// Default: None (`d_model`).
+    #[config(default = "None")]
+    pub d_hidden: Option<usize>,
 }
 
 impl AttentionConfig {
     /// Initialise an [`Attention`] with Xavier-uniform weights and zero biases.
     pub fn init(&self, device: &Device) -> Result<Attention> {
         let (c, h) = (self.d_model, self.n_heads);
-        ensure_config(c > 0 && h > 0 && c % h == 0, || {
-            format!("attention width {c} must be a positive multiple of the number of heads {h}")
+        let hidden = self.d_hidden.unwrap_or(c);
+        ensure_config(c > 0 && h > 0 && hidden > 0 && hidden % h == 0, || {
+            format!("attention width {hidden} must be a positive multiple of the number of heads {h}")
         })?;
-        let dh = c / h;
+        let dh = hidden / h;
         Ok(Attention {
-            qkv: linear(c, 3 * c, self.qkv_bias, WeightInit::XavierUniform, device),
-            proj: linear(c, c, true, WeightInit::XavierUniform, device),
+            qkv: linear(c, 3 * hidden, self.qkv_bias, WeightInit::XavierUniform, device),
+            proj: linear(hidden, c, true, WeightInit::XavierUniform, device),
             q_norm: HeadNorm::new(self.qk_norm, dh, self.qk_norm_eps, device),
             k_norm: HeadNorm::new(self.qk_norm, dh, self.qk_norm_eps, device),
             n_heads: h,
@@ -133,11 +139,12 @@ impl Attention {
     /// Project to per-head queries, keys and values (after q/k normalisation).
     ///
     /// # Shapes
-    /// - `x`: `[B, N, C]` -> three `[B, H, N, C/H]`
+    /// - `x`: `[B, N, C]` -> three `[B, H, N, hidden/H]` (`hidden = C` unless scaled)
     pub fn qkv_heads(&self, x: Tensor<3>) -> (Tensor<4>, Tensor<4>, Tensor<4>) {
-        let [b, n, c] = x.dims();
+        let [b, n, _] = x.dims();
         let h = self.n_heads;
-        let qkv = self.qkv.forward(x).reshape([b, n, 3, h, c / h]).permute([2, 0, 3, 1, 4]);
+        let hidden = self.qkv.weight.dims()[1] / 3;
+        let qkv = self.qkv.forward(x).reshape([b, n, 3, h, hidden / h]).permute([2, 0, 3, 1, 4]);
         let mut it = qkv.chunk(3, 0).into_iter().map(|t| t.squeeze_dim::<4>(0));
         let (q, k, v) = (it.next().unwrap(), it.next().unwrap(), it.next().unwrap());
         let q = match &self.q_norm { Some(nm) => nm.forward(q), None => q };

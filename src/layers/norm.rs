@@ -22,22 +22,34 @@ pub fn rms_norm<const D: usize>(x: Tensor<D>, eps: f64) -> Tensor<D> {
     x / rms
 }
 
-/// adaLN modulation `x * (1 + scale) + shift`, with per-sample vectors broadcast over tokens.
-///
-/// # Shapes
-/// - `x`: `[B, N, C]`
-/// - `shift`, `scale`: `[B, C]`
-/// - output: `[B, N, C]`
-pub fn modulate(x: Tensor<3>, shift: Tensor<2>, scale: Tensor<2>) -> Tensor<3> {
-    x * (scale.unsqueeze_dim::<3>(1) + 1.0) + shift.unsqueeze_dim::<3>(1)
+/// A per-sample, per-channel vector `[B, C]` shaped to broadcast over tokens `[B, 1, C]`
+/// (rank 3, channels last) or over a feature map `[B, C, 1, 1]` (rank 4, channels first).
+fn per_sample<const D: usize>(v: Tensor<2>) -> Tensor<D> {
+    let [b, c] = v.dims();
+    let mut shape = [1; D];
+    shape[0] = b;
+    shape[if D == 4 { 1 } else { D - 1 }] = c;
+    v.reshape(shape)
 }
 
-/// Gated residual `x + gate * y`, the adaLN-Zero update.
+/// adaLN modulation `x * (1 + scale) + shift`, with per-sample vectors broadcast over tokens
+/// (rank 3) or over the pixels of a feature map (rank 4).
 ///
 /// # Shapes
-/// - `x`, `y`: `[B, N, C]`; `gate`: `[B, C]`; output `[B, N, C]`
-pub fn gated_residual(x: Tensor<3>, gate: Tensor<2>, y: Tensor<3>) -> Tensor<3> {
-    x + gate.unsqueeze_dim::<3>(1) * y
+/// - `x`: `[B, N, C]` tokens or `[B, C, H, W]` maps
+/// - `shift`, `scale`: `[B, C]`
+/// - output: the shape of `x`
+pub fn modulate<const D: usize>(x: Tensor<D>, shift: Tensor<2>, scale: Tensor<2>) -> Tensor<D> {
+    x * (per_sample::<D>(scale) + 1.0) + per_sample::<D>(shift)
+}
+
+/// Gated residual `x + gate * y`, the adaLN-Zero update, on tokens (rank 3) or feature maps
+/// (rank 4).
+///
+/// # Shapes
+/// - `x`, `y`: `[B, N, C]` or `[B, C, H, W]`; `gate`: `[B, C]`; output the shape of `x`
+pub fn gated_residual<const D: usize>(x: Tensor<D>, gate: Tensor<2>, y: Tensor<D>) -> Tensor<D> {
+    x + per_sample::<D>(gate) * y
 }
 
 #[cfg(test)]
@@ -78,5 +90,17 @@ mod tests {
         assert!(m.clone().equal_elem(2.5).all().into_scalar::<bool>());
         let g = gated_residual(x, Tensor::<2>::zeros([2, 4], &device), m);
         assert!(g.equal_elem(1.0).all().into_scalar::<bool>());
+    }
+
+    #[test]
+    fn map_modulation_equals_token_modulation() {
+        let device = Device::flex();
+        let n = crate::test_util::randn([2, 6, 3, 4], 1, &device);
+        let shift = crate::test_util::randn([2, 6], 2, &device);
+        let scale = crate::test_util::randn([2, 6], 3, &device);
+        // a map modulated per channel equals its tokens modulated per channel
+        let tokens = n.clone().flatten::<3>(2, 3).swap_dims(1, 2);
+        let expected = modulate(tokens, shift.clone(), scale.clone()).swap_dims(1, 2).reshape([2, 6, 3, 4]);
+        modulate(n, shift, scale).into_data().assert_approx_eq::<f32>(&expected.into_data(), Tolerance::absolute(1e-6));
     }
 }

@@ -5,14 +5,15 @@ use burn::module::Param;
 use burn::prelude::*;
 use rand::Rng;
 
-use crate::blocks::{BlockKind, DiTBlock, DiTBlockConfig, FinalLayer};
+use crate::blocks::parts::BlockCondition;
+use crate::blocks::{Block, BlockConfig, BlockKind, FinalLayer, FinalLayerConfig};
+use crate::blocks::{ConditionEmbedder, ConditionEmbedderConfig, ConditionInput, ConditionKind};
 use crate::contracts::{Denoiser, NullConditioned, check_null_class};
 use crate::error::{Error, Result, ensure_config, ensure_dims, ensure_positive};
 use crate::layers::init::frozen_param;
 use crate::layers::patch_embed::unpatchify;
 use crate::layers::pos_embed::sincos_2d;
-use crate::layers::{LabelEmbedder, LabelEmbedderConfig, PatchEmbed, PatchEmbedConfig};
-use crate::layers::{TimestepEmbedder, TimestepEmbedderConfig};
+use crate::layers::{PatchEmbed, PatchEmbedConfig, TimestepEmbedderConfig};
 
 /// The four DiT model sizes of the paper (Table 1).
 #[derive(Config, Debug, Copy, PartialEq, Eq)]
@@ -135,10 +136,9 @@ impl DiTConfig {
         self.grid_size() * self.grid_size()
     }
 
-    fn block_config(&self) -> DiTBlockConfig {
-        DiTBlockConfig::new(self.hidden_size, self.num_heads)
-            .with_mlp_ratio(self.mlp_ratio)
-            .with_kind(self.block_kind)
+    /// The block: the [`Block`] preset of the configured design ([`BlockKind::block_config`]).
+    pub fn block_config(&self) -> BlockConfig {
+        self.block_kind.block_config(self.hidden_size, self.num_heads, self.mlp_ratio)
     }
 
     /// Checks every size constraint; called by [`init`](Self::init).
@@ -173,15 +173,13 @@ impl DiTConfig {
         let pos = sincos_2d(d, [g, g], device)?.unsqueeze_dim::<3>(0);
         let block = self.block_config();
         let extra = if self.per_block_embedders { self.depth - 1 } else { 0 };
-        let ConditionEmbedder { t_embedder, y_embedder } = self.condition_embedder(device)?;
         Ok(DiT {
             x_embedder: PatchEmbedConfig::new(self.in_channels, d, self.patch_size).init(device)?,
-            t_embedder,
-            y_embedder,
-            block_embedders: (0..extra).map(|_| self.condition_embedder(device)).collect::<Result<_>>()?,
+            cond_embedder: self.condition_embedder().init(device)?,
+            block_embedders: (0..extra).map(|_| self.condition_embedder().init(device)).collect::<Result<_>>()?,
             pos_embed: frozen_param(pos),
             blocks: (0..self.depth).map(|_| block.init(device)).collect::<Result<_>>()?,
-            final_layer: FinalLayer::new(d, self.patch_size, self.out_channels(), device),
+            final_layer: FinalLayerConfig::new(d, self.patch_size * self.patch_size * self.out_channels()).init(device)?,
             input_size: self.input_size,
             patch_size: self.patch_size,
             in_channels: self.in_channels,
@@ -190,20 +188,15 @@ impl DiTConfig {
         })
     }
 
-    fn condition_embedder(&self, device: &Device) -> Result<ConditionEmbedder> {
-        let d = self.hidden_size;
-        Ok(ConditionEmbedder {
-            t_embedder: TimestepEmbedderConfig::new(d)
-                .with_downscale_freq_shift(self.timestep_freq_shift)
-                .init(device)?,
-            y_embedder: (self.num_classes > 0)
-                .then(|| {
-                    LabelEmbedderConfig::new(self.num_classes, d)
-                        .with_dropout_prob(self.class_dropout_prob)
-                        .init(device)
-                })
-                .transpose()?,
-        })
+    /// The timestep and label embedder: DiT's timestep embedder (256 frequencies, SiLU) and
+    /// label table (none when `num_classes` is 0).
+    pub fn condition_embedder(&self) -> ConditionEmbedderConfig {
+        let condition = match self.num_classes {
+            0 => ConditionKind::None,
+            n => ConditionKind::Labels { num_classes: n, dropout_prob: self.class_dropout_prob },
+        };
+        ConditionEmbedderConfig::new(TimestepEmbedderConfig::new(self.hidden_size).with_downscale_freq_shift(self.timestep_freq_shift))
+            .with_condition(condition)
     }
 
     /// Exact parameter count (as PyTorch's `sum(p.numel())`, `pos_embed` included),
@@ -256,26 +249,6 @@ impl DiTConfig {
     }
 }
 
-/// A timestep embedder and an optional label embedder whose outputs are summed.
-#[derive(Module, Debug)]
-pub struct ConditionEmbedder {
-    /// Timestep embedder.
-    pub t_embedder: TimestepEmbedder,
-    /// Label embedder (class-conditional models).
-    pub y_embedder: Option<LabelEmbedder>,
-}
-
-impl ConditionEmbedder {
-    /// `t_emb + y_emb`, `[B, D]`.
-    pub fn forward(&self, t: Tensor<1>, y: Option<Tensor<1, Int>>, drop: Option<Tensor<1, Bool>>) -> Result<Tensor<2>> {
-        let t_emb = self.t_embedder.forward(t);
-        Ok(match (&self.y_embedder, y) {
-            (Some(e), Some(y)) => t_emb + e.forward(y, drop)?,
-            _ => t_emb,
-        })
-    }
-}
-
 /// The conditioning a [`DiT`] computes from `(t, y)`.
 #[derive(Debug, Clone)]
 pub struct Condition {
@@ -314,21 +287,19 @@ impl Condition {
 }
 
 /// Diffusion transformer with patchify, sin-cos positions, timestep/label embedders, a stack of
-/// [`DiTBlock`]s, the adaLN final layer and unpatchify.
+/// [`Block`]s (the preset of the block design), the adaLN final layer and unpatchify.
 #[derive(Module, Debug)]
 pub struct DiT {
     /// Patch embedding (`x_embedder.proj`).
     pub x_embedder: PatchEmbed,
-    /// Timestep embedder (`t_embedder.mlp.{0,2}`).
-    pub t_embedder: TimestepEmbedder,
-    /// Label embedder (`y_embedder.embedding_table`), absent when unconditional.
-    pub y_embedder: Option<LabelEmbedder>,
+    /// Timestep and label embedders (`t_embedder.mlp.{0,2}`, `y_embedder.embedding_table`).
+    pub cond_embedder: ConditionEmbedder,
     /// Embedders of blocks 1.. (only with `per_block_embedders`, diffusers' layout).
     pub block_embedders: Vec<ConditionEmbedder>,
     /// Fixed 2-D sin-cos table `[1, N, D]` (persisted and counted, never trained).
     pub pos_embed: Param<Tensor<3>>,
-    /// Transformer blocks.
-    pub blocks: Vec<DiTBlock>,
+    /// Transformer blocks (the [`Block`] preset of the block design).
+    pub blocks: Vec<Block>,
     /// Final adaLN layer.
     pub final_layer: FinalLayer,
     /// Latent height = width.
@@ -344,7 +315,17 @@ pub struct DiT {
     pub block_kind: BlockKind,
 }
 
+fn labels(y: Option<&Tensor<1, Int>>) -> ConditionInput<'_> {
+    y.map_or(ConditionInput::None, ConditionInput::Labels)
+}
+
 impl DiT {
+    /// Number of real classes (0 for unconditional models); label `num_classes` is the null
+    /// class.
+    pub fn num_classes(&self) -> usize {
+        self.cond_embedder.labels().map_or(0, |e| e.num_classes)
+    }
+
     /// Shapes, labels' presence, then [`crate::validate::model_inputs`] (non-empty batch, dtype,
     /// finite values, timestep range).
     fn check_inputs(&self, x: Tensor<4>, t: Tensor<1>, y: Option<&Tensor<1, Int>>) -> Result<(Tensor<4>, Tensor<1>)> {
@@ -352,12 +333,7 @@ impl DiT {
         ensure_dims("x", x.dims(), [None, Some(self.in_channels), s, s])?;
         let b = x.dims()[0];
         ensure_dims("t", t.dims(), [Some(b)])?;
-        match (y, &self.y_embedder) {
-            (Some(y), Some(_)) => ensure_dims("y", y.dims(), [Some(b)]),
-            (None, None) => Ok(()),
-            (None, Some(_)) => Err(Error::InvalidArgument("class-conditional DiT needs labels y".into())),
-            (Some(_), None) => Err(Error::InvalidArgument("unconditional DiT takes no labels".into())),
-        }?;
+        self.cond_embedder.check(labels(y), b)?;
         crate::validate::model_inputs(x, t, self.x_embedder.proj.weight.dtype())
     }
 
@@ -380,24 +356,41 @@ impl DiT {
         y: Option<Tensor<1, Int>>,
         drop: Option<Tensor<1, Bool>>,
     ) -> Result<Condition> {
-        let t_emb = self.t_embedder.forward(t.clone());
-        let y_emb = match (&self.y_embedder, y.clone()) {
-            (Some(e), Some(y)) => Some(e.forward(y, drop.clone())?),
-            _ => None,
-        };
+        let e = self.cond_embedder.forward(t.clone(), labels(y.as_ref()), drop.clone())?;
         let block_vectors = self
             .block_embedders
             .iter()
-            .map(|e| e.forward(t.clone(), y.clone(), drop.clone()))
+            .map(|b| Ok(b.forward(t.clone(), labels(y.as_ref()), drop.clone())?.vector()))
             .collect::<Result<_>>()?;
-        Ok(Condition { t_emb, y_emb, block_vectors })
+        Ok(Condition { t_emb: e.t_emb, y_emb: e.y_emb, block_vectors })
+    }
+
+    fn forward_block_with(&self, i: usize, x: Tensor<3>, cond: &Condition, context: Option<Tensor<3>>) -> Result<Tensor<3>> {
+        let block = self.blocks.get(i).ok_or_else(|| Error::InvalidArgument(format!("block {i} of {}", self.blocks.len())))?;
+        block.forward(x, None, &BlockCondition { c: cond.block_vector(i), shared: None, context })
+    }
+
+    /// Runs block `i` alone (the cross-attention design attends to `cond.tokens()`).
+    ///
+    /// # Shapes
+    /// - `x`: `[B, N, D]` -> `[B, N, D]`
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for an index past the last block, [`Error::Shape`] for a
+    /// wrong width.
+    pub fn forward_block(&self, i: usize, x: Tensor<3>, cond: &Condition) -> Result<Tensor<3>> {
+        let context = (self.block_kind == BlockKind::CrossAttention).then(|| cond.tokens());
+        self.forward_block_with(i, x, cond, context)
     }
 
     /// Runs the blocks and final layer on embedded tokens.
     ///
     /// # Shapes
     /// - `tokens`: `[B, N, D]` -> `[B, C_out, H, W]`
-    pub fn forward_tokens(&self, tokens: Tensor<3>, cond: &Condition) -> Tensor<4> {
+    ///
+    /// # Errors
+    /// [`Error::Shape`] when the tokens' width is not the model's.
+    pub fn forward_tokens(&self, tokens: Tensor<3>, cond: &Condition) -> Result<Tensor<4>> {
         let [b, n, d] = tokens.dims();
         let (mut h, context, m) = match self.block_kind {
             BlockKind::InContext => {
@@ -408,15 +401,15 @@ impl DiT {
             BlockKind::CrossAttention => (tokens, Some(cond.tokens()), 0),
             _ => (tokens, None, 0),
         };
-        for (i, block) in self.blocks.iter().enumerate() {
-            h = block.forward(h, cond.block_vector(i), context.clone());
+        for i in 0..self.blocks.len() {
+            h = self.forward_block_with(i, h, cond, context.clone())?;
         }
         if m > 0 {
             h = h.slice([0..b, m..m + n, 0..d]);
         }
-        let out = self.final_layer.forward(h, cond.vector());
+        let out = self.final_layer.forward(h, cond.vector())?;
         let g = self.input_size / self.patch_size;
-        unpatchify(out, self.patch_size, self.out_channels, [g, g])
+        Ok(unpatchify(out, self.patch_size, self.out_channels, [g, g]))
     }
 
     /// Denoiser forward (eval mode, no label dropout).
@@ -447,7 +440,7 @@ impl DiT {
         let (x, t) = self.check_inputs(x, t, y.as_ref())?;
         let tokens = self.embed(x)?;
         let cond = self.embed_condition(t, y, drop)?;
-        Ok(self.forward_tokens(tokens, &cond))
+        self.forward_tokens(tokens, &cond)
     }
 
     /// Training forward: labels are dropped to the null class with the configured probability,
@@ -459,7 +452,7 @@ impl DiT {
         y: Option<Tensor<1, Int>>,
         rng: &mut R,
     ) -> Result<Tensor<4>> {
-        let drop = self.y_embedder.as_ref().and_then(|e| e.draw_drop_mask(x.dims()[0], rng, &x.device()));
+        let drop = self.cond_embedder.labels().and_then(|e| e.draw_drop_mask(x.dims()[0], rng, &x.device()));
         self.forward_with_drop(x, t, y, drop)
     }
 
@@ -499,7 +492,7 @@ impl Denoiser for DiT {
 /// The null class must be `num_classes`, the label table's extra row.
 impl NullConditioned for DiT {
     fn check_null(&self, null: &usize) -> Result<()> {
-        let e = self.y_embedder.as_ref();
+        let e = self.cond_embedder.labels();
         check_null_class(*null, e.map_or(0, |e| e.num_classes), e.map_or(0, |e| e.num_rows()))
     }
 }

@@ -52,8 +52,9 @@ use burn::prelude::*;
 use rand::Rng;
 
 use crate::blocks::microdit_block::{
-    MicroDiTBlock, MicroFinalLayer, NormLinear, NormMlp, PromptBlock,
+    MicroDiTBlock, NormLinear,
 };
+use crate::blocks::{ConditionEmbedder, ConditionEmbedderConfig, ConditionKind, FinalLayer, FinalLayerConfig};
 use crate::error::{Error, Result, ensure_dims};
 use crate::layers::activation::Activation;
 use crate::layers::init::frozen_param;
@@ -61,8 +62,7 @@ use crate::layers::label_embed::random_drop_mask;
 use crate::contracts::{MaskedDenoiser, TokenMask, num_keep};
 use crate::layers::patch_embed::unpatchify;
 use crate::layers::pos_embed::sincos_2d_from_coords;
-use crate::layers::{LabelEmbedder, LabelEmbedderConfig, PatchEmbed, PatchEmbedConfig};
-use crate::layers::{TimestepEmbedder, TimestepEmbedderConfig};
+use crate::layers::{PatchEmbed, PatchEmbedConfig, TimestepEmbedderConfig};
 use crate::contracts::{Denoiser, NullConditioned, NullEmbedding, check_null_class, check_null_embedding};
 
 pub use super::microdit_cond::{MicroDiTCond, MicroDiTNull};
@@ -88,18 +88,11 @@ pub struct MicroDiTOutput {
 pub struct MicroDiT {
     /// Patch embedding.
     pub x_embedder: PatchEmbed,
-    /// Timestep embedder.
-    pub t_embedder: TimestepEmbedder,
+    /// Timestep embedder and the caption path (or label table), summed into the
+    /// conditioning vector.
+    pub cond_embedder: ConditionEmbedder,
     /// Fixed 2-D sin-cos table `[1, N, D]` (a buffer in the reference: persisted, never trained).
     pub pos_embed: Param<Tensor<3>>,
-    /// Caption projection `caption_channels -> D` (reference `y_embedder.y_proj`).
-    pub caption_embedder: Option<NormMlp>,
-    /// Attention block over the caption tokens.
-    pub y_emb_preprocess: Option<PromptBlock>,
-    /// MLP of the pooled caption, added to the timestep embedding.
-    pub pooled_y_emb_process: Option<NormMlp>,
-    /// Label embedder (DiT backbone).
-    pub y_embedder: Option<LabelEmbedder>,
     /// Patch-mixer blocks (empty without a patch-mixer).
     pub patch_mixer: Vec<MicroDiTBlock>,
     /// `D -> D_mixer` map into the patch-mixer (only when the widths differ).
@@ -113,7 +106,7 @@ pub struct MicroDiT {
     /// Fill value of removed patches `[1, 1, p*p*C_out]` (a zero buffer in the reference).
     pub mask_token: Param<Tensor<3>>,
     /// Final layer.
-    pub final_layer: MicroFinalLayer,
+    pub final_layer: FinalLayer,
     /// Latent height = width.
     pub input_size: usize,
     /// Patch size.
@@ -170,19 +163,7 @@ impl MicroDiT {
         if t.dims()[0] != 1 {
             ensure_dims("t", t.dims(), [Some(b)])?;
         }
-        match (cond, self.backbone) {
-            (MicroDiTCond::Caption(y), MicroDiTBackbone::MicroDiT) => {
-                let c = self.caption_embedder.as_ref().map(|e| e.fc1.weight.dims()[0]);
-                ensure_dims("captions", y.dims(), [Some(b), None, c])
-            }
-            (MicroDiTCond::Labels(y), MicroDiTBackbone::DiT) => ensure_dims("labels", y.dims(), [Some(b)]),
-            (MicroDiTCond::Caption(_), MicroDiTBackbone::DiT) => {
-                Err(Error::InvalidArgument("the DiT backbone is conditioned on class labels, not captions".into()))
-            }
-            (MicroDiTCond::Labels(_), MicroDiTBackbone::MicroDiT) => {
-                Err(Error::InvalidArgument("the MicroDiT backbone is conditioned on captions, not labels".into()))
-            }
-        }?;
+        self.cond_embedder.check(cond.input(), b)?;
         crate::validate::model_inputs(x, t, self.x_embedder.proj.weight.dtype())
     }
 
@@ -190,30 +171,11 @@ impl MicroDiT {
     /// (or `+ label embedding`) and the processed caption tokens.
     fn embed(&self, x: Tensor<4>, t: Tensor<1>, cond: &MicroDiTCond, drop: Option<Tensor<1, Bool>>) -> Result<Embedded> {
         let (x, t) = self.check_inputs(x, t, cond)?;
-        let (b, x_dtype) = (x.dims()[0], x.dtype());
+        let b = x.dims()[0];
         let tokens = self.x_embedder.forward(x)? + self.pos_embed.val();
         let t = if t.dims()[0] == 1 && b != 1 { t.expand([b]) } else { t };
-        let t_emb = self.t_embedder.forward(t);
-        match cond {
-            MicroDiTCond::Caption(y) => {
-                let (proj, pre, pool) = match (&self.caption_embedder, &self.y_emb_preprocess, &self.pooled_y_emb_process) {
-                    (Some(a), Some(b), Some(c)) => (a, b, c),
-                    _ => return Err(Error::InvalidArgument("model has no caption path".into())),
-                };
-                let y = crate::validate::float_input("captions", y.clone(), x_dtype)?;
-                let y = match drop {
-                    Some(mask) => y.clone().mask_fill(mask.reshape([b, 1, 1]).expand(y.dims()), 0.0),
-                    None => y,
-                };
-                let y = pre.forward(proj.forward(y)); // [B, L, D]
-                let pooled = pool.forward(y.clone().mean_dim(1).squeeze_dim::<2>(1));
-                Ok(Embedded { tokens, c: t_emb + pooled, context: Some(y) })
-            }
-            MicroDiTCond::Labels(y) => {
-                let e = self.y_embedder.as_ref().ok_or_else(|| Error::InvalidArgument("model has no label embedder".into()))?;
-                Ok(Embedded { tokens, c: t_emb + e.forward(y.clone(), drop)?, context: None })
-            }
-        }
+        let e = self.cond_embedder.forward(t, cond.input(), drop)?;
+        Ok(Embedded { tokens, c: e.vector(), context: e.context })
     }
 
     /// Patch-mixer, masking, backbone, final layer, unmasking and unpatchify.
@@ -247,7 +209,7 @@ impl MicroDiT {
         for block in &self.blocks {
             tokens = block.forward(tokens, context.as_ref(), c.clone())?;
         }
-        let mut out = self.final_layer.forward(tokens, c);
+        let mut out = self.final_layer.forward(tokens, c)?;
         if let Some(m) = mask {
             out = m.restore(out, self.mask_token.val().flatten::<1>(0, 2))?;
         }
@@ -311,7 +273,7 @@ impl MicroDiT {
     pub fn forward_train<R: Rng + ?Sized>(&self, x: Tensor<4>, t: Tensor<1>, cond: &MicroDiTCond, rng: &mut R) -> Result<MicroDiTOutput> {
         let b = x.dims()[0];
         let device = x.device();
-        let p = match (cond, &self.y_embedder) {
+        let p = match (cond, self.cond_embedder.labels()) {
             (MicroDiTCond::Labels(_), Some(e)) => e.dropout_prob,
             _ => self.cond_dropout_prob,
         };
@@ -335,11 +297,11 @@ impl Denoiser for MicroDiT {
 /// row) for labels, zero captions or caption embeddings `caption_channels` wide for captions.
 impl NullConditioned for MicroDiT {
     fn check_null(&self, null: &MicroDiTNull) -> Result<()> {
-        match (null, &self.y_embedder, &self.caption_embedder) {
+        match (null, self.cond_embedder.labels(), self.cond_embedder.caption()) {
             (MicroDiTNull::Label(k), Some(e), _) => check_null_class(*k, e.num_classes, e.num_rows()),
             (MicroDiTNull::ZeroCaption, _, Some(_)) => Ok(()),
             (MicroDiTNull::Caption(n), _, Some(c)) => {
-                check_null_embedding("caption", &NullEmbedding::Given(n.clone()), [None, None, Some(c.fc1.weight.dims()[0])])
+                check_null_embedding("caption", &NullEmbedding::Given(n.clone()), [None, None, Some(c.y_proj.fc1.weight.dims()[0])])
             }
             _ => Err(Error::InvalidConfig(format!("null conditioning {null:?} does not fit this model's backbone"))),
         }
@@ -366,6 +328,27 @@ impl MaskedDenoiser for MicroDiT {
 
 
 impl MicroDiTConfig {
+    /// The condition embedder: the timestep embedder (512 frequencies and tanh-GELU for the
+    /// MicroDiT backbone, DiT's 256 and SiLU for the DiT backbone) and the caption path (or
+    /// DiT's label table).
+    pub fn condition_embedder(&self) -> ConditionEmbedderConfig {
+        let micro = self.backbone == MicroDiTBackbone::MicroDiT;
+        let timestep = TimestepEmbedderConfig::new(self.dim)
+            .with_frequency_embedding_size(self.backbone.frequency_size())
+            .with_activation(if micro { Activation::GeluTanh } else { Activation::Silu });
+        let condition = match micro {
+            true => ConditionKind::Caption {
+                caption_channels: self.caption_channels,
+                head_dim: self.head_dim,
+                multiple_of: self.multiple_of,
+                bias: self.use_bias,
+                norm_eps: self.norm_eps,
+            },
+            false => ConditionKind::Labels { num_classes: self.num_classes, dropout_prob: self.cond_dropout_prob },
+        };
+        ConditionEmbedderConfig::new(timestep).with_condition(condition)
+    }
+
     /// Initialise a [`MicroDiT`] with the reference initialisation (DiT's for the DiT
     /// backbone).
     pub fn init(&self, device: &Device) -> Result<MicroDiT> {
@@ -378,7 +361,6 @@ impl MicroDiTConfig {
         let coords: Vec<f64> = (0..g).map(|i| (i as f32 / self.pos_interp_scale as f32) as f64).collect();
         let table = sincos_2d_from_coords(d, &coords, &coords)?;
         let pos_embed = Tensor::<2>::from_data(TensorData::new(table, [g * g, d]), device).unsqueeze_dim::<3>(0);
-        let activation = if micro { Activation::GeluTanh } else { Activation::Silu };
         let eps = self.norm_eps;
         let mixer = if self.use_patch_mixer {
             (0..self.patch_mixer_depth).map(|i| self.mixer_block_config(i).init(device)).collect::<Result<_>>()?
@@ -389,30 +371,19 @@ impl MicroDiTConfig {
         let (m, bias) = (self.patch_mixer_dim, self.use_bias);
         Ok(MicroDiT {
             x_embedder: PatchEmbedConfig::new(self.in_channels, d, self.patch_size).init(device)?,
-            t_embedder: TimestepEmbedderConfig::new(d)
-                .with_frequency_embedding_size(self.backbone.frequency_size())
-                .with_activation(activation)
-                .init(device)?,
+            cond_embedder: self.condition_embedder().init(device)?,
             pos_embed: frozen_param(pos_embed),
-            caption_embedder: micro.then(|| NormMlp::new(self.caption_channels, d, eps, device)),
-            y_emb_preprocess: match micro {
-                true => Some(PromptBlock::new(d, self.head_dim, self.multiple_of, bias, eps, device)?),
-                false => None,
-            },
-            pooled_y_emb_process: micro.then(|| NormMlp::new(d, d, eps, device)),
-            y_embedder: match micro {
-                true => None,
-                false => Some(
-                    LabelEmbedderConfig::new(self.num_classes, d).with_dropout_prob(self.cond_dropout_prob).init(device)?,
-                ),
-            },
             patch_mixer: mixer,
             patch_mixer_map_xin: maps.then(|| NormLinear::new(d, m, bias, eps, device)),
             patch_mixer_map_xout: maps.then(|| NormLinear::new(m, d, bias, eps, device)),
             patch_mixer_map_y: (maps && micro).then(|| NormLinear::new(d, m, bias, eps, device)),
             blocks: (0..self.depth).map(|i| self.block_config(i)?.init(device)).collect::<Result<_>>()?,
             mask_token: frozen_param(Tensor::zeros([1, 1, self.patch_size * self.patch_size * self.out_channels()], device)),
-            final_layer: MicroFinalLayer::new(d, d, self.patch_size * self.patch_size * self.out_channels(), style, eps, device),
+            final_layer: FinalLayerConfig::new(d, self.patch_size * self.patch_size * self.out_channels())
+                .with_norm_weight(micro)
+                .with_norm_eps(eps)
+                .with_activation(style.modulation_activation())
+                .init(device)?,
             input_size: self.input_size,
             patch_size: self.patch_size,
             in_channels: self.in_channels,

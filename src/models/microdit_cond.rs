@@ -3,6 +3,7 @@
 
 use burn::prelude::*;
 
+use crate::blocks::ConditionInput;
 use crate::contracts::{BatchShard, Conditioning, NullEmbedding};
 use crate::error::{Error, Result};
 
@@ -23,6 +24,14 @@ impl MicroDiTCond {
         match self {
             MicroDiTCond::Caption(y) => y.dims()[0],
             MicroDiTCond::Labels(y) => y.dims()[0],
+        }
+    }
+
+    /// The condition as the [`ConditionEmbedder`](crate::blocks::ConditionEmbedder) takes it.
+    pub fn input(&self) -> ConditionInput<'_> {
+        match self {
+            MicroDiTCond::Caption(y) => ConditionInput::Caption(y),
+            MicroDiTCond::Labels(y) => ConditionInput::Labels(y),
         }
     }
 }

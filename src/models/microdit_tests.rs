@@ -71,7 +71,7 @@ fn analytic_params_match_module() {
             assert_eq!(m.num_params(), cfg.num_params() + cfg.num_buffer_elements(), "{backbone:?} {mixer_dim} {bias}");
             // active: each MoE layer counts `capacity` of its experts
             let moe_blocks: usize = m.blocks.iter().chain(&m.patch_mixer).map(|b| match &b.mlp {
-                crate::blocks::microdit_block::FeedForward::Moe(e) => e.w1.num_params() + e.w2.num_params(),
+                crate::blocks::parts::FeedForwardPart::Moe(e) => e.w1.num_params() + e.w2.num_params(),
                 _ => 0,
             }).sum();
             let expected = cfg.num_params() as f64 - moe_blocks as f64 * (1.0 - 2.0 / 4.0);
@@ -117,7 +117,7 @@ fn moe_placement() {
     assert!(none.backbone_moe_blocks().iter().chain(&none.mixer_moe_blocks()).all(|m| !m));
     let device = Device::flex();
     let m = tiny(MicroDiTBackbone::MicroDiT).init(&device).unwrap();
-    let is_moe = |b: &MicroDiTBlock| matches!(b.mlp, crate::blocks::microdit_block::FeedForward::Moe(_));
+    let is_moe = |b: &MicroDiTBlock| matches!(b.mlp, crate::blocks::parts::FeedForwardPart::Moe(_));
     assert_eq!(m.blocks.iter().map(is_moe).collect::<Vec<_>>(), vec![false, true, false, false]);
     assert_eq!(m.patch_mixer.iter().map(is_moe).collect::<Vec<_>>(), vec![false, true]);
 }

@@ -23,11 +23,11 @@
 use burn::nn::Linear;
 use burn::prelude::*;
 
-use crate::blocks::{FinalLayer, JointBlock};
+use crate::blocks::{ConditionEmbedder, ConditionInput, FinalLayer, JointBlock};
 use crate::error::{Error, Result, ensure_dims};
 use crate::layers::patch_embed::unpatchify;
 use crate::layers::pos_embed_cropped::CroppedPosEmbed;
-use crate::layers::{Mlp, PatchEmbed, TimestepEmbedder};
+use crate::layers::PatchEmbed;
 use crate::contracts::{Conditioning, Denoiser, NullConditioned, SkipLayerDenoiser, check_null_embedding};
 
 pub use super::mmdit_config::{MMDiTConfig, PAPER_TEXT_TOKENS};
@@ -35,8 +35,8 @@ pub use super::mmdit_config::{MMDiTConfig, PAPER_TEXT_TOKENS};
 /// The MM-DiT of Stable Diffusion 3 (diffusers `SD3Transformer2DModel`).
 ///
 /// Module paths and diffusers keys: `x_embedder.proj` = `pos_embed.proj`, `pos_embed.table` =
-/// `pos_embed.pos_embed`, `t_embedder` = `time_text_embed.timestep_embedder`,
-/// `pooled_embedder.fc{1,2}` = `time_text_embed.text_embedder.linear_{1,2}`,
+/// `pos_embed.pos_embed`, `cond_embedder.t_embedder` = `time_text_embed.timestep_embedder`,
+/// `cond_embedder.y_embedder.fc{1,2}` = `time_text_embed.text_embedder.linear_{1,2}`,
 /// `context_embedder`, `blocks.{i}` = `transformer_blocks.{i}` (with `attn2` in MMDiT-X
 /// blocks), `final_layer` = `norm_out` + `proj_out` (see the `weights::mmdit` module).
 #[derive(Module, Debug)]
@@ -45,10 +45,9 @@ pub struct MMDiT {
     pub x_embedder: PatchEmbed,
     /// The fixed `M x M` sin-cos table, centre-cropped to each input's grid.
     pub pos_embed: CroppedPosEmbed,
-    /// Timestep embedder (sinusoids cos-first, 256 wide; Linear, SiLU, Linear).
-    pub t_embedder: TimestepEmbedder,
-    /// Pooled-text projection (Linear, SiLU, Linear), added to the timestep embedding.
-    pub pooled_embedder: Mlp,
+    /// Timestep embedder (sinusoids cos-first, 256 wide; Linear, SiLU, Linear)
+    /// and the pooled-text projection (Linear, SiLU, Linear), added to it.
+    pub cond_embedder: ConditionEmbedder,
     /// Caption projection `[joint_attention_dim, D]` of the per-token text embeddings.
     pub context_embedder: Linear,
     /// Joint blocks over (image, text); the last one has a pre-only text stream.
@@ -76,7 +75,7 @@ impl MMDiT {
 
     /// Width of the pooled text vector the model takes.
     pub fn pooled_projection_dim(&self) -> usize {
-        self.pooled_embedder.fc1.weight.dims()[0]
+        self.cond_embedder.input_width().unwrap_or(0)
     }
 
     /// Side of the position table: the most patches per side an input may have.
@@ -109,9 +108,7 @@ impl MMDiT {
     /// - `t`: `[B]` float timesteps (SD3: `1000 * sigma`), `pooled`: `[B, pooled_dim]`
     /// - output: `[B, D]`
     pub fn embed_condition(&self, t: Tensor<1>, pooled: Tensor<2>) -> Result<Tensor<2>> {
-        let b = t.dims()[0];
-        ensure_dims("pooled", pooled.dims(), [Some(b), Some(self.pooled_projection_dim())])?;
-        Ok(self.t_embedder.forward(t) + self.pooled_embedder.forward(pooled))
+        Ok(self.cond_embedder.forward(t, ConditionInput::Pooled(&pooled), None)?.vector())
     }
 
     /// The caption projection of the per-token text embeddings.
@@ -165,7 +162,7 @@ impl MMDiT {
                 .ok_or_else(|| Error::InvalidArgument(format!("block {i} has a pre-only image stream")))?;
             text = out.next().flatten();
         }
-        let out = self.final_layer.forward(image, c);
+        let out = self.final_layer.forward(image, c)?;
         Ok(unpatchify(out, self.patch_size, self.out_channels, grid))
     }
 
@@ -302,9 +299,10 @@ mod tests {
         let device = Device::flex();
         let mut m = tiny().init(&device).unwrap();
         // a non-zero final layer so the comparison means something
-        let w = m.final_layer.linear.weight.dims();
-        m.final_layer.linear.weight =
-            burn::module::Param::from_tensor(crate::test_util::randn(w, 104, &device) * 0.5);
+        if let crate::blocks::FinalProjection::Linear(l) = &mut m.final_layer.linear {
+            let w = l.weight.dims();
+            l.weight = burn::module::Param::from_tensor(crate::test_util::randn(w, 104, &device) * 0.5);
+        }
         let (x, t, text, pooled) = inputs(&device, 2, 8, 4);
         let a = m.forward(x.clone(), t.clone(), text.clone(), pooled.clone()).unwrap();
         let b = m.denoise(x, t, &(text, pooled)).unwrap();
@@ -381,7 +379,9 @@ mod tests {
             let v: Vec<f32> = (0..n).map(|_| rng.random_range(-0.3..0.3)).collect();
             burn::module::Param::from_tensor(Tensor::from_data(TensorData::new(v, dims), device))
         };
-        m.final_layer.linear.weight = rand(m.final_layer.linear.weight.dims());
+        if let crate::blocks::FinalProjection::Linear(l) = &mut m.final_layer.linear {
+            l.weight = rand(l.weight.dims());
+        }
         for block in &mut m.blocks {
             for ada in &mut block.ada_ln_modulation {
                 ada.linear.weight = rand(ada.linear.weight.dims());

@@ -5,13 +5,12 @@
 
 use burn::prelude::*;
 
-use crate::blocks::{FinalLayer, JointBlockConfig};
+use crate::blocks::{ConditionEmbedderConfig, ConditionKind, FinalLayerConfig, JointBlockConfig};
 use crate::error::{Error, Result, ensure_config, ensure_positive};
-use crate::layers::activation::Activation;
 use crate::layers::attention::QkNorm;
 use crate::layers::init::{WeightInit, linear};
 use crate::layers::pos_embed_cropped::CroppedPosEmbedConfig;
-use crate::layers::{MlpConfig, PatchEmbedConfig, TimestepEmbedderConfig};
+use crate::layers::{PatchEmbedConfig, TimestepEmbedderConfig};
 use crate::models::MMDiT;
 
 /// Text tokens the SD3 paper's compute figures assume: 77 CLIP + 77 T5 tokens.
@@ -294,14 +293,14 @@ impl MMDiTConfig {
             pos_embed: CroppedPosEmbedConfig::new(d, self.pos_embed_max_size, self.base_size())
                 .with_interpolation_scale(self.pos_embed_interpolation_scale)
                 .init(device)?,
-            t_embedder: TimestepEmbedderConfig::new(d).with_frequency_embedding_size(TIMESTEP_FREQ_DIM).init(device)?,
-            pooled_embedder: MlpConfig::new(self.pooled_projection_dim, d)
-                .with_d_output(Some(d))
-                .with_activation(Activation::Silu)
-                .init(device)?,
+            cond_embedder: ConditionEmbedderConfig::new(
+                TimestepEmbedderConfig::new(d).with_frequency_embedding_size(TIMESTEP_FREQ_DIM),
+            )
+            .with_condition(ConditionKind::Pooled { pooled_dim: self.pooled_projection_dim })
+            .init(device)?,
             context_embedder: linear(self.joint_attention_dim, d, true, WeightInit::XavierUniform, device),
             blocks: (0..self.num_layers).map(|i| self.block_config(i).init(device)).collect::<Result<_>>()?,
-            final_layer: FinalLayer::new(d, self.patch_size, self.out_channels, device),
+            final_layer: FinalLayerConfig::new(d, self.patch_size * self.patch_size * self.out_channels).init(device)?,
             patch_size: self.patch_size,
             in_channels: self.in_channels,
             out_channels: self.out_channels,

@@ -1,5 +1,9 @@
 //! Complete models.
 
+pub mod composed;
+pub mod composed_config;
+mod composed_count;
+mod composed_denoiser;
 pub mod dit;
 pub mod microdit;
 pub mod microdit_cond;
@@ -10,6 +14,7 @@ pub mod official_cfg;
 pub mod udit;
 pub mod udit_config;
 
+pub use composed::{ComposedDiT, ComposedDiTConfig, MaskingConfig, StageLayout};
 pub use dit::{DiT, DiTConfig, DiTSize};
 pub use microdit::{MaskingMode, MicroDiT, MicroDiTBackbone, MicroDiTCond, MicroDiTConfig, MicroDiTNull, MicroDiTSize};
 pub use mmdit::{MMDiT, MMDiTConfig};

@@ -13,11 +13,12 @@ use burn::nn::conv::Conv2d;
 use burn::prelude::*;
 use rand::Rng;
 
-use crate::blocks::{UDiTBlock, UDiTFinalLayer, UDiTResample};
-use crate::error::{Error, Result, ensure_dims};
+use crate::blocks::{FinalLayer, FinalLayerConfig, FinalProjectionKind, UDiTBlock, UDiTResample};
+use crate::error::{Result, ensure_dims};
 use crate::layers::dwconv_ffn::{FfnForm, same_conv2d};
 use crate::layers::init::{WeightInit, conv2d};
-use crate::layers::{LabelEmbedder, LabelEmbedderConfig, TimestepEmbedder, TimestepEmbedderConfig};
+use crate::blocks::{ConditionEmbedder, ConditionEmbedderConfig, ConditionInput, ConditionKind};
+use crate::layers::TimestepEmbedderConfig;
 use crate::contracts::{Denoiser, NullConditioned, check_null_class};
 
 pub use super::udit_config::{UDIT_LEVELS, UDiTConfig, UDiTSize};
@@ -33,16 +34,14 @@ impl UDiTConfig {
             let cfg = self.block_config(i);
             (0..self.depth[i]).map(|_| cfg.init(device)).collect()
         };
-        let t_embedder =
-            |d: usize| TimestepEmbedderConfig::new(d).with_frequency_embedding_size(FREQ_EMBED).init(device);
-        let y_embedder = |d: usize| {
-            (self.num_classes > 0)
-                .then(|| {
-                    LabelEmbedderConfig::new(self.num_classes, d)
-                        .with_dropout_prob(self.class_dropout_prob)
-                        .init(device)
-                })
-                .transpose()
+        let embedder = |d: usize| {
+            let condition = match self.num_classes {
+                0 => ConditionKind::None,
+                n => ConditionKind::Labels { num_classes: n, dropout_prob: self.class_dropout_prob },
+            };
+            ConditionEmbedderConfig::new(TimestepEmbedderConfig::new(d).with_frequency_embedding_size(FREQ_EMBED))
+                .with_condition(condition)
+                .init(device)
         };
         Ok(UDiT {
             x_embedder: conv2d(
@@ -55,12 +54,9 @@ impl UDiTConfig {
                 WeightInit::XavierUniform,
                 device,
             ),
-            t_embedder_1: t_embedder(c)?,
-            y_embedder_1: y_embedder(c)?,
-            t_embedder_2: t_embedder(2 * c)?,
-            y_embedder_2: y_embedder(2 * c)?,
-            t_embedder_3: t_embedder(4 * c)?,
-            y_embedder_3: y_embedder(4 * c)?,
+            cond_embedder_1: embedder(c)?,
+            cond_embedder_2: embedder(2 * c)?,
+            cond_embedder_3: embedder(4 * c)?,
             encoder_level_1: level(0)?,
             down1_2: UDiTResample::down(c, device),
             encoder_level_2: level(1)?,
@@ -73,7 +69,9 @@ impl UDiTConfig {
             reduce_chan_level1: same_conv2d([2 * c, 2 * c], 1, 1, true, false, device),
             decoder_level_1: level(4)?,
             output: same_conv2d([2 * c, 2 * c], 3, 1, true, false, device),
-            final_layer: UDiTFinalLayer::new(2 * c, self.out_channels(), device),
+            final_layer: FinalLayerConfig::new(2 * c, self.out_channels())
+                .with_projection(FinalProjectionKind::Conv3x3)
+                .init(device)?,
             input_size: self.input_size,
             in_channels: self.in_channels,
             out_channels: self.out_channels(),
@@ -99,18 +97,12 @@ pub struct UDiTCondition {
 pub struct UDiT {
     /// 3x3 conv `in_channels -> C` (`x_embedder.proj`).
     pub x_embedder: Conv2d,
-    /// Timestep embedder of width `C`.
-    pub t_embedder_1: TimestepEmbedder,
-    /// Label embedder of width `C` (class-conditional models).
-    pub y_embedder_1: Option<LabelEmbedder>,
-    /// Timestep embedder of width `2C`.
-    pub t_embedder_2: TimestepEmbedder,
-    /// Label embedder of width `2C`.
-    pub y_embedder_2: Option<LabelEmbedder>,
-    /// Timestep embedder of width `4C`.
-    pub t_embedder_3: TimestepEmbedder,
-    /// Label embedder of width `4C`.
-    pub y_embedder_3: Option<LabelEmbedder>,
+    /// Timestep and label embedders of width `C` (official `t_embedder_1`, `y_embedder_1`).
+    pub cond_embedder_1: ConditionEmbedder,
+    /// Timestep and label embedders of width `2C`.
+    pub cond_embedder_2: ConditionEmbedder,
+    /// Timestep and label embedders of width `4C`.
+    pub cond_embedder_3: ConditionEmbedder,
     /// Blocks at width `C`, grid `H`.
     pub encoder_level_1: Vec<UDiTBlock>,
     /// `C` at `H` -> `2C` at `H/2`.
@@ -136,7 +128,7 @@ pub struct UDiT {
     /// 3x3 conv `2C -> 2C` before the final layer.
     pub output: Conv2d,
     /// adaLN final layer `2C -> out_channels`.
-    pub final_layer: UDiTFinalLayer,
+    pub final_layer: FinalLayer,
     /// Latent height = width.
     pub input_size: usize,
     /// Input channels.
@@ -148,6 +140,10 @@ pub struct UDiT {
     pub ffn_form: FfnForm,
 }
 
+fn labels(y: Option<&Tensor<1, Int>>) -> ConditionInput<'_> {
+    y.map_or(ConditionInput::None, ConditionInput::Labels)
+}
+
 fn run_level(blocks: &[UDiTBlock], x: Tensor<4>, c: &Tensor<2>) -> Result<Tensor<4>> {
     blocks.iter().try_fold(x, |x, block| block.forward(x, c.clone()))
 }
@@ -156,7 +152,7 @@ impl UDiT {
     /// Number of real classes (0 for unconditional models); label `num_classes` is the null
     /// class.
     pub fn num_classes(&self) -> usize {
-        self.y_embedder_1.as_ref().map_or(0, |e| e.num_classes)
+        self.cond_embedder_1.labels().map_or(0, |e| e.num_classes)
     }
 
     fn blocks_mut(&mut self) -> impl Iterator<Item = &mut UDiTBlock> {
@@ -189,12 +185,7 @@ impl UDiT {
         ensure_dims("x", x.dims(), [None, Some(self.in_channels), s, s])?;
         let b = x.dims()[0];
         ensure_dims("t", t.dims(), [Some(b)])?;
-        match (y, &self.y_embedder_1) {
-            (Some(y), Some(_)) => ensure_dims("y", y.dims(), [Some(b)]),
-            (None, None) => Ok(()),
-            (None, Some(_)) => Err(Error::InvalidArgument("class-conditional U-DiT needs labels y".into())),
-            (Some(_), None) => Err(Error::InvalidArgument("unconditional U-DiT takes no labels".into())),
-        }?;
+        self.cond_embedder_1.check(labels(y), b)?;
         crate::validate::model_inputs(x, t, self.x_embedder.weight.dtype())
     }
 
@@ -205,17 +196,13 @@ impl UDiT {
         drops: [Option<Tensor<1, Bool>>; 3],
     ) -> Result<UDiTCondition> {
         let [d1, d2, d3] = drops;
-        let level = |te: &TimestepEmbedder, ye: &Option<LabelEmbedder>, drop| -> Result<Tensor<2>> {
-            let t_emb = te.forward(t.clone());
-            Ok(match (ye, y.clone()) {
-                (Some(e), Some(y)) => t_emb + e.forward(y, drop)?,
-                _ => t_emb,
-            })
+        let level = |e: &ConditionEmbedder, drop| -> Result<Tensor<2>> {
+            Ok(e.forward(t.clone(), labels(y.as_ref()), drop)?.vector())
         };
         Ok(UDiTCondition {
-            c1: level(&self.t_embedder_1, &self.y_embedder_1, d1)?,
-            c2: level(&self.t_embedder_2, &self.y_embedder_2, d2)?,
-            c3: level(&self.t_embedder_3, &self.y_embedder_3, d3)?,
+            c1: level(&self.cond_embedder_1, d1)?,
+            c2: level(&self.cond_embedder_2, d2)?,
+            c3: level(&self.cond_embedder_3, d3)?,
         })
     }
 
@@ -247,7 +234,7 @@ impl UDiT {
         let dec2 = run_level(&self.decoder_level_2, dec2, &cond.c2)?;
         let dec1 = self.reduce_chan_level1.forward(Tensor::cat(vec![self.up2_1.forward(dec2), enc1], 1));
         let dec1 = run_level(&self.decoder_level_1, dec1, &cond.c2)?;
-        Ok(self.final_layer.forward(self.output.forward(dec1), cond.c2.clone()))
+        self.final_layer.forward_map(self.output.forward(dec1), cond.c2.clone())
     }
 
     /// Denoiser forward (no label dropout). Runs whatever FFN form the model holds: the
@@ -260,8 +247,8 @@ impl UDiT {
     /// - output: `[B, C_out, H, H]`
     ///
     /// # Errors
-    /// [`Error::Shape`] for wrong shapes or an empty batch, [`Error::InvalidArgument`] for
-    /// missing/unexpected labels, labels outside the table or `|t| > 1e5`, [`Error::Numerical`]
+    /// [`Error::Shape`](crate::Error::Shape) for wrong shapes or an empty batch, [`Error::InvalidArgument`](crate::Error::InvalidArgument) for
+    /// missing/unexpected labels, labels outside the table or `|t| > 1e5`, [`Error::Numerical`](crate::Error::Numerical)
     /// for NaN/inf in `x` or `t`. Time is continuous: any finite `|t| <= 1e5` is accepted
     /// (respaced and flow samplers use fractional `t`); see [`crate::validate`]. Float64
     /// inputs are cast to the model's dtype.
@@ -295,8 +282,8 @@ impl UDiT {
         let (x, t) = self.check_inputs(x, t, y.as_ref())?;
         let b = x.dims()[0];
         let device = x.device();
-        let mut draw = |e: &Option<LabelEmbedder>| e.as_ref().and_then(|e| e.draw_drop_mask(b, rng, &device));
-        let drops = [draw(&self.y_embedder_1), draw(&self.y_embedder_2), draw(&self.y_embedder_3)];
+        let mut draw = |e: &ConditionEmbedder| e.labels().and_then(|e| e.draw_drop_mask(b, rng, &device));
+        let drops = [draw(&self.cond_embedder_1), draw(&self.cond_embedder_2), draw(&self.cond_embedder_3)];
         let cond = self.condition_with(t, y, drops)?;
         self.forward_condition(x, &cond)
     }
@@ -337,7 +324,7 @@ impl Denoiser for UDiT {
 /// The null class must be `num_classes`, the label tables' extra row.
 impl NullConditioned for UDiT {
     fn check_null(&self, null: &usize) -> Result<()> {
-        let e = self.y_embedder_1.as_ref();
+        let e = self.cond_embedder_1.labels();
         check_null_class(*null, e.map_or(0, |e| e.num_classes), e.map_or(0, |e| e.num_rows()))
     }
 }

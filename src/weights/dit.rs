@@ -6,13 +6,13 @@
 //! |---|---|---|
 //! | `x_embedder.proj` | `x_embedder.proj` | `pos_embed.proj` |
 //! | `pos_embed` | `pos_embed` | not stored (recomputed sin-cos table) |
-//! | `t_embedder.linear_{1,2}` | `t_embedder.mlp.{0,2}` | `transformer_blocks.0.norm1.emb.timestep_embedder.linear_{1,2}` |
-//! | `y_embedder.embedding_table` | `y_embedder.embedding_table` | `transformer_blocks.0.norm1.emb.class_embedder.embedding_table` |
+//! | `cond_embedder.t_embedder.linear_{1,2}` | `t_embedder.mlp.{0,2}` | `transformer_blocks.0.norm1.emb.timestep_embedder.linear_{1,2}` |
+//! | `cond_embedder.y_embedder.embedding_table` | `y_embedder.embedding_table` | `transformer_blocks.0.norm1.emb.class_embedder.embedding_table` |
 //! | `block_embedders.{k}.*` | (none) | `transformer_blocks.{k+1}.norm1.emb.*` |
 //! | `blocks.{i}.attn.qkv` | `blocks.{i}.attn.qkv` | `transformer_blocks.{i}.attn1.to_{q,k,v}` (concatenated) |
 //! | `blocks.{i}.attn.proj` | `blocks.{i}.attn.proj` | `transformer_blocks.{i}.attn1.to_out.0` |
 //! | `blocks.{i}.mlp.fc{1,2}` | `blocks.{i}.mlp.fc{1,2}` | `transformer_blocks.{i}.ff.net.{0.proj,2}` |
-//! | `blocks.{i}.ada_ln_modulation.linear` | `blocks.{i}.adaLN_modulation.1` | `transformer_blocks.{i}.norm1.linear` |
+//! | `blocks.{i}.conditioning.linear` | `blocks.{i}.adaLN_modulation.1` | `transformer_blocks.{i}.norm1.linear` |
 //! | `final_layer.ada_ln_modulation.linear` | `final_layer.adaLN_modulation.1` | `proj_out_1` |
 //! | `final_layer.linear` | `final_layer.linear` | `proj_out_2` |
 //!
@@ -54,9 +54,16 @@ impl DiTCheckpointLayout {
 /// Module path -> official key.
 pub fn official_key_map() -> KeyMap {
     KeyMap::new([
+        ("cond_embedder.t_embedder", "t_embedder"),
+        ("cond_embedder.y_embedder", "y_embedder"),
         ("t_embedder.linear_1", "t_embedder.mlp.0"),
         ("t_embedder.linear_2", "t_embedder.mlp.2"),
         ("ada_ln_modulation.linear", "adaLN_modulation.1"),
+        ("conditioning.linear", "adaLN_modulation.1"),
+        ("conditioning.norm1", "norm1"),
+        ("conditioning.norm2", "norm2"),
+        ("conditioning.norm_cross", "norm_cross"),
+        ("conditioning.cross_attn", "cross_attn"),
     ])
 }
 
@@ -65,6 +72,7 @@ const QKV: &str = "{to_q,to_k,to_v}";
 /// Module path -> diffusers key (the fused qkv maps to a synthetic `attn1.{to_q,to_k,to_v}` key
 /// that the diffusers format's `prepare` assembles from the three projections).
 pub fn diffusers_key(path: &str) -> String {
+    let path = path.strip_prefix("cond_embedder.").unwrap_or(path);
     let emb = |rest: &str| {
         rest.replacen("t_embedder.", "timestep_embedder.", 1).replacen("y_embedder.", "class_embedder.", 1)
     };
@@ -93,7 +101,7 @@ pub fn diffusers_key(path: &str) -> String {
                 ("attn.proj.", "attn1.to_out.0.".to_string()),
                 ("mlp.fc1.", "ff.net.0.proj.".to_string()),
                 ("mlp.fc2.", "ff.net.2.".to_string()),
-                ("ada_ln_modulation.linear.", "norm1.linear.".to_string()),
+                ("conditioning.linear.", "norm1.linear.".to_string()),
             ]
             .into_iter()
             .find_map(|(from, to)| rest.strip_prefix(from).map(|r| format!("{to}{r}")));
@@ -202,6 +210,6 @@ mod tests {
         assert_eq!(diffusers_key("blocks.2.attn.qkv.weight"), "transformer_blocks.2.attn1.{to_q,to_k,to_v}.weight");
         assert_eq!(diffusers_key("final_layer.linear.weight"), "proj_out_2.weight");
         assert_eq!(diffusers_key("final_layer.ada_ln_modulation.linear.bias"), "proj_out_1.bias");
-        assert_eq!(official_key_map().checkpoint_key("blocks.1.ada_ln_modulation.linear.weight"), "blocks.1.adaLN_modulation.1.weight");
+        assert_eq!(official_key_map().checkpoint_key("blocks.1.conditioning.linear.weight"), "blocks.1.adaLN_modulation.1.weight");
     }
 }

@@ -3,13 +3,15 @@
 //!
 //! | crate module path | official key |
 //! |---|---|
-//! | `t_embedder.linear_{1,2}` | `t_embedder.mlp.{0,2}` |
-//! | `caption_embedder.{fc1,norm,fc2}` | `y_embedder.y_proj.{fc1,norm,fc2}` |
+//! | `cond_embedder.t_embedder.linear_{1,2}` | `t_embedder.mlp.{0,2}` |
+//! | `cond_embedder.y_embedder.y_proj.{fc1,norm,fc2}` | `y_embedder.y_proj.{fc1,norm,fc2}` |
+//! | `cond_embedder.y_embedder.{y_emb_preprocess,pooled_y_emb_process}.*` | `{y_emb_preprocess,pooled_y_emb_process}.*` |
+//! | `cond_embedder.y_embedder.embedding_table` (DiT backbone) | `y_embedder.embedding_table` |
 //! | `*.ada_ln_modulation.linear` | `*.adaLN_modulation.1` |
 //! | `{blocks,patch_mixer}.{i}.mlp.SwiGlu.w{1,2,3}` | `….mlp.w{1,2,3}` |
 //! | `{blocks,patch_mixer}.{i}.mlp.Moe.{gate,w1,w2}` | `….mlp.{gate,w1,w2}` |
 //! | `patch_mixer_map_{xin,xout,y}.{norm,linear}` | `patch_mixer_map_{xin,xout,y}.{0,1}` |
-//! | everything else (`x_embedder.proj`, `pos_embed`, `mask_token`, `y_emb_preprocess.*`, `pooled_y_emb_process.*`, `attn.*`, `cross_attn.*`, `norm{1,2,3}`, `final_layer.*`) | same |
+//! | everything else (`x_embedder.proj`, `pos_embed`, `mask_token`, `attn.*`, `cross_attn.*`, `norm{1,2,3}`, `final_layer.*`) | same |
 //!
 //! The released checkpoints hold the whole `LatentDiffusion` model (keys `dit.*` beside the VAE's
 //! and text encoder's); Composer training checkpoints nest it under `state.model.`, and
@@ -31,10 +33,13 @@ use crate::weights::loader::KeyMap;
 /// Module path -> official key.
 pub fn official_key_map() -> KeyMap {
     let mut rules: Vec<(String, String)> = [
+        ("cond_embedder.t_embedder", "t_embedder"),
+        ("cond_embedder.y_embedder.y_emb_preprocess", "y_emb_preprocess"),
+        ("cond_embedder.y_embedder.pooled_y_emb_process", "pooled_y_emb_process"),
+        ("cond_embedder.y_embedder", "y_embedder"),
         ("t_embedder.linear_1", "t_embedder.mlp.0"),
         ("t_embedder.linear_2", "t_embedder.mlp.2"),
         ("ada_ln_modulation.linear", "adaLN_modulation.1"),
-        ("caption_embedder", "y_embedder.y_proj"),
         ("mlp.SwiGlu", "mlp"),
         ("mlp.Moe", "mlp"),
         ("mlp.Mlp", "mlp"),

@@ -9,8 +9,8 @@
 //! |---|---|
 //! | `x_embedder.proj` | `pos_embed.proj` |
 //! | `pos_embed.table` | `pos_embed.pos_embed` (supplied from the model when absent) |
-//! | `t_embedder.linear_{1,2}` | `time_text_embed.timestep_embedder.linear_{1,2}` |
-//! | `pooled_embedder.fc{1,2}` | `time_text_embed.text_embedder.linear_{1,2}` |
+//! | `cond_embedder.t_embedder.linear_{1,2}` | `time_text_embed.timestep_embedder.linear_{1,2}` |
+//! | `cond_embedder.y_embedder.fc{1,2}` | `time_text_embed.text_embedder.linear_{1,2}` |
 //! | `context_embedder` | `context_embedder` |
 //! | `blocks.{i}.attn.streams.0.qkv` | `transformer_blocks.{i}.attn.to_{q,k,v}` (rows concatenated) |
 //! | `blocks.{i}.attn.streams.1.qkv` | `transformer_blocks.{i}.attn.add_{q,k,v}_proj` (rows concatenated) |
@@ -58,9 +58,9 @@ pub fn diffusers_key_map() -> KeyMap {
     KeyMap::new([
         ("pos_embed.table".to_string(), "pos_embed.pos_embed".to_string()),
         ("x_embedder.proj".into(), "pos_embed.proj".into()),
-        ("t_embedder".into(), "time_text_embed.timestep_embedder".into()),
-        ("pooled_embedder.fc1".into(), "time_text_embed.text_embedder.linear_1".into()),
-        ("pooled_embedder.fc2".into(), "time_text_embed.text_embedder.linear_2".into()),
+        ("cond_embedder.t_embedder".into(), "time_text_embed.timestep_embedder".into()),
+        ("cond_embedder.y_embedder.fc1".into(), "time_text_embed.text_embedder.linear_1".into()),
+        ("cond_embedder.y_embedder.fc2".into(), "time_text_embed.text_embedder.linear_2".into()),
         ("blocks".into(), "transformer_blocks".into()),
         ("attn.streams.0.qkv".into(), fused(IMAGE_QKV)),
         ("attn.streams.1.qkv".into(), fused(TEXT_QKV)),
@@ -211,8 +211,8 @@ mod tests {
         let k = |p: &str| map.checkpoint_key(p);
         assert_eq!(k("pos_embed.table"), "pos_embed.pos_embed");
         assert_eq!(k("x_embedder.proj.weight"), "pos_embed.proj.weight");
-        assert_eq!(k("t_embedder.linear_2.bias"), "time_text_embed.timestep_embedder.linear_2.bias");
-        assert_eq!(k("pooled_embedder.fc1.weight"), "time_text_embed.text_embedder.linear_1.weight");
+        assert_eq!(k("cond_embedder.t_embedder.linear_2.bias"), "time_text_embed.timestep_embedder.linear_2.bias");
+        assert_eq!(k("cond_embedder.y_embedder.fc1.weight"), "time_text_embed.text_embedder.linear_1.weight");
         assert_eq!(k("blocks.3.attn.streams.0.qkv.weight"), "transformer_blocks.3.attn.{to_q,to_k,to_v}.weight");
         assert_eq!(
             k("blocks.3.attn.streams.1.qkv.bias"),

@@ -5,15 +5,15 @@
 //! | crate module path | official key |
 //! |---|---|
 //! | `x_embedder` | `x_embedder.proj` |
-//! | `t_embedder_{i}.linear_{1,2}` | `t_embedder_{i}.mlp.{0,2}` |
-//! | `y_embedder_{i}.embedding_table` | `y_embedder_{i}.embedding_table` |
-//! | `{level}.{j}.ada_ln_modulation{1,2}.linear` | `{level}.{j}.adaLN_modulation{1,2}.1` |
-//! | `{level}.{j}.attn{1,2}.{downsampler.layer,to_qkv,to_out,logit_scale}` | same |
-//! | `{level}.{j}.mlp{1,2}.{project_in,dwconv,project_out}.{k}` | same (training form, `rep=1`) |
+//! | `cond_embedder_{i}.t_embedder.linear_{1,2}` | `t_embedder_{i}.mlp.{0,2}` |
+//! | `cond_embedder_{i}.y_embedder.embedding_table` | `y_embedder_{i}.embedding_table` |
+//! | `{level}.{j}.sub.{0,1}.conditioning.linear` | `{level}.{j}.adaLN_modulation{1,2}.1` |
+//! | `{level}.{j}.sub.{0,1}.attn.{downsampler.layer,to_qkv,to_out,logit_scale}` | `{level}.{j}.attn{1,2}.*` |
+//! | `{level}.{j}.sub.{0,1}.mlp.{project_in,dwconv,project_out}.{k}` | `{level}.{j}.mlp{1,2}.*` (training form, `rep=1`) |
 //! | `down1_2.conv`, `up3_2.conv`, ... | `down1_2.body.0`, `up3_2.body.0`, ... |
 //! | `reduce_chan_level{1,2}`, `output` | same |
 //! | `final_layer.ada_ln_modulation.linear` | `final_layer.adaLN_modulation.1` |
-//! | `final_layer.out_proj` | same |
+//! | `final_layer.linear` | `final_layer.out_proj` |
 //!
 //! The other FFN forms map their single convs to: `project_in`, `dwconv`, `project_out`
 //! ([`FfnForm::Plain`], `rep=0`); `fc1`, `fc2` ([`FfnForm::Pointwise`], `ffn_type='basic'`);
@@ -38,12 +38,23 @@ use crate::weights::loader::KeyMap;
 fn base_key_map() -> KeyMap {
     KeyMap::new([
         ("x_embedder", "x_embedder.proj"),
+        ("cond_embedder_1.t_embedder", "t_embedder_1"),
+        ("cond_embedder_1.y_embedder", "y_embedder_1"),
+        ("cond_embedder_2.t_embedder", "t_embedder_2"),
+        ("cond_embedder_2.y_embedder", "y_embedder_2"),
+        ("cond_embedder_3.t_embedder", "t_embedder_3"),
+        ("cond_embedder_3.y_embedder", "y_embedder_3"),
         ("linear_1", "mlp.0"),
         ("linear_2", "mlp.2"),
-        ("ada_ln_modulation1.linear", "adaLN_modulation1.1"),
-        ("ada_ln_modulation2.linear", "adaLN_modulation2.1"),
+        ("sub.0.conditioning.linear", "adaLN_modulation1.1"),
+        ("sub.1.conditioning.linear", "adaLN_modulation2.1"),
+        ("sub.0.attn", "attn1"),
+        ("sub.1.attn", "attn2"),
+        ("sub.0.mlp", "mlp1"),
+        ("sub.1.mlp", "mlp2"),
         ("ada_ln_modulation.linear", "adaLN_modulation.1"),
         ("conv", "body.0"),
+        ("final_layer.linear", "final_layer.out_proj"),
     ])
 }
 
@@ -165,22 +176,23 @@ mod tests {
     fn official_names() {
         let r = FfnForm::Reparam;
         assert_eq!(official_key("x_embedder.weight", r), "x_embedder.proj.weight");
-        assert_eq!(official_key("t_embedder_2.linear_1.bias", r), "t_embedder_2.mlp.0.bias");
-        assert_eq!(official_key("latent.3.ada_ln_modulation2.linear.weight", r), "latent.3.adaLN_modulation2.1.weight");
+        assert_eq!(official_key("cond_embedder_2.t_embedder.linear_1.bias", r), "t_embedder_2.mlp.0.bias");
+        assert_eq!(official_key("latent.3.sub.1.conditioning.linear.weight", r), "latent.3.adaLN_modulation2.1.weight");
         assert_eq!(official_key("final_layer.ada_ln_modulation.linear.bias", r), "final_layer.adaLN_modulation.1.bias");
+        assert_eq!(official_key("final_layer.linear.weight", r), "final_layer.out_proj.weight");
         assert_eq!(official_key("up3_2.conv.weight", r), "up3_2.body.0.weight");
         assert_eq!(
-            official_key("encoder_level_1.0.attn1.downsampler.layer.weight", r),
+            official_key("encoder_level_1.0.sub.0.attn.downsampler.layer.weight", r),
             "encoder_level_1.0.attn1.downsampler.layer.weight"
         );
-        assert_eq!(official_key("latent.1.mlp2.dwconv.2.bias", r), "latent.1.mlp2.dwconv.2.bias");
-        assert_eq!(official_key("latent.1.mlp2.dwconv.0.bias", FfnForm::Plain), "latent.1.mlp2.dwconv.bias");
-        assert_eq!(official_key("latent.1.mlp1.project_out.0.weight", FfnForm::Pointwise), "latent.1.mlp1.fc2.weight");
+        assert_eq!(official_key("latent.1.sub.1.mlp.dwconv.2.bias", r), "latent.1.mlp2.dwconv.2.bias");
+        assert_eq!(official_key("latent.1.sub.1.mlp.dwconv.0.bias", FfnForm::Plain), "latent.1.mlp2.dwconv.bias");
+        assert_eq!(official_key("latent.1.sub.0.mlp.project_out.0.weight", FfnForm::Pointwise), "latent.1.mlp1.fc2.weight");
         assert_eq!(
-            official_key("latent.1.mlp1.project_in.0.weight", FfnForm::Fused),
+            official_key("latent.1.sub.0.mlp.project_in.0.weight", FfnForm::Fused),
             "latent.1.mlp1.project_in_weight"
         );
-        assert_eq!(official_key("latent.1.mlp1.dwconv.0.bias", FfnForm::Fused), "latent.1.mlp1.dwconv_bias");
+        assert_eq!(official_key("latent.1.sub.0.mlp.dwconv.0.bias", FfnForm::Fused), "latent.1.mlp1.dwconv_bias");
         assert!(is_training_ffn_key("latent.1.mlp1.dwconv.0.bias"));
         assert!(!is_training_ffn_key("latent.1.mlp1.dwconv_bias"));
         assert!(is_fused_ffn_key("latent.1.mlp1.dwconv_bias"));

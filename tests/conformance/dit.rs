@@ -46,7 +46,7 @@ pub fn official(fx: &Fixture) -> Outcome {
         results.push(fx.compare("intermediate.x_embedder_plus_pos", tokens.clone()));
     }
     if fx.has("intermediate.block0") {
-        results.push(fx.compare("intermediate.block0", model.blocks[0].forward(tokens, cond.vector(), None)));
+        results.push(fx.compare("intermediate.block0", model.forward_block(0, tokens, &cond).map_err(err)?));
     }
     if fx.has("output.forward_with_cfg") {
         let scale = fx.field("cfg_scale").and_then(Value::as_f64).ok_or("sidecar lacks cfg_scale")?;
