@@ -8,6 +8,9 @@
 //! function of the model and the batch (any device, any worker order), and a validation set
 //! with fixed seeds gives the same loss at every epoch: a curve that can be compared.
 //!
+//! A batch the objective rejects does not panic: the step's [`DiffusionOutput`] carries the
+//! error with a NaN loss and no gradients (Burn's step traits cannot return an error).
+//!
 //! # Which loop
 //! - `Learner` (this module): the standard Burn workflow: metrics (`LossMetric`, learning rate,
 //!   CPU/GPU use), the terminal dashboard, epoch checkpoints, validation, multi-device
@@ -25,6 +28,7 @@
 //! use burn::train::metric::LossMetric;
 //! use diffusion_transformers::diffusion::RectifiedFlowConfig;
 //! use diffusion_transformers::models::DiTConfig;
+//! use diffusion_transformers::training::LabelDropout;
 //! use diffusion_transformers::training::learner::DiffusionLearner;
 //! # fn loaders() -> (std::sync::Arc<dyn burn::data::dataloader::DataLoader<diffusion_transformers::training::learner::DiffusionBatch<Option<Tensor<1, Int>>>>>, std::sync::Arc<dyn burn::data::dataloader::DataLoader<diffusion_transformers::training::learner::DiffusionBatch<Option<Tensor<1, Int>>>>>) { unimplemented!() }
 //! # fn main() -> Result<(), diffusion_transformers::Error> {
@@ -32,7 +36,9 @@
 //! let model = DiTConfig::new().with_input_size(16).with_in_channels(3).with_patch_size(4)
 //!     .with_hidden_size(64).with_depth(2).with_num_heads(2).with_num_classes(10)
 //!     .with_learn_sigma(false).init(&device)?;
-//! let learner_model = DiffusionLearner::new(model, RectifiedFlowConfig::new().init()?);
+//! // Label dropout trains the null class (10) that guidance samples with.
+//! let objective = LabelDropout::new(RectifiedFlowConfig::new().init()?, 10, 0.1)?;
+//! let learner_model = DiffusionLearner::new(model, objective);
 //! let (train, valid) = loaders(); // DataLoaders of DiffusionBatch (see examples/train_learner.rs)
 //! let result = SupervisedTraining::new("out/learner", train, valid)
 //!     .metrics((LossMetric::new(),))
