@@ -38,7 +38,7 @@ use plotters::style::RGBColor;
 #[command(allow_negative_numbers = true, after_help = "Outputs in --out: samples.png, loss.png, data.png, checkpoint/ (see the `sample` example).")]
 struct Args {
     /// Training steps.
-    #[arg(long, default_value_t = 6000, value_parser = cli::positive_u64)]
+    #[arg(long, default_value_t = 7500, value_parser = cli::positive_u64)]
     steps: u64,
     /// Batch size.
     #[arg(long, default_value_t = 32, value_parser = cli::positive)]
@@ -63,7 +63,7 @@ struct Args {
     #[arg(long, value_parser = cli::positive)]
     sample_steps: Option<usize>,
     /// Classifier-free guidance scale (1: no guidance).
-    #[arg(long, default_value_t = 1.5, value_parser = cli::non_negative)]
+    #[arg(long, default_value_t = 3.0, value_parser = cli::non_negative)]
     cfg: f64,
     /// Peak learning rate (linear warm-up over 5% of the steps, then cosine to lr / 20).
     #[arg(long, default_value_t = 2e-3, value_parser = cli::positive_f64)]
@@ -93,7 +93,7 @@ struct Args {
     #[arg(long, default_value_t = 50, value_parser = cli::positive)]
     per_class: usize,
     /// Training steps of each judge classifier (batch 64).
-    #[arg(long, default_value_t = 600, value_parser = cli::positive)]
+    #[arg(long, default_value_t = 1200, value_parser = cli::positive)]
     judge_steps: usize,
     /// Seed of the data, data order, noise and sampling.
     #[arg(long, default_value_t = 0)]
