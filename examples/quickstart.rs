@@ -26,10 +26,10 @@ use common::generate::{ObjectiveKind, sample};
 use common::plot::{LineChart, Series, ema_smooth, save_grid};
 use diffusion_transformers::contracts::Objective;
 use diffusion_transformers::data::{CLASSES, ShapesDataset};
-use diffusion_transformers::diffusion::{GaussianDiffusionConfig, RectifiedFlowConfig};
+use diffusion_transformers::diffusion::{GaussianDiffusionConfig, RectifiedFlowConfig, TimestepDensity, TimestepSamplerConfig};
 use diffusion_transformers::models::{DiT, DiTConfig};
 use diffusion_transformers::sampling::SAMPLER_NAMES;
-use diffusion_transformers::training::{LrSchedule, OptimizerConfig, Trainer, TrainerConfig};
+use diffusion_transformers::training::{LabelDropout, LrSchedule, OptimizerConfig, Trainer, TrainerConfig};
 use plotters::style::RGBColor;
 
 /// Train a class-conditional DiT on procedural shapes (CPU), sample it with guidance, and judge
@@ -38,7 +38,7 @@ use plotters::style::RGBColor;
 #[command(allow_negative_numbers = true, after_help = "Outputs in --out: samples.png, loss.png, data.png, checkpoint/ (see the `sample` example).")]
 struct Args {
     /// Training steps.
-    #[arg(long, default_value_t = 6000, value_parser = cli::positive_u64)]
+    #[arg(long, default_value_t = 7500, value_parser = cli::positive_u64)]
     steps: u64,
     /// Batch size.
     #[arg(long, default_value_t = 32, value_parser = cli::positive)]
@@ -63,7 +63,7 @@ struct Args {
     #[arg(long, value_parser = cli::positive)]
     sample_steps: Option<usize>,
     /// Classifier-free guidance scale (1: no guidance).
-    #[arg(long, default_value_t = 1.5, value_parser = cli::non_negative)]
+    #[arg(long, default_value_t = 3.0, value_parser = cli::non_negative)]
     cfg: f64,
     /// Peak learning rate (linear warm-up over 5% of the steps, then cosine to lr / 20).
     #[arg(long, default_value_t = 2e-3, value_parser = cli::positive_f64)]
@@ -71,11 +71,29 @@ struct Args {
     /// EMA decay of the sampled weights (with warm-up).
     #[arg(long, default_value_t = 0.999, value_parser = cli::unit_interval)]
     ema: f64,
+    /// Probability of training a label as the null class (classifier-free guidance needs it).
+    #[arg(long, default_value_t = 0.1, value_parser = cli::unit_interval)]
+    label_dropout: f64,
+    /// Training-time density of the flow time t.
+    #[arg(long, value_enum, default_value_t = Density::LogitNormal)]
+    t_density: Density,
+    /// Location of the logit-normal density (the median t is sigmoid(location)).
+    #[arg(long, default_value_t = 0.0)]
+    t_location: f64,
+    /// Shift of the training times (1: none; > 1 moves them towards noise).
+    #[arg(long, default_value_t = 1.0, value_parser = cli::positive_f64)]
+    t_shift: f64,
+    /// Model width (default: the model's).
+    #[arg(long, value_parser = cli::positive)]
+    width: Option<usize>,
+    /// Model depth (default: the model's).
+    #[arg(long, value_parser = cli::positive)]
+    depth: Option<usize>,
     /// Samples per class judged (the grid shows the first 10 of each).
     #[arg(long, default_value_t = 50, value_parser = cli::positive)]
     per_class: usize,
     /// Training steps of each judge classifier (batch 64).
-    #[arg(long, default_value_t = 600, value_parser = cli::positive)]
+    #[arg(long, default_value_t = 1200, value_parser = cli::positive)]
     judge_steps: usize,
     /// Seed of the data, data order, noise and sampling.
     #[arg(long, default_value_t = 0)]
@@ -89,6 +107,17 @@ struct Args {
     resume: bool,
 }
 
+/// Training-time densities of the flow time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Density {
+    /// Logit-normal(location, 1) (SD3).
+    LogitNormal,
+    /// Uniform on (0, 1).
+    Uniform,
+    /// CosMap.
+    Cosmap,
+}
+
 /// The model config for `name` (plus an optional patch size), in pixel space.
 fn model_config(args: &Args) -> Result<DiTConfig, String> {
     let base = match args.model.as_str() {
@@ -97,7 +126,10 @@ fn model_config(args: &Args) -> Result<DiTConfig, String> {
         other => DiTConfig::from_name(other).map_err(|e| e.to_string())?,
     };
     let patch = args.patch.unwrap_or(base.patch_size);
+    let (width, depth) = (args.width.unwrap_or(base.hidden_size), args.depth.unwrap_or(base.depth));
     let config = base
+        .with_hidden_size(width)
+        .with_depth(depth)
         .with_patch_size(patch)
         .with_input_size(args.size)
         .with_in_channels(3)
@@ -189,13 +221,21 @@ fn run(args: Args) -> Result<(), String> {
     let mut losses = Vec::new();
     let start = Instant::now();
     let first_step = trainer.step();
+    let null = CLASSES.len(); // DiT's null class: the label table's extra row
     match args.objective {
         ObjectiveKind::Ddpm => {
-            let diffusion = GaussianDiffusionConfig::dit("").init().map_err(e)?;
+            let diffusion = LabelDropout::new(GaussianDiffusionConfig::dit("").init().map_err(e)?, null, args.label_dropout).map_err(e)?;
             train_loop(&mut trainer, &diffusion, &data, &args, &train_device, &mut losses).map_err(e)?;
         }
         ObjectiveKind::Flow => {
-            let flow = RectifiedFlowConfig::new().init().map_err(e)?;
+            let density = match args.t_density {
+                Density::LogitNormal => TimestepDensity::logit_normal(args.t_location, 1.0).map_err(e)?,
+                Density::Uniform => TimestepDensity::Uniform,
+                Density::Cosmap => TimestepDensity::CosMap,
+            };
+            let timesteps = TimestepSamplerConfig::new().with_density(density).with_shift(args.t_shift);
+            let flow = RectifiedFlowConfig::new().with_timesteps(timesteps).init().map_err(e)?;
+            let flow = LabelDropout::new(flow, null, args.label_dropout).map_err(e)?;
             train_loop(&mut trainer, &flow, &data, &args, &train_device, &mut losses).map_err(e)?;
         }
     }

@@ -39,7 +39,7 @@ struct Args {
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Classifier-free guidance scale (1: no guidance).
-    #[arg(long, default_value_t = 1.5, value_parser = cli::non_negative)]
+    #[arg(long, default_value_t = 3.0, value_parser = cli::non_negative)]
     cfg: f64,
     /// Samples per class (one row per class).
     #[arg(long, default_value_t = 8, value_parser = cli::positive)]

@@ -31,6 +31,7 @@ use common::generate::{ObjectiveKind, sample};
 use diffusion_transformers::data::{CLASSES, ShapesDataset};
 use diffusion_transformers::diffusion::RectifiedFlowConfig;
 use diffusion_transformers::models::DiTConfig;
+use diffusion_transformers::training::LabelDropout;
 use diffusion_transformers::training::learner::{DiffusionBatch, DiffusionLearner};
 
 /// Train a DiT with burn-train's Learner (rectified flow), then sample a grid.
@@ -121,7 +122,9 @@ fn run(args: Args) -> Result<(), String> {
         .with_num_classes(CLASSES.len())
         .with_learn_sigma(false);
     let model = config.init(&train_device).map_err(e)?;
-    let learner_model = DiffusionLearner::new(model, RectifiedFlowConfig::new().init().map_err(e)?);
+    // Label dropout trains the null class that guidance samples with.
+    let objective = LabelDropout::new(RectifiedFlowConfig::new().init().map_err(e)?, CLASSES.len(), 0.1).map_err(e)?;
+    let learner_model = DiffusionLearner::new(model, objective);
 
     let batcher = ShapesBatcher { size };
     let train = DataLoaderBuilder::new(batcher.clone())

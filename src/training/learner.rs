@@ -8,6 +8,9 @@
 //! function of the model and the batch (any device, any worker order), and a validation set
 //! with fixed seeds gives the same loss at every epoch: a curve that can be compared.
 //!
+//! A batch the objective rejects does not panic: the step's [`DiffusionOutput`] carries the
+//! error with a NaN loss and no gradients (Burn's step traits cannot return an error).
+//!
 //! # Which loop
 //! - `Learner` (this module): the standard Burn workflow: metrics (`LossMetric`, learning rate,
 //!   CPU/GPU use), the terminal dashboard, epoch checkpoints, validation, multi-device
@@ -25,6 +28,7 @@
 //! use burn::train::metric::LossMetric;
 //! use diffusion_transformers::diffusion::RectifiedFlowConfig;
 //! use diffusion_transformers::models::DiTConfig;
+//! use diffusion_transformers::training::LabelDropout;
 //! use diffusion_transformers::training::learner::DiffusionLearner;
 //! # fn loaders() -> (std::sync::Arc<dyn burn::data::dataloader::DataLoader<diffusion_transformers::training::learner::DiffusionBatch<Option<Tensor<1, Int>>>>>, std::sync::Arc<dyn burn::data::dataloader::DataLoader<diffusion_transformers::training::learner::DiffusionBatch<Option<Tensor<1, Int>>>>>) { unimplemented!() }
 //! # fn main() -> Result<(), diffusion_transformers::Error> {
@@ -32,7 +36,9 @@
 //! let model = DiTConfig::new().with_input_size(16).with_in_channels(3).with_patch_size(4)
 //!     .with_hidden_size(64).with_depth(2).with_num_heads(2).with_num_classes(10)
 //!     .with_learn_sigma(false).init(&device)?;
-//! let learner_model = DiffusionLearner::new(model, RectifiedFlowConfig::new().init()?);
+//! // Label dropout trains the null class (10) that guidance samples with.
+//! let objective = LabelDropout::new(RectifiedFlowConfig::new().init()?, 10, 0.1)?;
+//! let learner_model = DiffusionLearner::new(model, objective);
 //! let (train, valid) = loaders(); // DataLoaders of DiffusionBatch (see examples/train_learner.rs)
 //! let result = SupervisedTraining::new("out/learner", train, valid)
 //!     .metrics((LossMetric::new(),))
@@ -43,8 +49,10 @@
 //! ```
 
 use std::fmt;
+use std::sync::Arc;
 
 use burn::module::ModuleDisplay;
+use burn::optim::GradientsParams;
 use burn::prelude::*;
 use burn::tensor::ExecutionError;
 use burn::train::metric::{Adaptor, ItemLazy, LossInput};
@@ -52,6 +60,7 @@ use burn::train::{InferenceStep, TrainOutput, TrainStep};
 use rand::SeedableRng;
 
 use crate::contracts::{Denoiser, Objective, TrainRng};
+use crate::error::{Error, Result};
 
 /// One training or validation batch: clean data, its conditioning and the seed of the
 /// timesteps and noise drawn for it.
@@ -65,18 +74,29 @@ pub struct DiffusionBatch<C> {
     pub seed: u64,
 }
 
-/// The output of a step: the batch's loss, read by `LossMetric`.
+/// The output of a step: the batch's loss, read by `LossMetric`, or the error that stopped it.
 #[derive(Debug, Clone)]
 pub struct DiffusionOutput {
-    /// Mean loss of the batch, `[1]`.
+    /// Mean loss of the batch, `[1]`; NaN when the step failed (see [`error`](Self::error)).
     pub loss: Tensor<1>,
+    /// Why the objective could not compute the loss (a batch whose shape or conditioning does
+    /// not fit the model), `None` for a step that ran. A failed training step has no
+    /// gradients, so the optimizer leaves the model as it was.
+    pub error: Option<Arc<Error>>,
+}
+
+impl DiffusionOutput {
+    /// The output of a step that failed with `error`: a NaN loss on `device` and the error.
+    fn failed(error: Error, device: &Device) -> Self {
+        Self { loss: Tensor::from_floats([f32::NAN], device), error: Some(Arc::new(error)) }
+    }
 }
 
 impl ItemLazy for DiffusionOutput {
     fn sync(self) -> std::result::Result<Self, ExecutionError> {
         // No readback: dispatch the pending work and leave the autodiff graph behind.
         self.loss.device().flush()?;
-        Ok(Self { loss: self.loss.without_autodiff() })
+        Ok(Self { loss: self.loss.without_autodiff(), error: self.error })
     }
 }
 
@@ -116,16 +136,11 @@ where
 {
     /// The objective's loss on `batch`, with the batch's seed.
     ///
-    /// # Panics
-    /// When the objective fails (a batch whose shape or conditioning does not fit the model):
-    /// Burn's step traits cannot return an error. Check a batch with
-    /// [`Objective::loss`] first when its shape comes from user input.
-    fn batch_loss(&self, batch: DiffusionBatch<M::Cond>) -> Tensor<1> {
+    /// # Errors
+    /// The objective's (a batch whose shape or conditioning does not fit the model).
+    pub fn batch_loss(&self, batch: DiffusionBatch<M::Cond>) -> Result<Tensor<1>> {
         let mut rng = TrainRng::seed_from_u64(batch.seed);
-        match self.objective.loss(&self.model, batch.x0, &batch.cond, &mut rng) {
-            Ok(loss) => loss,
-            Err(e) => panic!("diffusion training step: {e}"),
-        }
+        self.objective.loss(&self.model, batch.x0, &batch.cond, &mut rng)
     }
 }
 
@@ -138,9 +153,15 @@ where
     type Input = DiffusionBatch<M::Cond>;
     type Output = DiffusionOutput;
 
+    /// A failed step does not panic: Burn's step traits cannot return an error, so the output
+    /// carries it ([`DiffusionOutput::error`]) with a NaN loss (what `LossMetric` shows) and
+    /// no gradients (the optimizer skips the update).
     fn step(&self, batch: Self::Input) -> TrainOutput<Self::Output> {
-        let loss = self.batch_loss(batch);
-        TrainOutput::new(self, loss.backward(), DiffusionOutput { loss })
+        let device = batch.x0.device();
+        match self.batch_loss(batch) {
+            Ok(loss) => TrainOutput::new(self, loss.backward(), DiffusionOutput { loss, error: None }),
+            Err(e) => TrainOutput { grads: GradientsParams::new(), item: DiffusionOutput::failed(e, &device) },
+        }
     }
 }
 
@@ -153,8 +174,13 @@ where
     type Input = DiffusionBatch<M::Cond>;
     type Output = DiffusionOutput;
 
+    /// A failed step reports its error in the output with a NaN loss, as the training step.
     fn step(&self, batch: Self::Input) -> Self::Output {
-        DiffusionOutput { loss: self.batch_loss(batch) }
+        let device = batch.x0.device();
+        match self.batch_loss(batch) {
+            Ok(loss) => DiffusionOutput { loss, error: None },
+            Err(e) => DiffusionOutput::failed(e, &device),
+        }
     }
 }
 
@@ -210,5 +236,19 @@ mod tests {
         }
         learner.visit(&mut Count(&grads, &mut params, &mut with_grad));
         assert!(with_grad > 0 && params > 0, "{with_grad} of {params} parameters have a gradient");
+        assert!(out.item.error.is_none());
+
+        // A batch the model cannot take (4 channels for a 3-channel model) is reported, not a
+        // panic: NaN loss, the error, no gradients.
+        let mut bad = batch(&device, 3);
+        bad.x0 = Tensor::zeros([2, 4, 8, 8], &device);
+        let out = TrainStep::step(&learner, bad);
+        assert!(out.item.loss.into_scalar::<f32>().is_nan());
+        assert!(matches!(out.item.error.as_deref(), Some(Error::Shape { .. })), "{:?}", out.item.error);
+        let mut none = 0;
+        learner.visit(&mut Count(&out.grads, &mut params, &mut none));
+        assert_eq!(none, 0, "a failed step has no gradients");
+        let out = InferenceStep::step(&valid, DiffusionBatch { x0: Tensor::zeros([2, 4, 8, 8], &Device::flex()), ..batch(&Device::flex(), 3) });
+        assert!(out.loss.into_scalar::<f32>().is_nan() && out.error.is_some());
     }
 }

@@ -6,6 +6,7 @@ pub mod checkpoint;
 pub mod data_parallel;
 pub mod ema;
 pub mod guard;
+pub mod label_dropout;
 #[cfg(feature = "train")]
 pub mod learner;
 pub mod optimizer;
@@ -13,5 +14,6 @@ pub mod trainer;
 
 pub use data_parallel::{DataParallelTrainer, GradientSync, supports_all_reduce};
 pub use ema::Ema;
+pub use label_dropout::LabelDropout;
 pub use optimizer::{LrSchedule, OptimizerConfig};
 pub use trainer::{DEFAULT_MAX_ABS_WEIGHT, ResumeReport, Trainer, TrainerConfig};
