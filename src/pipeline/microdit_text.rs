@@ -14,7 +14,7 @@
 //! [`MicroDiTPipeline::from_checkpoint`] loads a released micro_diffusion checkpoint (the whole
 //! `LatentDiffusion` state: `dit.`, `vae.`, `text_encoder.` prefixes).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use burn::prelude::*;
 
@@ -49,13 +49,17 @@ pub struct MicroDiTCheckpoint {
     pub vae_scaling_factor: f64,
     /// The EDM options. Default: micro_diffusion's.
     pub scheduler: EdmScheduler,
+    /// The text tower's weights when they are not in the checkpoint: open_clip's own file of
+    /// the model (`apple/DFN5B-CLIP-ViT-H-14-378`'s `open_clip_pytorch_model.bin`). Default:
+    /// none (the checkpoint's `text_encoder.` tensors).
+    pub text_weights: Option<PathBuf>,
 }
 
 impl MicroDiTCheckpoint {
     /// `config` with the DFN5B text tower, SDXL's VAE scaling factor and micro_diffusion's EDM
     /// options.
     pub fn new(config: MicroDiTConfig) -> Self {
-        Self { config, text_config: ClipTextConfig::open_clip_vit_h_14(true), vae_scaling_factor: SDXL_VAE_SCALING_FACTOR, scheduler: EdmScheduler::default() }
+        Self { config, text_config: ClipTextConfig::open_clip_vit_h_14(true), vae_scaling_factor: SDXL_VAE_SCALING_FACTOR, scheduler: EdmScheduler::default(), text_weights: None }
     }
 
     /// Sets the VAE's scaling factor (e.g. for `ostris/vae-kl-f8-d16`, the 16-channel models').
@@ -90,7 +94,7 @@ impl MicroDiTPipeline {
     /// Load a micro_diffusion checkpoint (`.pt` with the `pytorch` feature, or safetensors):
     /// the DiT under `dit.`, the VAE under `vae.` (diffusers `AutoencoderKL` names, its
     /// configuration read from the shapes), the OpenCLIP text tower (`options.text_config`)
-    /// under `text_encoder.encoder.clip_model.`; the tokenizer from `tokenizer` (see
+    /// under `text_encoder.encoder.clip_model.` (or from `options.text_weights`); the tokenizer from `tokenizer` (see
     /// [`MicroDiTTextEncoder::load`]). Every model is built on `device` in its float dtype.
     ///
     /// ```no_run
@@ -118,13 +122,15 @@ impl MicroDiTPipeline {
     /// [`Error::CheckpointMismatch`] listing the DiT's, VAE's or text tower's bad keys.
     pub fn from_checkpoint(checkpoint: impl AsRef<Path>, tokenizer: impl AsRef<Path>, options: &MicroDiTCheckpoint, device: &Device) -> Result<Self> {
         let checkpoint = checkpoint.as_ref();
-        let mut model = options.config.init(device)?;
-        model.load_weights(checkpoint)?;
-        let mut vae_weights = LazyCheckpoint::open(checkpoint)?;
+        let weights = LazyCheckpoint::open(checkpoint)?;
+        let mut vae_weights = weights.clone();
         vae_weights.retain_prefix("vae.");
+        let mut model = options.config.init(device)?;
+        model.load_lazy(weights)?;
         let mut vae = AutoencoderKlConfig::from_lazy(&vae_weights)?.with_scaling_factor(options.vae_scaling_factor).init(device)?;
         vae.load_lazy(vae_weights)?;
-        let text_encoder = MicroDiTTextEncoder::load_with(&options.text_config, checkpoint, tokenizer, device)?;
+        let text_weights = options.text_weights.as_deref().unwrap_or(checkpoint);
+        let text_encoder = MicroDiTTextEncoder::load_with(&options.text_config, text_weights, tokenizer, device)?;
         Self::microdit(model, text_encoder, vae, options.scheduler.clone())
     }
 }
