@@ -87,8 +87,8 @@ impl MicroDiTTextEncoder {
     /// `tokenizer_2`: the same vocabulary; [`ClipTokenizer::from_dir`]).
     ///
     /// # Errors
-    /// [`Error::Io`](crate::Error::Io) for unreadable files (`.pt` needs the `pytorch` feature),
-    /// [`Error::CheckpointMismatch`](crate::Error::CheckpointMismatch) for other weights.
+    /// [`Error::Io`] for unreadable files (`.pt` needs the `pytorch` feature),
+    /// [`Error::CheckpointMismatch`] for other weights.
     pub fn load(weights: impl AsRef<Path>, tokenizer: impl AsRef<Path>, device: &Device) -> Result<Self> {
         Self::load_with(&ClipTextConfig::open_clip_vit_h_14(true), weights, tokenizer, device)
     }
@@ -117,7 +117,7 @@ impl MicroDiTTextEncoder {
     /// - `prompts`: `B` strings -> `[B, context_length]`
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`](crate::Error::InvalidArgument) for text the tokenizer rejects.
+    /// [`Error::InvalidArgument`] for text the tokenizer rejects.
     pub fn tokenize(&self, prompts: &[&str]) -> Result<Tensor<2, Int>> {
         let device = self.model.embeddings.token_embedding.weight.device();
         Ok(self.tokenizer.encode_open_clip(prompts, self.context_length())?.ids(&device))
@@ -140,7 +140,7 @@ impl MicroDiTTextEncoder {
     /// - `prompts`: `B` strings -> `[B, context_length, D]` (`[B, 77, 1024]`)
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`](crate::Error::InvalidArgument) for an empty batch or text the
+    /// [`Error::InvalidArgument`] for an empty batch or text the
     /// tokenizer rejects.
     pub fn encode(&self, prompts: &[&str]) -> Result<Tensor<3>> {
         if prompts.is_empty() {
