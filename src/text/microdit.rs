@@ -27,7 +27,8 @@ use std::path::Path;
 
 use burn::prelude::*;
 
-use crate::error::Result;
+use crate::contracts::{EncodedPrompts, PromptEncoder};
+use crate::error::{Error, Result};
 use crate::models::{MicroDiTCond, MicroDiTNull};
 use crate::text::clip::{ClipTextConfig, ClipTextModel};
 use crate::text::clip_format::ClipTextFormat;
@@ -86,12 +87,21 @@ impl MicroDiTTextEncoder {
     /// `tokenizer_2`: the same vocabulary; [`ClipTokenizer::from_dir`]).
     ///
     /// # Errors
-    /// [`Error::Io`](crate::Error::Io) for unreadable files (`.pt` needs the `pytorch` feature),
-    /// [`Error::CheckpointMismatch`](crate::Error::CheckpointMismatch) for other weights.
+    /// [`Error::Io`] for unreadable files (`.pt` needs the `pytorch` feature),
+    /// [`Error::CheckpointMismatch`] for other weights.
     pub fn load(weights: impl AsRef<Path>, tokenizer: impl AsRef<Path>, device: &Device) -> Result<Self> {
+        Self::load_with(&ClipTextConfig::open_clip_vit_h_14(true), weights, tokenizer, device)
+    }
+
+    /// As [`load`](Self::load) for a text tower of another configuration (e.g. a small test
+    /// tower, [`ClipTextConfig::from_open_clip`]).
+    ///
+    /// # Errors
+    /// As [`load`](Self::load), and an invalid `config`.
+    pub fn load_with(config: &ClipTextConfig, weights: impl AsRef<Path>, tokenizer: impl AsRef<Path>, device: &Device) -> Result<Self> {
         let tokenizer = tokenizer.as_ref();
         let tokenizer = if tokenizer.is_dir() { ClipTokenizer::from_dir(tokenizer)? } else { ClipTokenizer::from_open_clip_bpe(tokenizer)? };
-        let mut model = ClipTextConfig::open_clip_vit_h_14(true).init(device)?;
+        let mut model = config.init(device)?;
         model.load_lazy_as(LazyCheckpoint::open(weights)?, ClipTextFormat::OpenClip)?;
         Ok(Self { model, tokenizer })
     }
@@ -107,7 +117,7 @@ impl MicroDiTTextEncoder {
     /// - `prompts`: `B` strings -> `[B, context_length]`
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`](crate::Error::InvalidArgument) for text the tokenizer rejects.
+    /// [`Error::InvalidArgument`] for text the tokenizer rejects.
     pub fn tokenize(&self, prompts: &[&str]) -> Result<Tensor<2, Int>> {
         let device = self.model.embeddings.token_embedding.weight.device();
         Ok(self.tokenizer.encode_open_clip(prompts, self.context_length())?.ids(&device))
@@ -130,11 +140,11 @@ impl MicroDiTTextEncoder {
     /// - `prompts`: `B` strings -> `[B, context_length, D]` (`[B, 77, 1024]`)
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`](crate::Error::InvalidArgument) for an empty batch or text the
+    /// [`Error::InvalidArgument`] for an empty batch or text the
     /// tokenizer rejects.
     pub fn encode(&self, prompts: &[&str]) -> Result<Tensor<3>> {
         if prompts.is_empty() {
-            return Err(crate::Error::InvalidArgument("no prompts to encode".into()));
+            return Err(Error::InvalidArgument("no prompts to encode".into()));
         }
         self.encode_ids(self.tokenize(prompts)?)
     }
@@ -151,6 +161,27 @@ impl MicroDiTTextEncoder {
     /// all-zero caption embeddings.
     pub fn null_conditioning(&self) -> MicroDiTNull {
         MicroDiTNull::ZeroCaption
+    }
+}
+
+/// micro_diffusion's prompt encoding as a [`PromptEncoder`]: the captions of the prompts and,
+/// for guidance, all-zero captions ([`MicroDiTNull::ZeroCaption`], as
+/// `forward_with_cfg`), or, when negative prompts are given, their caption embeddings (an
+/// extension: micro_diffusion has no negative prompts).
+impl PromptEncoder for MicroDiTTextEncoder {
+    type Cond = MicroDiTCond;
+
+    fn encode_prompts(&self, prompts: &[&str], negative_prompts: Option<&[&str]>, guidance: bool) -> Result<EncodedPrompts<MicroDiTCond>> {
+        let cond = self.conditioning(prompts)?;
+        let null = match (guidance, negative_prompts) {
+            (false, _) => None,
+            (true, None) => Some(self.null_conditioning()),
+            (true, Some(neg)) if neg.len() != prompts.len() => {
+                return Err(Error::InvalidArgument(format!("{} negative prompts for {} prompts", neg.len(), prompts.len())));
+            }
+            (true, Some(neg)) => Some(MicroDiTNull::Caption(self.encode(neg)?)),
+        };
+        Ok((cond, null))
     }
 }
 
@@ -193,6 +224,14 @@ mod tests {
         assert!(matches!(enc.conditioning(&["x"]).unwrap(), MicroDiTCond::Caption(c) if c.dims() == [1, 6, 16]));
         assert!(matches!(enc.null_conditioning(), MicroDiTNull::ZeroCaption));
         assert!(enc.encode(&[]).is_err());
+        // as a prompt encoder: zero captions for guidance unless negative prompts are given
+        let (c, null) = enc.encode_prompts(&["cab", "b"], None, true).unwrap();
+        assert!(matches!((c, null), (MicroDiTCond::Caption(c), Some(MicroDiTNull::ZeroCaption)) if c.dims() == [2, 6, 16]));
+        assert!(enc.encode_prompts(&["cab"], None, false).unwrap().1.is_none());
+        let (_, null) = enc.encode_prompts(&["cab"], Some(&[""]), true).unwrap();
+        let Some(MicroDiTNull::Caption(n)) = null else { panic!("negative prompts give their captions") };
+        n.into_data().assert_approx_eq::<f32>(&y.clone().slice(1..2).into_data(), burn::tensor::Tolerance::default());
+        assert!(enc.encode_prompts(&["a", "b"], Some(&[""]), true).is_err());
         // a checkpoint without an OpenCLIP text tower is refused, saying so
         let mut ck = Checkpoint::new();
         ck.insert("dit.x_embedder.proj.weight", TensorData::new(vec![0.0f32; 4], [4]));
