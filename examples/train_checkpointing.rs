@@ -49,7 +49,12 @@ fn run(args: Args) -> Result<(), String> {
     let e = |e: diffusion_transformers::Error| e.to_string();
     let device = Device::flex().autodiff();
     device.seed(0);
-    let config = DiTConfig::from_name(&args.model).map_err(e)?.with_input_size(32).with_in_channels(4).with_num_classes(1000);
+    let config = DiTConfig::from_name(&args.model)
+        .map_err(e)?
+        .with_input_size(32)
+        .with_in_channels(4)
+        .with_num_classes(1000)
+        .with_learn_sigma(false);
     let model = config.init(&device).map_err(e)?;
     let trainer_config = TrainerConfig { gradient_checkpointing: args.checkpointing, ema_decay: 0.9999, ..Default::default() };
     let mut trainer = Trainer::new(model, trainer_config).map_err(e)?;
