@@ -1,8 +1,8 @@
 """Checkpoint loading: peak resident memory and time, ours (`examples/load_weights.rs`) next to
 diffusers' `from_pretrained` on the same files (every parameter then touched).
 
-    python3 benches/load_weights.py make  [--root /tmp/loadbench]   # write the checkpoints
-    python3 benches/load_weights.py run   [--root /tmp/loadbench] [--repeat 3] [--bin PATH]
+    python3 benches/load_weights.py make  [--root /tmp/loadbench] [CASE...]   # write the checkpoints
+    python3 benches/load_weights.py run   [--root /tmp/loadbench] [--repeat 3] [--bin PATH] [CASE...]
     python3 benches/load_weights.py diffusers <dir> <dit|mmdit> <f32|bf16>   # one diffusers load
 
 `make` builds each model on PyTorch's meta device (no memory) and streams random weights of the
@@ -49,10 +49,12 @@ def build(model, meta=True):
         )
 
 
-def make(root):
+def make(root, cases):
     import torch
 
     for name, model, dtype in CASES:
+        if cases and name not in cases:
+            continue
         out = os.path.join(root, name)
         path = os.path.join(out, "diffusion_pytorch_model.safetensors")
         if os.path.exists(path):
@@ -155,7 +157,7 @@ def main():
         os.environ.get("CARGO_TARGET_DIR", "target"), "release", "examples", "load_weights"))
     a = p.parse_args()
     if a.cmd == "make":
-        make(a.root)
+        make(a.root, a.args)
     elif a.cmd == "run":
         run(a.root, a.repeat, a.bin, a.args)
     else:

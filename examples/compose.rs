@@ -154,6 +154,7 @@ fn run(args: Args) -> std::result::Result<(), String> {
         ema_warmup: true,
         seed: args.seed,
         keep_checkpoints: 1,
+        ..Default::default()
     };
     let mut trainer = Trainer::new(model, trainer_config).map_err(e)?;
     let start = Instant::now();

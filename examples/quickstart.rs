@@ -201,6 +201,7 @@ fn run(args: Args) -> Result<(), String> {
         ema_warmup: true,
         seed: args.seed,
         keep_checkpoints: 2,
+        gradient_checkpointing: false,
     };
     let ckpt_root = args.out.join("checkpoint");
     train_device.seed(args.seed); // the initial weights (Burn's RNG is process-wide)

@@ -67,12 +67,14 @@ pub fn float_input<const D: usize>(name: &str, x: Tensor<D>, dtype: DType) -> Re
     Ok(x)
 }
 
-/// A model's timesteps `[B]`: cast to `dtype`, finite and within [`MAX_ABS_TIMESTEP`].
+/// A model's timesteps `[B]`: cast to `dtype` (to f32 for an f16/bf16 model: the timestep
+/// embedding is computed in f32, and bf16 would round 999 to 1000), finite and within
+/// [`MAX_ABS_TIMESTEP`].
 ///
 /// # Errors
 /// [`Error::Numerical`] for NaN/inf, [`Error::InvalidArgument`] for `|t| > MAX_ABS_TIMESTEP`.
 pub fn timesteps(t: Tensor<1>, dtype: DType) -> Result<Tensor<1>> {
-    let t = cast(t, dtype);
+    let t = cast(t, if matches!(dtype, DType::F16 | DType::BF16) { DType::F32 } else { dtype });
     let values = t.clone().detach().into_data().try_into_vec_as::<f64>().unwrap_or_default();
     if let Some(bad) = values.iter().find(|v| !v.is_finite()) {
         return Err(Error::Numerical(format!("input `t` contains the non-finite timestep {bad}")));

@@ -22,6 +22,7 @@ fn config(lr: f64, keep: usize) -> TrainerConfig {
         ema_warmup: false,
         seed: 4,
         keep_checkpoints: keep,
+        gradient_checkpointing: false,
     }
 }
 

@@ -102,6 +102,7 @@ fn trainer_config() -> TrainerConfig {
         ema_warmup: false,
         seed: 3,
         keep_checkpoints: 2,
+        gradient_checkpointing: false,
     }
 }
 

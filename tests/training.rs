@@ -53,6 +53,7 @@ fn trainer_config() -> TrainerConfig {
         ema_warmup: true,
         seed: 11,
         keep_checkpoints: 2,
+        gradient_checkpointing: false,
     }
 }
 
@@ -206,4 +207,47 @@ fn gradient_clipping_clips() {
     let small = g.clone() * 0.001;
     clipped.grad_clipping().unwrap().clip_gradient(small.clone()).into_data().assert_eq(&small.into_data(), true);
     assert!(OptimizerConfig::default().init().unwrap().grad_clipping().is_none());
+}
+
+/// Reads the gradient-checkpointing strategy of every float parameter.
+struct Strategies(Vec<Option<burn::tensor::GradientCheckpointingStrategy>>);
+
+impl burn::module::ModuleVisitor for Strategies {
+    fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<D>>) {
+        self.0.push(param.val().gradient_checkpointing_strategy());
+    }
+}
+
+#[test]
+fn gradient_checkpointing_gives_the_same_losses_and_weights() {
+    use burn::tensor::GradientCheckpointingStrategy::{Balanced, Disabled};
+    let device = Device::flex().autodiff();
+    device.seed(4);
+    let init = common::tiny_dit_config().init(&device).unwrap();
+    // The labels are plain tensors (no autodiff): Burn refuses to mix the checkpointing
+    // strategy of the parameters with the plain autodiff device's in the label embedding.
+    let (x, _) = batch(&device);
+    let (_, y) = batch(&Device::flex());
+    let run = |checkpointing: bool| {
+        let config = TrainerConfig { gradient_checkpointing: checkpointing, ..trainer_config() };
+        let mut tr = Trainer::new(init.clone(), config).unwrap();
+        let losses: Vec<f32> = (0..3).map(|_| tr.train_step(&NoisePrediction, x.clone(), &y).unwrap()).collect();
+        let mut strategies = Strategies(vec![]);
+        tr.model().visit(&mut strategies);
+        (losses, params(tr.model()), strategies.0)
+    };
+    let (plain_losses, plain_weights, plain_strategies) = run(false);
+    let (ckpt_losses, ckpt_weights, ckpt_strategies) = run(true);
+    // The switch is on: every parameter carries the Balanced strategy after the updates.
+    assert!(!ckpt_strategies.is_empty() && ckpt_strategies.iter().all(|s| *s == Some(Balanced)), "{ckpt_strategies:?}");
+    assert!(plain_strategies.iter().all(|s| *s == Some(Disabled)));
+    // Recomputing activations runs the same operations, so the losses and the updated weights
+    // (which depend on every gradient through AdamW) agree.
+    for (a, b) in plain_losses.iter().zip(&ckpt_losses) {
+        assert!((a - b).abs() <= 1e-6 * a.abs(), "{plain_losses:?} vs {ckpt_losses:?}");
+    }
+    let as_f32 = |b: &[u8]| b.chunks(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect::<Vec<_>>();
+    let (a, b) = (as_f32(&plain_weights), as_f32(&ckpt_weights));
+    let max_diff = a.iter().zip(&b).map(|(p, q)| (p - q).abs()).fold(0.0f32, f32::max);
+    assert!(max_diff <= 1e-6, "weights differ by {max_diff}");
 }

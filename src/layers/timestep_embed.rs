@@ -2,6 +2,7 @@
 
 use burn::nn::Linear;
 use burn::prelude::*;
+use burn::tensor::DType;
 
 use crate::error::{Result, ensure_config};
 use crate::layers::activation::Activation;
@@ -12,7 +13,9 @@ use crate::layers::init::{WeightInit, linear};
 /// `freqs[i] = exp(-ln(max_period) * i / (half - downscale_freq_shift))`, `i < half = dim/2`;
 /// the output is `[cos | sin]` when `cos_first` (official DiT, diffusers' `flip_sin_to_cos`),
 /// else `[sin | cos]`; an odd `dim` gets one trailing zero column. Frequencies are computed
-/// in f32 with PyTorch's operation order so large timesteps round identically.
+/// in f32 with PyTorch's operation order so large timesteps round identically. The embedding
+/// is computed in f32 whatever the dtype of `t` and the device (as diffusers' `Timesteps`
+/// does): in bf16, `sin(t f)` of a large `t` would be noise. The output is f32.
 ///
 /// # Shapes
 /// - `t`: `[B]` -> `[B, dim]`
@@ -25,10 +28,11 @@ pub fn timestep_embedding(
 ) -> Tensor<2> {
     let half = dim / 2;
     let device = t.device();
+    let t = t.cast(DType::F32);
     let neg_log = -(max_period.ln()) as f32;
     let denom = (half as f64 - downscale_freq_shift) as f32;
     let freqs: Vec<f32> = (0..half).map(|i| (neg_log * i as f32 / denom).exp()).collect();
-    let freqs = Tensor::<1>::from_data(TensorData::new(freqs, [half]), &device);
+    let freqs = Tensor::<1>::from_data(TensorData::new(freqs, [half]), (&device, DType::F32));
     let args = t.unsqueeze_dim::<2>(1) * freqs.unsqueeze_dim::<2>(0);
     let (a, b) = if cos_first {
         (args.clone().cos(), args.sin())
@@ -38,7 +42,7 @@ pub fn timestep_embedding(
     let mut parts = vec![a, b];
     if dim % 2 == 1 {
         let [n, _] = parts[0].dims();
-        parts.push(Tensor::zeros([n, 1], &device));
+        parts.push(Tensor::zeros([n, 1], (&device, DType::F32)));
     }
     Tensor::cat(parts, 1)
 }
@@ -117,7 +121,8 @@ impl TimestepEmbedder {
             self.max_period,
             self.downscale_freq_shift,
             self.cos_first,
-        );
+        )
+        .cast(self.linear_1.weight.val().dtype());
         self.linear_2.forward(self.activation.forward(self.linear_1.forward(f)))
     }
 }

@@ -55,7 +55,7 @@ use rand::{RngCore, SeedableRng};
 use crate::contracts::{BatchShard, Denoiser, Objective, TrainRng};
 use crate::error::{Error, Result};
 use crate::training::guard::check_gradients;
-use crate::training::trainer::Trainer;
+use crate::training::trainer::{Trainer, checkpointed};
 
 /// How a [`DataParallelTrainer`] combines the gradients of its devices.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -293,6 +293,7 @@ impl<M: Module + Denoiser> DataParallelTrainer<M> {
         let mut shards = Vec::with_capacity(n);
         for (i, device) in self.devices.iter().enumerate() {
             let x = x0.clone().narrow(0, i * per, per).to_device(device);
+            let x = if self.trainer.config.gradient_checkpointing { checkpointed(x) } else { x };
             shards.push((x, cond.shard(batch, i * per, per, device)?));
         }
         let rngs: Vec<TrainRng> = (0..n).map(|_| TrainRng::seed_from_u64(self.trainer.rng.next_u64())).collect();

@@ -8,9 +8,10 @@
 
 use std::path::{Path, PathBuf};
 
-use burn::module::Module;
+use burn::module::{Module, ModuleMapper, Param};
 use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::prelude::*;
+use burn::tensor::GradientCheckpointingStrategy;
 use rand::SeedableRng;
 
 use crate::contracts::{Denoiser, Objective, TrainRng};
@@ -38,11 +39,28 @@ pub struct TrainerConfig {
     pub seed: u64,
     /// Checkpoints to keep on disk.
     pub keep_checkpoints: usize,
+    /// Burn's gradient checkpointing (the `Balanced` strategy of
+    /// `Device::autodiff().gradient_checkpointing()`): memory-bound operations (element-wise,
+    /// normalisation, activations) are recomputed in the backward pass instead of keeping their
+    /// outputs, compute-bound ones (matmuls) keep theirs. Less peak memory for some more time;
+    /// the loss and gradients are the same. The trainer moves the model's parameters and each
+    /// batch to that strategy; tensors of the conditioning (class labels included) must be
+    /// plain (created without `.autodiff()`) or created on the checkpointing device
+    /// `device.autodiff().gradient_checkpointing()`: Burn panics when one operation mixes two
+    /// strategies.
+    pub gradient_checkpointing: bool,
 }
 
 impl Default for TrainerConfig {
     fn default() -> Self {
-        Self { optimizer: OptimizerConfig::default(), ema_decay: 0.9999, ema_warmup: false, seed: 0, keep_checkpoints: 2 }
+        Self {
+            optimizer: OptimizerConfig::default(),
+            ema_decay: 0.9999,
+            ema_warmup: false,
+            seed: 0,
+            keep_checkpoints: 2,
+            gradient_checkpointing: false,
+        }
     }
 }
 
@@ -88,6 +106,7 @@ impl<M: Module + Denoiser> Trainer<M> {
         }
         let mut ema = Ema::new(&model, config.ema_decay);
         ema.warmup = config.ema_warmup;
+        let model = if config.gradient_checkpointing { model.map(&mut Checkpointed) } else { model };
         Ok(Self {
             model: Some(model),
             ema,
@@ -177,6 +196,7 @@ impl<M: Module + Denoiser> Trainer<M> {
     /// and, for gradients, the parameter); the model is unchanged after any of them.
     pub fn train_step<O: Objective<M>>(&mut self, objective: &O, x0: Tensor<4>, cond: &M::Cond) -> Result<f32> {
         self.check_step_input(&x0)?;
+        let x0 = if self.config.gradient_checkpointing { checkpointed(x0) } else { x0 };
         let model = self.model.take().expect("model present between steps");
         let result = (|| {
             let loss = objective.loss(&model, x0, cond, &mut self.rng)?;
@@ -292,6 +312,22 @@ impl<M: Module + Denoiser> Trainer<M> {
         trainer.rng = TrainRng::from_state(state.rng);
         Ok((trainer, state))
     }
+}
+
+/// Moves every autodiff float parameter to Burn's `Balanced` checkpointing strategy (the
+/// optimizer keeps a parameter's strategy across updates).
+struct Checkpointed;
+
+impl ModuleMapper for Checkpointed {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        param.map(checkpointed)
+    }
+}
+
+/// `t` under the `Balanced` checkpointing strategy when it is an autodiff tensor (a plain tensor
+/// joins any strategy as it is).
+pub(super) fn checkpointed<const D: usize>(t: Tensor<D>) -> Tensor<D> {
+    if t.is_autodiff() { t.with_gradient_checkpointing_strategy(GradientCheckpointingStrategy::Balanced) } else { t }
 }
 
 /// The run identity of a trainer continuing `state`'s run from its newest checkpoint; a

@@ -1,10 +1,12 @@
 //! Fixture loading and comparison shared by every kind of the conformance test.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use burn::prelude::*;
+use burn::tensor::FloatDType;
 use diffusion_transformers::weights::Checkpoint;
 use serde_json::Value;
 
@@ -48,7 +50,7 @@ impl Fixture {
             sidecar,
             data,
             weights,
-            device: Device::flex(),
+            device: device()?,
             used: RefCell::new(BTreeSet::new()),
         })
     }
@@ -101,6 +103,17 @@ impl Fixture {
         Ok(Tensor::<D>::from_data(d.convert_dtype(burn::tensor::DType::F32), &self.device))
     }
 
+    /// Timesteps `[B]` (stored as integers or floats) as an f32 tensor whatever the device's
+    /// float dtype, as diffusers' pipelines keep them: bf16 would round 999 to 1000.
+    pub fn timesteps(&self, key: &str) -> Result<Tensor<1>, String> {
+        let d = self.raw(key)?;
+        if d.shape().len() != 1 {
+            return Err(format!("`{key}` has rank {}, expected 1", d.shape().len()));
+        }
+        let dtype = burn::tensor::DType::F32;
+        Ok(Tensor::<1>::from_data(d.convert_dtype(dtype), (&self.device, dtype)))
+    }
+
     pub fn int<const D: usize>(&self, key: &str) -> Result<Tensor<D, Int>, String> {
         let d = self.raw(key)?;
         if d.shape().len() != D {
@@ -117,6 +130,70 @@ impl Fixture {
     }
 }
 
+/// The device every fixture runs on, from `DT_DEVICE` (`flex`, the default; `ndarray`, `wgpu`,
+/// `cuda`). A backend whose cargo feature is not compiled in is an error that names the feature.
+/// With `DT_DTYPE=f16|bf16` the device's float dtype is configured before any tensor exists.
+pub fn device() -> Result<Device, String> {
+    static DEVICE: OnceLock<Result<Device, String>> = OnceLock::new();
+    DEVICE
+        .get_or_init(|| {
+            let name = std::env::var("DT_DEVICE").unwrap_or_else(|_| "flex".into());
+            let mut device = device_named(&name)?;
+            if let Some(dtype) = reduced_precision()? {
+                if !device.supports_dtype(dtype) {
+                    return Err(format!("DT_DEVICE={name} does not support {dtype:?}"));
+                }
+                device.configure(dtype).map_err(|e| format!("cannot configure {name} for {dtype:?}: {e}"))?;
+            }
+            Ok(device)
+        })
+        .clone()
+}
+
+/// `DT_DTYPE`: `f32` (the default, `None`), `f16` or `bf16`. In f16/bf16 the harness measures
+/// rather than checks: a comparison fails only on a shape mismatch or a non-finite value, and
+/// the errors against the (f32) reference are reported ([`take_relative_error`]).
+pub fn reduced_precision() -> Result<Option<FloatDType>, String> {
+    match std::env::var("DT_DTYPE").as_deref() {
+        Err(_) | Ok("f32") => Ok(None),
+        Ok("f16") => Ok(Some(FloatDType::F16)),
+        Ok("bf16") => Ok(Some(FloatDType::BF16)),
+        Ok(other) => Err(format!("unknown DT_DTYPE `{other}` (expected f32, f16 or bf16)")),
+    }
+}
+
+fn measuring() -> bool {
+    matches!(reduced_precision(), Ok(Some(_)))
+}
+
+thread_local! {
+    /// Largest `max |ours - ref| / max |ref|` of the comparisons since the last take.
+    static RELATIVE: Cell<f64> = const { Cell::new(0.0) };
+}
+
+/// The largest normwise relative error (`max |ours - ref| / max |ref|` of one compared tensor)
+/// since the last call, then reset (measuring mode only).
+pub fn take_relative_error() -> f64 {
+    RELATIVE.with(|r| r.replace(0.0))
+}
+
+fn device_named(name: &str) -> Result<Device, String> {
+    match name {
+        "flex" => Ok(Device::flex()),
+        #[cfg(feature = "ndarray")]
+        #[allow(deprecated)] // burn 0.22 deprecates ndarray in favour of flex; it is still a backend users pick
+        "ndarray" => Ok(Device::ndarray()),
+        #[cfg(feature = "wgpu")]
+        "wgpu" => Ok(Device::wgpu(burn::tensor::DeviceKind::DefaultDevice)),
+        #[cfg(feature = "cuda")]
+        "cuda" => Ok(Device::cuda(0)),
+        feature if ["ndarray", "wgpu", "cuda"].contains(&feature) => Err(format!(
+            "DT_DEVICE={name} needs the `{feature}` feature: cargo test --test conformance --features {feature}"
+        )),
+        other => Err(format!("unknown DT_DEVICE `{other}` (expected flex, ndarray, wgpu or cuda)")),
+    }
+}
+
 pub fn to_f64(d: TensorData) -> Vec<f64> {
     d.convert_dtype(burn::tensor::DType::F64).try_into_vec::<f64>().expect("f64 data")
 }
@@ -126,13 +203,21 @@ pub fn compare_data(key: &str, got: TensorData, reference: TensorData, atol: f64
         return Err(format!("`{key}`: shape {:?}, reference {:?}", got.shape(), reference.shape()));
     }
     let (g, r) = (to_f64(got), to_f64(reference));
-    let mut max_err: f64 = 0.0;
+    let measuring = measuring();
+    let (mut max_err, mut max_ref): (f64, f64) = (0.0, 0.0);
     for (i, (a, b)) in g.iter().zip(&r).enumerate() {
         let err = (a - b).abs();
-        if !(err <= atol + rtol * b.abs()) {
+        if measuring && !a.is_finite() && b.is_finite() {
+            return Err(format!("`{key}`[{i}]: got {a}, reference {b}"));
+        }
+        if !measuring && !(err <= atol + rtol * b.abs()) {
             return Err(format!("`{key}`[{i}]: got {a}, reference {b} (|err| {err:.3e} > atol {atol:e} + rtol {rtol:e} * |ref|)"));
         }
         max_err = max_err.max(err);
+        max_ref = max_ref.max(b.abs());
+    }
+    if measuring && max_ref > 0.0 {
+        RELATIVE.with(|rel| rel.set(rel.get().max(max_err / max_ref)));
     }
     Ok(max_err)
 }

@@ -31,7 +31,7 @@ fn build(fx: &Fixture, cfg: DiTConfig, layout: DiTCheckpointLayout) -> Result<Di
 pub fn official(fx: &Fixture) -> Outcome {
     let model = build(fx, official_config(fx.config())?, DiTCheckpointLayout::Official)?;
     let x = fx.float::<4>("input.x")?;
-    let t = fx.int::<1>("input.t")?.float();
+    let t = fx.timesteps("input.t")?;
     let y = fx.int::<1>("input.y")?;
     let mut results = vec![fx.compare("output.forward", model.forward(x.clone(), t.clone(), Some(y.clone())).map_err(err)?)];
     let cond = model.embed_condition(t, Some(y), None).map_err(err)?;
@@ -52,7 +52,7 @@ pub fn official(fx: &Fixture) -> Outcome {
         let scale = fx.field("cfg_scale").and_then(Value::as_f64).ok_or("sidecar lacks cfg_scale")?;
         let channels = fx.field("cfg_channels").and_then(Value::as_u64).unwrap_or(3) as usize;
         let out = model
-            .forward_with_cfg(fx.float("input.cfg_x")?, fx.int::<1>("input.cfg_t")?.float(), fx.int("input.cfg_y")?, scale, channels)
+            .forward_with_cfg(fx.float("input.cfg_x")?, fx.timesteps("input.cfg_t")?, fx.int("input.cfg_y")?, scale, channels)
             .map_err(err)?;
         results.push(fx.compare("output.forward_with_cfg", out));
     }
@@ -62,7 +62,7 @@ pub fn official(fx: &Fixture) -> Outcome {
 pub fn diffusers(fx: &Fixture) -> Outcome {
     let model = diffusers_model(fx, fx.config())?;
     let out = model
-        .forward(fx.float("input.x")?, fx.int::<1>("input.t")?.float(), Some(fx.int("input.y")?))
+        .forward(fx.float("input.x")?, fx.timesteps("input.t")?, Some(fx.int("input.y")?))
         .map_err(err)?;
     fx.compare("output.sample", out)
 }

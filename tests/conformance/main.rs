@@ -63,11 +63,24 @@ fn main() {
         eprintln!("no fixtures (*.json) in {}", dir.display());
         std::process::exit(1);
     }
+    match common::device() {
+        Ok(device) => println!("conformance on {device:?} (DT_DEVICE), float dtype {:?} (DT_DTYPE)", device.settings().float_dtype),
+        Err(why) => {
+            eprintln!("{why}");
+            std::process::exit(1);
+        }
+    }
+    // In f16/bf16 the harness measures the error against the f32 references instead of checking.
+    let measuring = matches!(common::reduced_precision(), Ok(Some(_)));
     let mut failures = 0;
     for json in &sidecars {
         let file = json.file_name().unwrap().to_string_lossy();
+        common::take_relative_error();
         let outcome = Fixture::load(json).and_then(|fx| run(&fx).and_then(|e| fx.check_all_used().map(|()| e)));
         match outcome {
+            Ok(err) if measuring => {
+                println!("fixture {file}: measured (max abs err {err:.3e}, max rel err {:.3e})", common::take_relative_error())
+            }
             Ok(err) => println!("fixture {file}: ok (max abs err {err:.3e})"),
             Err(why) => {
                 failures += 1;

@@ -72,7 +72,7 @@ pub fn official(fx: &Fixture) -> Outcome {
     let pos = compare_data("pos_embed", model.pos_embed.val().into_data(), table, fx.atol, fx.rtol);
     model.load_checkpoint(&fx.weights).map_err(err)?;
     let x = fx.float::<4>("input.x")?;
-    let t = fx.float::<1>("input.t")?;
+    let t = fx.timesteps("input.t")?;
     let y = fx.float::<4>("input.y")?;
     let [b, one, l, c] = y.dims();
     if one != 1 {

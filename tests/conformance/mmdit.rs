@@ -26,7 +26,7 @@ fn forward(fx: &Fixture, model: &MMDiT, skip_layers: &[usize]) -> Result<Tensor<
     model
         .forward_skipping(
             fx.float("input.hidden_states")?,
-            fx.float("input.timestep")?,
+            fx.timesteps("input.timestep")?,
             fx.float("input.encoder_hidden_states")?,
             fx.float("input.pooled_projections")?,
             skip_layers,

@@ -101,7 +101,7 @@ pub fn official(fx: &Fixture) -> Outcome {
         return Err(format!("num_params() {} != the official state dict's {official_params}", cfg.num_params()));
     }
     let x = fx.float::<4>("input.x")?;
-    let t = fx.int::<1>("input.t")?.float();
+    let t = fx.timesteps("input.t")?;
     let y = fx.int::<1>("input.y")?;
     let mut results =
         vec![fx.compare("output.forward_train", model.forward(x.clone(), t.clone(), Some(y.clone())).map_err(err)?)];
@@ -142,7 +142,7 @@ pub fn official(fx: &Fixture) -> Outcome {
         let out = fused
             .forward_with_cfg(
                 fx.float("input.cfg_x")?,
-                fx.int::<1>("input.cfg_t")?.float(),
+                fx.timesteps("input.cfg_t")?,
                 fx.int("input.cfg_y")?,
                 scale,
                 channels,
