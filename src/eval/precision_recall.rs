@@ -75,11 +75,12 @@ pub fn precision_recall(reference: &Tensor<2>, samples: &Tensor<2>, config: Mani
             let d = sq_distances(a.clone(), samples.clone().narrow(0, s2, l2));
             let ra = r1.clone().narrow(0, s1, l1).unsqueeze_dim::<2>(1).expand([l1, l2]);
             let rb = r2.clone().narrow(0, s2, l2).unsqueeze_dim::<2>(0).expand([l1, l2]);
-            let bools = |t: Tensor<2, Bool>| t.into_data().try_to_vec::<bool>().map_err(|e| Error::Numerical(format!("{e:?}")));
-            for (k, v) in bools(d.clone().lower_equal(ra).any_dim(0))?.into_iter().enumerate() {
+            // via integers: backends store bools differently (wgpu as u32)
+            let bools = |t: Tensor<2, Bool>| t.int().into_data().iter::<i64>().map(|v| v != 0).collect::<Vec<_>>();
+            for (k, v) in bools(d.clone().lower_equal(ra).any_dim(0)).into_iter().enumerate() {
                 sample_in[s2 + k] |= v;
             }
-            for (k, v) in bools(d.lower_equal(rb).any_dim(1))?.into_iter().enumerate() {
+            for (k, v) in bools(d.lower_equal(rb).any_dim(1)).into_iter().enumerate() {
                 reference_in[s1 + k] |= v;
             }
         }
