@@ -95,6 +95,12 @@ pub(crate) fn ensure_config(cond: bool, msg: impl FnOnce() -> String) -> Result<
     if cond { Ok(()) } else { Err(Error::InvalidConfig(msg())) }
 }
 
+/// Returns `Err(Error::InvalidConfig)` "`{name} {value} is not divisible by {by_name} {by}`"
+/// unless `by` divides `value`.
+pub(crate) fn ensure_divisible(name: &str, value: usize, by_name: &str, by: usize) -> Result<()> {
+    ensure_config(value.is_multiple_of(by), || format!("{name} {value} is not divisible by {by_name} {by}"))
+}
+
 /// Returns `Err(Error::InvalidConfig)` naming the first of `fields` that is zero.
 pub(crate) fn ensure_positive(fields: &[(&str, usize)]) -> Result<()> {
     for (name, v) in fields {

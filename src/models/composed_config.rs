@@ -6,7 +6,7 @@ use burn::prelude::*;
 
 use crate::blocks::parts::{AttentionKind, ConditioningKind, FeedForwardKind, LayerwiseScaling};
 use crate::blocks::{BlockConfig, ConditionEmbedderConfig, ConditionKind};
-use crate::error::{Result, ensure_config, ensure_positive};
+use crate::error::{Result, ensure_config, ensure_divisible, ensure_positive};
 use crate::layers::attention::QkNorm;
 use crate::layers::timestep_embed::TimestepEmbedderConfig;
 
@@ -168,9 +168,7 @@ impl ComposedDiTConfig {
             ("hidden_size", self.hidden_size),
             ("head_dim", self.head_dim),
         ])?;
-        ensure_config(self.input_size.is_multiple_of(self.patch_size), || {
-            format!("input_size {} is not divisible by patch_size {}", self.input_size, self.patch_size)
-        })?;
+        ensure_divisible("input_size", self.input_size, "patch_size", self.patch_size)?;
         ensure_config(self.hidden_size.is_multiple_of(self.head_dim) && self.hidden_size.is_multiple_of(4), || {
             format!("hidden_size {} must be a multiple of head_dim {} and of 4", self.hidden_size, self.head_dim)
         })?;

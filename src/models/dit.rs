@@ -9,7 +9,7 @@ use crate::blocks::parts::BlockCondition;
 use crate::blocks::{Block, BlockConfig, BlockKind, FinalLayer, FinalLayerConfig};
 use crate::blocks::{ConditionEmbedder, ConditionEmbedderConfig, ConditionInput, ConditionKind};
 use crate::contracts::{Denoiser, NullConditioned, check_null_class};
-use crate::error::{Error, Result, ensure_config, ensure_dims, ensure_positive};
+use crate::error::{Error, Result, ensure_config, ensure_dims, ensure_divisible, ensure_positive};
 use crate::layers::init::frozen_param;
 use crate::layers::patch_embed::unpatchify;
 use crate::layers::pos_embed::sincos_2d;
@@ -151,12 +151,8 @@ impl DiTConfig {
             ("depth", self.depth),
             ("num_heads", self.num_heads),
         ])?;
-        ensure_config(self.hidden_size % self.num_heads == 0, || {
-            format!("hidden_size {} is not divisible by num_heads {}", self.hidden_size, self.num_heads)
-        })?;
-        ensure_config(self.input_size % self.patch_size == 0, || {
-            format!("input_size {} is not divisible by patch_size {}", self.input_size, self.patch_size)
-        })?;
+        ensure_divisible("hidden_size", self.hidden_size, "num_heads", self.num_heads)?;
+        ensure_divisible("input_size", self.input_size, "patch_size", self.patch_size)?;
         ensure_config(self.hidden_size % 4 == 0, || {
             format!("hidden_size {} must be a multiple of 4 for the 2-D sin-cos table", self.hidden_size)
         })?;

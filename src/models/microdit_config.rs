@@ -5,7 +5,7 @@
 use burn::prelude::*;
 
 use crate::blocks::microdit_block::{BlockStyle, MicroDiTBlockConfig};
-use crate::error::{Error, Result, ensure_config, ensure_positive};
+use crate::error::{Error, Result, ensure_config, ensure_divisible, ensure_positive};
 use crate::layers::moe::tokens_per_expert;
 use crate::layers::swiglu::swiglu_hidden;
 use crate::contracts::num_keep;
@@ -311,12 +311,8 @@ impl MicroDiTConfig {
             ("head_dim", self.head_dim),
             ("multiple_of", self.multiple_of),
         ])?;
-        ensure_config(self.input_size.is_multiple_of(self.patch_size), || {
-            format!("input_size {} is not divisible by patch_size {}", self.input_size, self.patch_size)
-        })?;
-        ensure_config(self.dim.is_multiple_of(self.head_dim), || {
-            format!("dim {} is not divisible by head_dim {}", self.dim, self.head_dim)
-        })?;
+        ensure_divisible("input_size", self.input_size, "patch_size", self.patch_size)?;
+        ensure_divisible("dim", self.dim, "head_dim", self.head_dim)?;
         ensure_config(self.pos_interp_scale > 0.0, || "pos_interp_scale must be positive".into())?;
         ensure_config((0.0..1.0).contains(&self.train_mask_ratio), || {
             format!("train_mask_ratio must lie in [0, 1), got {}", self.train_mask_ratio)
@@ -335,9 +331,7 @@ impl MicroDiTConfig {
             ensure_config(self.patch_mixer_depth > 0 && self.patch_mixer_dim > 0, || {
                 "the patch-mixer needs a positive depth and width".into()
             })?;
-            ensure_config(self.patch_mixer_dim.is_multiple_of(self.head_dim), || {
-                format!("patch_mixer_dim {} is not divisible by head_dim {}", self.patch_mixer_dim, self.head_dim)
-            })?;
+            ensure_divisible("patch_mixer_dim", self.patch_mixer_dim, "head_dim", self.head_dim)?;
         }
         for i in 0..self.depth {
             self.block_config(i)?.validate()?;

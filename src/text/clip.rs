@@ -28,7 +28,7 @@ use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 use serde_json::Value;
 
-use crate::error::{Error, Result, ensure_config, ensure_positive};
+use crate::error::{Error, Result, ensure_divisible, ensure_positive};
 use crate::layers::Activation;
 use crate::layers::attention::{merge_heads, split_heads};
 use crate::layers::init::{WeightInit, linear};
@@ -113,7 +113,7 @@ impl ClipTextConfig {
             ("num_attention_heads", h),
             ("max_position_embeddings", self.max_position_embeddings),
         ])?;
-        ensure_config(d % h == 0, || format!("hidden_size {d} is not divisible by num_attention_heads {h}"))?;
+        ensure_divisible("hidden_size", d, "num_attention_heads", h)?;
         let init = WeightInit::Normal(0.02);
         let ln = || LayerNormConfig::new(d).with_epsilon(self.layer_norm_eps).init(device);
         let layers = (0..self.num_hidden_layers)
