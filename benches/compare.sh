@@ -8,21 +8,33 @@
 # same thread count. Also measured: the crate with glibc's default allocator settings, and
 # the CPU backends flex / ndarray / ndarray + system OpenBLAS (needs `libopenblas-dev`; set
 # BACKENDS=0 to skip; their builds go to $BACKENDS_TARGET_DIR).
+#
+# The main table alternates: ROUNDS rounds (default 3), each runs our criterion benches and then
+# the PyTorch reference, so both sides see the same machine state; report.py takes the median of
+# the rounds (and of the per-round ratios) and prints the spread (min-max over the rounds).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 THREADS="${THREADS:-$(nproc)}"
 PY="${PY:-.venv/bin/python}"
 BACKENDS="${BACKENDS:-1}"
+ROUNDS="${ROUNDS:-3}"
 BACKENDS_TARGET_DIR="${BACKENDS_TARGET_DIR:-target/backends}"
-MACHINE="${MACHINE:-$(lscpu | sed -n 's/^Model name:\s*//p' | head -1), $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB}"
+cpu_field() { sed -n "s/^$1\s*:\s*//p" /proc/cpuinfo | head -1; }
+VECTOR="$(grep -q avx512f /proc/cpuinfo && echo AVX-512 || (grep -q avx2 /proc/cpuinfo && echo AVX2 || echo SSE))"
+MACHINE="${MACHINE:-$(cpu_field 'model name') (family $(cpu_field 'cpu family'), model $(cpu_field model), $VECTOR), $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB}"
 export RAYON_NUM_THREADS="$THREADS" OMP_NUM_THREADS="$THREADS" OPENBLAS_NUM_THREADS="$THREADS"
 TUNED=(MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=134217728)
-rm -rf target/criterion target/criterion-* target/bench_memory.jsonl
+rm -rf target/criterion target/criterion-* target/bench_memory.jsonl target/pytorch*.json
 
-cargo bench --bench dit --bench models --bench samplers -- --noplot
+ROUND_ARGS=()
+for round in $(seq 1 "$ROUNDS"); do
+    CRITERION_HOME="target/criterion-round-$round" cargo bench --bench dit --bench models --bench samplers -- --noplot
+    env "${TUNED[@]}" "$PY" benches/pytorch_reference.py --threads "$THREADS" --out "target/pytorch-round-$round.json"
+    ROUND_ARGS+=(--criterion "target/criterion-round-$round" --pytorch "target/pytorch-round-$round.json")
+done
 # candle-transformers' MM-DiT next to ours, one process (ids mmdit_forward/{ours,candle}/...).
-env "${TUNED[@]}" cargo bench --features bench-candle --bench mmdit_candle -- --noplot
-env "${TUNED[@]}" "$PY" benches/pytorch_reference.py --threads "$THREADS" --out target/pytorch.json
+env "${TUNED[@]}" CRITERION_HOME=target/criterion-candle cargo bench --features bench-candle --bench mmdit_candle -- --noplot
+ROUND_ARGS+=(--candle target/criterion-candle)
 
 # Side tables (DiT-S/2, batch 8): glibc's default allocator settings, and the CPU backends.
 DT_DEFAULT_MALLOC=1 CRITERION_HOME=target/criterion-default-malloc \
@@ -38,6 +50,6 @@ if [ "$BACKENDS" = 1 ]; then
 fi
 
 cargo run --release --example bench_flops > target/flops.json
-"$PY" benches/report.py --criterion target/criterion --pytorch target/pytorch.json \
+"$PY" benches/report.py "${ROUND_ARGS[@]}" \
     --pytorch-default-malloc target/pytorch-default-malloc.json --flops target/flops.json \
     --memory target/bench_memory.jsonl "${SIDE[@]}" --machine "$MACHINE" --out docs/benchmarks.md

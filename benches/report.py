@@ -7,8 +7,13 @@ Criterion ids `<group>/ours/<rest>` and `<group>/candle/<rest>` (benches/mmdit_c
 one workload `<group>/<rest>`. The section between the `<!-- compare.sh: TITLE -->` markers of
 the output file is replaced; the rest of the file is kept.
 
-    python3 benches/report.py --criterion target/criterion --pytorch target/pytorch.json \
+    python3 benches/report.py --criterion target/criterion-round-1 --pytorch target/pytorch-round-1.json \
+        [--criterion ... --pytorch ... (more rounds)] [--candle target/criterion-candle] \
         --flops target/flops.json --memory target/bench_memory.jsonl --machine "..." --out docs/benchmarks.md
+
+Several `--criterion`/`--pytorch` pairs are alternating rounds (ours then PyTorch, repeated):
+each table entry is the median over the rounds, the ratio is the median of the per-round
+ratios, and the spread (min-max over the rounds) is printed beside it.
 """
 import argparse
 import datetime
@@ -16,6 +21,7 @@ import glob
 import json
 import os
 import re
+import statistics
 
 
 def criterion_medians(root):
@@ -56,7 +62,7 @@ def read_memory(path):
             for line in f:
                 if line.strip():
                     rec = json.loads(line)
-                    out[rec["id"]] = rec["peak_rss_bytes"]
+                    out[rec["id"]] = max(out.get(rec["id"], 0), rec["peak_rss_bytes"])
     return out
 
 
@@ -68,14 +74,34 @@ def ratio(a, b):
     return f"{a / b:.2f}" if a and b else "n/a"
 
 
+def rounds_of(per_round, key):
+    """The values of `key` in every round that measured it."""
+    return [r[key] for r in per_round if r.get(key)]
+
+
+def median(values):
+    return statistics.median(values) if values else None
+
+
+def spread(values, fmt):
+    """`min-max` over the rounds, empty with fewer than two."""
+    return f"{fmt(min(values))}-{fmt(max(values))}" if len(values) > 1 else ""
+
+
+def round_ratios(ours_rounds, pt_rounds, key):
+    """Per-round ratios ours / PyTorch of the rounds where both sides measured `key`."""
+    return [o[key] / p[key] for o, p in zip(ours_rounds, pt_rounds) if o.get(key) and p.get(key)]
+
+
 def mib(v):
     return f"{v / 2**20:.0f}" if v else "n/a"
 
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--criterion", required=True)
-    ap.add_argument("--pytorch", required=True)
+    ap.add_argument("--criterion", action="append", required=True, help="criterion dir of one round (repeatable)")
+    ap.add_argument("--pytorch", action="append", required=True, help="pytorch_reference.py JSON of one round (repeatable)")
+    ap.add_argument("--candle", help="criterion dir of benches/mmdit_candle.rs")
     ap.add_argument("--pytorch-default-malloc", help="pytorch_reference.py output without the malloc setting")
     ap.add_argument("--flops", help="JSON from `cargo run --example bench_flops`")
     ap.add_argument("--memory", help="target/bench_memory.jsonl written by the benches")
@@ -84,9 +110,17 @@ def main():
     ap.add_argument("--title", default="CPU")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
-    ours, candle = split_candle(criterion_medians(args.criterion))
-    with open(args.pytorch) as f:
-        pt = json.load(f)
+    ours_rounds = [split_candle(criterion_medians(root))[0] for root in args.criterion]
+    candle_ours, candle = split_candle(criterion_medians(args.candle)) if args.candle else ({}, {})
+    pts = []
+    for path in args.pytorch:
+        with open(path) as f:
+            pts.append(json.load(f))
+    pt_rounds = [p["median_s"] for p in pts]
+    keys = sorted(set().union(*ours_rounds, *pt_rounds, candle))
+    ours = {k: median(rounds_of(ours_rounds, k)) or candle_ours.get(k) for k in keys}
+    pt = {"median_s": {k: median(rounds_of(pt_rounds, k)) for k in keys}, "meta": pts[0]["meta"]}
+    pt["peak_rss_bytes"] = {k: max(p.get("peak_rss_bytes", {}).get(k) or 0 for p in pts) for k in keys}
     flops = {}
     if args.flops and os.path.exists(args.flops):
         with open(args.flops) as f:
@@ -102,6 +136,9 @@ def main():
         f"Machine: {args.machine}; measured FP32 peak "
         + (f"{peak / 1e9:.0f} GFLOP/s" if peak else "n/a")
         + " (`examples/bench_flops.rs`: FMA chains in the widest vector registers on every thread). "
+        f"{len(args.criterion)} alternating round(s): each ran our benches, then PyTorch's; every entry is "
+        "the median over the rounds, the ratio is the median of the per-round ratios, and the spread columns "
+        "give min-max over the rounds. "
         f"Ours: criterion medians, `flex` backend. PyTorch {meta['torch']} eager ({meta['threads']} threads, "
         f"{meta['dtype']}, median of repeated calls after warm-up)"
         + (
@@ -116,15 +153,19 @@ def main():
         "forward); peak RSS is the whole process's resident high-water mark during the workload "
         "(weights, optimiser state and activations included).",
         "",
-        "| workload | ours (ms) | PyTorch (ms) | ours / PyTorch | candle (ms) | ours / candle | ours GFLOP/s | % of peak | ours peak RSS (MiB) | PyTorch peak RSS (MiB) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| workload | ours (ms) | spread | PyTorch (ms) | spread | ours / PyTorch | spread | candle (ms) | ours / candle | ours GFLOP/s | % of peak | ours peak RSS (MiB) | PyTorch peak RSS (MiB) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for key in sorted(set(ours) | set(pt["median_s"]) | set(candle)):
+    for key in keys:
         o, p, c = ours.get(key), pt["median_s"].get(key), candle.get(key)
+        ratios = round_ratios(ours_rounds, pt_rounds, key)
+        r = f"{median(ratios):.2f}" if ratios else ratio(o, p)
         gfs = flops[key] / o if o and key in flops else None
         share = f"{100 * gfs / peak:.0f}%" if gfs and peak else "n/a"
         lines.append(
-            f"| {key} | {ms(o)} | {ms(p)} | {ratio(o, p)} | {ms(c)} | {ratio(o, c)} | "
+            f"| {key} | {ms(o)} | {spread(rounds_of(ours_rounds, key), ms)} | {ms(p)} | "
+            f"{spread(rounds_of(pt_rounds, key), ms)} | {r} | {spread(ratios, lambda v: f'{v:.2f}')} | "
+            f"{ms(c)} | {ratio(o, c)} | "
             f"{f'{gfs / 1e9:.0f}' if gfs else 'n/a'} | {share} | {mib(memory.get(key))} | {mib(pt_memory.get(key))} |"
         )
     # Side table: DiT-S/2 batch 8 under other settings.
@@ -142,7 +183,7 @@ def main():
             "|---|---|---|---|---|",
         ]
         fwd, train = "dit_forward/DiT-S/2/b8", "dit_train_step/DiT-S/2/b8"
-        rows = [("flex, tuned malloc (the table above)", ours, pt["median_s"])]
+        rows = [("flex, tuned malloc (the table above, medians over the rounds)", ours, pt["median_s"])]
         for side in args.side:
             label, root = side.split("=", 1)
             other = pt_default if "default malloc" in label else pt["median_s"]
