@@ -99,7 +99,8 @@ pub struct MicroDiTConfig {
     /// in the reference). Default: 1.0.
     #[config(default = 1.0)]
     pub pos_interp_scale: f64,
-    /// LayerNorm epsilon. Default: 1e-6.
+    /// LayerNorm epsilon (the DiT backbone's parameter-free LayerNorms: 1e-6 only).
+    /// Default: 1e-6.
     #[config(default = 1e-6)]
     pub norm_eps: f64,
     /// Output-projection init std `0.02 / sqrt(2 (i + 1))` for block `i` (else
