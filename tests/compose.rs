@@ -167,3 +167,68 @@ fn masking_with_a_u_shape_is_refused() {
         .with_masking(Some(MaskingConfig::new()));
     assert!(matches!(cfg.init(&Device::flex()), Err(Error::InvalidConfig(_))));
 }
+
+/// Every block combination, with the parts the models' presets add (two-stream attention,
+/// MicroDiT's caption conditioning, MMDiT-X's dual attention, the full-width QK LayerNorm),
+/// builds, runs forward and backward (tokens on their grid, context tokens, the shared
+/// adaLN-single regression) and gives every parameter a finite gradient, or is refused.
+#[test]
+fn every_block_combination_runs_forward_and_backward_or_is_refused() {
+    use diffusion_transformers::blocks::BlockConfig;
+    use diffusion_transformers::blocks::parts::BlockCondition;
+    use diffusion_transformers::layers::QkNorm;
+    let mut attentions = attentions();
+    attentions.extend([AttentionKind::TwoStream { context_pre_only: false }, AttentionKind::TwoStream { context_pre_only: true }]);
+    let mut conditionings = CONDITIONINGS.to_vec();
+    conditionings.extend([ConditioningKind::AdaLnZeroCross, ConditioningKind::AdaLnZeroDual]);
+    let device = Device::flex().autodiff();
+    let mut rng = StdRng::seed_from_u64(17);
+    let (mut ran, mut refused) = (0, 0);
+    for attention in &attentions {
+        for feed_forward in feed_forwards() {
+            for conditioning in &conditionings {
+                for qk_norm in [QkNorm::None, QkNorm::FullLayerNorm] {
+                    let cfg = BlockConfig::new(16, 2)
+                        .with_attention(attention.clone())
+                        .with_feed_forward(feed_forward.clone())
+                        .with_conditioning(*conditioning)
+                        .with_qk_norm(qk_norm);
+                    let two_stream = matches!(attention, AttentionKind::TwoStream { .. });
+                    let refuse = (two_stream && feed_forward.needs_grid())
+                        || (qk_norm == QkNorm::FullLayerNorm && *attention != AttentionKind::MultiHead);
+                    let block = match cfg.init(&device) {
+                        Ok(block) => block,
+                        Err(Error::InvalidConfig(_)) if refuse => {
+                            refused += 1;
+                            continue;
+                        }
+                        Err(e) => panic!("{cfg:?}: {e}"),
+                    };
+                    assert!(!refuse, "{cfg:?} should be refused");
+                    assert_eq!(block.num_params(), cfg.num_params(), "{cfg:?}");
+                    assert!(cfg.macs(16, [4, 4], 3).unwrap() > 0.0);
+                    let x = randn([2, 16, 16], &mut rng, &device);
+                    let c = randn([2, 16], &mut rng, &device);
+                    let cond = BlockCondition {
+                        c: c.clone(),
+                        shared: Some(randn::<2, _>([2, 6 * 16], &mut rng, &device).chunk(6, 1)),
+                        context: Some(randn([2, 3, 16], &mut rng, &device)),
+                    };
+                    let (out, context) = block.forward_joint(x.clone(), Some([4, 4]), &cond).unwrap_or_else(|e| panic!("{cfg:?}: {e}"));
+                    assert_eq!(out.dims(), [2, 16, 16]);
+                    assert_eq!(context.is_some(), *attention == AttentionKind::TwoStream { context_pre_only: false }, "{cfg:?}");
+                    let loss = (out - x).square().mean() + context.map_or(c.zeros_like().sum(), |t| t.square().mean());
+                    let grads = loss.backward();
+                    let mut check = GradCheck { grads: &grads, checked: 0, missing: 0, non_finite: 0 };
+                    block.visit(&mut check);
+                    assert_eq!((check.missing, check.non_finite), (0, 0), "{cfg:?}: of {} parameters", check.checked);
+                    ran += 1;
+                }
+            }
+        }
+    }
+    assert_eq!(ran + refused, 7 * 4 * 7 * 2);
+    // two-stream with the depthwise-conv FFN (2 x 7 x 2), the full-width QK norm on the six
+    // other attentions (6 x 4 x 7) less their overlap (2 x 7)
+    assert_eq!(refused, 28 + 168 - 14);
+}

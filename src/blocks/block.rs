@@ -2,22 +2,37 @@
 //! its [`BlockConfig`] names:
 //!
 //! ```text
-//!  x ──► norm_1 ─► modulate(shift_a, scale_a) ─► attention(·, grid, context) ─► ×gate_a ─► + ─┐
-//!  │                                                                                      ▲   │
-//!  └──────────────────────────────────────────────────────────────────────────────────────┘   │
-//!  x ◄── cross(x, context)            (cross-attention conditioning only)  ◄───────────────────┘
-//!  x ──► norm_2 ─► modulate(shift_f, scale_f) ─► feed-forward(·, grid) ─► ×gate_f ─► + ─► out
+//!  n = norm_1(x)
+//!  a, context' = attention(modulate(n, shift_a, scale_a), grid, cond)     context' only from a two-stream part
+//!  x = x + gate_a * a
+//!  x = middle(x, n)       cross-attention (cross-attention / caption designs), dual attention (MMDiT-X), else identity
+//!  x = x + gate_f * feed-forward(modulate(norm_2(x), shift_f, scale_f), grid)
 //! ```
 //!
-//! The conditioning part decides the norms (parameter-free or affine), the modulation and the
-//! gates (see [`parts::conditioning`](crate::blocks::parts::conditioning)).
+//! The conditioning part decides the norms (parameter-free, affine or weight-only), the
+//! modulation, the gates and the middle sub-layer (see
+//! [`parts::conditioning`](crate::blocks::parts::conditioning)); a two-stream attention part
+//! carries the context stream's own modulation and MLP and returns the updated context
+//! ([`Block::forward_joint`]).
+//!
+//! # The blocks of the crate's models as presets
+//! | model | attention | feed-forward | conditioning | options |
+//! |---|---|---|---|---|
+//! | DiT (4 designs) | `MultiHead` | `Mlp` | `AdaLnZero` / `AdaLn` / `CrossAttention` / `InContext` | |
+//! | U-DiT | `Downsampled` | `DwConv` | `AdaLnZero` | |
+//! | MicroDiT | `MultiHead` (scaled width) | `SwiGlu` / `Moe` | `AdaLnZeroCross` | `QkNorm::FullLayerNorm`, `bias`, normal `init`, tanh-GELU adaLN, `ffn_hidden` |
+//! | MM-DiT (SD3) | `TwoStream` (`context_pre_only` in the last block) | `Mlp` | `AdaLnZero` | per-head `qk_norm` (SD3.5) |
+//! | MMDiT-X (SD3.5-medium) | `TwoStream` | `Mlp` | `AdaLnZeroDual` | `QkNorm::RmsNorm` |
 
 use burn::prelude::*;
 
 use crate::blocks::parts::{AttentionKind, AttentionPart, BlockCondition, ConditioningKind, ConditioningPart};
-use crate::blocks::parts::{FeedForwardKind, FeedForwardPart};
+use crate::blocks::parts::{FeedForwardKind, FeedForwardPart, PartSpec};
+use crate::blocks::parts::conditioning::BLOCK_NORM_EPS;
 use crate::error::{Result, ensure_config, ensure_dims};
+use crate::layers::activation::Activation;
 use crate::layers::attention::QkNorm;
+use crate::layers::init::WeightInit;
 
 /// Configuration of a [`Block`].
 #[derive(Config, Debug)]
@@ -35,24 +50,66 @@ pub struct BlockConfig {
     /// Conditioning part. Default: adaLN-Zero.
     #[config(default = "ConditioningKind::AdaLnZero")]
     pub conditioning: ConditioningKind,
-    /// Per-head QK norm of the attention (multi-head and joint). Default: none.
+    /// QK norm of the attentions that have one (per head: multi-head, joint, two-stream, dual;
+    /// full width: multi-head and the caption cross-attention). Default: none.
     #[config(default = "QkNorm::None")]
     pub qk_norm: QkNorm,
-    /// FFN nominal hidden width is `int(D * mlp_ratio)`. Default: 4.0.
+    /// FFN nominal hidden width is `int(D * mlp_ratio)` (unless `ffn_hidden` is set).
+    /// Default: 4.0.
     #[config(default = 4.0)]
     pub mlp_ratio: f64,
     /// Attention width when scaled (layer-wise scaling); `None`: `D`. Default: None.
     #[config(default = "None")]
     pub attn_hidden: Option<usize>,
+    /// FFN nominal hidden width when set (layer-wise scaling); `None`: `int(D * mlp_ratio)`.
+    /// Default: None.
+    #[config(default = "None")]
+    pub ffn_hidden: Option<usize>,
     /// Width of the conditioning vector; `None`: `D`. Default: None.
     #[config(default = "None")]
     pub d_cond: Option<usize>,
+    /// Biases on the attention, cross-attention and feed-forward linears (MicroDiT's
+    /// `use_bias`). Default: true.
+    #[config(default = true)]
+    pub bias: bool,
+    /// Normal-init standard deviations `[input side, output side]` of the attention,
+    /// cross-attention and feed-forward projections (MicroDiT's `custom_init`); `None`:
+    /// Xavier-uniform (DiT). Default: None.
+    #[config(default = "None")]
+    pub init_std: Option<[f64; 2]>,
+    /// Epsilon of the block's LayerNorms (the parameter-free norms of the adaptive designs
+    /// are fixed at 1e-6). Default: 1e-6.
+    #[config(default = 1e-6)]
+    pub norm_eps: f64,
+    /// Activation in front of the adaLN linears. Default: SiLU (MicroDiT: tanh-GELU).
+    #[config(default = "Activation::Silu")]
+    pub modulation_activation: Activation,
 }
 
 impl BlockConfig {
-    /// FFN nominal hidden width, `int(D * mlp_ratio)`.
+    /// FFN nominal hidden width: `ffn_hidden`, or `int(D * mlp_ratio)`.
     pub fn mlp_hidden(&self) -> usize {
-        (self.d_model as f64 * self.mlp_ratio) as usize
+        self.ffn_hidden.unwrap_or((self.d_model as f64 * self.mlp_ratio) as usize)
+    }
+
+    /// The widths and shared options the parts are built from.
+    pub fn spec(&self) -> PartSpec {
+        let d = self.d_model;
+        PartSpec {
+            d_model: d,
+            n_heads: self.n_heads,
+            attn_hidden: self.attn_hidden.unwrap_or(d),
+            ffn_hidden: self.mlp_hidden(),
+            d_cond: self.d_cond.unwrap_or(d),
+            qk_norm: self.qk_norm,
+            bias: self.bias,
+            init: match self.init_std {
+                Some([a, b]) => [WeightInit::Normal(a), WeightInit::Normal(b)],
+                None => [WeightInit::XavierUniform; 2],
+            },
+            norm_eps: self.norm_eps,
+            modulation_activation: self.modulation_activation,
+        }
     }
 
     /// Whether a part needs the full token grid (so the block cannot run on masked tokens).
@@ -62,11 +119,8 @@ impl BlockConfig {
 
     /// Exact parameter count of the block (equals `Module::num_params` of the built block).
     pub fn num_params(&self) -> usize {
-        let d = self.d_model;
-        let hidden = self.attn_hidden.unwrap_or(d);
-        self.attention.num_params(d, self.n_heads, hidden, self.qk_norm)
-            + self.feed_forward.num_params(d, self.mlp_hidden())
-            + self.conditioning.num_params(d, self.d_cond.unwrap_or(d))
+        let s = self.spec();
+        self.attention.num_params(&s) + self.feed_forward.num_params(&s) + self.conditioning.num_params(&s)
     }
 
     /// Multiply-accumulates of one forward over `n` tokens on `grid` with `m` context tokens.
@@ -74,11 +128,8 @@ impl BlockConfig {
     /// # Errors
     /// An MoE whose experts would take no token.
     pub fn macs(&self, n: usize, grid: [usize; 2], m: usize) -> Result<f64> {
-        let d = self.d_model;
-        let hidden = self.attn_hidden.unwrap_or(d);
-        Ok(self.attention.macs(d, hidden, n, grid, m)
-            + self.feed_forward.macs(d, self.mlp_hidden(), n)?
-            + self.conditioning.macs(d, self.d_cond.unwrap_or(d), n, m))
+        let s = self.spec();
+        Ok(self.attention.macs(&s, n, grid, m) + self.feed_forward.macs(&s, n)? + self.conditioning.macs(&s, n, m))
     }
 
     /// Checks the sizes and that the parts fit together; called by [`init`](Self::init).
@@ -89,9 +140,16 @@ impl BlockConfig {
         let d = self.d_model;
         ensure_config(d > 0 && self.n_heads > 0, || format!("block width and heads must be positive: {self:?}"))?;
         ensure_config(self.mlp_ratio > 0.0 && self.mlp_hidden() > 0, || {
-            format!("mlp_ratio must give a positive hidden width, got {}", self.mlp_ratio)
+            format!("the FFN hidden width must be positive: mlp_ratio {}, ffn_hidden {:?}", self.mlp_ratio, self.ffn_hidden)
         })?;
-        ensure_config(self.d_cond.is_none_or(|c| c > 0), || "d_cond must be positive".to_string())
+        ensure_config(self.d_cond.is_none_or(|c| c > 0), || "d_cond must be positive".to_string())?;
+        ensure_config(self.norm_eps > 0.0, || format!("norm_eps must be positive, got {}", self.norm_eps))?;
+        ensure_config(!self.conditioning.fixed_norm_eps() || self.norm_eps == BLOCK_NORM_EPS, || {
+            format!("{:?} conditioning normalises with eps {BLOCK_NORM_EPS}, got norm_eps {}", self.conditioning, self.norm_eps)
+        })?;
+        ensure_config(!matches!(self.attention, AttentionKind::TwoStream { .. }) || !self.feed_forward.needs_grid(), || {
+            "a two-stream block's feed-forward runs on context tokens too and cannot need the token grid".to_string()
+        })
     }
 
     /// Initialise a [`Block`].
@@ -101,12 +159,11 @@ impl BlockConfig {
     /// width or QK norm on a part without them).
     pub fn init(&self, device: &Device) -> Result<Block> {
         self.validate()?;
-        let d = self.d_model;
-        let hidden = self.attn_hidden.unwrap_or(d);
+        let s = self.spec();
         Ok(Block {
-            attn: self.attention.init(d, self.n_heads, hidden, self.qk_norm, device)?,
-            mlp: self.feed_forward.init(d, self.mlp_hidden(), device)?,
-            conditioning: self.conditioning.init(d, self.d_cond.unwrap_or(d), self.n_heads, device)?,
+            attn: self.attention.init(&s, device)?,
+            mlp: self.feed_forward.init(&s, device)?,
+            conditioning: self.conditioning.init(&s, device)?,
         })
     }
 }
@@ -118,7 +175,7 @@ pub struct Block {
     pub attn: AttentionPart,
     /// Feed-forward part.
     pub mlp: FeedForwardPart,
-    /// Conditioning part (norms, modulation, gates, cross-attention).
+    /// Conditioning part (norms, modulation, gates, the middle sub-layer).
     pub conditioning: ConditioningPart,
 }
 
@@ -131,14 +188,26 @@ impl Block {
     /// # Errors
     /// A grid or context a part needs but is not given, or mismatched shapes.
     pub fn forward(&self, x: Tensor<3>, grid: Option<[usize; 2]>, cond: &BlockCondition) -> Result<Tensor<3>> {
+        Ok(self.forward_joint(x, grid, cond)?.0)
+    }
+
+    /// [`forward`](Self::forward), also returning the context tokens as a two-stream
+    /// attention part updates them (`None` for the other parts and a pre-only context).
+    ///
+    /// # Shapes
+    /// - as [`forward`](Self::forward); the context output `[B, M, D]`
+    ///
+    /// # Errors
+    /// As [`forward`](Self::forward).
+    pub fn forward_joint(&self, x: Tensor<3>, grid: Option<[usize; 2]>, cond: &BlockCondition) -> Result<(Tensor<3>, Option<Tensor<3>>)> {
         ensure_dims("c", cond.c.dims(), [Some(x.dims()[0]), None])?;
-        let [attn_mod, ffn_mod] = self.conditioning.modulation(cond)?;
-        let ctx = cond.context.as_ref();
-        let h = attn_mod.modulate(self.conditioning.norm(0, x.clone()));
-        let x = attn_mod.residual(x, self.attn.forward(h, grid, ctx)?);
-        let x = self.conditioning.cross(x, ctx)?;
+        let [attn_mod, ffn_mod, extra_mod] = self.conditioning.modulation(cond)?;
+        let n = self.conditioning.norm(0, x.clone());
+        let (a, context) = self.attn.forward(attn_mod.modulate(n.clone()), grid, cond)?;
+        let x = attn_mod.residual(x, a);
+        let x = self.conditioning.middle(x, n, &extra_mod, cond.context.as_ref())?;
         let h = ffn_mod.modulate(self.conditioning.norm(1, x.clone()));
-        Ok(ffn_mod.residual(x, self.mlp.forward(h, grid)?))
+        Ok((ffn_mod.residual(x, self.mlp.forward(h, grid)?), context))
     }
 }
 

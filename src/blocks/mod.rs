@@ -15,6 +15,6 @@ pub use condition_embed::{
 };
 pub use dit_block::BlockKind;
 pub use final_layer::{FinalLayer, FinalLayerConfig, FinalProjection, FinalProjectionKind};
-pub use joint_block::{JointBlock, JointBlockConfig};
-pub use microdit_block::{BlockStyle, MicroDiTBlock, MicroDiTBlockConfig};
+pub use joint_block::JointBlockConfig;
+pub use microdit_block::{BlockStyle, MicroDiTBlockConfig};
 pub use udit_block::{UDiTBlock, UDiTBlockConfig, UDiTResample};

@@ -32,15 +32,43 @@ pub fn sdpa(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>) -> Tensor<4> {
     attention(q, k, v, None, None, AttentionModuleOptions::default())
 }
 
-/// Normalisation applied per head to queries and keys.
+/// Normalisation applied to queries and keys.
 #[derive(Config, Debug, Copy, PartialEq, Eq)]
 pub enum QkNorm {
     /// No normalisation (DiT).
     None,
-    /// RMSNorm with a learned weight (SD3.5, diffusers `qk_norm="rms_norm"`).
+    /// Per-head RMSNorm with a learned weight (SD3.5, diffusers `qk_norm="rms_norm"`).
     RmsNorm,
-    /// LayerNorm with learned weight and bias (diffusers `qk_norm="layer_norm"`).
+    /// Per-head LayerNorm with learned weight and bias (diffusers `qk_norm="layer_norm"`).
     LayerNorm,
+    /// LayerNorm without parameters over the full query / key width (all heads together),
+    /// before the heads are split (MicroDiT's `SelfAttention` and `CrossAttention`).
+    FullLayerNorm,
+}
+
+impl QkNorm {
+    /// Learned parameters of the query and key norms at head width `head_dim`.
+    pub fn num_params(self, head_dim: usize) -> usize {
+        match self {
+            QkNorm::None | QkNorm::FullLayerNorm => 0,
+            QkNorm::RmsNorm => 2 * head_dim,
+            QkNorm::LayerNorm => 4 * head_dim,
+        }
+    }
+
+    /// The epsilon of a [`FullLayerNorm`](QkNorm::FullLayerNorm) (what the attention layers
+    /// store), `None` for the other kinds.
+    pub fn full_eps(self, eps: f64) -> Option<f64> {
+        (self == QkNorm::FullLayerNorm).then_some(eps)
+    }
+}
+
+/// [`QkNorm::FullLayerNorm`] of `x` `[B, N, hidden]` when `eps` is given; `x` otherwise.
+pub fn full_qk_norm(x: Tensor<3>, eps: Option<f64>) -> Tensor<3> {
+    match eps {
+        Some(eps) => layer_norm(x, eps),
+        None => x,
+    }
 }
 
 /// A learned per-head normalisation of width `Dh` (keys `weight`, `bias` as in PyTorch).
@@ -59,7 +87,7 @@ impl HeadNorm {
     pub fn new(kind: QkNorm, dim: usize, eps: f64, device: &Device) -> Option<Self> {
         let weight = || Initializer::Ones.init([dim], device);
         match kind {
-            QkNorm::None => None,
+            QkNorm::None | QkNorm::FullLayerNorm => None,
             QkNorm::RmsNorm => Some(Self { weight: weight(), bias: None, eps }),
             QkNorm::LayerNorm => {
                 Some(Self { weight: weight(), bias: Some(Initializer::Zeros.init([dim], device)), eps })
@@ -88,7 +116,16 @@ pub struct AttentionConfig {
     /// Bias on the qkv projection. Default: true.
     #[config(default = true)]
     pub qkv_bias: bool,
-    /// Per-head query/key normalisation. Default: none.
+    /// Bias on the output projection. Default: true.
+    #[config(default = true)]
+    pub proj_bias: bool,
+    /// Init of the qkv weights. Default: Xavier uniform.
+    #[config(default = "WeightInit::XavierUniform")]
+    pub init_in: WeightInit,
+    /// Init of the output-projection weights. Default: Xavier uniform.
+    #[config(default = "WeightInit::XavierUniform")]
+    pub init_out: WeightInit,
+    /// Query/key normalisation. Default: none.
     #[config(default = "QkNorm::None")]
     pub qk_norm: QkNorm,
     /// Epsilon of the query/key normalisation. Default: 1e-6.
@@ -102,7 +139,7 @@ pub struct AttentionConfig {
 }
 
 impl AttentionConfig {
-    /// Initialise an [`Attention`] with Xavier-uniform weights and zero biases.
+    /// Initialise an [`Attention`] (weights as `init_in` / `init_out`, zero biases).
     pub fn init(&self, device: &Device) -> Result<Attention> {
         let (c, h) = (self.d_model, self.n_heads);
         let hidden = self.d_hidden.unwrap_or(c);
@@ -111,10 +148,11 @@ impl AttentionConfig {
         })?;
         let dh = hidden / h;
         Ok(Attention {
-            qkv: linear(c, 3 * hidden, self.qkv_bias, WeightInit::XavierUniform, device),
-            proj: linear(hidden, c, true, WeightInit::XavierUniform, device),
+            qkv: linear(c, 3 * hidden, self.qkv_bias, self.init_in, device),
+            proj: linear(hidden, c, self.proj_bias, self.init_out, device),
             q_norm: HeadNorm::new(self.qk_norm, dh, self.qk_norm_eps, device),
             k_norm: HeadNorm::new(self.qk_norm, dh, self.qk_norm_eps, device),
+            full_qk_norm_eps: self.qk_norm.full_eps(self.qk_norm_eps),
             n_heads: h,
         })
     }
@@ -131,6 +169,9 @@ pub struct Attention {
     pub q_norm: Option<HeadNorm>,
     /// Optional key normalisation.
     pub k_norm: Option<HeadNorm>,
+    /// Epsilon of the parameter-free query/key LayerNorm over all heads
+    /// ([`QkNorm::FullLayerNorm`]); `None` without it.
+    pub full_qk_norm_eps: Option<f64>,
     /// Number of heads.
     pub n_heads: usize,
 }
@@ -144,7 +185,16 @@ impl Attention {
         let [b, n, _] = x.dims();
         let h = self.n_heads;
         let hidden = self.qkv.weight.dims()[1] / 3;
-        let qkv = self.qkv.forward(x).reshape([b, n, 3, h, hidden / h]).permute([2, 0, 3, 1, 4]);
+        let qkv = self.qkv.forward(x);
+        let qkv = match self.full_qk_norm_eps {
+            Some(eps) => {
+                let mut it = qkv.chunk(3, 2).into_iter();
+                let (q, k, v) = (it.next().unwrap(), it.next().unwrap(), it.next().unwrap());
+                Tensor::cat(vec![full_qk_norm(q, Some(eps)), full_qk_norm(k, Some(eps)), v], 2)
+            }
+            None => qkv,
+        };
+        let qkv = qkv.reshape([b, n, 3, h, hidden / h]).permute([2, 0, 3, 1, 4]);
         let mut it = qkv.chunk(3, 0).into_iter().map(|t| t.squeeze_dim::<4>(0));
         let (q, k, v) = (it.next().unwrap(), it.next().unwrap(), it.next().unwrap());
         let q = match &self.q_norm { Some(nm) => nm.forward(q), None => q };
@@ -177,19 +227,43 @@ pub struct CrossAttentionConfig {
     pub d_context: usize,
     /// Number of heads.
     pub n_heads: usize,
+    /// Width of the attention space when it differs from `d_model`. Default: None (`d_model`).
+    #[config(default = "None")]
+    pub d_hidden: Option<usize>,
+    /// Biases on the three projections. Default: true.
+    #[config(default = true)]
+    pub bias: bool,
+    /// Query/key normalisation: none or [`QkNorm::FullLayerNorm`] (per-head norms are not
+    /// supported here). Default: none.
+    #[config(default = "QkNorm::None")]
+    pub qk_norm: QkNorm,
+    /// Epsilon of the query/key normalisation. Default: 1e-6.
+    #[config(default = 1e-6)]
+    pub qk_norm_eps: f64,
+    /// Init of the `q` and `kv` weights. Default: Xavier uniform.
+    #[config(default = "WeightInit::XavierUniform")]
+    pub init_in: WeightInit,
+    /// Init of the output-projection weights. Default: Xavier uniform.
+    #[config(default = "WeightInit::XavierUniform")]
+    pub init_out: WeightInit,
 }
 
 impl CrossAttentionConfig {
-    /// Initialise a [`CrossAttention`] with Xavier-uniform weights and zero biases.
+    /// Initialise a [`CrossAttention`] (weights as `init_in` / `init_out`, zero biases).
     pub fn init(&self, device: &Device) -> Result<CrossAttention> {
         let (c, h) = (self.d_model, self.n_heads);
-        ensure_config(c > 0 && h > 0 && c % h == 0 && self.d_context > 0, || {
-            format!("cross-attention width {c} must be a positive multiple of the heads {h}")
+        let hidden = self.d_hidden.unwrap_or(c);
+        ensure_config(c > 0 && h > 0 && hidden > 0 && hidden % h == 0 && self.d_context > 0, || {
+            format!("cross-attention width {hidden} must be a positive multiple of the heads {h}")
+        })?;
+        ensure_config(matches!(self.qk_norm, QkNorm::None | QkNorm::FullLayerNorm), || {
+            format!("cross-attention supports no or full-width QK norm, not {:?}", self.qk_norm)
         })?;
         Ok(CrossAttention {
-            q: linear(c, c, true, WeightInit::XavierUniform, device),
-            kv: linear(self.d_context, 2 * c, true, WeightInit::XavierUniform, device),
-            proj: linear(c, c, true, WeightInit::XavierUniform, device),
+            q: linear(c, hidden, self.bias, self.init_in, device),
+            kv: linear(self.d_context, 2 * hidden, self.bias, self.init_in, device),
+            proj: linear(hidden, c, self.bias, self.init_out, device),
+            full_qk_norm_eps: self.qk_norm.full_eps(self.qk_norm_eps),
             n_heads: h,
         })
     }
@@ -198,12 +272,15 @@ impl CrossAttentionConfig {
 /// Multi-head cross-attention of tokens over a context sequence.
 #[derive(Module, Debug)]
 pub struct CrossAttention {
-    /// `[C, C]`.
+    /// `[C, hidden]` (`hidden = C` unless set).
     pub q: Linear,
-    /// `[C_ctx, 2C]`, output ordered `(k, v)`.
+    /// `[C_ctx, 2 hidden]`, output ordered `(k, v)`.
     pub kv: Linear,
-    /// `[C, C]`.
+    /// `[hidden, C]`.
     pub proj: Linear,
+    /// Epsilon of the parameter-free query/key LayerNorm ([`QkNorm::FullLayerNorm`]); `None`
+    /// without it.
+    pub full_qk_norm_eps: Option<f64>,
     /// Number of heads.
     pub n_heads: usize,
 }
@@ -212,11 +289,11 @@ impl CrossAttention {
     /// # Shapes
     /// - `x`: `[B, N, C]`, `context`: `[B, M, C_ctx]` -> `[B, N, C]`
     pub fn forward(&self, x: Tensor<3>, context: Tensor<3>) -> Tensor<3> {
-        let h = self.n_heads;
-        let q = split_heads(self.q.forward(x), h);
+        let (h, eps) = (self.n_heads, self.full_qk_norm_eps);
+        let q = split_heads(full_qk_norm(self.q.forward(x), eps), h);
         let kv = self.kv.forward(context);
         let mut it = kv.chunk(2, 2).into_iter();
-        let (k, v) = (it.next().unwrap(), it.next().unwrap());
+        let (k, v) = (full_qk_norm(it.next().unwrap(), eps), it.next().unwrap());
         self.proj.forward(merge_heads(sdpa(q, split_heads(k, h), split_heads(v, h))))
     }
 }
@@ -261,6 +338,38 @@ mod tests {
             // unit RMS after RMSNorm; unit variance (mean square <= 1) after LayerNorm
             assert!(ms.iter().all(|m| (*m - 1.0).abs() < 1e-3 || kind == QkNorm::LayerNorm && *m <= 1.0 + 1e-3));
         }
+    }
+
+    #[test]
+    fn full_qk_norm_spans_all_heads() {
+        let device = Device::flex();
+        let a = AttentionConfig::new(8, 2)
+            .with_qk_norm(QkNorm::FullLayerNorm)
+            .with_init_in(WeightInit::Normal(0.5))
+            .init(&device)
+            .unwrap();
+        assert!(a.q_norm.is_none() && a.full_qk_norm_eps == Some(1e-6));
+        let x = crate::test_util::randn([1, 4, 8], 104, &device);
+        // reference (MicroDiT): LayerNorm over the full q / k width, then split heads
+        let qkv = a.qkv.forward(x.clone());
+        let q = layer_norm(qkv.clone().slice([0..1, 0..4, 0..8]), 1e-6);
+        let k = layer_norm(qkv.clone().slice([0..1, 0..4, 8..16]), 1e-6);
+        let v = qkv.slice([0..1, 0..4, 16..24]);
+        let scores = split_heads(q.clone(), 2).matmul(split_heads(k.clone(), 2).swap_dims(2, 3)) / 2.0;
+        let o = softmax(scores, 3).matmul(split_heads(v.clone(), 2));
+        let expected = a.proj.forward(merge_heads(o));
+        a.forward(x.clone()).into_data().assert_approx_eq::<f32>(&expected.into_data(), Tolerance::absolute(1e-5));
+        // the cross-attention normalises its queries and keys the same way
+        let ca = CrossAttentionConfig::new(8, 8, 2).with_qk_norm(QkNorm::FullLayerNorm).init(&device).unwrap();
+        let ctx = crate::test_util::randn([1, 3, 8], 105, &device);
+        let q = split_heads(layer_norm(ca.q.forward(x.clone()), 1e-6), 2);
+        let kv = ca.kv.forward(ctx.clone());
+        let k = split_heads(layer_norm(kv.clone().slice([0..1, 0..3, 0..8]), 1e-6), 2);
+        let v = split_heads(kv.slice([0..1, 0..3, 8..16]), 2);
+        let o = softmax(q.matmul(k.swap_dims(2, 3)) / 2.0, 3).matmul(v);
+        let expected = ca.proj.forward(merge_heads(o));
+        ca.forward(x, ctx).into_data().assert_approx_eq::<f32>(&expected.into_data(), Tolerance::absolute(1e-5));
+        assert!(CrossAttentionConfig::new(8, 8, 2).with_qk_norm(QkNorm::RmsNorm).init(&device).is_err());
     }
 
     #[test]

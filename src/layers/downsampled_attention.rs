@@ -311,7 +311,7 @@ mod tests {
         let a = shortcut_only(randomized(cfg, 3, &device));
         let w = a.to_out.weight.val().reshape([12, 12]).transpose();
         let proj = Linear { weight: Param::from_tensor(w), bias: a.to_out.bias.clone() };
-        let reference = Attention { qkv: a.to_qkv.clone(), proj, q_norm: None, k_norm: None, n_heads: 3 };
+        let reference = Attention { qkv: a.to_qkv.clone(), proj, q_norm: None, k_norm: None, full_qk_norm_eps: None, n_heads: 3 };
         let x = uniform([2, 20, 12], 5, &device);
         let got = a.forward_tokens(x.clone(), [4, 5]).unwrap();
         got.into_data().assert_approx_eq::<f32>(&reference.forward(x).into_data(), Tolerance::absolute(1e-5));

@@ -36,7 +36,7 @@ pub struct JointAttentionConfig {
     /// Bias on the q/k/v projections. Default: true.
     #[config(default = true)]
     pub qkv_bias: bool,
-    /// Per-head query/key normalisation of every stream. Default: none.
+    /// Per-head query/key normalisation of every stream (not `FullLayerNorm`). Default: none.
     #[config(default = "QkNorm::None")]
     pub qk_norm: QkNorm,
     /// Epsilon of the query/key normalisation. Default: 1e-6 (SD3).
@@ -52,6 +52,9 @@ impl JointAttentionConfig {
             format!("joint attention width {c} must be a positive multiple of the number of heads {h}")
         })?;
         ensure_config(s > 0, || "joint attention needs at least one stream".to_string())?;
+        ensure_config(self.qk_norm != QkNorm::FullLayerNorm, || {
+            "joint attention normalises queries and keys per head (no FullLayerNorm)".to_string()
+        })?;
         ensure_config(self.pre_only.iter().all(|&i| i < s), || {
             format!("pre-only stream indices {:?} must be below the {s} streams", self.pre_only)
         })?;

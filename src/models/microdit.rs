@@ -51,10 +51,9 @@ use burn::module::Param;
 use burn::prelude::*;
 use rand::Rng;
 
-use crate::blocks::microdit_block::{
-    MicroDiTBlock, NormLinear,
-};
-use crate::blocks::{ConditionEmbedder, ConditionEmbedderConfig, ConditionKind, FinalLayer, FinalLayerConfig};
+use crate::blocks::microdit_block::NormLinear;
+use crate::blocks::parts::BlockCondition;
+use crate::blocks::{Block, ConditionEmbedder, ConditionEmbedderConfig, ConditionKind, FinalLayer, FinalLayerConfig};
 use crate::error::{Error, Result, ensure_dims};
 use crate::layers::activation::Activation;
 use crate::layers::init::frozen_param;
@@ -93,16 +92,16 @@ pub struct MicroDiT {
     pub cond_embedder: ConditionEmbedder,
     /// Fixed 2-D sin-cos table `[1, N, D]` (a buffer in the reference: persisted, never trained).
     pub pos_embed: Param<Tensor<3>>,
-    /// Patch-mixer blocks (empty without a patch-mixer).
-    pub patch_mixer: Vec<MicroDiTBlock>,
+    /// Patch-mixer blocks (empty without a patch-mixer; [`MicroDiTConfig::mixer_block_config`]).
+    pub patch_mixer: Vec<Block>,
     /// `D -> D_mixer` map into the patch-mixer (only when the widths differ).
     pub patch_mixer_map_xin: Option<NormLinear>,
     /// `D_mixer -> D` map out of the patch-mixer (applied after masking).
     pub patch_mixer_map_xout: Option<NormLinear>,
     /// `D -> D_mixer` map of the caption tokens for the patch-mixer.
     pub patch_mixer_map_y: Option<NormLinear>,
-    /// Backbone blocks.
-    pub blocks: Vec<MicroDiTBlock>,
+    /// Backbone blocks ([`MicroDiTConfig::block_config`]).
+    pub blocks: Vec<Block>,
     /// Fill value of removed patches `[1, 1, p*p*C_out]` (a zero buffer in the reference).
     pub mask_token: Param<Tensor<3>>,
     /// Final layer.
@@ -196,8 +195,9 @@ impl MicroDiT {
                 (Some(y), Some(map)) => Some(map.forward(y.clone())),
                 (y, _) => y.clone(),
             };
+            let cond = BlockCondition { c: c.clone(), shared: None, context: mixer_ctx };
             for block in &self.patch_mixer {
-                tokens = block.forward(tokens, mixer_ctx.as_ref(), c.clone())?;
+                tokens = block.forward(tokens, None, &cond)?;
             }
         }
         if let (Some(m), false) = (mask, naive) {
@@ -206,8 +206,9 @@ impl MicroDiT {
         if let Some(map) = &self.patch_mixer_map_xout {
             tokens = map.forward(tokens);
         }
+        let cond = BlockCondition { c: c.clone(), shared: None, context };
         for block in &self.blocks {
-            tokens = block.forward(tokens, context.as_ref(), c.clone())?;
+            tokens = block.forward(tokens, None, &cond)?;
         }
         let mut out = self.final_layer.forward(tokens, c)?;
         if let Some(m) = mask {

@@ -99,7 +99,8 @@ pub struct MicroDiTConfig {
     /// in the reference). Default: 1.0.
     #[config(default = 1.0)]
     pub pos_interp_scale: f64,
-    /// LayerNorm epsilon. Default: 1e-6.
+    /// LayerNorm epsilon (the DiT backbone's parameter-free LayerNorms: 1e-6 only).
+    /// Default: 1e-6.
     #[config(default = 1e-6)]
     pub norm_eps: f64,
     /// Output-projection init std `0.02 / sqrt(2 (i + 1))` for block `i` (else
@@ -405,9 +406,11 @@ impl MicroDiTConfig {
         let mut blocks: Vec<MicroDiTBlockConfig> = (0..self.mixer_moe_blocks().len()).map(|i| self.mixer_block_config(i)).collect();
         blocks.extend((0..self.depth).filter_map(|i| self.block_config(i).ok()));
         for b in &blocks {
-            let (t, a) = block_params(b);
-            total += t;
-            active += a;
+            let params = b.block_config().num_params();
+            total += params;
+            // expert-choice routing: a token meets `expert_capacity` of the `num_experts` experts
+            let idle_experts = if b.moe { b.num_experts as f64 - b.expert_capacity } else { 0.0 };
+            active += params as f64 - idle_experts * (2 * b.d_model * b.ffn_hidden()) as f64;
         }
         let fin = if micro { d } else { 0 } + linear(d, 2 * d, true) + linear(d, p * p * self.out_channels(), true);
         (total + fin, active + fin as f64)
@@ -424,7 +427,8 @@ impl MicroDiTConfig {
         let (d, p) = (self.dim as f64, self.patch_size as f64);
         let micro = self.backbone == MicroDiTBackbone::MicroDiT;
         let n = self.num_tokens() as f64;
-        let l = if micro { caption_tokens as f64 } else { 0.0 };
+        let lt = if micro { caption_tokens } else { 0 };
+        let l = lt as f64;
         let mut total = n * self.in_channels as f64 * p * p * d; // patch embedding
         total += self.backbone.frequency_size() as f64 * d + d * d; // timestep embedder
         if micro {
@@ -439,62 +443,16 @@ impl MicroDiTConfig {
                 total += mixer_tokens as f64 * d * m + kept as f64 * m * d + l * d * m;
             }
             for i in 0..self.patch_mixer_depth {
-                total += block_flops(&self.mixer_block_config(i), mixer_tokens, l)?;
+                total += self.mixer_block_config(i).block_config().macs(mixer_tokens, [0, 0], lt)?;
             }
         }
         for i in 0..self.depth {
-            total += block_flops(&self.block_config(i)?, kept, l)?;
+            total += self.block_config(i)?.block_config().macs(kept, [0, 0], lt)?;
         }
         total += 2.0 * d * d + kept as f64 * d * p * p * self.out_channels() as f64; // final layer
         Ok(total)
     }
 }
-
-/// `(total, active)` parameters of one block.
-fn block_params(b: &MicroDiTBlockConfig) -> (usize, f64) {
-    let (d, h, f) = (b.d_model, b.qkv_hidden(), b.ffn_hidden());
-    let micro = b.style == BlockStyle::MicroDiT;
-    let bias = b.bias || !micro;
-    let linear = |i: usize, o: usize, bias: bool| i * o + if bias { o } else { 0 };
-    let mut total = linear(d, 3 * h, bias) + linear(h, d, bias) + linear(b.d_cond, 6 * d, true);
-    if micro {
-        let x = b.cross_hidden();
-        total += 3 * d + linear(d, x, bias) + linear(d, 2 * x, bias) + linear(x, d, bias);
-    }
-    let mut active = total as f64;
-    if b.moe {
-        let expert = 2 * d * f;
-        total += d * b.num_experts + b.num_experts * expert;
-        active += (d * b.num_experts) as f64 + b.expert_capacity * expert as f64;
-    } else {
-        let ffn = if micro { 2 * linear(d, f, bias) + linear(f, d, bias) } else { linear(d, f, true) + linear(f, d, true) };
-        total += ffn;
-        active += ffn as f64;
-    }
-    (total, active)
-}
-
-/// Multiply-accumulates of one block over `t` tokens with `l` context tokens.
-fn block_flops(b: &MicroDiTBlockConfig, t: usize, l: f64) -> Result<f64> {
-    let (d, h, f) = (b.d_model as f64, b.qkv_hidden() as f64, b.ffn_hidden() as f64);
-    let tf = t as f64;
-    let mut total = b.d_cond as f64 * 6.0 * d; // adaLN
-    total += tf * 4.0 * d * h + 2.0 * tf * tf * h; // self-attention
-    if b.style == BlockStyle::MicroDiT {
-        let x = b.cross_hidden() as f64;
-        total += 2.0 * tf * d * x + 2.0 * l * d * x + 2.0 * tf * l * x; // cross-attention
-    }
-    total += if b.moe {
-        let k = tokens_per_expert(b.expert_capacity, b.num_experts, t)? as f64;
-        tf * d * b.num_experts as f64 + b.num_experts as f64 * k * 2.0 * d * f
-    } else if b.style == BlockStyle::MicroDiT {
-        3.0 * tf * d * f
-    } else {
-        2.0 * tf * d * f
-    };
-    Ok(total)
-}
-
 
 #[cfg(test)]
 mod tests {

@@ -97,13 +97,18 @@ fn layerwise_widths_follow_the_formula() {
     let device = Device::flex();
     let cfg = tiny(MicroDiTBackbone::MicroDiT);
     let m = cfg.init(&device).unwrap();
+    let attn = |block: &crate::blocks::Block| match &block.attn {
+        crate::blocks::parts::AttentionPart::MultiHead(a) => a.clone(),
+        _ => panic!("multi-head attention"),
+    };
     for (i, block) in m.blocks.iter().enumerate() {
         let b = cfg.block_config(i).unwrap();
-        assert_eq!(block.attn.qkv.weight.dims(), [32, 3 * b.qkv_hidden()]);
-        assert_eq!(block.attn.n_heads, b.num_heads());
+        assert_eq!(attn(block).qkv.weight.dims(), [32, 3 * b.qkv_hidden()]);
+        assert_eq!(attn(block).n_heads, b.num_heads());
+        assert_eq!(block.num_params(), b.block_config().num_params());
     }
-    assert_eq!(m.blocks[0].attn.qkv.weight.dims(), [32, 48]);
-    assert_eq!(m.blocks[3].attn.qkv.weight.dims(), [32, 96]);
+    assert_eq!(attn(&m.blocks[0]).qkv.weight.dims(), [32, 48]);
+    assert_eq!(attn(&m.blocks[3]).qkv.weight.dims(), [32, 96]);
 }
 
 #[test]
@@ -117,7 +122,7 @@ fn moe_placement() {
     assert!(none.backbone_moe_blocks().iter().chain(&none.mixer_moe_blocks()).all(|m| !m));
     let device = Device::flex();
     let m = tiny(MicroDiTBackbone::MicroDiT).init(&device).unwrap();
-    let is_moe = |b: &MicroDiTBlock| matches!(b.mlp, crate::blocks::parts::FeedForwardPart::Moe(_));
+    let is_moe = |b: &crate::blocks::Block| matches!(b.mlp, crate::blocks::parts::FeedForwardPart::Moe(_));
     assert_eq!(m.blocks.iter().map(is_moe).collect::<Vec<_>>(), vec![false, true, false, false]);
     assert_eq!(m.patch_mixer.iter().map(is_moe).collect::<Vec<_>>(), vec![false, true]);
 }

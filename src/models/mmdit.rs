@@ -6,7 +6,7 @@
 //! x [B, C, H, W] --patchify conv--> + cropped sin-cos table --> image tokens [B, N, D]
 //! text [B, L, joint_dim] --context_embedder (Linear)-------> text tokens  [B, L, D]
 //! c = TimestepEmbedder(t) + MLP_silu(pooled)                              [B, D]
-//! num_layers x JointBlock(image, text | c)   (text stream pre-only in the last block)
+//! num_layers x Block(image, text | c)   (JointBlockConfig presets; text stream pre-only in the last block)
 //! final adaLN LayerNorm + Linear --> unpatchify --> [B, C_out, H, W]
 //! ```
 //!
@@ -23,7 +23,8 @@
 use burn::nn::Linear;
 use burn::prelude::*;
 
-use crate::blocks::{ConditionEmbedder, ConditionInput, FinalLayer, JointBlock};
+use crate::blocks::parts::BlockCondition;
+use crate::blocks::{Block, ConditionEmbedder, ConditionInput, FinalLayer};
 use crate::error::{Error, Result, ensure_dims};
 use crate::layers::patch_embed::unpatchify;
 use crate::layers::pos_embed_cropped::CroppedPosEmbed;
@@ -50,8 +51,9 @@ pub struct MMDiT {
     pub cond_embedder: ConditionEmbedder,
     /// Caption projection `[joint_attention_dim, D]` of the per-token text embeddings.
     pub context_embedder: Linear,
-    /// Joint blocks over (image, text); the last one has a pre-only text stream.
-    pub blocks: Vec<JointBlock>,
+    /// Joint blocks over (image, text) ([`MMDiTConfig::block_config`] presets); the last one has
+    /// a pre-only text stream.
+    pub blocks: Vec<Block>,
     /// Final adaLN LayerNorm (eps 1e-6) + linear to `p*p*C_out` per token.
     pub final_layer: FinalLayer,
     /// Patch size.
@@ -155,12 +157,8 @@ impl MMDiT {
             let t = text.ok_or_else(|| {
                 Error::InvalidArgument(format!("block {i} follows a block whose text stream is pre-only"))
             })?;
-            let mut out = block.forward(vec![image, t], c.clone())?.into_iter();
-            image = out
-                .next()
-                .flatten()
-                .ok_or_else(|| Error::InvalidArgument(format!("block {i} has a pre-only image stream")))?;
-            text = out.next().flatten();
+            let cond = BlockCondition { c: c.clone(), shared: None, context: Some(t) };
+            (image, text) = block.forward_joint(image, None, &cond)?;
         }
         let out = self.final_layer.forward(image, c)?;
         Ok(unpatchify(out, self.patch_size, self.out_channels, grid))
@@ -362,7 +360,7 @@ mod tests {
                 let mut v = MissingGrads { grads: &grads, path: vec![], visited: 0, missing: vec![] };
                 model.visit(&mut v);
                 assert!(v.visited > 50, "the visitor saw only {} parameters", v.visited);
-                assert_eq!(v.missing, vec!["blocks.1.attn.streams.1.q_norm.weight".to_string()]);
+                assert_eq!(v.missing, vec!["blocks.1.attn.TwoStream.joint.streams.1.q_norm.weight".to_string()]);
             }
             let grads = GradientsParams::from_grads(grads, &model);
             model = optim.step(1e-3, model, grads);
@@ -382,9 +380,16 @@ mod tests {
         if let crate::blocks::FinalProjection::Linear(l) = &mut m.final_layer.linear {
             l.weight = rand(l.weight.dims());
         }
+        use crate::blocks::parts::{AttentionPart, ConditioningPart};
         for block in &mut m.blocks {
-            for ada in &mut block.ada_ln_modulation {
-                ada.linear.weight = rand(ada.linear.weight.dims());
+            let image = match &mut block.conditioning {
+                ConditioningPart::AdaLnZero(a) => a,
+                ConditioningPart::AdaLnZeroDual(d) => &mut d.ada_ln_modulation,
+                _ => unreachable!("MM-DiT blocks are adaLN-Zero"),
+            };
+            image.linear.weight = rand(image.linear.weight.dims());
+            if let AttentionPart::TwoStream(t) = &mut block.attn {
+                t.context_modulation.linear.weight = rand(t.context_modulation.linear.weight.dims());
             }
         }
         m

@@ -242,14 +242,14 @@ impl MMDiTConfig {
         self.dual_attention_layers.contains(&index)
     }
 
-    fn block_config(&self, index: usize) -> JointBlockConfig {
-        let cfg = JointBlockConfig::new(self.hidden_size(), self.num_attention_heads)
+    /// The joint block preset of block `index`: MMDiT-X dual attention in the listed blocks,
+    /// a pre-only text stream (`context_pre_only`) in the last one.
+    pub fn block_config(&self, index: usize) -> JointBlockConfig {
+        JointBlockConfig::new(self.hidden_size(), self.num_attention_heads)
             .with_mlp_ratio(self.mlp_ratio)
-            .with_qk_norm(self.qk_norm);
-        // MMDiT-X: the image stream (0) of the listed blocks has a second self-attention.
-        let cfg = if self.is_dual_attention(index) { cfg.with_dual_attention(vec![0]) } else { cfg };
-        // SD3: the text stream of the last block is pre-only (`context_pre_only`).
-        if index + 1 == self.num_layers { cfg.with_pre_only(vec![1]) } else { cfg }
+            .with_qk_norm(self.qk_norm)
+            .with_dual_attention(self.is_dual_attention(index))
+            .with_context_pre_only(index + 1 == self.num_layers)
     }
 
     /// Checks every size constraint; called by [`init`](Self::init).
@@ -313,29 +313,14 @@ impl MMDiTConfig {
     /// counts the frozen `pos_embed_max_size^2 * D` table.
     pub fn num_params(&self) -> usize {
         let d = self.hidden_size();
-        let (p, h, dh) = (self.patch_size, self.mlp_hidden(), self.attention_head_dim);
+        let p = self.patch_size;
         let lin = |i: usize, o: usize| i * o + o;
         let mut n = self.in_channels * p * p * d + d; // patch embedding
         n += lin(TIMESTEP_FREQ_DIM, d) + lin(d, d); // timestep embedder
         n += lin(self.pooled_projection_dim, d) + lin(d, d); // pooled projection
         n += lin(self.joint_attention_dim, d); // context embedder
-        let qk_norm = match self.qk_norm {
-            QkNorm::None => 0,
-            QkNorm::RmsNorm => 2 * dh,
-            QkNorm::LayerNorm => 4 * dh,
-        };
-        let full_stream = lin(d, 6 * d) + 3 * lin(d, d) + qk_norm + lin(d, d) + lin(d, h) + lin(h, d);
-        let pre_only_stream = lin(d, 2 * d) + 3 * lin(d, d) + qk_norm;
-        n += (2 * self.num_layers - 1) * full_stream + pre_only_stream;
-        // MMDiT-X: 3 more modulation chunks and a self-attention on the image stream
-        let dual = lin(d, 9 * d) - lin(d, 6 * d) + 3 * lin(d, d) + qk_norm + lin(d, d);
-        n += self.num_dual_attention_layers() * dual;
+        n += (0..self.num_layers).map(|i| self.block_config(i).block_config().num_params()).sum::<usize>();
         n + lin(d, 2 * d) + lin(d, p * p * self.out_channels) // final layer
-    }
-
-    /// Number of blocks with a dual attention.
-    fn num_dual_attention_layers(&self) -> usize {
-        (0..self.num_layers).filter(|&i| self.is_dual_attention(i)).count()
     }
 
     /// Analytic forward cost per sample, in multiply-accumulates (the DiT paper's "Gflops"
@@ -355,24 +340,18 @@ impl MMDiTConfig {
         let p = self.patch_size as f64;
         let n = ((height / self.patch_size) * (width / self.patch_size)) as f64;
         let l = text_tokens as f64;
-        let h = self.mlp_hidden() as f64;
         let embed = n * self.in_channels as f64 * p * p * d
             + l * self.joint_attention_dim as f64 * d
             + TIMESTEP_FREQ_DIM as f64 * d
             + self.pooled_projection_dim as f64 * d
             + 2.0 * d * d;
-        let block = |last: bool| {
-            let out_tokens = if last { n } else { n + l }; // streams producing outputs
-            let modulation = if last { 8.0 } else { 12.0 } * d * d;
-            let qkv = 3.0 * (n + l) * d * d;
-            let attention = 2.0 * out_tokens * (n + l) * d;
-            let proj = out_tokens * d * d;
-            let mlp = 2.0 * out_tokens * d * h;
-            modulation + qkv + attention + proj + mlp
-        };
-        let blocks = (self.num_layers - 1) as f64 * block(false) + block(true);
-        let dual = 3.0 * d * d + 3.0 * n * d * d + 2.0 * n * n * d + n * d * d;
-        let blocks = blocks + self.num_dual_attention_layers() as f64 * dual;
+        let grid = [height / self.patch_size, width / self.patch_size];
+        let blocks: f64 = (0..self.num_layers)
+            .map(|i| {
+                let block = self.block_config(i).block_config();
+                block.macs(grid[0] * grid[1], grid, text_tokens).expect("MLP blocks count without error")
+            })
+            .sum();
         let fin = 2.0 * d * d + n * d * p * p * self.out_channels as f64;
         embed + blocks + fin
     }

@@ -7,11 +7,13 @@
 //! | `cond_embedder.y_embedder.y_proj.{fc1,norm,fc2}` | `y_embedder.y_proj.{fc1,norm,fc2}` |
 //! | `cond_embedder.y_embedder.{y_emb_preprocess,pooled_y_emb_process}.*` | `{y_emb_preprocess,pooled_y_emb_process}.*` |
 //! | `cond_embedder.y_embedder.embedding_table` (DiT backbone) | `y_embedder.embedding_table` |
-//! | `*.ada_ln_modulation.linear` | `*.adaLN_modulation.1` |
-//! | `{blocks,patch_mixer}.{i}.mlp.SwiGlu.w{1,2,3}` | `….mlp.w{1,2,3}` |
-//! | `{blocks,patch_mixer}.{i}.mlp.Moe.{gate,w1,w2}` | `….mlp.{gate,w1,w2}` |
+//! | `{blocks,patch_mixer}.{i}.conditioning.ada_ln_modulation.linear` (MicroDiT) or `.conditioning.linear` (DiT backbone) | `….adaLN_modulation.1` |
+//! | `{blocks,patch_mixer}.{i}.conditioning.norm{1,2,3}` | `….norm{1,2,3}` |
+//! | `{blocks,patch_mixer}.{i}.conditioning.cross_attn.{q,kv,proj}` | `….cross_attn.{q_linear,kv_linear,proj}` |
+//! | `{blocks,patch_mixer}.{i}.mlp.*` (`w{1,2,3}` SwiGLU, `{gate,w1,w2}` MoE, `fc{1,2}` MLP) | same |
+//! | `final_layer.ada_ln_modulation.linear` | `final_layer.adaLN_modulation.1` |
 //! | `patch_mixer_map_{xin,xout,y}.{norm,linear}` | `patch_mixer_map_{xin,xout,y}.{0,1}` |
-//! | everything else (`x_embedder.proj`, `pos_embed`, `mask_token`, `attn.*`, `cross_attn.*`, `norm{1,2,3}`, `final_layer.*`) | same |
+//! | everything else (`x_embedder.proj`, `pos_embed`, `mask_token`, `attn.*`, `final_layer.*`) | same |
 //!
 //! The released checkpoints hold the whole `LatentDiffusion` model (keys `dit.*` beside the VAE's
 //! and text encoder's); Composer training checkpoints nest it under `state.model.`, and
@@ -39,10 +41,15 @@ pub fn official_key_map() -> KeyMap {
         ("cond_embedder.y_embedder", "y_embedder"),
         ("t_embedder.linear_1", "t_embedder.mlp.0"),
         ("t_embedder.linear_2", "t_embedder.mlp.2"),
+        ("conditioning.cross_attn.q", "cross_attn.q_linear"),
+        ("conditioning.cross_attn.kv", "cross_attn.kv_linear"),
+        ("conditioning.cross_attn", "cross_attn"),
+        ("conditioning.norm1", "norm1"),
+        ("conditioning.norm2", "norm2"),
+        ("conditioning.norm3", "norm3"),
+        ("conditioning.ada_ln_modulation.linear", "adaLN_modulation.1"),
+        ("conditioning.linear", "adaLN_modulation.1"),
         ("ada_ln_modulation.linear", "adaLN_modulation.1"),
-        ("mlp.SwiGlu", "mlp"),
-        ("mlp.Moe", "mlp"),
-        ("mlp.Mlp", "mlp"),
     ]
     .into_iter()
     .map(|(a, b)| (a.to_string(), b.to_string()))
@@ -174,6 +181,13 @@ mod tests {
                 assert!(ck.contains(k), "{backbone:?}: missing {k} in {:?}", ck.tensors().keys().collect::<Vec<_>>());
             }
             assert!(!ck.tensors().keys().any(|k| k.contains("SwiGlu") || k.contains("Moe") || k.contains("gamma")));
+            assert!(!ck.tensors().keys().any(|k| k.contains("conditioning")));
+            if micro {
+                let keys = ["blocks.1.norm2.weight", "patch_mixer.0.cross_attn.q_linear.weight", "blocks.2.cross_attn.proj.weight"];
+                for k in keys {
+                    assert!(ck.contains(k), "missing {k}");
+                }
+            }
 
             // load randomized weights through a `dit.` prefix with foreign tensors beside it
             let weights = randomize(&ck);

@@ -3,7 +3,9 @@
 //! [`LazyCheckpoint::open`]).
 //!
 //! # How diffusers' layout maps
-//! Stream 0 of every [`JointBlock`](crate::blocks::JointBlock) is the image, stream 1 the text.
+//! Every block is a [`Block`](crate::blocks::Block) preset
+//! ([`JointBlockConfig`](crate::blocks::JointBlockConfig)): the block's tokens are the image
+//! stream (stream 0 of its joint attention), the context tokens the text stream (stream 1).
 //!
 //! | crate module path | diffusers key |
 //! |---|---|
@@ -12,16 +14,17 @@
 //! | `cond_embedder.t_embedder.linear_{1,2}` | `time_text_embed.timestep_embedder.linear_{1,2}` |
 //! | `cond_embedder.y_embedder.fc{1,2}` | `time_text_embed.text_embedder.linear_{1,2}` |
 //! | `context_embedder` | `context_embedder` |
-//! | `blocks.{i}.attn.streams.0.qkv` | `transformer_blocks.{i}.attn.to_{q,k,v}` (rows concatenated) |
-//! | `blocks.{i}.attn.streams.1.qkv` | `transformer_blocks.{i}.attn.add_{q,k,v}_proj` (rows concatenated) |
-//! | `blocks.{i}.attn.streams.{0,1}.proj` | `transformer_blocks.{i}.attn.{to_out.0, to_add_out}` |
-//! | `blocks.{i}.attn.streams.0.{q,k}_norm` | `transformer_blocks.{i}.attn.norm_{q,k}` |
-//! | `blocks.{i}.attn.streams.1.{q,k}_norm` | `transformer_blocks.{i}.attn.norm_added_{q,k}` |
-//! | `blocks.{i}.ada_ln_modulation.{0,1}.linear` | `transformer_blocks.{i}.{norm1, norm1_context}.linear` |
-//! | `blocks.{i}.mlp.{0,1}.fc1` | `transformer_blocks.{i}.{ff, ff_context}.net.0.proj` |
-//! | `blocks.{i}.mlp.{0,1}.fc2` | `transformer_blocks.{i}.{ff, ff_context}.net.2` |
-//! | `blocks.{i}.attn2.0.qkv` | `transformer_blocks.{i}.attn2.to_{q,k,v}` (MMDiT-X; rows concatenated) |
-//! | `blocks.{i}.attn2.0.{proj, q_norm, k_norm}` | `transformer_blocks.{i}.attn2.{to_out.0, norm_q, norm_k}` |
+//! | `blocks.{i}.attn.joint.streams.0.qkv` | `transformer_blocks.{i}.attn.to_{q,k,v}` (rows concatenated) |
+//! | `blocks.{i}.attn.joint.streams.1.qkv` | `transformer_blocks.{i}.attn.add_{q,k,v}_proj` (rows concatenated) |
+//! | `blocks.{i}.attn.joint.streams.{0,1}.proj` | `transformer_blocks.{i}.attn.{to_out.0, to_add_out}` |
+//! | `blocks.{i}.attn.joint.streams.0.{q,k}_norm` | `transformer_blocks.{i}.attn.norm_{q,k}` |
+//! | `blocks.{i}.attn.joint.streams.1.{q,k}_norm` | `transformer_blocks.{i}.attn.norm_added_{q,k}` |
+//! | `blocks.{i}.conditioning.linear` (`.conditioning.ada_ln_modulation.linear` in MMDiT-X blocks) | `transformer_blocks.{i}.norm1.linear` |
+//! | `blocks.{i}.attn.context_modulation.linear` | `transformer_blocks.{i}.norm1_context.linear` |
+//! | `blocks.{i}.mlp.fc{1,2}` | `transformer_blocks.{i}.ff.net.{0.proj,2}` |
+//! | `blocks.{i}.attn.context_mlp.fc{1,2}` | `transformer_blocks.{i}.ff_context.net.{0.proj,2}` |
+//! | `blocks.{i}.conditioning.attn2.qkv` | `transformer_blocks.{i}.attn2.to_{q,k,v}` (MMDiT-X; rows concatenated) |
+//! | `blocks.{i}.conditioning.attn2.{proj, q_norm, k_norm}` | `transformer_blocks.{i}.attn2.{to_out.0, norm_q, norm_k}` |
 //! | `final_layer.ada_ln_modulation.linear` | `norm_out.linear` (halves swapped) |
 //! | `final_layer.linear` | `proj_out` |
 //!
@@ -29,6 +32,8 @@
 //! `norm1_context`) emits `(scale, shift)`; the crate's modulations emit `(shift, scale)`, so
 //! the two row halves of those linears are swapped on load and swapped back on export.
 
+use crate::blocks::Block;
+use crate::blocks::parts::{AttentionPart, ConditioningPart};
 use crate::error::Result;
 use crate::models::MMDiT;
 use crate::weights::checkpoint::Checkpoint;
@@ -44,7 +49,7 @@ const TEXT_QKV: [&str; 3] = ["add_q_proj", "add_k_proj", "add_v_proj"];
 fn qkv_sets(model: &MMDiT, block: usize) -> Vec<(String, [&'static str; 3])> {
     let attn = format!("transformer_blocks.{block}.attn");
     let mut sets = vec![(attn.clone(), IMAGE_QKV), (attn, TEXT_QKV)];
-    if model.blocks[block].has_dual_attention(0) {
+    if matches!(model.blocks[block].conditioning, ConditioningPart::AdaLnZeroDual(_)) {
         sets.push((format!("transformer_blocks.{block}.attn2"), IMAGE_QKV));
     }
     sets
@@ -62,24 +67,25 @@ pub fn diffusers_key_map() -> KeyMap {
         ("cond_embedder.y_embedder.fc1".into(), "time_text_embed.text_embedder.linear_1".into()),
         ("cond_embedder.y_embedder.fc2".into(), "time_text_embed.text_embedder.linear_2".into()),
         ("blocks".into(), "transformer_blocks".into()),
-        ("attn.streams.0.qkv".into(), fused(IMAGE_QKV)),
-        ("attn.streams.1.qkv".into(), fused(TEXT_QKV)),
-        ("attn.streams.0.proj".into(), "attn.to_out.0".into()),
-        ("attn.streams.1.proj".into(), "attn.to_add_out".into()),
-        ("attn.streams.0.q_norm".into(), "attn.norm_q".into()),
-        ("attn.streams.0.k_norm".into(), "attn.norm_k".into()),
-        ("attn.streams.1.q_norm".into(), "attn.norm_added_q".into()),
-        ("attn.streams.1.k_norm".into(), "attn.norm_added_k".into()),
-        ("ada_ln_modulation.0.linear".into(), "norm1.linear".into()),
-        ("ada_ln_modulation.1.linear".into(), "norm1_context.linear".into()),
-        ("mlp.0.fc1".into(), "ff.net.0.proj".into()),
-        ("mlp.0.fc2".into(), "ff.net.2".into()),
-        ("mlp.1.fc1".into(), "ff_context.net.0.proj".into()),
-        ("mlp.1.fc2".into(), "ff_context.net.2".into()),
-        ("attn2.0.qkv".into(), format!("attn2.{{{}}}", IMAGE_QKV.join(","))),
-        ("attn2.0.proj".into(), "attn2.to_out.0".into()),
-        ("attn2.0.q_norm".into(), "attn2.norm_q".into()),
-        ("attn2.0.k_norm".into(), "attn2.norm_k".into()),
+        ("attn.joint.streams.0.qkv".into(), fused(IMAGE_QKV)),
+        ("attn.joint.streams.1.qkv".into(), fused(TEXT_QKV)),
+        ("attn.joint.streams.0.proj".into(), "attn.to_out.0".into()),
+        ("attn.joint.streams.1.proj".into(), "attn.to_add_out".into()),
+        ("attn.joint.streams.0.q_norm".into(), "attn.norm_q".into()),
+        ("attn.joint.streams.0.k_norm".into(), "attn.norm_k".into()),
+        ("attn.joint.streams.1.q_norm".into(), "attn.norm_added_q".into()),
+        ("attn.joint.streams.1.k_norm".into(), "attn.norm_added_k".into()),
+        ("attn.context_modulation.linear".into(), "norm1_context.linear".into()),
+        ("attn.context_mlp.fc1".into(), "ff_context.net.0.proj".into()),
+        ("attn.context_mlp.fc2".into(), "ff_context.net.2".into()),
+        ("conditioning.linear".into(), "norm1.linear".into()),
+        ("conditioning.ada_ln_modulation.linear".into(), "norm1.linear".into()),
+        ("conditioning.attn2.qkv".into(), format!("attn2.{{{}}}", IMAGE_QKV.join(","))),
+        ("conditioning.attn2.proj".into(), "attn2.to_out.0".into()),
+        ("conditioning.attn2.q_norm".into(), "attn2.norm_q".into()),
+        ("conditioning.attn2.k_norm".into(), "attn2.norm_k".into()),
+        ("mlp.fc1".into(), "ff.net.0.proj".into()),
+        ("mlp.fc2".into(), "ff.net.2".into()),
         ("final_layer.ada_ln_modulation.linear".into(), "norm_out.linear".into()),
         ("final_layer.linear".into(), "proj_out".into()),
     ])
@@ -93,11 +99,16 @@ fn fused_key(prefix: &str, names: [&str; 3], param: &str) -> String {
     format!("{prefix}.{{{}}}.{param}", names.join(","))
 }
 
+/// Whether a block's text stream is pre-only.
+fn context_pre_only(block: &Block) -> bool {
+    matches!(&block.attn, AttentionPart::TwoStream(t) if t.context_mlp.is_none())
+}
+
 /// Keys of the `(scale, shift)` linears of diffusers' `AdaLayerNormContinuous` in `model`.
 fn continuous_norm_keys(model: &MMDiT) -> Vec<String> {
     let mut prefixes = vec!["norm_out.linear".to_string()];
     for (i, block) in model.blocks.iter().enumerate() {
-        if block.is_pre_only(1) {
+        if context_pre_only(block) {
             prefixes.push(format!("transformer_blocks.{i}.norm1_context.linear"));
         }
     }
@@ -213,16 +224,20 @@ mod tests {
         assert_eq!(k("x_embedder.proj.weight"), "pos_embed.proj.weight");
         assert_eq!(k("cond_embedder.t_embedder.linear_2.bias"), "time_text_embed.timestep_embedder.linear_2.bias");
         assert_eq!(k("cond_embedder.y_embedder.fc1.weight"), "time_text_embed.text_embedder.linear_1.weight");
-        assert_eq!(k("blocks.3.attn.streams.0.qkv.weight"), "transformer_blocks.3.attn.{to_q,to_k,to_v}.weight");
+        assert_eq!(k("blocks.3.attn.joint.streams.0.qkv.weight"), "transformer_blocks.3.attn.{to_q,to_k,to_v}.weight");
         assert_eq!(
-            k("blocks.3.attn.streams.1.qkv.bias"),
+            k("blocks.3.attn.joint.streams.1.qkv.bias"),
             "transformer_blocks.3.attn.{add_q_proj,add_k_proj,add_v_proj}.bias"
         );
-        assert_eq!(k("blocks.0.attn.streams.0.proj.weight"), "transformer_blocks.0.attn.to_out.0.weight");
-        assert_eq!(k("blocks.0.attn.streams.1.proj.weight"), "transformer_blocks.0.attn.to_add_out.weight");
-        assert_eq!(k("blocks.1.attn.streams.1.k_norm.weight"), "transformer_blocks.1.attn.norm_added_k.weight");
-        assert_eq!(k("blocks.1.ada_ln_modulation.1.linear.weight"), "transformer_blocks.1.norm1_context.linear.weight");
-        assert_eq!(k("blocks.10.mlp.1.fc2.bias"), "transformer_blocks.10.ff_context.net.2.bias");
+        assert_eq!(k("blocks.0.attn.joint.streams.0.proj.weight"), "transformer_blocks.0.attn.to_out.0.weight");
+        assert_eq!(k("blocks.0.attn.joint.streams.1.proj.weight"), "transformer_blocks.0.attn.to_add_out.weight");
+        assert_eq!(k("blocks.1.attn.joint.streams.1.k_norm.weight"), "transformer_blocks.1.attn.norm_added_k.weight");
+        assert_eq!(k("blocks.1.attn.context_modulation.linear.weight"), "transformer_blocks.1.norm1_context.linear.weight");
+        assert_eq!(k("blocks.1.conditioning.linear.bias"), "transformer_blocks.1.norm1.linear.bias");
+        assert_eq!(k("blocks.1.conditioning.ada_ln_modulation.linear.bias"), "transformer_blocks.1.norm1.linear.bias");
+        assert_eq!(k("blocks.2.conditioning.attn2.proj.bias"), "transformer_blocks.2.attn2.to_out.0.bias");
+        assert_eq!(k("blocks.10.attn.context_mlp.fc2.bias"), "transformer_blocks.10.ff_context.net.2.bias");
+        assert_eq!(k("blocks.10.mlp.fc1.bias"), "transformer_blocks.10.ff.net.0.proj.bias");
         assert_eq!(k("final_layer.ada_ln_modulation.linear.weight"), "norm_out.linear.weight");
         assert_eq!(k("final_layer.linear.bias"), "proj_out.bias");
     }

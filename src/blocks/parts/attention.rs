@@ -8,13 +8,18 @@
 //! | [`AttentionKind::Cosine`] | [`CosineAttention`](super::cosine_attention::CosineAttention) | tokens |
 //! | [`AttentionKind::Joint`] | [`layers::JointAttention`](crate::layers::JointAttention) over (tokens, context); the context stream is key/value only | context tokens |
 //! | [`AttentionKind::Cross`] | [`layers::CrossAttention`](crate::layers::CrossAttention): the tokens attend to the context only | context tokens |
+//! | [`AttentionKind::TwoStream`] | [`TwoStreamAttention`]: joint attention that also updates the context stream (MM-DiT) | context tokens, `c` |
 //!
 //! Adding a variant: a new file in this folder (or a layer), one arm in [`AttentionKind`] and
-//! [`AttentionPart`], one line in [`AttentionKind::init`] and [`AttentionPart::forward`].
+//! [`AttentionPart`], one line in [`AttentionKind::init`], [`AttentionKind::num_params`],
+//! [`AttentionKind::macs`] and [`AttentionPart::forward`].
 
 use burn::prelude::*;
 
+use crate::blocks::parts::conditioning::BlockCondition;
 use crate::blocks::parts::cosine_attention::CosineAttention;
+use crate::blocks::parts::spec::PartSpec;
+use crate::blocks::parts::two_stream::TwoStreamAttention;
 use crate::error::{Error, Result, ensure_config};
 use crate::layers::attention::{Attention, AttentionConfig, CrossAttention, CrossAttentionConfig, QkNorm};
 use crate::layers::downsampled_attention::{
@@ -47,6 +52,15 @@ pub enum AttentionKind {
     Joint,
     /// Cross-attention of the tokens over the context tokens (no self-attention).
     Cross,
+    /// MM-DiT's joint attention over two streams, the tokens and the context tokens, where
+    /// the context is a stream of its own: the part carries the context stream's adaLN-Zero
+    /// modulation and tanh-GELU MLP and updates the context tokens (see
+    /// [`TwoStreamAttention`]).
+    TwoStream {
+        /// The context stream only supplies (modulated) keys and values and is not updated
+        /// (SD3's last block, diffusers `context_pre_only`).
+        context_pre_only: bool,
+    },
 }
 
 impl AttentionKind {
@@ -57,7 +71,7 @@ impl AttentionKind {
 
     /// Whether the part attends to context tokens.
     pub fn needs_context(&self) -> bool {
-        matches!(self, AttentionKind::Joint | AttentionKind::Cross)
+        matches!(self, AttentionKind::Joint | AttentionKind::Cross | AttentionKind::TwoStream { .. })
     }
 
     /// Whether the part supports an attention width other than the block width.
@@ -65,55 +79,71 @@ impl AttentionKind {
         matches!(self, AttentionKind::MultiHead | AttentionKind::Cosine)
     }
 
-    /// Parameters of the part (see [`init`](Self::init) for the arguments).
-    pub fn num_params(&self, d: usize, n_heads: usize, hidden: usize, qk_norm: QkNorm) -> usize {
-        let dh = hidden / n_heads.max(1);
-        let norms = match qk_norm {
-            QkNorm::None => 0,
-            QkNorm::RmsNorm => 2 * dh,
-            QkNorm::LayerNorm => 4 * dh,
-        };
-        let lin = |i: usize, o: usize| i * o + o;
+    /// Whether the part has the QK norm option `qk_norm`.
+    fn has_qk_norm(&self, qk_norm: QkNorm) -> bool {
         match self {
-            AttentionKind::MultiHead => lin(d, 3 * hidden) + lin(hidden, d) + norms,
+            AttentionKind::MultiHead => true,
+            AttentionKind::Joint | AttentionKind::TwoStream { .. } => qk_norm != QkNorm::FullLayerNorm,
+            _ => qk_norm == QkNorm::None,
+        }
+    }
+
+    /// Parameters of the part for a block of spec `s`.
+    pub fn num_params(&self, s: &PartSpec) -> usize {
+        let (d, hidden, n_heads) = (s.d_model, s.attn_hidden, s.n_heads);
+        let norms = s.qk_norm.num_params(s.head_dim());
+        let lin = |i: usize, o: usize| i * o + o;
+        let lin_b = |i: usize, o: usize| i * o + if s.bias { o } else { 0 };
+        match self {
+            AttentionKind::MultiHead => lin_b(d, 3 * hidden) + lin_b(hidden, d) + norms,
             AttentionKind::Downsampled { kernel, cosine, .. } => {
                 d * kernel * kernel + d + lin(d, 3 * d) + lin(d, d) + if *cosine { n_heads } else { 0 }
             }
             AttentionKind::Cosine => lin(d, 3 * hidden) + lin(hidden, d) + n_heads,
             AttentionKind::Joint => 2 * lin(d, 3 * d) + lin(d, d) + 2 * norms,
-            AttentionKind::Cross => lin(d, d) + lin(d, 2 * d) + lin(d, d),
+            AttentionKind::Cross => lin_b(d, d) + lin_b(d, 2 * d) + lin_b(d, d),
+            AttentionKind::TwoStream { context_pre_only } => TwoStreamAttention::num_params(s, *context_pre_only),
         }
     }
 
-    /// Multiply-accumulates of the part over `n` tokens of width `d` on `grid`, with `m`
-    /// context tokens (matrix products and attention scores, the DiT paper's convention).
-    pub fn macs(&self, d: usize, hidden: usize, n: usize, grid: [usize; 2], m: usize) -> f64 {
-        let (d, h, n, m) = (d as f64, hidden as f64, n as f64, m as f64);
+    /// Multiply-accumulates of the part over `n` tokens on `grid` with `m` context tokens
+    /// (matrix products and attention scores, the DiT paper's convention).
+    pub fn macs(&self, s: &PartSpec, n: usize, grid: [usize; 2], m: usize) -> f64 {
+        let (d, h, nf, mf) = (s.d_model as f64, s.attn_hidden as f64, n as f64, m as f64);
         match self {
-            AttentionKind::MultiHead | AttentionKind::Cosine => n * (3.0 * d * h + h * d) + 2.0 * n * n * h,
+            AttentionKind::MultiHead | AttentionKind::Cosine => nf * (3.0 * d * h + h * d) + 2.0 * nf * nf * h,
             AttentionKind::Downsampled { down_factor, kernel, .. } => {
-                downsampled_attention_macs(d as usize, grid, *down_factor, *kernel)
+                downsampled_attention_macs(s.d_model, grid, *down_factor, *kernel)
             }
-            AttentionKind::Joint => (n + m) * 3.0 * d * d + n * d * d + 2.0 * n * (n + m) * d,
-            AttentionKind::Cross => 2.0 * n * d * d + 2.0 * m * d * d + 2.0 * n * m * d,
+            AttentionKind::Joint => (nf + mf) * 3.0 * d * d + nf * d * d + 2.0 * nf * (nf + mf) * d,
+            AttentionKind::Cross => 2.0 * nf * d * d + 2.0 * mf * d * d + 2.0 * nf * mf * d,
+            AttentionKind::TwoStream { context_pre_only } => TwoStreamAttention::macs(s, *context_pre_only, n, m),
         }
     }
 
-    /// Builds the part for width `d_model` with `n_heads` heads in an attention space of width
-    /// `hidden` (`d_model` unless scaled) and per-head QK norm `qk_norm`.
+    /// Builds the part for a block of spec `s`.
     ///
     /// # Errors
-    /// [`Error::InvalidConfig`] for widths the part cannot take, a scaled width or QK norm
+    /// [`Error::InvalidConfig`] for widths the part cannot take, a scaled width or a QK norm
     /// on a part without them.
-    pub fn init(&self, d_model: usize, n_heads: usize, hidden: usize, qk_norm: QkNorm, device: &Device) -> Result<AttentionPart> {
+    pub fn init(&self, s: &PartSpec, device: &Device) -> Result<AttentionPart> {
+        let (d_model, n_heads, hidden) = (s.d_model, s.n_heads, s.attn_hidden);
         ensure_config(hidden == d_model || self.scales(), || {
             format!("{self:?} attention keeps the block width; layer-wise attention scaling needs MultiHead or Cosine")
         })?;
-        let has_qk_norm = matches!(self, AttentionKind::MultiHead | AttentionKind::Joint);
-        ensure_config(qk_norm == QkNorm::None || has_qk_norm, || format!("{self:?} attention has no QK norm option"))?;
+        ensure_config(self.has_qk_norm(s.qk_norm), || format!("{self:?} attention has no {:?} QK norm option", s.qk_norm))?;
+        let [init_in, init_out] = s.init;
         Ok(match self {
             AttentionKind::MultiHead => AttentionPart::MultiHead(
-                AttentionConfig::new(d_model, n_heads).with_d_hidden(Some(hidden)).with_qk_norm(qk_norm).init(device)?,
+                AttentionConfig::new(d_model, n_heads)
+                    .with_d_hidden(Some(hidden))
+                    .with_qk_norm(s.qk_norm)
+                    .with_qk_norm_eps(s.norm_eps)
+                    .with_qkv_bias(s.bias)
+                    .with_proj_bias(s.bias)
+                    .with_init_in(init_in)
+                    .with_init_out(init_out)
+                    .init(device)?,
             ),
             AttentionKind::Downsampled { down_factor, kernel, cosine, rope } => AttentionPart::Downsampled(
                 DownsampledAttentionConfig::new(d_model, n_heads)
@@ -125,10 +155,17 @@ impl AttentionKind {
             ),
             AttentionKind::Cosine => AttentionPart::Cosine(CosineAttention::new(d_model, hidden, n_heads, device)?),
             AttentionKind::Joint => AttentionPart::Joint(
-                JointAttentionConfig::new(d_model, n_heads).with_pre_only(vec![1]).with_qk_norm(qk_norm).init(device)?,
+                JointAttentionConfig::new(d_model, n_heads).with_pre_only(vec![1]).with_qk_norm(s.qk_norm).init(device)?,
             ),
-            AttentionKind::Cross => {
-                AttentionPart::Cross(CrossAttentionConfig::new(d_model, d_model, n_heads).init(device)?)
+            AttentionKind::Cross => AttentionPart::Cross(
+                CrossAttentionConfig::new(d_model, d_model, n_heads)
+                    .with_bias(s.bias)
+                    .with_init_in(init_in)
+                    .with_init_out(init_out)
+                    .init(device)?,
+            ),
+            AttentionKind::TwoStream { context_pre_only } => {
+                AttentionPart::TwoStream(TwoStreamAttention::new(s, *context_pre_only, device)?)
             }
         })
     }
@@ -147,34 +184,41 @@ pub enum AttentionPart {
     Joint(JointAttention),
     /// Cross-attention over the context.
     Cross(CrossAttention),
+    /// Two-stream joint attention that updates the context stream.
+    TwoStream(TwoStreamAttention),
 }
 
 impl AttentionPart {
     /// # Shapes
     /// - `x`: `[B, N, D]`; `grid`: the `[rows, cols]` of the tokens when they are a full grid
-    ///   (`None` for masked tokens); `context`: `[B, M, D]`
-    /// - output: `[B, N, D]`
+    ///   (`None` for masked tokens); `cond`: the conditioning vector and context tokens
+    ///   `[B, M, D]`
+    /// - output: the attention output `[B, N, D]`, and the context tokens updated by a
+    ///   [`TwoStream`](AttentionPart::TwoStream) part (`None` for the others, and for a
+    ///   pre-only context stream)
     ///
     /// # Errors
     /// A missing grid or context the part needs, or shapes it cannot take.
-    pub fn forward(&self, x: Tensor<3>, grid: Option<[usize; 2]>, context: Option<&Tensor<3>>) -> Result<Tensor<3>> {
+    pub fn forward(&self, x: Tensor<3>, grid: Option<[usize; 2]>, cond: &BlockCondition) -> Result<(Tensor<3>, Option<Tensor<3>>)> {
         let context = || {
-            context.cloned().ok_or_else(|| Error::InvalidArgument("this attention part needs context tokens".into()))
+            cond.context.clone().ok_or_else(|| Error::InvalidArgument("this attention part needs context tokens".into()))
         };
-        match self {
-            AttentionPart::MultiHead(a) => a.try_forward(x),
+        let out = match self {
+            AttentionPart::MultiHead(a) => a.try_forward(x)?,
             AttentionPart::Downsampled(a) => {
                 let grid = grid.ok_or_else(|| {
                     Error::InvalidArgument("downsampled-token attention needs the full token grid (no masking)".into())
                 })?;
-                a.forward_tokens(x, grid)
+                a.forward_tokens(x, grid)?
             }
-            AttentionPart::Cosine(a) => a.forward(x),
+            AttentionPart::Cosine(a) => a.forward(x)?,
             AttentionPart::Joint(a) => {
                 let out = a.forward(vec![x, context()?])?;
-                out.into_iter().next().flatten().ok_or_else(|| Error::InvalidArgument("joint attention lost its first stream".into()))
+                out.into_iter().next().flatten().ok_or_else(|| Error::InvalidArgument("joint attention lost its first stream".into()))?
             }
-            AttentionPart::Cross(a) => Ok(a.forward(x, context()?)),
-        }
+            AttentionPart::Cross(a) => a.forward(x, context()?),
+            AttentionPart::TwoStream(a) => return a.forward(x, context()?, cond.c.clone()),
+        };
+        Ok((out, None))
     }
 }

@@ -10,6 +10,7 @@
 
 use burn::prelude::*;
 
+use crate::blocks::parts::spec::PartSpec;
 use crate::error::{Error, Result, ensure_config};
 use crate::layers::dwconv_ffn::{DW_KERNEL, DwConvFfn, DwConvFfnConfig, FfnForm, REP_DW_KERNELS};
 use crate::layers::mlp::{Mlp, MlpConfig};
@@ -48,14 +49,17 @@ impl FeedForwardKind {
         matches!(self, FeedForwardKind::DwConv { .. })
     }
 
-    /// Parameters of the part at width `d` and nominal hidden width `hidden`.
-    pub fn num_params(&self, d: usize, hidden: usize) -> usize {
+    /// Parameters of the part for a block of spec `s` (width `D`, nominal hidden width
+    /// `s.ffn_hidden`).
+    pub fn num_params(&self, s: &PartSpec) -> usize {
+        let (d, hidden) = (s.d_model, s.ffn_hidden);
         let lin = |i: usize, o: usize| i * o + o;
+        let lin_b = |i: usize, o: usize| i * o + if s.bias { o } else { 0 };
         match self {
-            FeedForwardKind::Mlp => lin(d, hidden) + lin(hidden, d),
+            FeedForwardKind::Mlp => lin_b(d, hidden) + lin_b(hidden, d),
             FeedForwardKind::SwiGlu { multiple_of } => {
                 let h = swiglu_hidden(hidden, (*multiple_of).max(1));
-                2 * lin(d, h) + lin(h, d)
+                2 * lin_b(d, h) + lin_b(h, d)
             }
             FeedForwardKind::DwConv { form } => {
                 let h = hidden;
@@ -79,7 +83,8 @@ impl FeedForwardKind {
     ///
     /// # Errors
     /// An MoE whose experts would take no token (or more than `n`).
-    pub fn macs(&self, d: usize, hidden: usize, n: usize) -> Result<f64> {
+    pub fn macs(&self, s: &PartSpec, n: usize) -> Result<f64> {
+        let (d, hidden) = (s.d_model, s.ffn_hidden);
         let (df, nf) = (d as f64, n as f64);
         Ok(match self {
             FeedForwardKind::Mlp => 2.0 * nf * df * hidden as f64,
@@ -101,16 +106,25 @@ impl FeedForwardKind {
         })
     }
 
-    /// Builds the part for width `d_model` and nominal hidden width `hidden`.
+    /// Builds the part for a block of spec `s`: biases as `s.bias` (the MoE has none),
+    /// normal-initialised SwiGLU and MoE weights with the stds of `s.init` when it is normal
+    /// (else their 0.02 defaults), Xavier-uniform MLP and depthwise-conv FFN.
     ///
     /// # Errors
     /// [`Error::InvalidConfig`] for zero widths or a bad expert capacity.
-    pub fn init(&self, d_model: usize, hidden: usize, device: &Device) -> Result<FeedForwardPart> {
+    pub fn init(&self, s: &PartSpec, device: &Device) -> Result<FeedForwardPart> {
+        let (d_model, hidden) = (s.d_model, s.ffn_hidden);
         ensure_config(d_model > 0 && hidden > 0, || format!("feed-forward widths must be positive: {d_model}, {hidden}"))?;
+        let (std_in, std_out) = s.normal_stds().unwrap_or((0.02, 0.02));
         Ok(match self {
-            FeedForwardKind::Mlp => FeedForwardPart::Mlp(MlpConfig::new(d_model, hidden).init(device)?),
+            FeedForwardKind::Mlp => FeedForwardPart::Mlp(MlpConfig::new(d_model, hidden).with_bias(s.bias).init(device)?),
             FeedForwardKind::SwiGlu { multiple_of } => FeedForwardPart::SwiGlu(
-                SwiGluConfig::new(d_model, hidden).with_multiple_of(*multiple_of).with_bias(true).init(device)?,
+                SwiGluConfig::new(d_model, hidden)
+                    .with_multiple_of(*multiple_of)
+                    .with_bias(s.bias)
+                    .with_init_std_in(std_in)
+                    .with_init_std_out(std_out)
+                    .init(device)?,
             ),
             FeedForwardKind::DwConv { form } => {
                 FeedForwardPart::DwConv(DwConvFfnConfig::new(d_model, hidden).with_form(*form).init(device)?)
@@ -119,6 +133,8 @@ impl FeedForwardKind {
                 ExpertChoiceMoeConfig::new(d_model, hidden, *num_experts)
                     .with_capacity(*capacity)
                     .with_multiple_of(*multiple_of)
+                    .with_init_std_in(std_in)
+                    .with_init_std_out(std_out)
                     .init(device)?,
             ),
         })
