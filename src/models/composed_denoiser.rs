@@ -1,5 +1,5 @@
-//! The contracts of the [`ComposedDiT`]: [`Denoiser`] (class labels, or nothing for an
-//! unconditional model: `Option<Tensor<1, Int>>`, as DiT), [`NullConditioned`] and
+//! The contracts of the [`ComposedDiT`] (and so of its presets DiT and U-DiT): [`Denoiser`]
+//! (class labels, or nothing for an unconditional model: `Option<Tensor<1, Int>>`), [`NullConditioned`] and
 //! [`MaskedDenoiser`]. Models conditioned on a pooled vector or captions are called through
 //! [`ComposedDiT::forward_with`].
 
@@ -19,7 +19,7 @@ impl Denoiser for ComposedDiT {
     type Cond = Option<Tensor<1, Int>>;
 
     fn denoise(&self, x: Tensor<4>, t: Tensor<1>, cond: &Self::Cond) -> Result<Tensor<4>> {
-        self.forward(x, t, labels(cond))
+        self.forward(x, t, cond.clone())
     }
 }
 
