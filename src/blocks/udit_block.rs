@@ -1,7 +1,7 @@
 //! U-DiT's resampling between the levels of the U (official `Downsample`, `Upsample`): a
 //! bias-free 3x3 conv then pixel-(un)shuffle. U-DiT's block (`U_DiTBlock`) is two
 //! [`Block`](crate::blocks::Block)s of downsampled-token attention, depthwise-conv FFN and
-//! adaLN-Zero in the model shell ([`UDiTConfig::shell`](crate::models::UDiTConfig::shell)),
+//! adaLN-Zero in the model shell (`models::UDiTConfig::shell`),
 //! its final layer [`crate::blocks::FinalLayer`] with a 3x3 conv.
 
 use burn::nn::conv::Conv2d;

@@ -144,6 +144,8 @@ impl ComposedDiTConfig {
 
 /// The condition embedder (by width) of each stage of the U: `D, 2D, 4D, 2D, 2D`.
 const U_CONDITION: [usize; 5] = [0, 1, 2, 1, 1];
+/// The grid of each stage of the U: `g >> shift` (`g, g/2, g/4, g/2, g`).
+const U_GRID_SHIFT: [usize; 5] = [0, 1, 2, 1, 0];
 
 /// The stem module (see [`StemKind`]).
 #[derive(Module, Debug)]
@@ -392,7 +394,7 @@ impl ComposedDiT {
                 self.condition(w, cond.stages.get(w).ok_or_else(past)?)
             }
         };
-        let side = self.grid_size() >> [0, 1, 2, 1, 0][s.min(4)];
+        let side = self.grid_size() >> U_GRID_SHIFT.get(s).copied().unwrap_or(0);
         let grid = (x.dims()[1] == side * side).then_some([side, side]);
         self.stages[s][k].forward(x, grid, &e)
     }

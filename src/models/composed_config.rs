@@ -229,11 +229,11 @@ impl ComposedDiTConfig {
             ("head_dim", self.head_dim),
         ])?;
         ensure_divisible("input_size", self.input_size, "patch_size", self.patch_size)?;
+        ensure_config(self.num_heads != Some(0), || "num_heads must be positive".to_string())?;
         match self.num_heads {
-            Some(h) => ensure_divisible("hidden_size", self.hidden_size, "num_heads", h.max(1))?,
+            Some(h) => ensure_divisible("hidden_size", self.hidden_size, "num_heads", h)?,
             None => ensure_divisible("hidden_size", self.hidden_size, "head_dim", self.head_dim)?,
         }
-        ensure_config(self.num_heads != Some(0), || "num_heads must be positive".to_string())?;
         let patch_stem = self.stem == StemKind::Patch;
         ensure_config(!patch_stem || self.hidden_size.is_multiple_of(4), || {
             format!("hidden_size {} must be a multiple of 4 for the 2-D sin-cos table", self.hidden_size)

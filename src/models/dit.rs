@@ -256,6 +256,26 @@ mod tests {
     }
 
     #[test]
+    fn flops_of_every_design_are_the_closed_form() {
+        // DiT-S/2 per design: patchify and embedders, attention and MLP over the tokens the
+        // blocks see (two more in context), the design's conditioning, the final layer
+        let (d, n, h): (f64, f64, f64) = (384.0, 256.0, 1536.0);
+        for kind in [BlockKind::AdaLnZero, BlockKind::AdaLn, BlockKind::CrossAttention, BlockKind::InContext] {
+            let cfg = DiTConfig::from_name("DiT-S/2").unwrap().with_block_kind(kind);
+            let nt = if kind == BlockKind::InContext { n + 2.0 } else { n };
+            let cond = match kind {
+                BlockKind::AdaLnZero => 6.0 * d * d,
+                BlockKind::AdaLn => 4.0 * d * d,
+                BlockKind::CrossAttention => 2.0 * nt * d * d + 4.0 * d * d + 4.0 * nt * d,
+                BlockKind::InContext => 0.0,
+            };
+            let block = 4.0 * nt * d * d + 2.0 * nt * nt * d + 2.0 * nt * d * h + cond;
+            let want = n * 16.0 * d + 256.0 * d + d * d + 12.0 * block + 2.0 * d * d + n * d * 32.0;
+            assert!((cfg.flops() / want - 1.0).abs() < 1e-12, "{kind:?}: {} vs {want}", cfg.flops());
+        }
+    }
+
+    #[test]
     fn all_twelve_presets_validate() {
         for size in [DiTSize::S, DiTSize::B, DiTSize::L, DiTSize::XL] {
             for p in [2, 4, 8] {
