@@ -236,7 +236,8 @@ pub(crate) fn to_tokens(x: Tensor<4>) -> Tensor<3> {
     x.permute([0, 2, 3, 1]).reshape([b, h * w, c])
 }
 
-fn labels(y: &Option<Tensor<1, Int>>) -> ConditionInput<'_> {
+/// Class labels (or nothing) as the condition input.
+pub(crate) fn labels(y: &Option<Tensor<1, Int>>) -> ConditionInput<'_> {
     y.as_ref().map_or(ConditionInput::None, ConditionInput::Labels)
 }
 

@@ -5,14 +5,10 @@
 
 use burn::prelude::*;
 
-use crate::blocks::ConditionInput;
 use crate::contracts::{Denoiser, MaskedDenoiser, NullConditioned, TokenMask, check_null_class};
 use crate::error::Result;
 use crate::models::ComposedDiT;
-
-fn labels(y: &Option<Tensor<1, Int>>) -> ConditionInput<'_> {
-    y.as_ref().map_or(ConditionInput::None, ConditionInput::Labels)
-}
+use crate::models::composed::labels;
 
 impl Denoiser for ComposedDiT {
     /// Class labels (`None` for unconditional models); the null class is `num_classes`.

@@ -5,7 +5,7 @@
 use burn::prelude::*;
 
 use crate::blocks::parts::{AttentionKind, FeedForwardKind};
-use crate::blocks::{BlockConfig, BlockKind, ConditionKind};
+use crate::blocks::{BlockKind, ConditionKind};
 use crate::error::{Error, Result, ensure_config, ensure_divisible, ensure_positive};
 use crate::models::composed::{ComposedDiT, ComposedDiTConfig, StageLayout};
 
@@ -130,12 +130,6 @@ impl DiTConfig {
         self.grid_size() * self.grid_size()
     }
 
-    /// The block: the [`Block`](crate::blocks::Block) preset of the configured design
-    /// ([`BlockKind::block_config`]).
-    pub fn block_config(&self) -> BlockConfig {
-        self.block_kind.block_config(self.hidden_size, self.num_heads, self.mlp_ratio)
-    }
-
     /// Checks every size constraint; called by [`init`](Self::init).
     pub fn validate(&self) -> Result<()> {
         ensure_positive(&[
@@ -157,10 +151,6 @@ impl DiTConfig {
     /// `depth` [`BlockKind`] blocks (multi-head attention, tanh-GELU MLP), DiT's timestep
     /// and label embedders (or per-block ones, diffusers' layout), the linear final layer.
     pub fn shell(&self) -> ComposedDiTConfig {
-        let condition = match self.num_classes {
-            0 => ConditionKind::None,
-            n => ConditionKind::Labels { num_classes: n, dropout_prob: self.class_dropout_prob },
-        };
         ComposedDiTConfig::new()
             .with_input_size(self.input_size)
             .with_patch_size(self.patch_size)
@@ -173,7 +163,7 @@ impl DiTConfig {
             .with_feed_forward(FeedForwardKind::Mlp)
             .with_conditioning(self.block_kind.conditioning())
             .with_mlp_ratio(self.mlp_ratio)
-            .with_condition(condition)
+            .with_condition(ConditionKind::labels(self.num_classes, self.class_dropout_prob))
             .with_timestep_freq_shift(self.timestep_freq_shift)
             .with_per_block_embedders(self.per_block_embedders)
     }

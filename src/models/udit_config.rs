@@ -126,18 +126,6 @@ impl UDiTConfig {
         if self.learn_sigma { 2 * self.in_channels } else { self.in_channels }
     }
 
-    /// Width of each level (`C, 2C, 4C, 2C, 2C`).
-    pub fn level_widths(&self) -> [usize; UDIT_LEVELS] {
-        let c = self.hidden_size;
-        [c, 2 * c, 4 * c, 2 * c, 2 * c]
-    }
-
-    /// Grid side of each level (`H, H/2, H/4, H/2, H`).
-    pub fn level_sizes(&self) -> [usize; UDIT_LEVELS] {
-        let s = self.input_size;
-        [s, s / 2, s / 4, s / 2, s]
-    }
-
     /// The attention of level `level` (0..5): downsampled-token attention with the level's
     /// down factor.
     pub fn attention(&self, level: usize) -> AttentionKind {
@@ -156,10 +144,6 @@ impl UDiTConfig {
     /// and the 3x3-conv head.
     pub fn shell(&self) -> ComposedDiTConfig {
         let depth = |i: usize| 2 * self.depth.get(i).copied().unwrap_or(0);
-        let condition = match self.num_classes {
-            0 => ConditionKind::None,
-            n => ConditionKind::Labels { num_classes: n, dropout_prob: self.class_dropout_prob },
-        };
         ComposedDiTConfig::new()
             .with_stem(StemKind::Conv3x3)
             .with_head(HeadKind::Conv3x3)
@@ -176,7 +160,7 @@ impl UDiTConfig {
             .with_feed_forward(FeedForwardKind::DwConv { form: self.ffn })
             .with_conditioning(ConditioningKind::AdaLnZero)
             .with_mlp_ratio(self.mlp_ratio)
-            .with_condition(condition)
+            .with_condition(ConditionKind::labels(self.num_classes, self.class_dropout_prob))
     }
 
     /// Checks every size constraint; called by [`init`](Self::init).
