@@ -80,3 +80,38 @@ impl LoadWeights for ComposedDiT {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::blocks::parts::{AttentionKind, FeedForwardKind};
+    use crate::layers::dwconv_ffn::test_support::{Randomize, uniform};
+    use crate::models::{ComposedDiTConfig, MaskingConfig, StageLayout};
+    use burn::module::Module;
+    use burn::prelude::*;
+    use burn::tensor::Tolerance;
+
+    #[test]
+    fn any_shell_round_trips_through_its_names() {
+        let device = Device::flex();
+        let base = ComposedDiTConfig::new().with_input_size(8).with_hidden_size(16).with_head_dim(8);
+        let u = StageLayout::UShaped { depths: [1, 1, 1, 1, 1] }; // odd: half official blocks
+        let down = AttentionKind::Downsampled { down_factor: 1, kernel: 3, cosine: true, rope: false };
+        let configs = [
+            base.clone().with_stages(u).with_attention(down).with_feed_forward(FeedForwardKind::SwiGlu { multiple_of: 8 }),
+            base.with_masking(Some(MaskingConfig::new().with_mixer_depth(1))).with_per_block_embedders(true),
+        ];
+        let x = uniform([1, 4, 8, 8], 1, &device);
+        let t = Tensor::<1>::from_floats([30.0], &device);
+        let y = Some(Tensor::<1, Int>::from_ints([2], &device));
+        for cfg in configs {
+            let a = cfg.init(&device).unwrap().map(&mut Randomize::seeded(1));
+            let ck = a.to_checkpoint().unwrap();
+            let mut b = cfg.init(&device).unwrap();
+            b.load_checkpoint(&ck).unwrap();
+            let want = a.forward(x.clone(), t.clone(), y.clone()).unwrap();
+            let got = b.forward(x.clone(), t.clone(), y.clone()).unwrap();
+            got.into_data().assert_approx_eq::<f32>(&want.into_data(), Tolerance::absolute(0.0));
+        }
+    }
+}
