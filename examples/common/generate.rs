@@ -63,7 +63,7 @@ pub fn sample(
     use rand::SeedableRng;
     let b = labels.len();
     let y = Some(Tensor::<1, Int>::from_data(TensorData::new(labels.to_vec(), [b]), device));
-    let null = model.cond_embedder.labels().map_or(0, |e| e.null_label());
+    let null = model.cond_embedders[0].labels().map_or(0, |e| e.null_label());
     let shape = [b, model.in_channels, model.input_size, model.input_size];
     let mut rng = TrainRng::seed_from_u64(seed);
     let bar = super::progress::bar("sampling", steps as u64, 0);

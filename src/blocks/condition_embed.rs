@@ -51,6 +51,16 @@ pub enum ConditionKind {
     },
 }
 
+impl ConditionKind {
+    /// Class labels, or nothing for `num_classes == 0` (DiT's and U-DiT's convention).
+    pub fn labels(num_classes: usize, dropout_prob: f64) -> Self {
+        match num_classes {
+            0 => Self::None,
+            n => Self::Labels { num_classes: n, dropout_prob },
+        }
+    }
+}
+
 /// Configuration of a [`ConditionEmbedder`].
 #[derive(Config, Debug)]
 pub struct ConditionEmbedderConfig {

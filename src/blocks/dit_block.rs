@@ -23,15 +23,6 @@ pub enum BlockKind {
 }
 
 impl BlockKind {
-    /// Number of vectors the adaLN modulation regresses (0 for the non-adaptive designs).
-    pub fn modulation_chunks(self) -> usize {
-        match self {
-            BlockKind::AdaLnZero => 6,
-            BlockKind::AdaLn => 4,
-            BlockKind::CrossAttention | BlockKind::InContext => 0,
-        }
-    }
-
     /// The conditioning part of the design.
     pub fn conditioning(self) -> ConditioningKind {
         match self {

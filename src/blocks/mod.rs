@@ -17,4 +17,4 @@ pub use dit_block::BlockKind;
 pub use final_layer::{FinalLayer, FinalLayerConfig, FinalProjection, FinalProjectionKind};
 pub use joint_block::JointBlockConfig;
 pub use microdit_block::{BlockStyle, MicroDiTBlockConfig};
-pub use udit_block::{UDiTBlock, UDiTBlockConfig, UDiTResample};
+pub use udit_block::UDiTResample;

@@ -1,14 +1,16 @@
-//! The one model shell: a diffusion transformer composed from parts.
+//! The one model shell: a diffusion transformer composed from parts. DiT and U-DiT are presets
+//! of it ([`DiTConfig`](crate::models::DiTConfig), [`UDiTConfig`](crate::models::UDiTConfig)).
 //!
 //! ```text
-//! x [B, C, H, W] ─► patchify + sin-cos positions ─► tokens [B, N, D]
-//! (t, condition) ─► ConditionEmbedder (one per stage width) ─► c, context tokens
-//!                   adaLN-single: c ─► t_block (SiLU, Linear(D, 6D)), shared by the blocks
+//! x [B, C, H, W] ─► stem: patchify + sin-cos positions (DiT) | 3x3 conv (U-DiT) ─► tokens [B, N, D]
+//! (t, condition) ─► ConditionEmbedder (one per stage width; per block with diffusers' layout)
+//!                   ─► c, context tokens; adaLN-single: c ─► t_block (SiLU, Linear(D, 6D))
 //! masking:  patch-mixer blocks (all tokens) ─► keep the unmasked tokens
 //! stages:   flat: Block x depth
 //!           U-shaped: enc1 (D, g) ─► down ─► enc2 (2D, g/2) ─► down ─► latent (4D, g/4)
 //!                     ─► up ⊕ enc2 ─► 1x1 ─► dec2 (2D, g/2) ─► up ⊕ enc1 ─► 1x1 ─► dec1 (2D, g)
-//! FinalLayer ─► masking: restore (removed tokens = mask_token) ─► unpatchify [B, C_out, H, W]
+//! head:     FinalLayer (linear) | 3x3 conv `output` + FinalLayer (3x3 conv) on the map
+//!           ─► masking: restore (removed tokens = mask_token) ─► unpatchify [B, C_out, H, W]
 //! ```
 //!
 //! Every block is a [`Block`] of the configured parts; the shell implements
@@ -17,7 +19,6 @@
 //!
 //! ```
 //! use burn::prelude::*;
-//! use diffusion_transformers::blocks::ConditionInput;
 //! use diffusion_transformers::blocks::parts::{AttentionKind, ConditioningKind, FeedForwardKind};
 //! use diffusion_transformers::models::{ComposedDiTConfig, StageLayout};
 //!
@@ -33,45 +34,47 @@
 //! let x = Tensor::<4>::zeros([2, 4, 16, 16], &device);
 //! let t = Tensor::<1>::from_floats([10.0, 500.0], &device);
 //! let y = Tensor::<1, Int>::from_ints([3, 1000], &device); // 1000: the null class
-//! assert_eq!(model.forward(x, t, ConditionInput::Labels(&y))?.dims(), [2, 4, 16, 16]);
+//! assert_eq!(model.forward(x, t, Some(y))?.dims(), [2, 4, 16, 16]);
 //! # Ok(()) }
 //! ```
 
 use burn::module::Param;
 use burn::nn::conv::Conv2d;
 use burn::prelude::*;
+use burn::tensor::DType;
+use rand::Rng;
 
-use crate::blocks::parts::{BlockCondition, ConditioningKind};
-use crate::blocks::{Block, ConditionEmbedder, ConditionInput, EmbeddedCondition, FinalLayer, FinalLayerConfig, UDiTResample};
+use crate::blocks::parts::{AttentionPart, BlockCondition, ConditioningKind, FeedForwardPart};
+use crate::blocks::{Block, BlockConfig, ConditionEmbedder, ConditionInput, EmbeddedCondition, FinalLayer, FinalLayerConfig};
+use crate::blocks::{FinalProjectionKind, UDiTResample};
 use crate::contracts::TokenMask;
 use crate::error::{Error, Result, ensure_dims};
 use crate::layers::adaln::AdaLnModulation;
-use crate::layers::dwconv_ffn::same_conv2d;
-use crate::layers::init::frozen_param;
+use crate::layers::dwconv_ffn::{FfnForm, same_conv2d};
+use crate::layers::init::{WeightInit, conv2d, frozen_param};
 use crate::layers::patch_embed::unpatchify;
 use crate::layers::pos_embed::sincos_2d;
 use crate::layers::{PatchEmbed, PatchEmbedConfig};
 
-pub use super::composed_config::{ComposedDiTConfig, MaskingConfig, StageLayout};
+pub use super::composed_config::{ComposedDiTConfig, HeadKind, MaskingConfig, StageLayout, StemKind};
 
 impl ComposedDiTConfig {
     /// Build the model: DiT's initialisation for the patch embedding, embedders and final
-    /// layer, each part's own for the blocks.
+    /// layer, U-DiT's for the 3x3-conv stem and head, each part's own for the blocks.
     ///
     /// # Errors
     /// As [`validate`](Self::validate), and whatever a part refuses.
     pub fn init(&self, device: &Device) -> Result<ComposedDiT> {
         self.validate()?;
-        let d = self.hidden_size;
+        let (d, c, p) = (self.hidden_size, self.in_channels, self.patch_size);
         let g = self.grid_size();
-        let pos = sincos_2d(d, [g, g], device)?.unsqueeze_dim::<3>(0);
         let widths = self.cond_widths();
         let mut index = 0;
         let mut stages = Vec::new();
-        for (w, _, n) in self.stages.stages() {
+        for (s, (w, _, n)) in self.stages.stages().into_iter().enumerate() {
             let mut blocks = Vec::new();
             for _ in 0..n {
-                blocks.push(self.block_config(index, w * d, true).init(device)?);
+                blocks.push(self.build_block(self.block_config(index, s, w * d, true), device)?);
                 index += 1;
             }
             stages.push(blocks);
@@ -90,41 +93,98 @@ impl ComposedDiTConfig {
         } else {
             (Vec::new(), Vec::new())
         };
+        let (x_embedder, pos_embed) = match self.stem {
+            StemKind::Patch => {
+                let pos = sincos_2d(d, [g, g], device)?.unsqueeze_dim::<3>(0);
+                (Stem::Patch(PatchEmbedConfig::new(c, d, p).init(device)?), Some(frozen_param(pos)))
+            }
+            StemKind::Conv3x3 => (Stem::Conv(conv2d([c, d], [3, 3], [1, 1], [1, 1], 1, true, WeightInit::XavierUniform, device)), None),
+        };
+        let (fw, p2c) = (self.final_width(), p * p * self.out_channels());
+        let (output, projection) = match self.head {
+            HeadKind::Linear => (None, FinalProjectionKind::Linear),
+            HeadKind::Conv3x3 => (Some(same_conv2d([fw, fw], 3, 1, true, false, device)), FinalProjectionKind::Conv3x3),
+        };
         let mixer_depth = self.masking.as_ref().map_or(0, |m| m.mixer_depth);
-        let p2c = self.patch_size * self.patch_size * self.out_channels();
         Ok(ComposedDiT {
-            x_embedder: PatchEmbedConfig::new(self.in_channels, d, self.patch_size).init(device)?,
-            pos_embed: frozen_param(pos),
+            x_embedder,
+            pos_embed,
             cond_embedders: widths.iter().map(|&w| self.condition_embedder(w).init(device)).collect::<Result<_>>()?,
+            block_embedders: (0..self.num_block_embedders()).map(|_| self.condition_embedder(d).init(device)).collect::<Result<_>>()?,
             t_blocks: match self.conditioning {
                 ConditioningKind::AdaLnSingle => widths.iter().map(|&w| AdaLnModulation::new(w, w, 6, false, device)).collect(),
                 _ => Vec::new(),
             },
-            patch_mixer: (0..mixer_depth).map(|_| self.block_config(0, d, false).init(device)).collect::<Result<_>>()?,
+            patch_mixer: (0..mixer_depth).map(|_| self.build_block(self.block_config(0, 0, d, false), device)).collect::<Result<_>>()?,
             stages,
             resample,
             reduce,
             mask_token: self.masking.is_some().then(|| frozen_param(Tensor::zeros([1, 1, p2c], device))),
-            final_layer: FinalLayerConfig::new(self.final_width(), p2c).init(device)?,
+            output,
+            final_layer: FinalLayerConfig::new(fw, p2c).with_projection(projection).init(device)?,
             input_size: self.input_size,
-            patch_size: self.patch_size,
-            in_channels: self.in_channels,
+            patch_size: p,
+            in_channels: c,
             out_channels: self.out_channels(),
             in_context: self.conditioning == ConditioningKind::InContext,
             train_mask_ratio: self.masking.as_ref().map_or(0.0, |m| m.train_mask_ratio),
         })
+    }
+
+    /// A block of `config`, with `down_shortcut` applied to downsampled-token attention (an
+    /// option [`AttentionKind`](crate::blocks::parts::AttentionKind) does not carry).
+    fn build_block(&self, config: BlockConfig, device: &Device) -> Result<Block> {
+        let mut block = config.init(device)?;
+        if let AttentionPart::Downsampled(a) = &mut block.attn {
+            a.downsampler.shortcut = self.down_shortcut;
+        }
+        Ok(block)
+    }
+}
+
+/// The condition embedder (by width) of each stage of the U: `D, 2D, 4D, 2D, 2D`.
+const U_CONDITION: [usize; 5] = [0, 1, 2, 1, 1];
+/// The grid of each stage of the U: `g >> shift` (`g, g/2, g/4, g/2, g`).
+const U_GRID_SHIFT: [usize; 5] = [0, 1, 2, 1, 0];
+
+/// The stem module (see [`StemKind`]).
+#[derive(Module, Debug)]
+pub enum Stem {
+    /// Patchify (`x_embedder.proj`).
+    Patch(PatchEmbed),
+    /// 3x3 conv, stride 1 (`x_embedder`).
+    Conv(Conv2d),
+}
+
+impl Stem {
+    /// # Shapes
+    /// - `x`: `[B, C, H, W]` -> `[B, N, D]`
+    fn forward(&self, x: Tensor<4>) -> Result<Tensor<3>> {
+        match self {
+            Stem::Patch(p) => p.forward(x),
+            Stem::Conv(c) => Ok(to_tokens(c.forward(x))),
+        }
+    }
+
+    fn dtype(&self) -> DType {
+        match self {
+            Stem::Patch(p) => p.proj.weight.dtype(),
+            Stem::Conv(c) => c.weight.dtype(),
+        }
     }
 }
 
 /// A diffusion transformer composed from parts; see the [module docs](self).
 #[derive(Module, Debug)]
 pub struct ComposedDiT {
-    /// Patch embedding.
-    pub x_embedder: PatchEmbed,
-    /// Fixed 2-D sin-cos table `[1, N, D]`.
-    pub pos_embed: Param<Tensor<3>>,
+    /// Stem (`x_embedder`).
+    pub x_embedder: Stem,
+    /// Fixed 2-D sin-cos table `[1, N, D]` (patch stem only).
+    pub pos_embed: Option<Param<Tensor<3>>>,
     /// One condition embedder per stage width (`D`; or `D, 2D, 4D`).
     pub cond_embedders: Vec<ConditionEmbedder>,
+    /// Embedders of blocks 1.. (`per_block_embedders`, diffusers' DiT layout).
+    pub block_embedders: Vec<ConditionEmbedder>,
     /// adaLN-single's shared regressions `SiLU, Linear(w, 6w)`, one per stage width.
     pub t_blocks: Vec<AdaLnModulation>,
     /// Patch-mixer blocks (deferred masking), on every token.
@@ -138,6 +198,8 @@ pub struct ComposedDiT {
     /// Fill value of removed patches `[1, 1, p*p*C_out]` (zeros, never trained; masking
     /// only).
     pub mask_token: Option<Param<Tensor<3>>>,
+    /// 3x3 conv on the last stage's map (conv head only).
+    pub output: Option<Conv2d>,
     /// Final layer.
     pub final_layer: FinalLayer,
     /// Latent height = width.
@@ -154,14 +216,29 @@ pub struct ComposedDiT {
     pub train_mask_ratio: f64,
 }
 
-fn to_map(x: Tensor<3>, g: usize) -> Tensor<4> {
+/// What a [`ComposedDiT`]'s condition embedders compute from `(t, condition)`.
+#[derive(Debug, Clone)]
+pub struct ComposedCondition {
+    /// One per stage width (`D`; or `D, 2D, 4D`); the first conditions the flat stage and
+    /// block 0, the one of the last stage conditions the head.
+    pub stages: Vec<EmbeddedCondition>,
+    /// Blocks 1.. with their own embedders (empty unless `per_block_embedders`).
+    pub blocks: Vec<EmbeddedCondition>,
+}
+
+pub(crate) fn to_map(x: Tensor<3>, g: usize) -> Tensor<4> {
     let [b, _, c] = x.dims();
     x.reshape([b, g, g, c]).permute([0, 3, 1, 2])
 }
 
-fn to_tokens(x: Tensor<4>) -> Tensor<3> {
+pub(crate) fn to_tokens(x: Tensor<4>) -> Tensor<3> {
     let [b, c, h, w] = x.dims();
     x.permute([0, 2, 3, 1]).reshape([b, h * w, c])
+}
+
+/// Class labels (or nothing) as the condition input.
+pub(crate) fn labels(y: &Option<Tensor<1, Int>>) -> ConditionInput<'_> {
+    y.as_ref().map_or(ConditionInput::None, ConditionInput::Labels)
 }
 
 impl ComposedDiT {
@@ -185,6 +262,84 @@ impl ComposedDiT {
         self.mask_token.is_some()
     }
 
+    /// Number of real classes (0 unless class-conditional); label `num_classes` is the null
+    /// class.
+    pub fn num_classes(&self) -> usize {
+        self.cond_embedders[0].labels().map_or(0, |e| e.num_classes)
+    }
+
+    /// The form of the depthwise-conv FFNs (U-DiT), if the blocks have them.
+    pub fn ffn_form(&self) -> Option<FfnForm> {
+        self.stages.iter().flatten().find_map(|b| match &b.mlp {
+            FeedForwardPart::DwConv(m) => Some(m.form),
+            _ => None,
+        })
+    }
+
+    /// The model with every depthwise-conv FFN folded into its inference form (U-DiT's
+    /// official `model.eval()`); outputs are unchanged up to float rounding. Models without
+    /// re-parametrised FFNs are returned as they are.
+    pub fn reparameterize(&self) -> Self {
+        let mut out = self.clone();
+        for block in out.stages.iter_mut().flatten() {
+            if let FeedForwardPart::DwConv(m) = &block.mlp {
+                block.mlp = FeedForwardPart::DwConv(m.reparameterize());
+            }
+        }
+        out
+    }
+
+    /// Shapes and the condition's kind, then [`crate::validate::model_inputs`] (non-empty
+    /// batch, dtype, finite values, timestep range).
+    fn check_inputs(&self, x: Tensor<4>, t: Tensor<1>, cond: ConditionInput<'_>) -> Result<(Tensor<4>, Tensor<1>)> {
+        let s = Some(self.input_size);
+        ensure_dims("x", x.dims(), [None, Some(self.in_channels), s, s])?;
+        let b = x.dims()[0];
+        ensure_dims("t", t.dims(), [Some(b)])?;
+        self.cond_embedders[0].check(cond, b)?;
+        crate::validate::model_inputs(x, t, self.x_embedder.dtype())
+    }
+
+    /// The stem plus the position table (if any).
+    ///
+    /// # Shapes
+    /// - `x`: `[B, C, H, W]` -> `[B, N, D]`
+    ///
+    /// # Errors
+    /// [`Error::Shape`] for a wrong channel count or a size the stem cannot take.
+    pub fn embed(&self, x: Tensor<4>) -> Result<Tensor<3>> {
+        let tokens = self.x_embedder.forward(x)?;
+        Ok(match &self.pos_embed {
+            Some(pos) => tokens + pos.val(),
+            None => tokens,
+        })
+    }
+
+    /// The conditioning from timesteps and the condition; where `drop` is true, labels become
+    /// the null class (captions / pooled vectors zeros) in every embedder.
+    ///
+    /// # Shapes
+    /// - `t`: `[B]`; `cond` as the model's condition; `drop`: `[B]`
+    ///
+    /// # Errors
+    /// As [`ConditionEmbedder::forward`].
+    pub fn embed_condition(&self, t: Tensor<1>, cond: ConditionInput<'_>, drop: Option<Tensor<1, Bool>>) -> Result<ComposedCondition> {
+        self.embed_condition_with(t, cond, |_| drop.clone())
+    }
+
+    fn embed_condition_with(
+        &self,
+        t: Tensor<1>,
+        cond: ConditionInput<'_>,
+        mut drop: impl FnMut(&ConditionEmbedder) -> Option<Tensor<1, Bool>>,
+    ) -> Result<ComposedCondition> {
+        let mut embed = |list: &[ConditionEmbedder]| -> Result<Vec<EmbeddedCondition>> {
+            list.iter().map(|e| e.forward(t.clone(), cond, drop(e))).collect()
+        };
+        Ok(ComposedCondition { stages: embed(&self.cond_embedders)?, blocks: embed(&self.block_embedders)? })
+    }
+
+    /// The block condition of embedder output `e` at stage width index `i`.
     fn condition(&self, i: usize, e: &EmbeddedCondition) -> BlockCondition {
         let c = e.vector();
         let shared = self.t_blocks.get(i).map(|t| t.forward(c.clone()));
@@ -192,7 +347,14 @@ impl ComposedDiT {
         BlockCondition { c, shared, context }
     }
 
-    fn run_stage(&self, blocks: &[Block], x: Tensor<3>, grid: Option<[usize; 2]>, cond: &BlockCondition) -> Result<Tensor<3>> {
+    fn run_stage(
+        &self,
+        blocks: &[Block],
+        x: Tensor<3>,
+        grid: Option<[usize; 2]>,
+        cond: &BlockCondition,
+        per_block: &[BlockCondition],
+    ) -> Result<Tensor<3>> {
         let extra = match (self.in_context, &cond.context) {
             (true, Some(ctx)) => Some(ctx.clone()),
             _ => None,
@@ -202,11 +364,40 @@ impl ComposedDiT {
             Some(e) => Tensor::cat(vec![e, x], 1),
             None => x,
         };
-        for block in blocks {
-            h = block.forward(h, grid, cond)?;
+        for (i, block) in blocks.iter().enumerate() {
+            let c = i.checked_sub(1).and_then(|k| per_block.get(k)).unwrap_or(cond);
+            h = block.forward(h, grid, c)?;
         }
         let [b, n, d] = h.dims();
         Ok(if m > 0 { h.slice([0..b, m..n, 0..d]) } else { h })
+    }
+
+    /// Runs backbone block `i` (counted over all stages) alone on `x`, with the condition its
+    /// stage (or its own embedder) gives; the token grid is passed when `x` covers it.
+    ///
+    /// # Shapes
+    /// - `x`: `[B, N, D_stage]` -> `[B, N, D_stage]`
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for an index past the last block, [`Error::Shape`] for a
+    /// wrong width.
+    pub fn forward_block(&self, i: usize, x: Tensor<3>, cond: &ComposedCondition) -> Result<Tensor<3>> {
+        let past = || Error::InvalidArgument(format!("block {i} of {}", self.depth()));
+        let (mut s, mut k) = (0, i);
+        while k >= self.stages.get(s).ok_or_else(past)?.len() {
+            k -= self.stages[s].len();
+            s += 1;
+        }
+        let e = match i.checked_sub(1).and_then(|j| cond.blocks.get(j)) {
+            Some(own) => self.condition(0, own),
+            None => {
+                let w = if self.stages.len() == 1 { 0 } else { U_CONDITION[s] };
+                self.condition(w, cond.stages.get(w).ok_or_else(past)?)
+            }
+        };
+        let side = self.grid_size() >> U_GRID_SHIFT.get(s).copied().unwrap_or(0);
+        let grid = (x.dims()[1] == side * side).then_some([side, side]);
+        self.stages[s][k].forward(x, grid, &e)
     }
 
     /// Forward with an optional mask and forced condition dropout.
@@ -228,24 +419,24 @@ impl ComposedDiT {
         drop: Option<Tensor<1, Bool>>,
         mask: Option<&TokenMask>,
     ) -> Result<Tensor<4>> {
-        let s = Some(self.input_size);
-        ensure_dims("x", x.dims(), [None, Some(self.in_channels), s, s])?;
-        let b = x.dims()[0];
-        ensure_dims("t", t.dims(), [Some(b)])?;
-        self.cond_embedders[0].check(cond, b)?;
-        let (x, t) = crate::validate::model_inputs(x, t, self.x_embedder.proj.weight.dtype())?;
+        let (x, t) = self.check_inputs(x, t, cond)?;
         if let Some(m) = mask {
             if !self.has_masking() {
                 return Err(Error::InvalidArgument("this model was built without masking (ComposedDiTConfig::masking)".into()));
             }
-            ensure_dims("mask", [m.batch(), m.num_tokens()], [Some(b), Some(self.num_tokens())])?;
+            ensure_dims("mask", [m.batch(), m.num_tokens()], [Some(x.dims()[0]), Some(self.num_tokens())])?;
         }
-        let embedded: Vec<EmbeddedCondition> =
-            self.cond_embedders.iter().map(|e| e.forward(t.clone(), cond, drop.clone())).collect::<Result<_>>()?;
-        let conds: Vec<BlockCondition> = embedded.iter().enumerate().map(|(i, e)| self.condition(i, e)).collect();
+        let embedded = self.embed_condition(t, cond, drop)?;
+        self.forward_condition(x, &embedded, mask)
+    }
+
+    /// The network on checked inputs with a computed condition.
+    fn forward_condition(&self, x: Tensor<4>, cond: &ComposedCondition, mask: Option<&TokenMask>) -> Result<Tensor<4>> {
+        let conds: Vec<BlockCondition> = cond.stages.iter().enumerate().map(|(i, e)| self.condition(i, e)).collect();
+        let per_block: Vec<BlockCondition> = cond.blocks.iter().map(|e| self.condition(0, e)).collect();
         let g = self.grid_size();
-        let mut tokens = self.x_embedder.forward(x)? + self.pos_embed.val();
-        tokens = self.run_stage(&self.patch_mixer, tokens, Some([g, g]), &conds[0])?;
+        let mut tokens = self.embed(x)?;
+        tokens = self.run_stage(&self.patch_mixer, tokens, Some([g, g]), &conds[0], &[])?;
         let grid = match mask {
             Some(m) => {
                 tokens = m.keep(tokens)?;
@@ -254,11 +445,14 @@ impl ComposedDiT {
             None => Some([g, g]),
         };
         let (h, c_final) = if self.stages.len() == 1 {
-            (self.run_stage(&self.stages[0], tokens, grid, &conds[0])?, &conds[0])
+            (self.run_stage(&self.stages[0], tokens, grid, &conds[0], &per_block)?, &conds[0])
         } else {
             self.run_u(tokens, g, &conds)?
         };
-        let mut out = self.final_layer.forward(h, c_final.c.clone())?;
+        let mut out = match &self.output {
+            Some(conv) => to_tokens(self.final_layer.forward_map(conv.forward(to_map(h, g)), c_final.c.clone())?),
+            None => self.final_layer.forward(h, c_final.c.clone())?,
+        };
         if let (Some(m), Some(fill)) = (mask, &self.mask_token) {
             out = m.restore(out, fill.val().flatten::<1>(0, 2))?;
         }
@@ -268,28 +462,69 @@ impl ComposedDiT {
     /// The U: `conds` at widths `D, 2D, 4D`; returns the decoder output and its condition.
     fn run_u<'a>(&self, x: Tensor<3>, g: usize, conds: &'a [BlockCondition]) -> Result<(Tensor<3>, &'a BlockCondition)> {
         let (s, r, f) = (&self.stages, &self.resample, &self.reduce);
+        let c = |i: usize| &conds[U_CONDITION[i]];
         let (g2, g4) = (g / 2, g / 4);
-        let enc1 = self.run_stage(&s[0], x, Some([g, g]), &conds[0])?;
+        let enc1 = self.run_stage(&s[0], x, Some([g, g]), c(0), &[])?;
         let h = to_tokens(r[0].forward(to_map(enc1.clone(), g)));
-        let enc2 = self.run_stage(&s[1], h, Some([g2, g2]), &conds[1])?;
+        let enc2 = self.run_stage(&s[1], h, Some([g2, g2]), c(1), &[])?;
         let h = to_tokens(r[1].forward(to_map(enc2.clone(), g2)));
-        let latent = self.run_stage(&s[2], h, Some([g4, g4]), &conds[2])?;
+        let latent = self.run_stage(&s[2], h, Some([g4, g4]), c(2), &[])?;
         let up = r[2].forward(to_map(latent, g4));
         let h = to_tokens(f[0].forward(Tensor::cat(vec![up, to_map(enc2, g2)], 1)));
-        let dec2 = self.run_stage(&s[3], h, Some([g2, g2]), &conds[1])?;
+        let dec2 = self.run_stage(&s[3], h, Some([g2, g2]), c(3), &[])?;
         let up = r[3].forward(to_map(dec2, g2));
         let h = to_tokens(f[1].forward(Tensor::cat(vec![up, to_map(enc1, g)], 1)));
-        Ok((self.run_stage(&s[4], h, Some([g, g]), &conds[1])?, &conds[1]))
+        Ok((self.run_stage(&s[4], h, Some([g, g]), c(4), &[])?, c(4)))
     }
 
-    /// Unmasked forward without condition dropout (see [`forward_with`](Self::forward_with)).
+    /// Denoiser forward: unmasked, no condition dropout, class labels (`None` for
+    /// unconditional models; see [`forward_with`](Self::forward_with) for other conditions).
     ///
     /// # Shapes
-    /// - `x`: `[B, C, H, W]`, `t`: `[B]` -> `[B, C_out, H, W]`
+    /// - `x`: `[B, C, H, W]`, `t`: `[B]` (float timesteps), `y`: `[B]` labels in
+    ///   `0..=num_classes` (`num_classes` is the null class) -> `[B, C_out, H, W]`
+    ///
+    /// # Errors
+    /// As [`forward_with`](Self::forward_with). Time is continuous: any finite `|t| <= 1e5`
+    /// is accepted (respaced and flow samplers use fractional `t`); see [`crate::validate`].
+    /// Float64 inputs are cast to the model's dtype.
+    pub fn forward(&self, x: Tensor<4>, t: Tensor<1>, y: Option<Tensor<1, Int>>) -> Result<Tensor<4>> {
+        self.forward_with(x, t, labels(&y), None, None)
+    }
+
+    /// Training forward: each label embedder drops labels to the null class independently
+    /// with its configured probability (as the official DiT and U-DiT training modes and
+    /// diffusers' per-block embedders), drawing from `rng` in embedder order.
+    ///
+    /// # Shapes
+    /// As [`forward`](Self::forward).
     ///
     /// # Errors
     /// As [`forward_with`](Self::forward_with).
-    pub fn forward(&self, x: Tensor<4>, t: Tensor<1>, cond: ConditionInput<'_>) -> Result<Tensor<4>> {
-        self.forward_with(x, t, cond, None, None)
+    pub fn forward_train<R: Rng>(&self, x: Tensor<4>, t: Tensor<1>, y: Option<Tensor<1, Int>>, rng: &mut R) -> Result<Tensor<4>> {
+        let (x, t) = self.check_inputs(x, t, labels(&y))?;
+        let (b, device) = (x.dims()[0], x.device());
+        let cond = self.embed_condition_with(t, labels(&y), |e| e.labels().and_then(|l| l.draw_drop_mask(b, rng, &device)))?;
+        self.forward_condition(x, &cond, None)
+    }
+
+    /// Classifier-free guidance exactly as the official DiT / U-DiT `forward_with_cfg`: the
+    /// batch's first half is conditional, the second half carries null labels; both halves
+    /// run on the first half's latents, the first `guided_channels` output channels are
+    /// guided (`uncond + scale * (cond - uncond)`, the official code uses 3) and the rest
+    /// passed through; the guided half is returned twice.
+    ///
+    /// Kept only as the official code's parity path (the `dit_official` and `udit_official`
+    /// fixtures check it); new code guides through the sampling module's
+    /// `ClassifierFreeGuidance::for_model` (`GuidedChannels::First(3)` for this rule).
+    ///
+    /// # Shapes
+    /// - `x`: `[2B, C, H, W]`, `t`: `[2B]`, `y`: `[2B]` -> `[2B, C_out, H, W]`
+    ///
+    /// # Errors
+    /// An odd batch, `guided_channels` outside `1..=C_out`, a non-finite scale, or
+    /// [`forward`](Self::forward)'s errors.
+    pub fn forward_with_cfg(&self, x: Tensor<4>, t: Tensor<1>, y: Tensor<1, Int>, cfg_scale: f64, guided_channels: usize) -> Result<Tensor<4>> {
+        crate::models::official_cfg::official_forward_with_cfg(x, cfg_scale, guided_channels, |x| self.forward(x, t, Some(y)))
     }
 }

@@ -1,6 +1,8 @@
 //! Configuration of the [`ComposedDiT`](crate::models::ComposedDiT), the one model shell:
-//! patch size, widths, the stage layout (flat or U-shaped), the block parts, layer-wise
-//! scaling, the condition and deferred masking.
+//! the stem and head, patch size, widths, the stage layout (flat or U-shaped), the block
+//! parts, layer-wise scaling, the condition (and diffusers' per-block embedders) and deferred
+//! masking. DiT ([`DiTConfig`](crate::models::DiTConfig)) and U-DiT
+//! ([`UDiTConfig`](crate::models::UDiTConfig)) are presets that build one of these.
 
 use burn::prelude::*;
 
@@ -44,6 +46,27 @@ impl StageLayout {
     }
 }
 
+/// How the latent becomes tokens.
+#[derive(Config, Debug, Copy, PartialEq, Eq)]
+pub enum StemKind {
+    /// Patchify (a conv with kernel = stride = `p`, key `x_embedder.proj`) plus the fixed 2-D
+    /// sin-cos position table `pos_embed` (DiT).
+    Patch,
+    /// A 3x3 "same" conv with stride 1 and no position table (U-DiT's `x_embedder`; positions
+    /// come from the attention's RoPE); needs `patch_size` 1.
+    Conv3x3,
+}
+
+/// How the last stage's tokens become the output.
+#[derive(Config, Debug, Copy, PartialEq, Eq)]
+pub enum HeadKind {
+    /// The final layer with a linear projection per token, then unpatchify (DiT).
+    Linear,
+    /// A 3x3 conv `output` on the token map, then the final layer with a 3x3-conv projection
+    /// (U-DiT); needs the full grid (no masking).
+    Conv3x3,
+}
+
 /// Deferred masking (MicroDiT): a patch-mixer of `mixer_depth` blocks runs on every token,
 /// then only the kept tokens go through the backbone.
 #[derive(Config, Debug, PartialEq)]
@@ -60,6 +83,12 @@ pub struct MaskingConfig {
 /// DiT-S/2 (class-conditional, fixed variance).
 #[derive(Config, Debug)]
 pub struct ComposedDiTConfig {
+    /// Stem. Default: patchify with the sin-cos table.
+    #[config(default = "StemKind::Patch")]
+    pub stem: StemKind,
+    /// Head. Default: linear final layer.
+    #[config(default = "HeadKind::Linear")]
+    pub head: HeadKind,
     /// Latent height = width. Default: 32.
     #[config(default = 32)]
     pub input_size: usize,
@@ -78,12 +107,24 @@ pub struct ComposedDiTConfig {
     /// Head width; every stage has `width / head_dim` heads. Default: 64.
     #[config(default = 64)]
     pub head_dim: usize,
+    /// The same number of heads at every stage (U-DiT), instead of `width / head_dim`.
+    /// Default: None.
+    #[config(default = "None")]
+    pub num_heads: Option<usize>,
     /// Stage layout. Default: 12 blocks, flat.
     #[config(default = "StageLayout::Flat { depth: 12 }")]
     pub stages: StageLayout,
     /// Attention part of every block. Default: multi-head.
     #[config(default = "AttentionKind::MultiHead")]
     pub attention: AttentionKind,
+    /// Attention part of each stage (e.g. U-DiT's per-level down factors), overriding
+    /// `attention`; one entry per stage. Default: None.
+    #[config(default = "None")]
+    pub stage_attention: Option<Vec<AttentionKind>>,
+    /// Identity shortcut around the depthwise conv of downsampled-token attention (U-DiT's
+    /// `down_shortcut`). Default: true.
+    #[config(default = true)]
+    pub down_shortcut: bool,
     /// Feed-forward part. Default: GELU MLP.
     #[config(default = "FeedForwardKind::Mlp")]
     pub feed_forward: FeedForwardKind,
@@ -102,6 +143,14 @@ pub struct ComposedDiTConfig {
     /// What conditions the model besides the timestep. Default: 1000 classes, dropout 0.1.
     #[config(default = "ConditionKind::Labels { num_classes: 1000, dropout_prob: 0.1 }")]
     pub condition: ConditionKind,
+    /// Timestep frequency shift (0 official DiT, 1 diffusers' DiT). Default: 0.
+    #[config(default = 0.0)]
+    pub timestep_freq_shift: f64,
+    /// Give every block after the first its own condition embedder (diffusers'
+    /// `DiTTransformer2DModel`); block 0 and the final layer use the stage's. Flat layout
+    /// only. Default: false.
+    #[config(default = false)]
+    pub per_block_embedders: bool,
     /// Deferred masking with a patch-mixer. Default: none.
     #[config(default = "None")]
     pub masking: Option<MaskingConfig>,
@@ -133,19 +182,30 @@ impl ComposedDiTConfig {
 
     /// The condition embedder of width `d` (DiT's timestep embedder: 256 frequencies, SiLU).
     pub fn condition_embedder(&self, d: usize) -> ConditionEmbedderConfig {
-        ConditionEmbedderConfig::new(TimestepEmbedderConfig::new(d)).with_condition(self.condition.clone())
+        let timestep = TimestepEmbedderConfig::new(d).with_downscale_freq_shift(self.timestep_freq_shift);
+        ConditionEmbedderConfig::new(timestep).with_condition(self.condition.clone())
     }
 
-    /// The block config of backbone block `index` (of all stages, in order) at width `d`;
-    /// `scaled`: apply layer-wise scaling (not for patch-mixer blocks).
-    pub fn block_config(&self, index: usize, d: usize, scaled: bool) -> BlockConfig {
+    /// Number of per-block condition embedders (blocks 1.. with `per_block_embedders`).
+    pub fn num_block_embedders(&self) -> usize {
+        if self.per_block_embedders { self.stages.depth().saturating_sub(1) } else { 0 }
+    }
+
+    /// The attention part of stage `stage`.
+    pub fn attention_of(&self, stage: usize) -> &AttentionKind {
+        self.stage_attention.as_ref().and_then(|a| a.get(stage)).unwrap_or(&self.attention)
+    }
+
+    /// The block config of backbone block `index` (of all stages, in order) in stage `stage`
+    /// at width `d`; `scaled`: apply layer-wise scaling (not for patch-mixer blocks).
+    pub fn block_config(&self, index: usize, stage: usize, d: usize, scaled: bool) -> BlockConfig {
         let hd = self.head_dim.max(1);
         let (hidden, heads, ratio) = match (&self.scaling, scaled) {
             (Some(s), true) => s.block(index, self.stages.depth(), d, hd),
-            _ => (d, d / hd, self.mlp_ratio),
+            _ => (d, self.num_heads.unwrap_or(d / hd), self.mlp_ratio),
         };
         BlockConfig::new(d, heads.max(1))
-            .with_attention(self.attention.clone())
+            .with_attention(self.attention_of(stage).clone())
             .with_feed_forward(self.feed_forward.clone())
             .with_conditioning(self.conditioning)
             .with_qk_norm(self.qk_norm)
@@ -157,9 +217,9 @@ impl ComposedDiTConfig {
     ///
     /// # Errors
     /// [`crate::Error::InvalidConfig`] naming the problem: zero sizes, widths not divisible
-    /// by the head width, a grid the layout or the parts cannot split, masking with parts
-    /// that need the full grid, in-context tokens with grid parts, a mask ratio outside
-    /// `[0, 1)`.
+    /// by the head width (or head count), a grid the layout or the parts cannot split, masking
+    /// with parts that need the full grid, in-context tokens with grid parts, a stem or head
+    /// the options exclude, a mask ratio outside `[0, 1)`.
     pub fn validate(&self) -> Result<()> {
         ensure_positive(&[
             ("input_size", self.input_size),
@@ -169,27 +229,49 @@ impl ComposedDiTConfig {
             ("head_dim", self.head_dim),
         ])?;
         ensure_divisible("input_size", self.input_size, "patch_size", self.patch_size)?;
-        ensure_config(self.hidden_size.is_multiple_of(self.head_dim) && self.hidden_size.is_multiple_of(4), || {
-            format!("hidden_size {} must be a multiple of head_dim {} and of 4", self.hidden_size, self.head_dim)
+        ensure_config(self.num_heads != Some(0), || "num_heads must be positive".to_string())?;
+        match self.num_heads {
+            Some(h) => ensure_divisible("hidden_size", self.hidden_size, "num_heads", h)?,
+            None => ensure_divisible("hidden_size", self.hidden_size, "head_dim", self.head_dim)?,
+        }
+        let patch_stem = self.stem == StemKind::Patch;
+        ensure_config(!patch_stem || self.hidden_size.is_multiple_of(4), || {
+            format!("hidden_size {} must be a multiple of 4 for the 2-D sin-cos table", self.hidden_size)
+        })?;
+        ensure_config(patch_stem || self.patch_size == 1, || {
+            format!("the 3x3-conv stem does not patchify: patch_size must be 1, got {}", self.patch_size)
         })?;
         ensure_config(self.stages.depth() > 0, || "the model needs at least one block".to_string())?;
         let g = self.grid_size();
+        let stages = self.stages.stages();
         let u_shaped = matches!(self.stages, StageLayout::UShaped { .. });
         ensure_config(!u_shaped || g.is_multiple_of(4), || format!("a U-shaped layout needs a grid divisible by 4, got {g}"))?;
-        if let AttentionKind::Downsampled { down_factor, .. } = self.attention {
-            let smallest = if u_shaped { g / 4 } else { g };
-            ensure_config(down_factor > 0 && smallest.is_multiple_of(down_factor), || {
-                format!("downsampled attention with factor {down_factor} needs every stage grid divisible by it (smallest {smallest})")
+        ensure_config(!u_shaped || self.hidden_size.is_multiple_of(2), || {
+            format!("a U-shaped layout halves hidden_size {} when downsampling: it must be even", self.hidden_size)
+        })?;
+        ensure_config(!self.per_block_embedders || !u_shaped, || "per-block embedders need the flat layout".to_string())?;
+        if let Some(a) = &self.stage_attention {
+            ensure_config(a.len() == stages.len(), || {
+                format!("stage_attention needs one entry per stage ({}), got {}", stages.len(), a.len())
             })?;
         }
-        let grid_parts = self.block_config(0, self.hidden_size, false).needs_grid();
+        let mut grid_parts = false;
+        for (s, &(w, div, _)) in stages.iter().enumerate() {
+            if let AttentionKind::Downsampled { down_factor, .. } = *self.attention_of(s) {
+                let side = g / div;
+                ensure_config(down_factor > 0 && side.is_multiple_of(down_factor), || {
+                    format!("downsampled attention with factor {down_factor} needs stage {s}'s grid {side} divisible by it")
+                })?;
+            }
+            grid_parts |= self.block_config(0, s, w * self.hidden_size, false).needs_grid();
+        }
         ensure_config(!(grid_parts && self.conditioning == ConditioningKind::InContext), || {
             "in-context condition tokens cannot join parts that need the token grid".to_string()
         })?;
         if let Some(m) = &self.masking {
-            ensure_config(!u_shaped && !grid_parts, || {
-                "deferred masking needs a flat layout of parts that do not need the full token grid (no downsampled \
-                 attention or depthwise-conv FFN)"
+            ensure_config(!u_shaped && !grid_parts && self.head == HeadKind::Linear, || {
+                "deferred masking needs a flat layout, a linear head and parts that do not need the full token grid \
+                 (no downsampled attention or depthwise-conv FFN)"
                     .to_string()
             })?;
             ensure_config((0.0..1.0).contains(&m.train_mask_ratio), || {

@@ -3,11 +3,11 @@
 //! [`BlockConfig::macs`](crate::blocks::BlockConfig::macs)).
 
 use crate::blocks::ConditionKind;
-use crate::blocks::parts::{AttentionKind, ConditioningKind};
+use crate::blocks::parts::ConditioningKind;
 use crate::contracts::num_keep;
 use crate::error::Result;
 use crate::layers::swiglu::swiglu_hidden;
-use crate::models::composed_config::{ComposedDiTConfig, StageLayout};
+use crate::models::composed_config::{ComposedDiTConfig, HeadKind, StageLayout, StemKind};
 
 const FREQ: usize = 256;
 
@@ -36,11 +36,11 @@ impl ComposedDiTConfig {
     fn all_blocks(&self) -> Vec<(crate::blocks::BlockConfig, usize)> {
         let d = self.hidden_size;
         let mixer = self.masking.as_ref().map_or(0, |m| m.mixer_depth);
-        let mut out: Vec<_> = (0..mixer).map(|_| (self.block_config(0, d, false), 1)).collect();
+        let mut out: Vec<_> = (0..mixer).map(|_| (self.block_config(0, 0, d, false), 1)).collect();
         let mut index = 0;
-        for (w, g, n) in self.stages.stages() {
+        for (s, (w, g, n)) in self.stages.stages().into_iter().enumerate() {
             for _ in 0..n {
-                out.push((self.block_config(index, w * d, true), g));
+                out.push((self.block_config(index, s, w * d, true), g));
                 index += 1;
             }
         }
@@ -53,8 +53,12 @@ impl ComposedDiTConfig {
         let (d, p, c) = (self.hidden_size, self.patch_size, self.in_channels);
         let g = self.grid_size();
         let p2c = p * p * self.out_channels();
-        let mut n = c * p * p * d + d + g * g * d;
+        let mut n = match self.stem {
+            StemKind::Patch => c * p * p * d + d + g * g * d,
+            StemKind::Conv3x3 => c * 9 * d + d,
+        };
         n += self.cond_widths().iter().map(|&w| self.embedder_params(w)).sum::<usize>();
+        n += self.num_block_embedders() * self.embedder_params(d);
         if self.conditioning == ConditioningKind::AdaLnSingle {
             n += self.cond_widths().iter().map(|&w| lin(w, 6 * w)).sum::<usize>();
         }
@@ -67,7 +71,11 @@ impl ComposedDiTConfig {
             n += p2c;
         }
         let f = self.final_width();
-        n + lin(f, 2 * f) + lin(f, p2c)
+        n + lin(f, 2 * f)
+            + match self.head {
+                HeadKind::Linear => lin(f, p2c),
+                HeadKind::Conv3x3 => 9 * f * f + f + 9 * f * p2c + p2c,
+            }
     }
 
     /// Analytic forward cost per sample in multiply-accumulates (the DiT paper's "Gflops"
@@ -87,11 +95,15 @@ impl ComposedDiTConfig {
             _ => 2,
         };
         let in_context = if self.conditioning == ConditioningKind::InContext { ctx } else { 0 };
-        let uses_ctx = self.conditioning == ConditioningKind::CrossAttention
-            || matches!(self.attention, AttentionKind::Joint | AttentionKind::Cross);
+        let uses_ctx = self.conditioning.needs_context() || self.attention.needs_context();
         let m = if uses_ctx || in_context > 0 { ctx } else { 0 };
-        let mut f = n as f64 * c * p * p * d as f64;
-        for &w in &self.cond_widths() {
+        let stem_kernel = match self.stem {
+            StemKind::Patch => p * p,
+            StemKind::Conv3x3 => 9.0,
+        };
+        let mut f = n as f64 * c * stem_kernel * d as f64;
+        let block_widths = std::iter::repeat_n(d, self.num_block_embedders());
+        for w in self.cond_widths().into_iter().chain(block_widths) {
             let wf = w as f64;
             f += FREQ as f64 * wf + wf * wf;
             if let ConditionKind::Pooled { pooled_dim } = &self.condition {
@@ -115,8 +127,12 @@ impl ComposedDiTConfig {
         }
         let fw = self.final_width() as f64;
         let out = (self.patch_size * self.patch_size * self.out_channels()) as f64;
-        let final_tokens = if mask_ratio == 0.0 { n } else { kept };
-        Ok(f + 2.0 * fw * fw + final_tokens as f64 * fw * out)
+        let final_tokens = (if mask_ratio == 0.0 { n } else { kept }) as f64;
+        let head = match self.head {
+            HeadKind::Linear => final_tokens * fw * out,
+            HeadKind::Conv3x3 => 9.0 * final_tokens * (fw * fw + fw * out),
+        };
+        Ok(f + 2.0 * fw * fw + head)
     }
 }
 

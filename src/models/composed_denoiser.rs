@@ -1,25 +1,21 @@
-//! The contracts of the [`ComposedDiT`]: [`Denoiser`] (class labels, or nothing for an
-//! unconditional model: `Option<Tensor<1, Int>>`, as DiT), [`NullConditioned`] and
+//! The contracts of the [`ComposedDiT`] (and so of its presets DiT and U-DiT): [`Denoiser`]
+//! (class labels, or nothing for an unconditional model: `Option<Tensor<1, Int>>`), [`NullConditioned`] and
 //! [`MaskedDenoiser`]. Models conditioned on a pooled vector or captions are called through
 //! [`ComposedDiT::forward_with`].
 
 use burn::prelude::*;
 
-use crate::blocks::ConditionInput;
 use crate::contracts::{Denoiser, MaskedDenoiser, NullConditioned, TokenMask, check_null_class};
 use crate::error::Result;
 use crate::models::ComposedDiT;
-
-fn labels(y: &Option<Tensor<1, Int>>) -> ConditionInput<'_> {
-    y.as_ref().map_or(ConditionInput::None, ConditionInput::Labels)
-}
+use crate::models::composed::labels;
 
 impl Denoiser for ComposedDiT {
     /// Class labels (`None` for unconditional models); the null class is `num_classes`.
     type Cond = Option<Tensor<1, Int>>;
 
     fn denoise(&self, x: Tensor<4>, t: Tensor<1>, cond: &Self::Cond) -> Result<Tensor<4>> {
-        self.forward(x, t, labels(cond))
+        self.forward(x, t, cond.clone())
     }
 }
 

@@ -1,19 +1,13 @@
 //! DiT (Peebles & Xie, "Scalable Diffusion Models with Transformers"), matching
-//! facebookresearch/DiT `models.py`.
+//! facebookresearch/DiT `models.py`: a preset of the model shell
+//! ([`ComposedDiT`]), whose [`DiTConfig`] names the paper's options.
 
-use burn::module::Param;
 use burn::prelude::*;
-use rand::Rng;
 
-use crate::blocks::parts::BlockCondition;
-use crate::blocks::{Block, BlockConfig, BlockKind, FinalLayer, FinalLayerConfig};
-use crate::blocks::{ConditionEmbedder, ConditionEmbedderConfig, ConditionInput, ConditionKind};
-use crate::contracts::{Denoiser, NullConditioned, check_null_class};
-use crate::error::{Error, Result, ensure_config, ensure_dims, ensure_divisible, ensure_positive};
-use crate::layers::init::frozen_param;
-use crate::layers::patch_embed::unpatchify;
-use crate::layers::pos_embed::sincos_2d;
-use crate::layers::{PatchEmbed, PatchEmbedConfig, TimestepEmbedderConfig};
+use crate::blocks::parts::{AttentionKind, FeedForwardKind};
+use crate::blocks::{BlockKind, ConditionKind};
+use crate::error::{Error, Result, ensure_config, ensure_divisible, ensure_positive};
+use crate::models::composed::{ComposedDiT, ComposedDiTConfig, StageLayout};
 
 /// The four DiT model sizes of the paper (Table 1).
 #[derive(Config, Debug, Copy, PartialEq, Eq)]
@@ -136,11 +130,6 @@ impl DiTConfig {
         self.grid_size() * self.grid_size()
     }
 
-    /// The block: the [`Block`] preset of the configured design ([`BlockKind::block_config`]).
-    pub fn block_config(&self) -> BlockConfig {
-        self.block_kind.block_config(self.hidden_size, self.num_heads, self.mlp_ratio)
-    }
-
     /// Checks every size constraint; called by [`init`](Self::init).
     pub fn validate(&self) -> Result<()> {
         ensure_positive(&[
@@ -152,346 +141,59 @@ impl DiTConfig {
             ("num_heads", self.num_heads),
         ])?;
         ensure_divisible("hidden_size", self.hidden_size, "num_heads", self.num_heads)?;
-        ensure_divisible("input_size", self.input_size, "patch_size", self.patch_size)?;
-        ensure_config(self.hidden_size % 4 == 0, || {
-            format!("hidden_size {} must be a multiple of 4 for the 2-D sin-cos table", self.hidden_size)
-        })?;
         ensure_config((0.0..1.0).contains(&self.class_dropout_prob), || {
             format!("class_dropout_prob must lie in [0, 1), got {}", self.class_dropout_prob)
-        })
+        })?;
+        self.shell().validate()
     }
 
-    /// Build the model with the official initialisation.
+    /// The model shell this preset builds: patchify + sin-cos table, one flat stage of
+    /// `depth` [`BlockKind`] blocks (multi-head attention, tanh-GELU MLP), DiT's timestep
+    /// and label embedders (or per-block ones, diffusers' layout), the linear final layer.
+    pub fn shell(&self) -> ComposedDiTConfig {
+        ComposedDiTConfig::new()
+            .with_input_size(self.input_size)
+            .with_patch_size(self.patch_size)
+            .with_in_channels(self.in_channels)
+            .with_learn_sigma(self.learn_sigma)
+            .with_hidden_size(self.hidden_size)
+            .with_num_heads(Some(self.num_heads))
+            .with_stages(StageLayout::Flat { depth: self.depth })
+            .with_attention(AttentionKind::MultiHead)
+            .with_feed_forward(FeedForwardKind::Mlp)
+            .with_conditioning(self.block_kind.conditioning())
+            .with_mlp_ratio(self.mlp_ratio)
+            .with_condition(ConditionKind::labels(self.num_classes, self.class_dropout_prob))
+            .with_timestep_freq_shift(self.timestep_freq_shift)
+            .with_per_block_embedders(self.per_block_embedders)
+    }
+
+    /// Build the model (the [`shell`](Self::shell)) with the official initialisation.
+    ///
+    /// # Errors
+    /// As [`validate`](Self::validate).
     pub fn init(&self, device: &Device) -> Result<DiT> {
         self.validate()?;
-        let d = self.hidden_size;
-        let g = self.grid_size();
-        let pos = sincos_2d(d, [g, g], device)?.unsqueeze_dim::<3>(0);
-        let block = self.block_config();
-        let extra = if self.per_block_embedders { self.depth - 1 } else { 0 };
-        Ok(DiT {
-            x_embedder: PatchEmbedConfig::new(self.in_channels, d, self.patch_size).init(device)?,
-            cond_embedder: self.condition_embedder().init(device)?,
-            block_embedders: (0..extra).map(|_| self.condition_embedder().init(device)).collect::<Result<_>>()?,
-            pos_embed: frozen_param(pos),
-            blocks: (0..self.depth).map(|_| block.init(device)).collect::<Result<_>>()?,
-            final_layer: FinalLayerConfig::new(d, self.patch_size * self.patch_size * self.out_channels()).init(device)?,
-            input_size: self.input_size,
-            patch_size: self.patch_size,
-            in_channels: self.in_channels,
-            out_channels: self.out_channels(),
-            block_kind: self.block_kind,
-        })
-    }
-
-    /// The timestep and label embedder: DiT's timestep embedder (256 frequencies, SiLU) and
-    /// label table (none when `num_classes` is 0).
-    pub fn condition_embedder(&self) -> ConditionEmbedderConfig {
-        let condition = match self.num_classes {
-            0 => ConditionKind::None,
-            n => ConditionKind::Labels { num_classes: n, dropout_prob: self.class_dropout_prob },
-        };
-        ConditionEmbedderConfig::new(TimestepEmbedderConfig::new(self.hidden_size).with_downscale_freq_shift(self.timestep_freq_shift))
-            .with_condition(condition)
+        self.shell().init(device)
     }
 
     /// Exact parameter count (as PyTorch's `sum(p.numel())`, `pos_embed` included),
     /// computed without building the model.
     pub fn num_params(&self) -> usize {
-        let (d, p, c) = (self.hidden_size, self.patch_size, self.in_channels);
-        let lin = |i: usize, o: usize| i * o + o;
-        let h = self.block_config().mlp_hidden();
-        let freq = 256;
-        let mut embedder = lin(freq, d) + lin(d, d); // t_embedder
-        if self.num_classes > 0 {
-            embedder += (self.num_classes + usize::from(self.class_dropout_prob > 0.0)) * d;
-        }
-        let copies = if self.per_block_embedders { self.depth } else { 1 };
-        let mut n = c * p * p * d + d + copies * embedder; // x_embedder + embedders
-        n += self.num_tokens() * d; // pos_embed
-        let mut block = lin(d, 3 * d) + lin(d, d) + lin(d, h) + lin(h, d);
-        block += match self.block_kind {
-            BlockKind::AdaLnZero | BlockKind::AdaLn => lin(d, self.block_kind.modulation_chunks() * d),
-            BlockKind::InContext => 4 * d,
-            BlockKind::CrossAttention => 6 * d + lin(d, d) + lin(d, 2 * d) + lin(d, d),
-        };
-        n += self.depth * block;
-        n + lin(d, 2 * d) + lin(d, p * p * self.out_channels())
+        self.shell().num_params()
     }
 
     /// Analytic forward cost per sample in multiply-accumulates, the convention of the DiT
     /// paper's "Gflops" column (fvcore counts one fused multiply-add as one flop).
     pub fn flops(&self) -> f64 {
-        let (d, p, c) = (self.hidden_size as f64, self.patch_size as f64, self.in_channels as f64);
-        let n = self.num_tokens() as f64;
-        let m = match self.block_kind {
-            BlockKind::InContext => 2.0,
-            _ => 0.0,
-        };
-        let nt = n + m; // tokens the blocks see
-        let h = self.block_config().mlp_hidden() as f64;
-        let attn = nt * (3.0 * d * d + d * d) + 2.0 * nt * nt * d;
-        let mlp = 2.0 * nt * d * h;
-        let cond = match self.block_kind {
-            BlockKind::AdaLnZero | BlockKind::AdaLn => self.block_kind.modulation_chunks() as f64 * d * d,
-            // q over N tokens, k/v over 2 tokens, output projection, 2x2 attention products
-            BlockKind::CrossAttention => nt * d * d * 2.0 + 2.0 * 2.0 * d * d + 2.0 * 2.0 * nt * d,
-            BlockKind::InContext => 0.0,
-        };
-        let blocks = self.depth as f64 * (attn + mlp + cond);
-        let embed = n * c * p * p * d + 256.0 * d + d * d;
-        let fin = 2.0 * d * d + n * d * p * p * self.out_channels() as f64;
-        embed + blocks + fin
+        // only a mask ratio or an expert-choice MoE can fail the count; DiT has neither
+        self.shell().flops(0.0).unwrap_or(f64::NAN)
     }
 }
 
-/// The conditioning a [`DiT`] computes from `(t, y)`.
-#[derive(Debug, Clone)]
-pub struct Condition {
-    /// Timestep embedding `[B, D]`.
-    pub t_emb: Tensor<2>,
-    /// Label embedding `[B, D]` (class-conditional models).
-    pub y_emb: Option<Tensor<2>>,
-    /// Conditioning vectors of blocks 1.. when the model has per-block embedders.
-    pub block_vectors: Vec<Tensor<2>>,
-}
-
-impl Condition {
-    /// `t_emb + y_emb`: the vector of block 0 and the final layer.
-    pub fn vector(&self) -> Tensor<2> {
-        match &self.y_emb {
-            Some(y) => self.t_emb.clone() + y.clone(),
-            None => self.t_emb.clone(),
-        }
-    }
-
-    /// The vector block `i` is conditioned on.
-    pub fn block_vector(&self, i: usize) -> Tensor<2> {
-        match i.checked_sub(1).and_then(|k| self.block_vectors.get(k)) {
-            Some(v) => v.clone(),
-            None => self.vector(),
-        }
-    }
-
-    /// Conditioning tokens `[B, M, D]` (`[t_emb, y_emb]`) for the cross-attention and
-    /// in-context designs.
-    pub fn tokens(&self) -> Tensor<3> {
-        let mut v = vec![self.t_emb.clone().unsqueeze_dim::<3>(1)];
-        v.extend(self.y_emb.clone().map(|y| y.unsqueeze_dim::<3>(1)));
-        Tensor::cat(v, 1)
-    }
-}
-
-/// Diffusion transformer with patchify, sin-cos positions, timestep/label embedders, a stack of
-/// [`Block`]s (the preset of the block design), the adaLN final layer and unpatchify.
-#[derive(Module, Debug)]
-pub struct DiT {
-    /// Patch embedding (`x_embedder.proj`).
-    pub x_embedder: PatchEmbed,
-    /// Timestep and label embedders (`t_embedder.mlp.{0,2}`, `y_embedder.embedding_table`).
-    pub cond_embedder: ConditionEmbedder,
-    /// Embedders of blocks 1.. (only with `per_block_embedders`, diffusers' layout).
-    pub block_embedders: Vec<ConditionEmbedder>,
-    /// Fixed 2-D sin-cos table `[1, N, D]` (persisted and counted, never trained).
-    pub pos_embed: Param<Tensor<3>>,
-    /// Transformer blocks (the [`Block`] preset of the block design).
-    pub blocks: Vec<Block>,
-    /// Final adaLN layer.
-    pub final_layer: FinalLayer,
-    /// Latent height = width.
-    pub input_size: usize,
-    /// Patch size.
-    pub patch_size: usize,
-    /// Input channels.
-    pub in_channels: usize,
-    /// Output channels.
-    pub out_channels: usize,
-    /// Block design.
-    #[module(skip)]
-    pub block_kind: BlockKind,
-}
-
-fn labels(y: Option<&Tensor<1, Int>>) -> ConditionInput<'_> {
-    y.map_or(ConditionInput::None, ConditionInput::Labels)
-}
-
-impl DiT {
-    /// Number of real classes (0 for unconditional models); label `num_classes` is the null
-    /// class.
-    pub fn num_classes(&self) -> usize {
-        self.cond_embedder.labels().map_or(0, |e| e.num_classes)
-    }
-
-    /// Shapes, labels' presence, then [`crate::validate::model_inputs`] (non-empty batch, dtype,
-    /// finite values, timestep range).
-    fn check_inputs(&self, x: Tensor<4>, t: Tensor<1>, y: Option<&Tensor<1, Int>>) -> Result<(Tensor<4>, Tensor<1>)> {
-        let s = Some(self.input_size);
-        ensure_dims("x", x.dims(), [None, Some(self.in_channels), s, s])?;
-        let b = x.dims()[0];
-        ensure_dims("t", t.dims(), [Some(b)])?;
-        self.cond_embedder.check(labels(y), b)?;
-        crate::validate::model_inputs(x, t, self.x_embedder.proj.weight.dtype())
-    }
-
-    /// Patch embedding plus position table.
-    ///
-    /// # Shapes
-    /// - `x`: `[B, C, H, W]` -> `[B, N, D]`
-    pub fn embed(&self, x: Tensor<4>) -> Result<Tensor<3>> {
-        Ok(self.x_embedder.forward(x)? + self.pos_embed.val())
-    }
-
-    /// The conditioning computed from timesteps and labels; labels where `drop` is true are
-    /// replaced by the null class.
-    ///
-    /// # Shapes
-    /// - `t`: `[B]`, `y`: `[B]`, `drop`: `[B]`
-    pub fn embed_condition(
-        &self,
-        t: Tensor<1>,
-        y: Option<Tensor<1, Int>>,
-        drop: Option<Tensor<1, Bool>>,
-    ) -> Result<Condition> {
-        let e = self.cond_embedder.forward(t.clone(), labels(y.as_ref()), drop.clone())?;
-        let block_vectors = self
-            .block_embedders
-            .iter()
-            .map(|b| Ok(b.forward(t.clone(), labels(y.as_ref()), drop.clone())?.vector()))
-            .collect::<Result<_>>()?;
-        Ok(Condition { t_emb: e.t_emb, y_emb: e.y_emb, block_vectors })
-    }
-
-    fn forward_block_with(&self, i: usize, x: Tensor<3>, cond: &Condition, context: Option<Tensor<3>>) -> Result<Tensor<3>> {
-        let block = self.blocks.get(i).ok_or_else(|| Error::InvalidArgument(format!("block {i} of {}", self.blocks.len())))?;
-        block.forward(x, None, &BlockCondition { c: cond.block_vector(i), shared: None, context })
-    }
-
-    /// Runs block `i` alone (the cross-attention design attends to `cond.tokens()`).
-    ///
-    /// # Shapes
-    /// - `x`: `[B, N, D]` -> `[B, N, D]`
-    ///
-    /// # Errors
-    /// [`Error::InvalidArgument`] for an index past the last block, [`Error::Shape`] for a
-    /// wrong width.
-    pub fn forward_block(&self, i: usize, x: Tensor<3>, cond: &Condition) -> Result<Tensor<3>> {
-        let context = (self.block_kind == BlockKind::CrossAttention).then(|| cond.tokens());
-        self.forward_block_with(i, x, cond, context)
-    }
-
-    /// Runs the blocks and final layer on embedded tokens.
-    ///
-    /// # Shapes
-    /// - `tokens`: `[B, N, D]` -> `[B, C_out, H, W]`
-    ///
-    /// # Errors
-    /// [`Error::Shape`] when the tokens' width is not the model's.
-    pub fn forward_tokens(&self, tokens: Tensor<3>, cond: &Condition) -> Result<Tensor<4>> {
-        let [b, n, d] = tokens.dims();
-        let (mut h, context, m) = match self.block_kind {
-            BlockKind::InContext => {
-                let ct = cond.tokens();
-                let m = ct.dims()[1];
-                (Tensor::cat(vec![ct, tokens], 1), None, m)
-            }
-            BlockKind::CrossAttention => (tokens, Some(cond.tokens()), 0),
-            _ => (tokens, None, 0),
-        };
-        for i in 0..self.blocks.len() {
-            h = self.forward_block_with(i, h, cond, context.clone())?;
-        }
-        if m > 0 {
-            h = h.slice([0..b, m..m + n, 0..d]);
-        }
-        let out = self.final_layer.forward(h, cond.vector())?;
-        let g = self.input_size / self.patch_size;
-        Ok(unpatchify(out, self.patch_size, self.out_channels, [g, g]))
-    }
-
-    /// Denoiser forward (eval mode, no label dropout).
-    ///
-    /// # Shapes
-    /// - `x`: `[B, C, H, W]`, `t`: `[B]` (float timesteps), `y`: `[B]` labels in
-    ///   `0..=num_classes` (`num_classes` is the null class), `None` for unconditional models
-    /// - output: `[B, C_out, H, W]`
-    ///
-    /// # Errors
-    /// [`Error::Shape`] for wrong shapes or an empty batch, [`Error::InvalidArgument`] for
-    /// missing/unexpected labels, labels outside the table or `|t| > 1e5`, [`Error::Numerical`]
-    /// for NaN/inf in `x` or `t`. Time is continuous: any finite `|t| <= 1e5` is accepted
-    /// (respaced and flow samplers use fractional `t`); see [`crate::validate`]. Float64
-    /// inputs are cast to the model's dtype.
-    pub fn forward(&self, x: Tensor<4>, t: Tensor<1>, y: Option<Tensor<1, Int>>) -> Result<Tensor<4>> {
-        self.forward_with_drop(x, t, y, None)
-    }
-
-    /// Forward with forced label dropout: labels where `drop` is true become the null class.
-    pub fn forward_with_drop(
-        &self,
-        x: Tensor<4>,
-        t: Tensor<1>,
-        y: Option<Tensor<1, Int>>,
-        drop: Option<Tensor<1, Bool>>,
-    ) -> Result<Tensor<4>> {
-        let (x, t) = self.check_inputs(x, t, y.as_ref())?;
-        let tokens = self.embed(x)?;
-        let cond = self.embed_condition(t, y, drop)?;
-        self.forward_tokens(tokens, &cond)
-    }
-
-    /// Training forward: labels are dropped to the null class with the configured probability,
-    /// drawing from `rng`.
-    pub fn forward_train<R: Rng>(
-        &self,
-        x: Tensor<4>,
-        t: Tensor<1>,
-        y: Option<Tensor<1, Int>>,
-        rng: &mut R,
-    ) -> Result<Tensor<4>> {
-        let drop = self.cond_embedder.labels().and_then(|e| e.draw_drop_mask(x.dims()[0], rng, &x.device()));
-        self.forward_with_drop(x, t, y, drop)
-    }
-
-    /// Classifier-free guidance exactly as the official `forward_with_cfg`: the batch's first
-    /// half is conditional, the second half carries null labels; both halves are run on the
-    /// first half's latents, the first `guided_channels` output channels are guided
-    /// (`uncond + scale * (cond - uncond)`, the official code uses 3) and the rest passed
-    /// through; the guided half is returned twice.
-    ///
-    /// Kept only as the official code's parity path (the `dit_official` fixtures check it); new
-    /// code guides through the sampling module's `ClassifierFreeGuidance::for_model`
-    /// (`GuidedChannels::First(3)` for this rule).
-    ///
-    /// # Shapes
-    /// - `x`: `[2B, C, H, W]`, `t`: `[2B]`, `y`: `[2B]` -> `[2B, C_out, H, W]`
-    pub fn forward_with_cfg(
-        &self,
-        x: Tensor<4>,
-        t: Tensor<1>,
-        y: Tensor<1, Int>,
-        cfg_scale: f64,
-        guided_channels: usize,
-    ) -> Result<Tensor<4>> {
-        crate::models::official_cfg::official_forward_with_cfg(x, cfg_scale, guided_channels, |x| self.forward(x, t, Some(y)))
-    }
-}
-
-impl Denoiser for DiT {
-    /// Class labels (`None` for unconditional models); the null class is `num_classes`.
-    type Cond = Option<Tensor<1, Int>>;
-
-    fn denoise(&self, x: Tensor<4>, t: Tensor<1>, cond: &Self::Cond) -> Result<Tensor<4>> {
-        self.forward(x, t, cond.clone())
-    }
-}
-
-/// The null class must be `num_classes`, the label table's extra row.
-impl NullConditioned for DiT {
-    fn check_null(&self, null: &usize) -> Result<()> {
-        let e = self.cond_embedder.labels();
-        check_null_class(*null, e.map_or(0, |e| e.num_classes), e.map_or(0, |e| e.num_rows()))
-    }
-}
+/// DiT is the [`ComposedDiT`] shell built by a [`DiTConfig`]: one forward, one set of
+/// contracts and one checkpoint loader for every preset of the shell.
+pub type DiT = ComposedDiT;
 
 #[cfg(test)]
 mod tests {
@@ -540,6 +242,26 @@ mod tests {
         ] {
             let g = DiTConfig::from_name(name).unwrap().flops() / 1e9;
             assert!((g / paper - 1.0).abs() < 1e-3, "{name}: {g} vs {paper}");
+        }
+    }
+
+    #[test]
+    fn flops_of_every_design_are_the_closed_form() {
+        // DiT-S/2 per design: patchify and embedders, attention and MLP over the tokens the
+        // blocks see (two more in context), the design's conditioning, the final layer
+        let (d, n, h): (f64, f64, f64) = (384.0, 256.0, 1536.0);
+        for kind in [BlockKind::AdaLnZero, BlockKind::AdaLn, BlockKind::CrossAttention, BlockKind::InContext] {
+            let cfg = DiTConfig::from_name("DiT-S/2").unwrap().with_block_kind(kind);
+            let nt = if kind == BlockKind::InContext { n + 2.0 } else { n };
+            let cond = match kind {
+                BlockKind::AdaLnZero => 6.0 * d * d,
+                BlockKind::AdaLn => 4.0 * d * d,
+                BlockKind::CrossAttention => 2.0 * nt * d * d + 4.0 * d * d + 4.0 * nt * d,
+                BlockKind::InContext => 0.0,
+            };
+            let block = 4.0 * nt * d * d + 2.0 * nt * nt * d + 2.0 * nt * d * h + cond;
+            let want = n * 16.0 * d + 256.0 * d + d * d + 12.0 * block + 2.0 * d * d + n * d * 32.0;
+            assert!((cfg.flops() / want - 1.0).abs() < 1e-12, "{kind:?}: {} vs {want}", cfg.flops());
         }
     }
 

@@ -14,11 +14,11 @@ pub mod official_cfg;
 pub mod udit;
 pub mod udit_config;
 
-pub use composed::{ComposedDiT, ComposedDiTConfig, MaskingConfig, StageLayout};
+pub use composed::{ComposedCondition, ComposedDiT, ComposedDiTConfig, HeadKind, MaskingConfig, StageLayout, Stem, StemKind};
 pub use dit::{DiT, DiTConfig, DiTSize};
 pub use microdit::{MaskingMode, MicroDiT, MicroDiTBackbone, MicroDiTCond, MicroDiTConfig, MicroDiTNull, MicroDiTSize};
 pub use mmdit::{MMDiT, MMDiTConfig};
-pub use udit::{UDiT, UDiTCondition, UDiTConfig, UDiTSize};
+pub use udit::{UDiT, UDiTConfig, UDiTSize};
 
 #[cfg(test)]
 mod tests {

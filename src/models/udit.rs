@@ -5,336 +5,31 @@
 //! (no patchify), three encoder levels run at `C`, `2C`, `4C` on grids `H`, `H/2`, `H/4`
 //! (2x conv + pixel-unshuffle downsampling), two decoder levels at `2C` on `H/2` and `H`
 //! (conv + pixel-shuffle upsampling, skip concatenation fused by a 1x1 conv), then a 3x3 conv
-//! and the adaLN final layer. Every block is a [`UDiTBlock`] with downsampled-token
-//! attention; each level width has its own timestep and label embedder (`c1`, `c2`, `c3`;
-//! the decoder levels and the final layer use `c2`).
+//! and the adaLN final layer. Every official block is two [`Block`](crate::blocks::Block)s
+//! of downsampled-token attention, depthwise-conv FFN and adaLN-Zero; each level width has
+//! its own timestep and label embedder (`c1`, `c2`, `c3`; the decoder levels and the final
+//! layer use `c2`).
+//!
+//! U-DiT is a preset of the model shell ([`ComposedDiT`]): [`UDiTConfig::shell`] names the
+//! stem, head, layout and parts, and the shell's forward, contracts and checkpoint loader
+//! serve it.
 
-use burn::nn::conv::Conv2d;
-use burn::prelude::*;
-use rand::Rng;
-
-use crate::blocks::{FinalLayer, FinalLayerConfig, FinalProjectionKind, UDiTBlock, UDiTResample};
-use crate::error::{Result, ensure_dims};
-use crate::layers::dwconv_ffn::{FfnForm, same_conv2d};
-use crate::layers::init::{WeightInit, conv2d};
-use crate::blocks::{ConditionEmbedder, ConditionEmbedderConfig, ConditionInput, ConditionKind};
-use crate::layers::TimestepEmbedderConfig;
-use crate::contracts::{Denoiser, NullConditioned, check_null_class};
+use crate::models::composed::ComposedDiT;
 
 pub use super::udit_config::{UDIT_LEVELS, UDiTConfig, UDiTSize};
-use super::udit_config::FREQ_EMBED;
 
-impl UDiTConfig {
-    /// Build the model with the official initialisation (Xavier-uniform linears and convs,
-    /// zero adaLN-Zero modulations and final layer).
-    pub fn init(&self, device: &Device) -> Result<UDiT> {
-        self.validate()?;
-        let c = self.hidden_size;
-        let level = |i: usize| -> Result<Vec<UDiTBlock>> {
-            let cfg = self.block_config(i);
-            (0..self.depth[i]).map(|_| cfg.init(device)).collect()
-        };
-        let embedder = |d: usize| {
-            let condition = match self.num_classes {
-                0 => ConditionKind::None,
-                n => ConditionKind::Labels { num_classes: n, dropout_prob: self.class_dropout_prob },
-            };
-            ConditionEmbedderConfig::new(TimestepEmbedderConfig::new(d).with_frequency_embedding_size(FREQ_EMBED))
-                .with_condition(condition)
-                .init(device)
-        };
-        Ok(UDiT {
-            x_embedder: conv2d(
-                [self.in_channels, c],
-                [3, 3],
-                [1, 1],
-                [1, 1],
-                1,
-                true,
-                WeightInit::XavierUniform,
-                device,
-            ),
-            cond_embedder_1: embedder(c)?,
-            cond_embedder_2: embedder(2 * c)?,
-            cond_embedder_3: embedder(4 * c)?,
-            encoder_level_1: level(0)?,
-            down1_2: UDiTResample::down(c, device),
-            encoder_level_2: level(1)?,
-            down2_3: UDiTResample::down(2 * c, device),
-            latent: level(2)?,
-            up3_2: UDiTResample::up(4 * c, device),
-            reduce_chan_level2: same_conv2d([4 * c, 2 * c], 1, 1, true, false, device),
-            decoder_level_2: level(3)?,
-            up2_1: UDiTResample::up(2 * c, device),
-            reduce_chan_level1: same_conv2d([2 * c, 2 * c], 1, 1, true, false, device),
-            decoder_level_1: level(4)?,
-            output: same_conv2d([2 * c, 2 * c], 3, 1, true, false, device),
-            final_layer: FinalLayerConfig::new(2 * c, self.out_channels())
-                .with_projection(FinalProjectionKind::Conv3x3)
-                .init(device)?,
-            input_size: self.input_size,
-            in_channels: self.in_channels,
-            out_channels: self.out_channels(),
-            ffn_form: self.ffn,
-        })
-    }
-}
-
-
-/// The per-level conditioning vectors `t_emb + y_emb` of a [`UDiT`].
-#[derive(Debug, Clone)]
-pub struct UDiTCondition {
-    /// Width `C` (encoder level 1).
-    pub c1: Tensor<2>,
-    /// Width `2C` (encoder level 2, both decoder levels, final layer).
-    pub c2: Tensor<2>,
-    /// Width `4C` (latent level).
-    pub c3: Tensor<2>,
-}
-
-/// U-shaped diffusion transformer; see the [module docs](self).
-#[derive(Module, Debug)]
-pub struct UDiT {
-    /// 3x3 conv `in_channels -> C` (`x_embedder.proj`).
-    pub x_embedder: Conv2d,
-    /// Timestep and label embedders of width `C` (official `t_embedder_1`, `y_embedder_1`).
-    pub cond_embedder_1: ConditionEmbedder,
-    /// Timestep and label embedders of width `2C`.
-    pub cond_embedder_2: ConditionEmbedder,
-    /// Timestep and label embedders of width `4C`.
-    pub cond_embedder_3: ConditionEmbedder,
-    /// Blocks at width `C`, grid `H`.
-    pub encoder_level_1: Vec<UDiTBlock>,
-    /// `C` at `H` -> `2C` at `H/2`.
-    pub down1_2: UDiTResample,
-    /// Blocks at width `2C`, grid `H/2`.
-    pub encoder_level_2: Vec<UDiTBlock>,
-    /// `2C` at `H/2` -> `4C` at `H/4`.
-    pub down2_3: UDiTResample,
-    /// Blocks at width `4C`, grid `H/4`.
-    pub latent: Vec<UDiTBlock>,
-    /// `4C` at `H/4` -> `2C` at `H/2`.
-    pub up3_2: UDiTResample,
-    /// 1x1 conv fusing the skip concatenation `4C -> 2C`.
-    pub reduce_chan_level2: Conv2d,
-    /// Blocks at width `2C`, grid `H/2`.
-    pub decoder_level_2: Vec<UDiTBlock>,
-    /// `2C` at `H/2` -> `C` at `H`.
-    pub up2_1: UDiTResample,
-    /// 1x1 conv fusing the skip concatenation `2C -> 2C`.
-    pub reduce_chan_level1: Conv2d,
-    /// Blocks at width `2C`, grid `H`.
-    pub decoder_level_1: Vec<UDiTBlock>,
-    /// 3x3 conv `2C -> 2C` before the final layer.
-    pub output: Conv2d,
-    /// adaLN final layer `2C -> out_channels`.
-    pub final_layer: FinalLayer,
-    /// Latent height = width.
-    pub input_size: usize,
-    /// Input channels.
-    pub in_channels: usize,
-    /// Output channels.
-    pub out_channels: usize,
-    /// FFN structure of every block.
-    #[module(skip)]
-    pub ffn_form: FfnForm,
-}
-
-fn labels(y: Option<&Tensor<1, Int>>) -> ConditionInput<'_> {
-    y.map_or(ConditionInput::None, ConditionInput::Labels)
-}
-
-fn run_level(blocks: &[UDiTBlock], x: Tensor<4>, c: &Tensor<2>) -> Result<Tensor<4>> {
-    blocks.iter().try_fold(x, |x, block| block.forward(x, c.clone()))
-}
-
-impl UDiT {
-    /// Number of real classes (0 for unconditional models); label `num_classes` is the null
-    /// class.
-    pub fn num_classes(&self) -> usize {
-        self.cond_embedder_1.labels().map_or(0, |e| e.num_classes)
-    }
-
-    fn blocks_mut(&mut self) -> impl Iterator<Item = &mut UDiTBlock> {
-        self.encoder_level_1
-            .iter_mut()
-            .chain(self.encoder_level_2.iter_mut())
-            .chain(self.latent.iter_mut())
-            .chain(self.decoder_level_2.iter_mut())
-            .chain(self.decoder_level_1.iter_mut())
-    }
-
-    /// The model with every FFN folded into its inference form (official `model.eval()`);
-    /// outputs are unchanged up to float rounding. Already folded and non-re-parametrised
-    /// models are returned as they are. Alias: the "fuse" step.
-    pub fn reparameterize(&self) -> Self {
-        let mut out = self.clone();
-        for block in out.blocks_mut() {
-            *block = block.reparameterize();
-        }
-        if out.ffn_form == FfnForm::Reparam {
-            out.ffn_form = FfnForm::Fused;
-        }
-        out
-    }
-
-    /// Shapes, labels' presence, then [`crate::validate::model_inputs`] (non-empty batch, dtype,
-    /// finite values, timestep range).
-    fn check_inputs(&self, x: Tensor<4>, t: Tensor<1>, y: Option<&Tensor<1, Int>>) -> Result<(Tensor<4>, Tensor<1>)> {
-        let s = Some(self.input_size);
-        ensure_dims("x", x.dims(), [None, Some(self.in_channels), s, s])?;
-        let b = x.dims()[0];
-        ensure_dims("t", t.dims(), [Some(b)])?;
-        self.cond_embedder_1.check(labels(y), b)?;
-        crate::validate::model_inputs(x, t, self.x_embedder.weight.dtype())
-    }
-
-    fn condition_with(
-        &self,
-        t: Tensor<1>,
-        y: Option<Tensor<1, Int>>,
-        drops: [Option<Tensor<1, Bool>>; 3],
-    ) -> Result<UDiTCondition> {
-        let [d1, d2, d3] = drops;
-        let level = |e: &ConditionEmbedder, drop| -> Result<Tensor<2>> {
-            Ok(e.forward(t.clone(), labels(y.as_ref()), drop)?.vector())
-        };
-        Ok(UDiTCondition {
-            c1: level(&self.cond_embedder_1, d1)?,
-            c2: level(&self.cond_embedder_2, d2)?,
-            c3: level(&self.cond_embedder_3, d3)?,
-        })
-    }
-
-    /// The per-level conditioning from timesteps and labels; labels where `drop` is true are
-    /// replaced by the null class at every level.
-    ///
-    /// # Shapes
-    /// - `t`: `[B]`, `y`: `[B]`, `drop`: `[B]`; outputs `[B, C]`, `[B, 2C]`, `[B, 4C]`
-    pub fn embed_condition(
-        &self,
-        t: Tensor<1>,
-        y: Option<Tensor<1, Int>>,
-        drop: Option<Tensor<1, Bool>>,
-    ) -> Result<UDiTCondition> {
-        self.condition_with(t, y, [drop.clone(), drop.clone(), drop])
-    }
-
-    /// Runs the network on a latent with a precomputed conditioning.
-    ///
-    /// # Shapes
-    /// - `x`: `[B, C_in, H, H]` -> `[B, C_out, H, H]`
-    pub fn forward_condition(&self, x: Tensor<4>, cond: &UDiTCondition) -> Result<Tensor<4>> {
-        ensure_dims("x", x.dims(), [None, Some(self.in_channels), Some(self.input_size), Some(self.input_size)])?;
-        let x = crate::validate::float_input("x", x, self.x_embedder.weight.dtype())?;
-        let enc1 = run_level(&self.encoder_level_1, self.x_embedder.forward(x), &cond.c1)?;
-        let enc2 = run_level(&self.encoder_level_2, self.down1_2.forward(enc1.clone()), &cond.c2)?;
-        let latent = run_level(&self.latent, self.down2_3.forward(enc2.clone()), &cond.c3)?;
-        let dec2 = self.reduce_chan_level2.forward(Tensor::cat(vec![self.up3_2.forward(latent), enc2], 1));
-        let dec2 = run_level(&self.decoder_level_2, dec2, &cond.c2)?;
-        let dec1 = self.reduce_chan_level1.forward(Tensor::cat(vec![self.up2_1.forward(dec2), enc1], 1));
-        let dec1 = run_level(&self.decoder_level_1, dec1, &cond.c2)?;
-        self.final_layer.forward_map(self.output.forward(dec1), cond.c2.clone())
-    }
-
-    /// Denoiser forward (no label dropout). Runs whatever FFN form the model holds: the
-    /// training form as loaded from a checkpoint, or the folded form after
-    /// [`reparameterize`](Self::reparameterize) (official eval mode).
-    ///
-    /// # Shapes
-    /// - `x`: `[B, C_in, H, H]`, `t`: `[B]` (float timesteps), `y`: `[B]` labels in
-    ///   `0..=num_classes` (`num_classes` is the null class), `None` for unconditional models
-    /// - output: `[B, C_out, H, H]`
-    ///
-    /// # Errors
-    /// [`Error::Shape`](crate::Error::Shape) for wrong shapes or an empty batch, [`Error::InvalidArgument`](crate::Error::InvalidArgument) for
-    /// missing/unexpected labels, labels outside the table or `|t| > 1e5`, [`Error::Numerical`](crate::Error::Numerical)
-    /// for NaN/inf in `x` or `t`. Time is continuous: any finite `|t| <= 1e5` is accepted
-    /// (respaced and flow samplers use fractional `t`); see [`crate::validate`]. Float64
-    /// inputs are cast to the model's dtype.
-    pub fn forward(&self, x: Tensor<4>, t: Tensor<1>, y: Option<Tensor<1, Int>>) -> Result<Tensor<4>> {
-        self.forward_with_drop(x, t, y, None)
-    }
-
-    /// Forward with forced label dropout: labels where `drop` is true become the null class.
-    pub fn forward_with_drop(
-        &self,
-        x: Tensor<4>,
-        t: Tensor<1>,
-        y: Option<Tensor<1, Int>>,
-        drop: Option<Tensor<1, Bool>>,
-    ) -> Result<Tensor<4>> {
-        let (x, t) = self.check_inputs(x, t, y.as_ref())?;
-        let cond = self.embed_condition(t, y, drop)?;
-        self.forward_condition(x, &cond)
-    }
-
-    /// Training forward: as the official training mode, each of the three label embedders
-    /// drops labels to the null class independently with the configured probability,
-    /// drawing from `rng`.
-    pub fn forward_train<R: Rng>(
-        &self,
-        x: Tensor<4>,
-        t: Tensor<1>,
-        y: Option<Tensor<1, Int>>,
-        rng: &mut R,
-    ) -> Result<Tensor<4>> {
-        let (x, t) = self.check_inputs(x, t, y.as_ref())?;
-        let b = x.dims()[0];
-        let device = x.device();
-        let mut draw = |e: &ConditionEmbedder| e.labels().and_then(|e| e.draw_drop_mask(b, rng, &device));
-        let drops = [draw(&self.cond_embedder_1), draw(&self.cond_embedder_2), draw(&self.cond_embedder_3)];
-        let cond = self.condition_with(t, y, drops)?;
-        self.forward_condition(x, &cond)
-    }
-
-    /// Classifier-free guidance exactly as the official `forward_with_cfg` (the same as
-    /// DiT's): the batch's first half is conditional, the second half carries null labels;
-    /// both halves run on the first half's latents, the first `guided_channels` output
-    /// channels are guided (`uncond + scale * (cond - uncond)`, the official code uses 3)
-    /// and copied into both halves, the other channels are passed through per half.
-    ///
-    /// Kept only as the official code's parity path (the `udit_official` fixtures check it); new
-    /// code guides through the sampling module's `ClassifierFreeGuidance::for_model`
-    /// (`GuidedChannels::First(3)` for this rule).
-    ///
-    /// # Shapes
-    /// - `x`: `[2B, C_in, H, H]`, `t`: `[2B]`, `y`: `[2B]` -> `[2B, C_out, H, H]`
-    pub fn forward_with_cfg(
-        &self,
-        x: Tensor<4>,
-        t: Tensor<1>,
-        y: Tensor<1, Int>,
-        cfg_scale: f64,
-        guided_channels: usize,
-    ) -> Result<Tensor<4>> {
-        crate::models::official_cfg::official_forward_with_cfg(x, cfg_scale, guided_channels, |x| self.forward(x, t, Some(y)))
-    }
-}
-
-impl Denoiser for UDiT {
-    /// Class labels (`None` for unconditional models); the null class is `num_classes`.
-    type Cond = Option<Tensor<1, Int>>;
-
-    fn denoise(&self, x: Tensor<4>, t: Tensor<1>, cond: &Self::Cond) -> Result<Tensor<4>> {
-        self.forward(x, t, cond.clone())
-    }
-}
-
-/// The null class must be `num_classes`, the label tables' extra row.
-impl NullConditioned for UDiT {
-    fn check_null(&self, null: &usize) -> Result<()> {
-        let e = self.cond_embedder_1.labels();
-        check_null_class(*null, e.map_or(0, |e| e.num_classes), e.map_or(0, |e| e.num_rows()))
-    }
-}
+/// U-DiT is the [`ComposedDiT`] shell built by a [`UDiTConfig`].
+pub type UDiT = ComposedDiT;
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::contracts::Denoiser;
     use crate::layers::downsampled_attention::AttentionScore;
+    use crate::layers::dwconv_ffn::FfnForm;
     use crate::layers::dwconv_ffn::test_support::{Randomize, uniform};
     use burn::module::{ModuleVisitor, ParamId};
+    use burn::prelude::*;
     use burn::tensor::Tolerance;
     use rand::SeedableRng;
 
@@ -442,7 +137,7 @@ mod tests {
         let (x, t, y) = inputs(&device);
         let train = m.forward(x.clone(), t.clone(), Some(y.clone())).unwrap();
         let eval = m.reparameterize();
-        assert_eq!(eval.ffn_form, FfnForm::Fused);
+        assert_eq!(eval.ffn_form(), Some(FfnForm::Fused));
         assert!(eval.num_params() < m.num_params());
         let out = eval.forward(x, t, Some(y)).unwrap();
         out.into_data().assert_approx_eq::<f32>(&train.into_data(), Tolerance::absolute(1e-4));

@@ -1,15 +1,16 @@
 //! The configuration of a [`UDiT`](crate::models::UDiT): every option of the official
-//! `U_DiT_custom`, the presets U-DiT-S/B/L, and the analytic parameter and FLOP counts.
+//! `U_DiT_custom`, the presets U-DiT-S/B/L, the model shell they build, and the analytic
+//! parameter and FLOP counts (the shell's).
 
 use burn::prelude::*;
 
-use crate::blocks::UDiTBlockConfig;
+use crate::blocks::ConditionKind;
+use crate::blocks::parts::{AttentionKind, ConditioningKind, FeedForwardKind};
 use crate::error::{Error, Result, ensure_config, ensure_positive};
-use crate::layers::downsampled_attention::{AttentionScore, DownsampledAttentionConfig, downsampled_attention_macs};
-use crate::layers::dwconv_ffn::{DW_KERNEL, FfnForm, REP_DW_KERNELS};
-
-/// Width of the sinusoidal timestep embedding (official `frequency_embedding_size`).
-pub(crate) const FREQ_EMBED: usize = 256;
+use crate::layers::downsampled_attention::AttentionScore;
+use crate::layers::dwconv_ffn::FfnForm;
+use crate::models::composed::{ComposedDiTConfig, HeadKind, StageLayout, StemKind};
+use crate::models::udit::UDiT;
 
 /// The three U-DiT sizes of the paper (official `U_DiT_S/B/L`; all with depth
 /// `[2, 5, 8, 5, 2]`, MLP ratio 2, down factor 2, cosine attention, RoPE, 5x5 depthwise
@@ -125,30 +126,47 @@ impl UDiTConfig {
         if self.learn_sigma { 2 * self.in_channels } else { self.in_channels }
     }
 
-    /// Width of each level (`C, 2C, 4C, 2C, 2C`).
-    pub fn level_widths(&self) -> [usize; UDIT_LEVELS] {
-        let c = self.hidden_size;
-        [c, 2 * c, 4 * c, 2 * c, 2 * c]
+    /// The attention of level `level` (0..5): downsampled-token attention with the level's
+    /// down factor.
+    pub fn attention(&self, level: usize) -> AttentionKind {
+        AttentionKind::Downsampled {
+            down_factor: self.down_factor.get(level).copied().unwrap_or(0),
+            kernel: self.downsampler_kernel,
+            cosine: self.attention_score == AttentionScore::Cosine,
+            rope: self.rope,
+        }
     }
 
-    /// Grid side of each level (`H, H/2, H/4, H/2, H`).
-    pub fn level_sizes(&self) -> [usize; UDIT_LEVELS] {
-        let s = self.input_size;
-        [s, s / 2, s / 4, s / 2, s]
-    }
-
-    /// The block configuration of level `level` (0..5).
-    pub fn block_config(&self, level: usize) -> UDiTBlockConfig {
-        let attention = DownsampledAttentionConfig::new(self.level_widths()[level], self.num_heads)
-            .with_down_factor(self.down_factor.get(level).copied().unwrap_or(0))
-            .with_downsampler_kernel(self.downsampler_kernel)
+    /// The model shell this preset builds: the 3x3-conv stem, the U of [`Block`](crate::blocks::Block)s
+    /// (each official `U_DiTBlock` is two: `attn1/mlp1` and `attn2/mlp2`, so every level has
+    /// `2 * depth` blocks) of downsampled-token attention, depthwise-conv FFN and adaLN-Zero
+    /// with `num_heads` heads at every level, a timestep and label embedder per level width,
+    /// and the 3x3-conv head.
+    pub fn shell(&self) -> ComposedDiTConfig {
+        let depth = |i: usize| 2 * self.depth.get(i).copied().unwrap_or(0);
+        ComposedDiTConfig::new()
+            .with_stem(StemKind::Conv3x3)
+            .with_head(HeadKind::Conv3x3)
+            .with_input_size(self.input_size)
+            .with_patch_size(1)
+            .with_in_channels(self.in_channels)
+            .with_learn_sigma(self.learn_sigma)
+            .with_hidden_size(self.hidden_size)
+            .with_num_heads(Some(self.num_heads))
+            .with_stages(StageLayout::UShaped { depths: [depth(0), depth(1), depth(2), depth(3), depth(4)] })
+            .with_attention(self.attention(0))
+            .with_stage_attention(Some((0..UDIT_LEVELS).map(|i| self.attention(i)).collect()))
             .with_down_shortcut(self.down_shortcut)
-            .with_score(self.attention_score)
-            .with_rope(self.rope);
-        UDiTBlockConfig::new(attention).with_mlp_ratio(self.mlp_ratio).with_ffn(self.ffn)
+            .with_feed_forward(FeedForwardKind::DwConv { form: self.ffn })
+            .with_conditioning(ConditioningKind::AdaLnZero)
+            .with_mlp_ratio(self.mlp_ratio)
+            .with_condition(ConditionKind::labels(self.num_classes, self.class_dropout_prob))
     }
 
     /// Checks every size constraint; called by [`init`](Self::init).
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] naming the problem.
     pub fn validate(&self) -> Result<()> {
         ensure_positive(&[
             ("input_size", self.input_size),
@@ -162,81 +180,53 @@ impl UDiTConfig {
         ensure_config(self.down_factor.len() == UDIT_LEVELS, || {
             format!("down_factor needs {UDIT_LEVELS} entries, got {:?}", self.down_factor)
         })?;
-        ensure_config(self.hidden_size.is_multiple_of(2), || {
-            format!("hidden_size {} must be even (the 2x downsampling conv halves it)", self.hidden_size)
-        })?;
         ensure_config(self.input_size.is_multiple_of(4), || {
             format!("input_size {} must be a multiple of 4 (two 2x downsamplings)", self.input_size)
         })?;
-        for (level, (&size, &f)) in self.level_sizes().iter().zip(&self.down_factor).enumerate() {
-            ensure_config(f > 0 && size % f == 0, || {
-                format!("level {level}: grid {size}x{size} is not divisible by the attention down factor {f}")
-            })?;
-        }
-        for level in 0..UDIT_LEVELS {
-            let block = self.block_config(level);
-            block.attention.validate()?;
-            let hidden = block.mlp_hidden();
-            ensure_config(hidden > usize::from(self.ffn == FfnForm::Reparam), || {
-                format!("mlp_ratio {} gives an FFN hidden width of {hidden} at level {level}", self.mlp_ratio)
-            })?;
-        }
+        ensure_config(self.downsampler_kernel % 2 == 1, || {
+            format!("downsampler kernel must be odd (same padding), got {}", self.downsampler_kernel)
+        })?;
+        ensure_config(!self.rope || self.hidden_size.is_multiple_of(4 * self.num_heads), || {
+            format!("2-D RoPE needs a head width divisible by 4, got {} / {}", self.hidden_size, self.num_heads)
+        })?;
+        let hidden = (self.hidden_size as f64 * self.mlp_ratio) as usize;
+        ensure_config(self.mlp_ratio > 0.0 && hidden > usize::from(self.ffn == FfnForm::Reparam), || {
+            format!("mlp_ratio {} gives an FFN hidden width of {hidden}", self.mlp_ratio)
+        })?;
         ensure_config((0.0..1.0).contains(&self.class_dropout_prob), || {
             format!("class_dropout_prob must lie in [0, 1), got {}", self.class_dropout_prob)
-        })
+        })?;
+        self.shell().validate()
     }
+
+    /// Build the model (the [`shell`](Self::shell)) with the official initialisation
+    /// (Xavier-uniform linears and convs, zero adaLN-Zero modulations and final layer).
+    ///
+    /// # Errors
+    /// As [`validate`](Self::validate).
+    pub fn init(&self, device: &Device) -> Result<UDiT> {
+        self.validate()?;
+        self.shell().init(device)
+    }
+
     /// Exact parameter count of the model in its configured FFN form (for
     /// [`FfnForm::Reparam`], the official state dict's `sum(p.numel())`), computed without
     /// building the model. Meaningful for configs that pass [`validate`](Self::validate).
     pub fn num_params(&self) -> usize {
-        let conv = |i: usize, o: usize, k: usize, groups: usize, bias: bool| {
-            o * (i / groups) * k * k + if bias { o } else { 0 }
-        };
-        let lin = |i: usize, o: usize| i * o + o;
-        let c = self.hidden_size;
-        let mut n = conv(self.in_channels, c, 3, 1, true);
-        for d in [c, 2 * c, 4 * c] {
-            n += lin(FREQ_EMBED, d) + lin(d, d);
-            if self.num_classes > 0 {
-                n += (self.num_classes + usize::from(self.class_dropout_prob > 0.0)) * d;
-            }
-        }
-        for (level, &depth) in self.depth.iter().take(UDIT_LEVELS).enumerate() {
-            let d = self.level_widths()[level];
-            let h = self.block_config(level).mlp_hidden();
-            let m = h / 2;
-            let mut attn = conv(d, d, self.downsampler_kernel, d, true) + lin(d, 3 * d) + conv(d, d, 1, 1, true);
-            if self.attention_score == AttentionScore::Cosine {
-                attn += self.num_heads;
-            }
-            let ffn = match self.ffn {
-                FfnForm::Reparam => {
-                    conv(d, m, 1, 1, true)
-                        + conv(m, h, 1, 1, true)
-                        + REP_DW_KERNELS.iter().map(|&k| conv(h, h, k, h, true)).sum::<usize>()
-                        + conv(h, m, 1, 1, true)
-                        + conv(m, d, 1, 1, true)
-                }
-                FfnForm::Plain | FfnForm::Fused => {
-                    conv(d, h, 1, 1, true) + conv(h, h, DW_KERNEL, h, true) + conv(h, d, 1, 1, true)
-                }
-                FfnForm::Pointwise => conv(d, h, 1, 1, true) + conv(h, d, 1, 1, true),
-            };
-            n += depth * 2 * (attn + ffn + lin(d, 6 * d));
-        }
-        n += conv(c, c / 2, 3, 1, false) + conv(2 * c, c, 3, 1, false); // down1_2, down2_3
-        n += conv(4 * c, 8 * c, 3, 1, false) + conv(2 * c, 4 * c, 3, 1, false); // up3_2, up2_1
-        n += conv(4 * c, 2 * c, 1, 1, true) + conv(2 * c, 2 * c, 1, 1, true); // reduce_chan
-        n += conv(2 * c, 2 * c, 3, 1, true); // output
-        n + lin(2 * c, 4 * c) + conv(2 * c, self.out_channels(), 3, 1, true)
+        self.shell().num_params()
     }
 
     /// Parameter count of the inference form (re-parametrised FFNs folded, as after
-    /// [`UDiT::reparameterize`]): the paper's parameter column (U-DiT-B 204.42M,
-    /// U-DiT-L 810.19M). Equals [`num_params`](Self::num_params) for the other FFN forms.
+    /// [`UDiT::reparameterize`](crate::models::ComposedDiT::reparameterize)): the paper's
+    /// parameter column (U-DiT-B 204.42M, U-DiT-L 810.19M). Equals
+    /// [`num_params`](Self::num_params) for the other FFN forms.
     pub fn num_params_inference(&self) -> usize {
+        self.inference_form().num_params()
+    }
+
+    fn inference_form(&self) -> Self {
         let form = if self.ffn == FfnForm::Reparam { FfnForm::Fused } else { self.ffn };
-        self.clone().with_ffn(form).num_params()
+        self.clone().with_ffn(form)
     }
 
     /// Analytic inference cost per sample in multiply-accumulates (matmuls and convs), the
@@ -244,30 +234,7 @@ impl UDiTConfig {
     /// eval mode, so the re-parametrised FFN is counted in its fused form). Meaningful for
     /// configs that pass [`validate`](Self::validate).
     pub fn flops(&self) -> f64 {
-        let c = self.hidden_size as f64;
-        let sizes = self.level_sizes();
-        let tokens = |level: usize| (sizes[level] * sizes[level]) as f64;
-        let (n1, n2, n3) = (tokens(0), tokens(1), tokens(2));
-        let mut f = n1 * self.in_channels as f64 * c * 9.0;
-        for d in [c, 2.0 * c, 4.0 * c] {
-            f += FREQ_EMBED as f64 * d + d * d;
-        }
-        for (level, &depth) in self.depth.iter().take(UDIT_LEVELS).enumerate() {
-            let d = self.level_widths()[level];
-            let (df, n) = (d as f64, tokens(level));
-            let h = self.block_config(level).mlp_hidden() as f64;
-            let factor = self.down_factor.get(level).copied().unwrap_or(1).max(1);
-            let attn = downsampled_attention_macs(d, [sizes[level]; 2], factor, self.downsampler_kernel);
-            let ffn = match self.ffn {
-                FfnForm::Pointwise => 2.0 * n * df * h,
-                _ => n * (2.0 * df * h + (DW_KERNEL * DW_KERNEL) as f64 * h),
-            };
-            f += depth as f64 * 2.0 * (attn + ffn + 6.0 * df * df);
-        }
-        f += n1 * c * (c / 2.0) * 9.0 + n2 * 2.0 * c * c * 9.0; // down1_2, down2_3
-        f += n3 * 4.0 * c * 8.0 * c * 9.0 + n2 * 2.0 * c * 4.0 * c * 9.0; // up3_2, up2_1
-        f += n2 * 4.0 * c * 2.0 * c + n1 * 2.0 * c * 2.0 * c; // reduce_chan
-        f += n1 * 2.0 * c * 2.0 * c * 9.0; // output
-        f + 2.0 * c * 4.0 * c + n1 * 2.0 * c * self.out_channels() as f64 * 9.0
+        // only a mask ratio or an expert-choice MoE can fail the count; U-DiT has neither
+        self.inference_form().shell().flops(0.0).unwrap_or(f64::NAN)
     }
 }

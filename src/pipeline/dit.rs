@@ -135,7 +135,7 @@ impl DitPipeline {
     /// An unconditional DiT, a DiT without the null class row, settings out of range, or
     /// latent channels that differ from the autoencoder's.
     pub fn new(dit: DiT, vae: crate::vae::AutoencoderKl, config: PipelineConfig) -> Result<Self> {
-        let num_classes = dit.cond_embedder.labels().map(|e| e.num_classes).ok_or_else(|| {
+        let num_classes = dit.cond_embedders[0].labels().map(|e| e.num_classes).ok_or_else(|| {
             Error::InvalidConfig("the pipeline needs a class-conditional DiT (num_classes > 0)".into())
         })?;
         let (c, size) = (dit.in_channels, dit.input_size);

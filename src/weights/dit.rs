@@ -2,17 +2,20 @@
 //! `.safetensors`) and diffusers' `DiTTransformer2DModel` layout.
 //!
 //! # How diffusers' layout maps
+//! The map serves every flat model of the shell ([`ComposedDiT`]; its one stage is DiT's
+//! `blocks`).
+//!
 //! | crate module path | official key | diffusers key |
 //! |---|---|---|
 //! | `x_embedder.proj` | `x_embedder.proj` | `pos_embed.proj` |
 //! | `pos_embed` | `pos_embed` | not stored (recomputed sin-cos table) |
-//! | `cond_embedder.t_embedder.linear_{1,2}` | `t_embedder.mlp.{0,2}` | `transformer_blocks.0.norm1.emb.timestep_embedder.linear_{1,2}` |
-//! | `cond_embedder.y_embedder.embedding_table` | `y_embedder.embedding_table` | `transformer_blocks.0.norm1.emb.class_embedder.embedding_table` |
+//! | `cond_embedders.0.t_embedder.linear_{1,2}` | `t_embedder.mlp.{0,2}` | `transformer_blocks.0.norm1.emb.timestep_embedder.linear_{1,2}` |
+//! | `cond_embedders.0.y_embedder.embedding_table` | `y_embedder.embedding_table` | `transformer_blocks.0.norm1.emb.class_embedder.embedding_table` |
 //! | `block_embedders.{k}.*` | (none) | `transformer_blocks.{k+1}.norm1.emb.*` |
-//! | `blocks.{i}.attn.qkv` | `blocks.{i}.attn.qkv` | `transformer_blocks.{i}.attn1.to_{q,k,v}` (concatenated) |
-//! | `blocks.{i}.attn.proj` | `blocks.{i}.attn.proj` | `transformer_blocks.{i}.attn1.to_out.0` |
-//! | `blocks.{i}.mlp.fc{1,2}` | `blocks.{i}.mlp.fc{1,2}` | `transformer_blocks.{i}.ff.net.{0.proj,2}` |
-//! | `blocks.{i}.conditioning.linear` | `blocks.{i}.adaLN_modulation.1` | `transformer_blocks.{i}.norm1.linear` |
+//! | `stages.0.{i}.attn.qkv` | `blocks.{i}.attn.qkv` | `transformer_blocks.{i}.attn1.to_{q,k,v}` (concatenated) |
+//! | `stages.0.{i}.attn.proj` | `blocks.{i}.attn.proj` | `transformer_blocks.{i}.attn1.to_out.0` |
+//! | `stages.0.{i}.mlp.fc{1,2}` | `blocks.{i}.mlp.fc{1,2}` | `transformer_blocks.{i}.ff.net.{0.proj,2}` |
+//! | `stages.0.{i}.conditioning.linear` | `blocks.{i}.adaLN_modulation.1` | `transformer_blocks.{i}.norm1.linear` |
 //! | `final_layer.ada_ln_modulation.linear` | `final_layer.adaLN_modulation.1` | `proj_out_1` |
 //! | `final_layer.linear` | `final_layer.linear` | `proj_out_2` |
 //!
@@ -25,9 +28,9 @@
 //! model with `with_timestep_freq_shift(1.0)`.
 
 use crate::error::{Error, Result};
-use crate::models::DiT;
+use crate::models::ComposedDiT;
 use crate::weights::checkpoint::Checkpoint;
-use crate::weights::format::{CheckpointFormat, LoadWeights};
+use crate::weights::format::CheckpointFormat;
 use crate::weights::lazy::{LazyCheckpoint, LazyTensor};
 use crate::weights::loader::{KeyMap, to_f32};
 
@@ -46,7 +49,7 @@ impl DiTCheckpointLayout {
         Self::detect_keys(checkpoint.tensors().keys().map(String::as_str))
     }
 
-    fn detect_keys<'k>(mut keys: impl Iterator<Item = &'k str>) -> Self {
+    pub(crate) fn detect_keys<'k>(mut keys: impl Iterator<Item = &'k str>) -> Self {
         if keys.any(|k| k.starts_with("transformer_blocks.")) { Self::Diffusers } else { Self::Official }
     }
 }
@@ -54,8 +57,9 @@ impl DiTCheckpointLayout {
 /// Module path -> official key.
 pub fn official_key_map() -> KeyMap {
     KeyMap::new([
-        ("cond_embedder.t_embedder", "t_embedder"),
-        ("cond_embedder.y_embedder", "y_embedder"),
+        ("cond_embedders.0.t_embedder", "t_embedder"),
+        ("cond_embedders.0.y_embedder", "y_embedder"),
+        ("stages.0", "blocks"),
         ("t_embedder.linear_1", "t_embedder.mlp.0"),
         ("t_embedder.linear_2", "t_embedder.mlp.2"),
         ("ada_ln_modulation.linear", "adaLN_modulation.1"),
@@ -72,7 +76,9 @@ const QKV: &str = "{to_q,to_k,to_v}";
 /// Module path -> diffusers key (the fused qkv maps to a synthetic `attn1.{to_q,to_k,to_v}` key
 /// that the diffusers format's `prepare` assembles from the three projections).
 pub fn diffusers_key(path: &str) -> String {
-    let path = path.strip_prefix("cond_embedder.").unwrap_or(path);
+    let path = path.strip_prefix("cond_embedders.0.").unwrap_or(path);
+    let stage = path.strip_prefix("stages.0.").map(|rest| format!("blocks.{rest}"));
+    let path = stage.as_deref().unwrap_or(path);
     let emb = |rest: &str| {
         rest.replacen("t_embedder.", "timestep_embedder.", 1).replacen("y_embedder.", "class_embedder.", 1)
     };
@@ -116,13 +122,13 @@ pub fn diffusers_key(path: &str) -> String {
 /// Rewrites a diffusers checkpoint for [`diffusers_key`]: concatenates each block's q/k/v,
 /// supplies the sin-cos `pos_embed` when absent, and drops per-block embedder copies that
 /// equal block 0's when `model` shares one embedder (read one pair at a time to compare).
-fn prepare_diffusers(model: &DiT, ck: &mut LazyCheckpoint<'_>) -> Result<()> {
+fn prepare_diffusers(model: &ComposedDiT, ck: &mut LazyCheckpoint<'_>) -> Result<()> {
     if let Some(p) = ck.remove("pos_embed.pos_embed") {
         ck.insert("pos_embed", p);
-    } else if !ck.contains("pos_embed") {
-        ck.insert("pos_embed", LazyTensor::from_data(model.pos_embed.val().into_data()));
+    } else if let (false, Some(table)) = (ck.contains("pos_embed"), &model.pos_embed) {
+        ck.insert("pos_embed", LazyTensor::from_data(table.val().into_data()));
     }
-    for i in 0..model.blocks.len() {
+    for i in 0..model.depth() {
         for param in ["weight", "bias"] {
             let names: Vec<String> =
                 ["to_q", "to_k", "to_v"].iter().map(|n| format!("transformer_blocks.{i}.attn1.{n}.{param}")).collect();
@@ -153,7 +159,8 @@ fn prepare_diffusers(model: &DiT, ck: &mut LazyCheckpoint<'_>) -> Result<()> {
     Ok(())
 }
 
-impl CheckpointFormat<DiT> for DiTCheckpointLayout {
+/// DiT's layouts, for any flat model of the shell.
+impl CheckpointFormat<ComposedDiT> for DiTCheckpointLayout {
     fn key(&self, module_path: &str) -> String {
         match self {
             Self::Official => official_key_map().checkpoint_key(module_path),
@@ -161,33 +168,20 @@ impl CheckpointFormat<DiT> for DiTCheckpointLayout {
         }
     }
 
-    fn prepare(&self, model: &DiT, checkpoint: &mut LazyCheckpoint<'_>) -> Result<()> {
+    fn prepare(&self, model: &ComposedDiT, checkpoint: &mut LazyCheckpoint<'_>) -> Result<()> {
         match self {
             Self::Official => Ok(()),
             Self::Diffusers => prepare_diffusers(model, checkpoint),
         }
     }
 
-    fn finish_export(&self, _model: &DiT, _checkpoint: &mut Checkpoint) -> Result<()> {
+    fn finish_export(&self, _model: &ComposedDiT, _checkpoint: &mut Checkpoint) -> Result<()> {
         match self {
             Self::Official => Ok(()),
             Self::Diffusers => Err(Error::InvalidArgument(
                 "DiT exports the official layout only (diffusers converts it with its own script)".into(),
             )),
         }
-    }
-}
-
-/// DiT loads either layout (detected from the keys) and exports the official one.
-impl LoadWeights for DiT {
-    type Format = DiTCheckpointLayout;
-
-    fn format_of(&self, checkpoint: &LazyCheckpoint<'_>) -> DiTCheckpointLayout {
-        DiTCheckpointLayout::detect_keys(checkpoint.keys())
-    }
-
-    fn export_format(&self) -> DiTCheckpointLayout {
-        DiTCheckpointLayout::Official
     }
 }
 
@@ -199,17 +193,18 @@ mod tests {
     fn diffusers_names() {
         assert_eq!(diffusers_key("x_embedder.proj.weight"), "pos_embed.proj.weight");
         assert_eq!(
-            diffusers_key("t_embedder.linear_1.weight"),
+            diffusers_key("cond_embedders.0.t_embedder.linear_1.weight"),
             "transformer_blocks.0.norm1.emb.timestep_embedder.linear_1.weight"
         );
         assert_eq!(
             diffusers_key("block_embedders.0.y_embedder.embedding_table.weight"),
             "transformer_blocks.1.norm1.emb.class_embedder.embedding_table.weight"
         );
-        assert_eq!(diffusers_key("blocks.2.mlp.fc1.bias"), "transformer_blocks.2.ff.net.0.proj.bias");
-        assert_eq!(diffusers_key("blocks.2.attn.qkv.weight"), "transformer_blocks.2.attn1.{to_q,to_k,to_v}.weight");
+        assert_eq!(diffusers_key("stages.0.2.mlp.fc1.bias"), "transformer_blocks.2.ff.net.0.proj.bias");
+        assert_eq!(diffusers_key("stages.0.2.attn.qkv.weight"), "transformer_blocks.2.attn1.{to_q,to_k,to_v}.weight");
         assert_eq!(diffusers_key("final_layer.linear.weight"), "proj_out_2.weight");
         assert_eq!(diffusers_key("final_layer.ada_ln_modulation.linear.bias"), "proj_out_1.bias");
-        assert_eq!(official_key_map().checkpoint_key("blocks.1.conditioning.linear.weight"), "blocks.1.adaLN_modulation.1.weight");
+        assert_eq!(official_key_map().checkpoint_key("stages.0.1.conditioning.linear.weight"), "blocks.1.adaLN_modulation.1.weight");
+        assert_eq!(official_key_map().checkpoint_key("cond_embedders.0.t_embedder.linear_2.bias"), "t_embedder.mlp.2.bias");
     }
 }

@@ -314,12 +314,13 @@ pub trait LoadWeights: Module + Sized {
     /// The format [`to_checkpoint`](Self::to_checkpoint) writes.
     fn export_format(&self) -> Self::Format;
 
-    /// Load an opened checkpoint in the given format (see [`load`]).
+    /// Load an opened checkpoint in the given format, or one that converts into it (see
+    /// [`load`]).
     ///
     /// # Errors
     /// As [`load`].
-    fn load_lazy_as(&mut self, checkpoint: LazyCheckpoint<'_>, format: Self::Format) -> Result<()> {
-        load(self, checkpoint, &format)
+    fn load_lazy_as(&mut self, checkpoint: LazyCheckpoint<'_>, format: impl Into<Self::Format>) -> Result<()> {
+        load(self, checkpoint, &format.into())
     }
 
     /// Load an opened checkpoint in its detected format (see [`load`]).
@@ -347,12 +348,12 @@ pub trait LoadWeights: Module + Sized {
         self.load_lazy(checkpoint.into())
     }
 
-    /// Load an in-memory checkpoint in the given format.
+    /// Load an in-memory checkpoint in the given format, or one that converts into it.
     ///
     /// # Errors
     /// As [`load`].
-    fn load_checkpoint_as(&mut self, checkpoint: &Checkpoint, format: Self::Format) -> Result<()> {
-        load(self, checkpoint.into(), &format)
+    fn load_checkpoint_as(&mut self, checkpoint: &Checkpoint, format: impl Into<Self::Format>) -> Result<()> {
+        load(self, checkpoint.into(), &format.into())
     }
 
     /// The parameters in [`export_format`](Self::export_format) (PyTorch layout), e.g. to

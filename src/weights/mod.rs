@@ -8,6 +8,7 @@
 //! missing, unexpected and mis-shaped key in the checkpoint's own naming.
 
 pub mod checkpoint;
+pub mod composed;
 pub mod dit;
 pub mod format;
 pub mod lazy;
@@ -18,6 +19,7 @@ pub mod udit;
 pub mod vae;
 
 pub use checkpoint::Checkpoint;
+pub use composed::ComposedFormat;
 pub use dit::DiTCheckpointLayout;
 pub use format::{BATCH_BYTES, CheckpointFormat, KeyFn, LoadWeights, export, load};
 pub use lazy::{LazyCheckpoint, LazyTensor};

@@ -2,16 +2,22 @@
 //! `.safetensors`), in the training form and in the folded inference form.
 //!
 //! # Key map
+//! The map serves every U-shaped model of the shell ([`ComposedDiT`]): stage `s` is the
+//! official `{level}` (`encoder_level_1`, `encoder_level_2`, `latent`, `decoder_level_2`,
+//! `decoder_level_1`), and its blocks `2j` and `2j + 1` are the two halves of official block
+//! `j` (`attn1/mlp1/adaLN_modulation1`, then `attn2/mlp2/adaLN_modulation2`).
+//!
 //! | crate module path | official key |
 //! |---|---|
 //! | `x_embedder` | `x_embedder.proj` |
-//! | `cond_embedder_{i}.t_embedder.linear_{1,2}` | `t_embedder_{i}.mlp.{0,2}` |
-//! | `cond_embedder_{i}.y_embedder.embedding_table` | `y_embedder_{i}.embedding_table` |
-//! | `{level}.{j}.sub.{0,1}.conditioning.linear` | `{level}.{j}.adaLN_modulation{1,2}.1` |
-//! | `{level}.{j}.sub.{0,1}.attn.{downsampler.layer,to_qkv,to_out,logit_scale}` | `{level}.{j}.attn{1,2}.*` |
-//! | `{level}.{j}.sub.{0,1}.mlp.{project_in,dwconv,project_out}.{k}` | `{level}.{j}.mlp{1,2}.*` (training form, `rep=1`) |
-//! | `down1_2.conv`, `up3_2.conv`, ... | `down1_2.body.0`, `up3_2.body.0`, ... |
-//! | `reduce_chan_level{1,2}`, `output` | same |
+//! | `cond_embedders.{i-1}.t_embedder.linear_{1,2}` | `t_embedder_{i}.mlp.{0,2}` |
+//! | `cond_embedders.{i-1}.y_embedder.embedding_table` | `y_embedder_{i}.embedding_table` |
+//! | `stages.{s}.{2j+h}.conditioning.linear` | `{level}.{j}.adaLN_modulation{h+1}.1` |
+//! | `stages.{s}.{2j+h}.attn.{downsampler.layer,to_qkv,to_out,logit_scale}` | `{level}.{j}.attn{h+1}.*` |
+//! | `stages.{s}.{2j+h}.mlp.{project_in,dwconv,project_out}.{k}` | `{level}.{j}.mlp{h+1}.*` (training form, `rep=1`) |
+//! | `resample.{0,1,2,3}.conv` | `down1_2.body.0`, `down2_3.body.0`, `up3_2.body.0`, `up2_1.body.0` |
+//! | `reduce.{0,1}` | `reduce_chan_level2`, `reduce_chan_level1` |
+//! | `output` | same |
 //! | `final_layer.ada_ln_modulation.linear` | `final_layer.adaLN_modulation.1` |
 //! | `final_layer.linear` | `final_layer.out_proj` |
 //!
@@ -22,19 +28,41 @@
 //! `project_out_weight`, `project_out_bias`.
 //!
 //! Released checkpoints are training-form state dicts: load them into a model built with
-//! [`FfnForm::Reparam`] (the default) and call [`UDiT::reparameterize`] for inference. Note
+//! [`FfnForm::Reparam`] (the default) and call [`ComposedDiT::reparameterize`] for inference. Note
 //! that the official `eval()` adds the small kernels into `dwconv.0.weight` in place, so a
 //! state dict saved from an official model *after* `eval()` no longer holds the training
 //! weights of that conv.
 
 use crate::error::{Error, Result};
 use crate::layers::dwconv_ffn::FfnForm;
-use crate::models::UDiT;
-use crate::weights::format::{CheckpointFormat, LoadWeights};
+use crate::models::ComposedDiT;
+use crate::weights::format::CheckpointFormat;
 use crate::weights::lazy::LazyCheckpoint;
 use crate::weights::loader::KeyMap;
 
-/// Renames shared by every FFN form.
+/// Official names of the U's stages, resamplings and skip fusions, in the shell's order.
+const LEVELS: [&str; 5] = ["encoder_level_1", "encoder_level_2", "latent", "decoder_level_2", "decoder_level_1"];
+const RESAMPLE: [&str; 4] = ["down1_2", "down2_3", "up3_2", "up2_1"];
+const REDUCE: [&str; 2] = ["reduce_chan_level2", "reduce_chan_level1"];
+
+/// The shell's module path in the official module tree: `stages.{s}.{i}` ->
+/// `{level}.{i / 2}.sub.{i % 2}`, `cond_embedders.{k}` -> `cond_embedder_{k + 1}`,
+/// `resample.{k}` / `reduce.{k}` -> their official names.
+fn official_tree(path: &str) -> String {
+    let seg: Vec<&str> = path.splitn(4, '.').collect();
+    let index = |i: usize| seg.get(i).and_then(|s| s.parse::<usize>().ok());
+    let tail = |from: usize| seg.get(from..).map(|s| s.join(".")).unwrap_or_default();
+    let renamed = match (seg[0], index(1)) {
+        ("stages", Some(s)) if s < LEVELS.len() => index(2).map(|i| format!("{}.{}.sub.{}.{}", LEVELS[s], i / 2, i % 2, tail(3))),
+        ("cond_embedders", Some(k)) => Some(format!("cond_embedder_{}.{}", k + 1, tail(2))),
+        ("resample", Some(k)) if k < RESAMPLE.len() => Some(format!("{}.{}", RESAMPLE[k], tail(2))),
+        ("reduce", Some(k)) if k < REDUCE.len() => Some(format!("{}.{}", REDUCE[k], tail(2))),
+        _ => None,
+    };
+    renamed.unwrap_or_else(|| path.to_string())
+}
+
+/// Renames shared by every FFN form (on the official module tree).
 fn base_key_map() -> KeyMap {
     KeyMap::new([
         ("x_embedder", "x_embedder.proj"),
@@ -73,7 +101,7 @@ fn ffn_conv(segments: &[&str]) -> Option<(usize, &'static str)> {
 /// The official key of a module path (PyTorch parameter names) for a model whose FFNs are
 /// in `form`.
 pub fn official_key(path: &str, form: FfnForm) -> String {
-    let key = base_key_map().checkpoint_key(path);
+    let key = base_key_map().checkpoint_key(&official_tree(path));
     let segments: Vec<&str> = key.split('.').collect();
     let Some((i, part)) = ffn_conv(&segments) else { return key };
     let head = segments[..=i].join(".");
@@ -105,7 +133,7 @@ fn is_fused_ffn_key(key: &str) -> bool {
 
 /// The official layout for a model whose FFNs are in `form`: U-DiT's [`CheckpointFormat`].
 ///
-/// A folded model ([`FfnForm::Fused`], e.g. after [`UDiT::reparameterize`]) expects the folded
+/// A folded model ([`FfnForm::Fused`], e.g. after [`ComposedDiT::reparameterize`]) expects the folded
 /// FFN tensors (`...mlp1.project_in_weight`, ...); training-form FFN tensors next to them (an
 /// eval-mode PyTorch state dict still holds them) are ignored, and a checkpoint with only the
 /// training form is refused with a hint (load it into a [`FfnForm::Reparam`] model and
@@ -116,12 +144,12 @@ pub struct UDiTOfficial {
     pub form: FfnForm,
 }
 
-impl CheckpointFormat<UDiT> for UDiTOfficial {
+impl CheckpointFormat<ComposedDiT> for UDiTOfficial {
     fn key(&self, module_path: &str) -> String {
         official_key(module_path, self.form)
     }
 
-    fn prepare(&self, _model: &UDiT, ck: &mut LazyCheckpoint<'_>) -> Result<()> {
+    fn prepare(&self, _model: &ComposedDiT, ck: &mut LazyCheckpoint<'_>) -> Result<()> {
         if self.form != FfnForm::Fused {
             return Ok(());
         }
@@ -140,24 +168,12 @@ impl CheckpointFormat<UDiT> for UDiTOfficial {
     }
 }
 
-/// U-DiT loads and exports the official layout of the model's current FFN form.
-impl LoadWeights for UDiT {
-    type Format = UDiTOfficial;
-
-    fn format_of(&self, _checkpoint: &LazyCheckpoint<'_>) -> UDiTOfficial {
-        UDiTOfficial { form: self.ffn_form }
-    }
-
-    fn export_format(&self) -> UDiTOfficial {
-        UDiTOfficial { form: self.ffn_form }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::layers::dwconv_ffn::test_support::{Randomize, uniform};
     use crate::models::UDiTConfig;
+    use crate::weights::LoadWeights;
     use burn::prelude::*;
     use burn::tensor::Tolerance;
 
@@ -176,23 +192,25 @@ mod tests {
     fn official_names() {
         let r = FfnForm::Reparam;
         assert_eq!(official_key("x_embedder.weight", r), "x_embedder.proj.weight");
-        assert_eq!(official_key("cond_embedder_2.t_embedder.linear_1.bias", r), "t_embedder_2.mlp.0.bias");
-        assert_eq!(official_key("latent.3.sub.1.conditioning.linear.weight", r), "latent.3.adaLN_modulation2.1.weight");
+        assert_eq!(official_key("cond_embedders.1.t_embedder.linear_1.bias", r), "t_embedder_2.mlp.0.bias");
+        assert_eq!(official_key("stages.2.7.conditioning.linear.weight", r), "latent.3.adaLN_modulation2.1.weight");
         assert_eq!(official_key("final_layer.ada_ln_modulation.linear.bias", r), "final_layer.adaLN_modulation.1.bias");
         assert_eq!(official_key("final_layer.linear.weight", r), "final_layer.out_proj.weight");
-        assert_eq!(official_key("up3_2.conv.weight", r), "up3_2.body.0.weight");
+        assert_eq!(official_key("resample.2.conv.weight", r), "up3_2.body.0.weight");
         assert_eq!(
-            official_key("encoder_level_1.0.sub.0.attn.downsampler.layer.weight", r),
+            official_key("stages.0.0.attn.downsampler.layer.weight", r),
             "encoder_level_1.0.attn1.downsampler.layer.weight"
         );
-        assert_eq!(official_key("latent.1.sub.1.mlp.dwconv.2.bias", r), "latent.1.mlp2.dwconv.2.bias");
-        assert_eq!(official_key("latent.1.sub.1.mlp.dwconv.0.bias", FfnForm::Plain), "latent.1.mlp2.dwconv.bias");
-        assert_eq!(official_key("latent.1.sub.0.mlp.project_out.0.weight", FfnForm::Pointwise), "latent.1.mlp1.fc2.weight");
+        assert_eq!(official_key("stages.2.3.mlp.dwconv.2.bias", r), "latent.1.mlp2.dwconv.2.bias");
+        assert_eq!(official_key("stages.2.3.mlp.dwconv.0.bias", FfnForm::Plain), "latent.1.mlp2.dwconv.bias");
+        assert_eq!(official_key("stages.2.2.mlp.project_out.0.weight", FfnForm::Pointwise), "latent.1.mlp1.fc2.weight");
         assert_eq!(
-            official_key("latent.1.sub.0.mlp.project_in.0.weight", FfnForm::Fused),
+            official_key("stages.2.2.mlp.project_in.0.weight", FfnForm::Fused),
             "latent.1.mlp1.project_in_weight"
         );
-        assert_eq!(official_key("latent.1.sub.0.mlp.dwconv.0.bias", FfnForm::Fused), "latent.1.mlp1.dwconv_bias");
+        assert_eq!(official_key("stages.2.2.mlp.dwconv.0.bias", FfnForm::Fused), "latent.1.mlp1.dwconv_bias");
+        assert_eq!(official_key("reduce.0.weight", r), "reduce_chan_level2.weight");
+        assert_eq!(official_key("output.bias", r), "output.bias");
         assert!(is_training_ffn_key("latent.1.mlp1.dwconv.0.bias"));
         assert!(!is_training_ffn_key("latent.1.mlp1.dwconv_bias"));
         assert!(is_fused_ffn_key("latent.1.mlp1.dwconv_bias"));
@@ -259,11 +277,12 @@ mod tests {
             tiny(FfnForm::Reparam).with_hidden_size(16).init(&device).unwrap().to_checkpoint().unwrap();
         ck.insert("output.bias", wrong.get("output.bias").unwrap().clone());
         let mut b = tiny(FfnForm::Reparam).init(&device).unwrap();
-        let before = b.output.bias.as_ref().unwrap().val().into_data();
+        let bias = |m: &ComposedDiT| m.output.as_ref().unwrap().bias.as_ref().unwrap().val().into_data();
+        let before = bias(&b);
         let e = b.load_checkpoint(&ck).unwrap_err().to_string();
         for k in ["latent.0.attn1.logit_scale", "up2_1.body.0.weight", "extra.weight", "output.bias"] {
             assert!(e.contains(k), "{e}");
         }
-        b.output.bias.as_ref().unwrap().val().into_data().assert_approx_eq::<f32>(&before, Tolerance::absolute(0.0));
+        bias(&b).assert_approx_eq::<f32>(&before, Tolerance::absolute(0.0));
     }
 }

@@ -1,5 +1,6 @@
 //! Kinds `dit_official`, `dit_diffusers` and `sincos_pos_embed_official`.
 
+use diffusion_transformers::blocks::ConditionInput;
 use diffusion_transformers::layers::pos_embed::sincos_2d;
 use diffusion_transformers::models::{DiT, DiTConfig};
 use diffusion_transformers::weights::DiTCheckpointLayout;
@@ -34,12 +35,12 @@ pub fn official(fx: &Fixture) -> Outcome {
     let t = fx.timesteps("input.t")?;
     let y = fx.int::<1>("input.y")?;
     let mut results = vec![fx.compare("output.forward", model.forward(x.clone(), t.clone(), Some(y.clone())).map_err(err)?)];
-    let cond = model.embed_condition(t, Some(y), None).map_err(err)?;
+    let cond = model.embed_condition(t, ConditionInput::Labels(&y), None).map_err(err)?;
     let tokens = model.embed(x).map_err(err)?;
     if fx.has("intermediate.t_embedder") {
-        results.push(fx.compare("intermediate.t_embedder", cond.t_emb.clone()));
+        results.push(fx.compare("intermediate.t_embedder", cond.stages[0].t_emb.clone()));
     }
-    if let (true, Some(y_emb)) = (fx.has("intermediate.y_embedder"), cond.y_emb.clone()) {
+    if let (true, Some(y_emb)) = (fx.has("intermediate.y_embedder"), cond.stages[0].y_emb.clone()) {
         results.push(fx.compare("intermediate.y_embedder", y_emb));
     }
     if fx.has("intermediate.x_embedder_plus_pos") {
