@@ -7,6 +7,7 @@
 //! Loading never modifies the caller's model on a mismatch, and a mismatch error lists every
 //! missing, unexpected and mis-shaped key in the checkpoint's own naming.
 
+mod apply;
 pub mod checkpoint;
 pub mod dit;
 pub mod format;
