@@ -259,17 +259,30 @@ fn partial(e: Error, key: &str, loaded: usize, total: usize) -> Error {
     }
 }
 
-/// The transpose of a 2-d float tensor, in 32x32 tiles (`None` for other dtypes).
+/// The transpose of a 2-d float tensor (`None` for other dtypes). Tiles of 32 source rows by
+/// 64 columns are staged in a small buffer, so each source line is read once and each
+/// destination line written whole: with a plain tiled loop, row strides that are multiples of
+/// 4 KiB (SD3-medium's `[9216, 1536]` weights) put every row of a tile in one cache set, and
+/// the transpose ran at a third of this speed.
 fn transpose_2d(data: &burn::tensor::TensorData) -> Option<burn::tensor::TensorData> {
-    fn tiled<T: Copy + burn::tensor::Element>(src: &[T], rows: usize, cols: usize) -> burn::tensor::TensorData {
-        const TILE: usize = 32;
+    fn tiled<T: Copy + Default + burn::tensor::Element>(src: &[T], rows: usize, cols: usize) -> burn::tensor::TensorData {
+        const R: usize = 32;
+        const C: usize = 64;
         let mut out = Vec::with_capacity(src.len());
-        let spare = out.spare_capacity_mut();
-        for i0 in (0..rows).step_by(TILE) {
-            for j0 in (0..cols).step_by(TILE) {
-                for i in i0..(i0 + TILE).min(rows) {
-                    for j in j0..(j0 + TILE).min(cols) {
-                        spare[j * rows + i].write(src[i * cols + j]);
+        let dst = &mut out.spare_capacity_mut()[..rows * cols];
+        let mut buf = [[T::default(); C]; R];
+        for i0 in (0..rows).step_by(R) {
+            let ih = R.min(rows - i0);
+            for j0 in (0..cols).step_by(C) {
+                let jw = C.min(cols - j0);
+                for (ii, b) in buf[..ih].iter_mut().enumerate() {
+                    let s = (i0 + ii) * cols + j0;
+                    b[..jw].copy_from_slice(&src[s..s + jw]);
+                }
+                for j in 0..jw {
+                    let d = (j0 + j) * rows + i0;
+                    for (slot, b) in dst[d..d + ih].iter_mut().zip(&buf[..ih]) {
+                        slot.write(b[j]);
                     }
                 }
             }
@@ -404,7 +417,7 @@ mod tests {
 
     #[test]
     fn tiled_transpose_matches_the_definition() {
-        let (rows, cols) = (45, 70); // not multiples of the tile
+        let (rows, cols) = (45, 70); // not multiples of the tile (32 x 64)
         let v: Vec<f32> = (0..rows * cols).map(|i| i as f32).collect();
         let want: Vec<f32> = (0..cols).flat_map(|j| (0..rows).map(move |i| (i * cols + j) as f32)).collect();
         let t = transpose_2d(&TensorData::new(v.clone(), [rows, cols])).unwrap();
