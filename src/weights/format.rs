@@ -491,6 +491,34 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
+    #[test]
+    fn an_optimizer_step_on_mapped_parameters_leaves_the_file_alone() {
+        use burn::optim::{AdamWConfig, GradientsParams};
+        let device = burn::tensor::Device::flex().autodiff();
+        let dir = std::env::temp_dir().join(format!("dt_mapped_optim_{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("w.safetensors");
+        let mut ck = Checkpoint::new();
+        ck.insert("weight", TensorData::new((0..12).map(|i| i as f32 / 10.0).collect::<Vec<_>>(), [3, 4]));
+        ck.insert("bias", TensorData::new(vec![0.5f32, -0.5, 1.0], [3]));
+        ck.save_safetensors(&file).unwrap();
+        let on_disk = std::fs::read(&file).unwrap();
+
+        let mut linear = burn::nn::LinearConfig::new(4, 3).init(&device);
+        // SAFETY: the test's own file, not modified while mapped.
+        let lazy = unsafe { LazyCheckpoint::open_mapped(&file) }.unwrap();
+        assert!(lazy.get("bias").unwrap().mapped().is_some(), "the bias is loaded from the pages");
+        load(&mut linear, lazy, &KeyFn(|p: &str| p.to_string())).unwrap();
+        let x = Tensor::<2>::from_data(TensorData::new(vec![1.0f32; 8], [2, 4]), &device);
+        let grads = GradientsParams::from_grads(linear.forward(x).sum().backward(), &linear);
+        let linear = AdamWConfig::new().init().step(0.1, linear, grads);
+        let bias = linear.bias.as_ref().unwrap().val().into_data().try_to_vec::<f32>().unwrap();
+        assert!(bias.iter().zip([0.5f32, -0.5, 1.0]).all(|(b, a)| (b - a).abs() > 0.05), "{bias:?}");
+        assert_eq!(std::fs::read(&file).unwrap(), on_disk);
+        drop(linear);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     fn bf16_checkpoint(ck: &Checkpoint) -> Checkpoint {
         let tensors = ck.tensors().iter().map(|(k, v)| (k.clone(), v.clone().convert_dtype(DType::BF16))).collect();
         Checkpoint::from_tensors(tensors)
