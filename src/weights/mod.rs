@@ -10,6 +10,7 @@
 mod apply;
 pub mod checkpoint;
 pub mod dit;
+mod file;
 pub mod format;
 pub mod lazy;
 pub mod loader;
