@@ -9,8 +9,10 @@ diffusers' `from_pretrained` on the same files (every parameter then touched).
 right shapes into a safetensors file tensor by tensor, so the generator never holds a model:
 DiT-XL/2 in diffusers' layout (per-block embedder copies equal to block 0's, as converted
 checkpoints have them) in f32 and bf16, and SD3-medium's `SD3Transformer2DModel` (depth 24,
-2.03B parameters) in f32 and bf16. `run` alternates the two sides `--repeat` times under
-`/usr/bin/time -v` and prints the medians as a markdown table. Build the Rust side first:
+2.03B parameters) in f32 and bf16. `run` alternates ours reading the file (`load_weights`),
+ours memory-mapping it (`LazyCheckpoint::open_mapped`) and diffusers, `--repeat` times each under
+`/usr/bin/time -v`, and prints the medians as a markdown table. Both sides touch (sum) every
+parameter after loading, so mapped pages are really read. Build the Rust side first:
 `cargo build --release --example load_weights`.
 """
 
@@ -99,14 +101,14 @@ def diffusers_load(directory, model, dtype):
 
     torch.set_num_threads(2)
     cls = DiTTransformer2DModel if model == "dit" else SD3Transformer2DModel
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     m = cls.from_pretrained(directory, torch_dtype=torch.float32 if dtype == "f32" else torch.bfloat16)
     acc = 0.0
     with torch.no_grad():
         for p in m.parameters():
             acc += float(p.sum())
     print(f"loaded {sum(p.numel() for p in m.parameters())} parameters in "
-          f"{time.perf_counter() - start:.2f} s (checksum {acc:.3f})")
+          f"{time.perf_counter() - start:.2f} s (cpu {time.process_time() - cpu:.2f} s, checksum {acc:.3f})")
 
 
 def measure(cmd):
@@ -117,7 +119,10 @@ def measure(cmd):
     wall = re.search(r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): ([\d:.]+)", res.stderr).group(1)
     secs = sum(float(x) * 60 ** i for i, x in enumerate(reversed(wall.split(":"))))
     load = float(re.search(r"parameters in ([\d.]+) s", res.stdout).group(1))
-    return rss, secs, load
+    cpu = sum(float(re.search(rf"{k} time \(seconds\): ([\d.]+)", res.stderr).group(1)) for k in ("User", "System"))
+    # the in-process load's CPU time where the side reports it (diffusers), else the process's
+    load_cpu = re.search(r"cpu ([\d.]+) s", res.stdout)
+    return rss, secs, load, cpu, float(load_cpu.group(1)) if load_cpu else cpu
 
 
 def run(root, repeat, binary, cases):
@@ -129,22 +134,27 @@ def run(root, repeat, binary, cases):
         f = os.path.join(d, "diffusion_pytorch_model.safetensors")
         subprocess.run(["cat", f], stdout=subprocess.DEVNULL, check=True)  # warm the page cache
         # the model is built in the file's dtype on both sides
-        ours_cmd = [binary, model, f] + (["bf16"] if dtype == "bf16" else [])
-        theirs_cmd = [sys.executable, __file__, "diffusers", d, model, dtype]
-        ours, theirs = [], []
+        read_cmd = [binary, model, f] + (["bf16"] if dtype == "bf16" else [])
+        sides = {"read": read_cmd, "mapped": read_cmd + ["mapped"],
+                 "diffusers": [sys.executable, __file__, "diffusers", d, model, dtype]}
+        got = {k: [] for k in sides}
         for _ in range(repeat):
-            ours.append(measure(ours_cmd))
-            theirs.append(measure(theirs_cmd))
+            for k, cmd in sides.items():
+                got[k].append(measure(cmd))
         med = lambda xs, i: statistics.median(x[i] for x in xs)
         size = os.path.getsize(f) / 1e9
-        rows.append((name, size, med(ours, 0), med(ours, 1), med(ours, 2), med(theirs, 0), med(theirs, 1), med(theirs, 2)))
-        print(f"{name}: ours {ours}, diffusers {theirs}", file=sys.stderr)
-    # process: whole process wall time (Python's imports included); load: build + load (+ touch)
-    print("| checkpoint | file GB | ours peak GB | ours process s | ours load s "
-          "| diffusers peak GB | diffusers process s | diffusers load s |")
-    print("|---|---|---|---|---|---|---|---|")
+        rows.append((name, size, *[med(got[k], i) for k in sides for i in range(5)]))
+        print(f"{name}: {got}", file=sys.stderr)
+    # peak: resident high-water mark; process: whole process wall time (Python's imports
+    # included) and its CPU time (user + system); load: in-process build + load + touch, wall
+    # and CPU time (ours: the process's, which is all load)
+    print("| checkpoint | file GB | read: peak GB | read: process s (CPU s) | read: load s (CPU s) "
+          "| mapped: peak GB | mapped: process s (CPU s) | mapped: load s (CPU s) "
+          "| diffusers: peak GB | diffusers: process s (CPU s) | diffusers: load s (CPU s) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r[0]} | {r[1]:.2f} | {r[2]:.2f} | {r[3]:.1f} | {r[4]:.1f} | {r[5]:.2f} | {r[6]:.1f} | {r[7]:.1f} |")
+        print(f"| {r[0]} | {r[1]:.2f} | " + " | ".join(
+            f"{r[i]:.2f} | {r[i + 1]:.1f} ({r[i + 3]:.1f}) | {r[i + 2]:.1f} ({r[i + 4]:.1f})" for i in (2, 7, 12)) + " |")
 
 
 def main():

@@ -1,49 +1,79 @@
-//! Stream a checkpoint into DiT-XL/2 or an SD3-medium-sized MM-DiT and report the time: the
-//! Rust side of `benches/load_weights.py`, which makes the files and measures peak memory.
+//! Stream a checkpoint into DiT-XL/2 or an SD3-medium-sized MM-DiT, touch every parameter and
+//! report the time: the Rust side of `benches/load_weights.py`, which makes the files and
+//! measures peak memory.
 //!
 //! ```text
 //! cargo run --release --example load_weights -- dit   /tmp/dit_xl/diffusion_pytorch_model.safetensors
-//! cargo run --release --example load_weights -- mmdit /tmp/sd3m_bf16/diffusion_pytorch_model.safetensors bf16
+//! cargo run --release --example load_weights -- mmdit /tmp/sd3m_bf16/diffusion_pytorch_model.safetensors bf16 mapped
 //! ```
 //!
 //! `bf16` builds the model in bf16 (the device's float dtype); the file may be in either dtype.
+//! `mapped` memory-maps the file (`LazyCheckpoint::open_mapped`) instead of reading it. Every
+//! parameter is then summed (as the diffusers side does), so mapped pages are really read.
 
 use std::time::Instant;
 
+use burn::module::{Module, ModuleVisitor, Param};
 use burn::prelude::*;
 use burn::tensor::FloatDType;
 use diffusion_transformers::models::{DiTConfig, MMDiTConfig};
-use diffusion_transformers::weights::LoadWeights;
+use diffusion_transformers::weights::{LazyCheckpoint, LoadWeights};
+
+/// Sums every float parameter, so each one's memory is read.
+struct Touch(f64);
+
+impl ModuleVisitor for Touch {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        self.0 += param.val().sum().into_scalar::<f32>() as f64;
+    }
+}
+
+fn load<M: LoadWeights>(m: &mut M, path: &str, mapped: bool) -> diffusion_transformers::Result<()> {
+    if mapped {
+        // SAFETY: the benchmark's files are not modified while the process runs.
+        m.load_lazy(unsafe { LazyCheckpoint::open_mapped(path)? })
+    } else {
+        m.load_weights(path)
+    }
+}
+
+fn touch<M: Module>(m: &M) -> f64 {
+    let mut t = Touch(0.0);
+    m.visit(&mut t);
+    t.0
+}
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
     let (Some(model), Some(path)) = (args.get(1), args.get(2)) else {
-        return Err("usage: load_weights <dit|mmdit> <checkpoint> [bf16]".into());
+        return Err("usage: load_weights <dit|mmdit> <checkpoint> [bf16] [mapped]".into());
     };
     let mut device = Device::default();
-    if args.get(3).is_some_and(|d| d == "bf16") {
+    if args.iter().any(|a| a == "bf16") {
         device.configure(FloatDType::BF16)?;
     }
+    let mapped = args.iter().any(|a| a == "mapped");
     let start = Instant::now();
-    let params = match model.as_str() {
+    let (params, sum) = match model.as_str() {
         "dit" => {
             // diffusers' DiT shifts its timestep frequencies; the layout is detected from the keys
             let mut m = DiTConfig::from_name("DiT-XL/2")?.with_timestep_freq_shift(1.0).init(&device)?;
             let built = start.elapsed();
-            m.load_weights(path)?;
-            println!("init {:.2} s", built.as_secs_f64());
-            m.num_params()
+            load(&mut m, path, mapped)?;
+            println!("init {:.2} s, load {:.2} s", built.as_secs_f64(), start.elapsed().as_secs_f64());
+            (m.num_params(), touch(&m))
         }
         "mmdit" => {
             let cfg = MMDiTConfig::sd3_medium();
             let mut m = cfg.init(&device)?;
             let built = start.elapsed();
-            m.load_weights(path)?;
-            println!("init {:.2} s", built.as_secs_f64());
-            cfg.num_params()
+            load(&mut m, path, mapped)?;
+            println!("init {:.2} s, load {:.2} s", built.as_secs_f64(), start.elapsed().as_secs_f64());
+            (cfg.num_params(), touch(&m))
         }
         other => return Err(format!("unknown model `{other}` (dit or mmdit)").into()),
     };
-    println!("loaded {params} parameters in {:.2} s (init + load)", start.elapsed().as_secs_f64());
+    let secs = start.elapsed().as_secs_f64();
+    println!("loaded {params} parameters in {secs:.2} s (init + load + touch; checksum {sum:.3})");
     Ok(())
 }

@@ -11,9 +11,25 @@
 //!    mis-shaped key fails the load with all of them listed, before any data is read, and the
 //!    model is untouched.
 //! 4. Tensors are read a batch of at most [`BATCH_BYTES`] at a time, converted from the
-//!    file's dtype to the parameter's (bf16/f16 are never widened on the way) and moved into
-//!    the model in place, each replacing (and freeing) the parameter it loads. Peak memory is
-//!    the model plus one batch; on a GPU device each tensor goes straight to the device.
+//!    file's dtype to the parameter's (bf16/f16 are never widened on the way), `Linear`
+//!    weights transposed from PyTorch's `[out, in]` to Burn's `[in, out]`, and moved into the
+//!    model in place, each replacing (and freeing) the parameter it loads. Peak memory is the
+//!    model plus one batch; on a GPU device each tensor goes straight to the device.
+//!
+//! # Memory-mapped files
+//! From a checkpoint opened with [`LazyCheckpoint::open_mapped`], a tensor that needs no
+//! fix-up is not read at all: its data is the file's own pages ([`LazyTensor::mapped`]). On
+//! a backend that keeps host bytes (flex), a parameter in the file's dtype and layout then
+//! *is* those pages, with no copy (copy-on-write if it is later modified, e.g. by an
+//! optimizer); a converted or transposed one is written straight from the pages into its
+//! own memory, and a GPU backend uploads from them. Pages copied from are handed back to the
+//! page cache as the load goes ([`LazyTensor::release`]), so a load's resident memory is
+//! the model's plus one batch, as with reads.
+//!
+//! `Linear` weights are always copied (a cache-blocked transpose): a transposed *view* of
+//! the file's `[out, in]` pages would load for free, but flex's matrix product then runs
+//! 10-20% slower at the row counts of inference (512 rows of 1152 by 4608: measured; about
+//! 1% at 4096 rows), which costs more than a load saves.
 //!
 //! Once step 3 has passed, only an I/O error (a file changed or truncated under the load, a
 //! failing disk) can still fail the load; the model then holds the tensors loaded before it
@@ -22,15 +38,18 @@
 use std::path::Path;
 
 use burn::module::{Module, ModuleVisitor, Param};
-use burn::store::{BurnToPyTorchAdapter, ModuleAdapter, ModuleContext, ModuleSnapshot, PyTorchToBurnAdapter, bridge};
-use burn::tensor::{Bool, DType, Int, Tensor};
+use std::collections::HashMap;
+
+use burn::store::{BurnToPyTorchAdapter, ModuleAdapter, ModuleContext, ModuleSnapshot, bridge};
+use burn::tensor::{Bool, DType, Int, Tensor, TensorData};
 
 use crate::error::{Error, Result};
 
 /// The container type Burn's `Module` derive gives `burn::nn::Linear`.
 const LINEAR: &str = "Struct:Linear";
+use crate::weights::apply::set_params;
 use crate::weights::checkpoint::Checkpoint;
-use crate::weights::lazy::LazyCheckpoint;
+use crate::weights::lazy::{LazyCheckpoint, LazyTensor};
 
 /// Largest amount of tensor data read ahead of moving it into the model (64 MiB; a single
 /// larger tensor is read alone).
@@ -89,6 +108,8 @@ fn converts(param: DType, dtype: DType) -> bool {
 
 /// One parameter as the checkpoint holds it.
 struct Expected {
+    /// Burn module path.
+    path: String,
     /// PyTorch name.
     name: String,
     /// PyTorch-layout shape.
@@ -121,11 +142,12 @@ impl ParamLister {
         let shape = param.lazy_shape();
         let two_d = shape.num_dims() == 2;
         let unread = || Err(burn::store::burn_pack::Error::ValidationError("metadata only".into()));
-        let t = bridge::deferred(self.path.join("."), dtype, shape, None, unread);
+        let path = self.path.join(".");
+        let t = bridge::deferred(path.clone(), dtype, shape, None, unread);
         let context = ModuleContext::new(&self.containers);
         let linear_weight = context.module_type() == Some(LINEAR) && self.path.last().is_some_and(|p| p == "weight") && two_d;
         let t = BurnToPyTorchAdapter.adapt(t, context);
-        self.out.push(Expected { name: t.name, shape: t.shape.to_vec(), dtype: t.dtype, linear_weight });
+        self.out.push(Expected { path, name: t.name, shape: t.shape.to_vec(), dtype: t.dtype, linear_weight });
     }
 }
 
@@ -174,7 +196,7 @@ pub fn load<M: Module, F: CheckpointFormat<M> + ?Sized>(
     format.prepare(model, &mut checkpoint)?;
     let expected = expected_params(model);
     let (mut missing, mut mismatched, mut plan) = (Vec::new(), Vec::new(), Vec::new());
-    for Expected { name, shape, dtype, linear_weight } in expected {
+    for Expected { path, name, shape, dtype, linear_weight } in expected {
         let key = format.key(&name);
         match checkpoint.remove(&key) {
             None => missing.push(key),
@@ -182,7 +204,7 @@ pub fn load<M: Module, F: CheckpointFormat<M> + ?Sized>(
                 let key = if t.shape() == shape { format!("{key} (dtype {:?} for {dtype:?})", t.dtype()) } else { key };
                 mismatched.push((key, shape, t.shape().to_vec()));
             }
-            Some(t) => plan.push((name, key, dtype, linear_weight, t)),
+            Some(t) => plan.push((path, key, dtype, linear_weight, t)),
         }
     }
     let unexpected: Vec<String> = checkpoint.keys().map(str::to_string).collect();
@@ -190,35 +212,42 @@ pub fn load<M: Module, F: CheckpointFormat<M> + ?Sized>(
         return Err(Error::CheckpointMismatch { missing, unexpected, mismatched });
     }
     drop(checkpoint);
-    // Linear weights are transposed here (cache-blocked) and applied without an adapter; the
-    // rest go through Burn's PyTorch adapter (norm renames), whose element-wise transpose was
-    // a quarter of the load time of large checkpoints.
-    let (mut batch, mut transposed) = (Vec::new(), Vec::new());
-    let mut bytes = 0;
-    let mut loaded = 0;
-    let total = plan.len();
-    for (name, key, dtype, linear_weight, tensor) in plan {
-        let data = tensor.read().map_err(|e| partial(e, &key, loaded, total))?;
-        let data = if data.dtype() == dtype {
-            data
-        } else {
-            let cast = data.try_cast(dtype).map_err(|e| Error::InvalidArgument(format!("cannot convert `{key}`: {e}")));
-            cast.map_err(|e| partial(e, &key, loaded, total))?
+    let (mut batch, mut shared) = (HashMap::new(), Vec::new());
+    let (mut bytes, mut loaded, total) = (0, 0, plan.len());
+    for (path, key, dtype, linear_weight, tensor) in plan {
+        let fail = |e| partial(e, &key, loaded, total);
+        let mapped = tensor.mapped();
+        let from_map = mapped.is_some();
+        let data = match mapped {
+            Some(data) => data,
+            None => tensor.read().map_err(fail)?,
         };
-        bytes += data.as_bytes().len();
-        match linear_weight.then(|| transpose_2d(&data)).flatten() {
-            Some(t) => transposed.push(bridge::from_data(t, name, None)),
-            None => batch.push(bridge::from_data(data, name, None)),
+        let copied = data.dtype() != dtype || linear_weight;
+        let data = prepare(data, dtype, linear_weight).map_err(|e| fail(Error::InvalidArgument(format!("`{key}`: {e}"))))?;
+        if from_map && copied {
+            tensor.release();
+        } else if from_map {
+            shared.push(tensor);
         }
+        bytes += data.as_bytes().len();
+        batch.insert(path, data);
         if bytes >= BATCH_BYTES {
-            loaded += apply(model, std::mem::take(&mut batch), true)?;
-            loaded += apply(model, std::mem::take(&mut transposed), false)?;
+            loaded += apply(model, std::mem::take(&mut batch), &mut shared)?;
             bytes = 0;
         }
     }
-    apply(model, batch, true)?;
-    apply(model, transposed, false)?;
+    apply(model, batch, &mut shared)?;
     Ok(())
+}
+
+/// A tensor as its parameter holds it: converted to the parameter's dtype and, for a
+/// `Linear` weight, transposed from `[out, in]` to `[in, out]`.
+fn prepare(data: TensorData, dtype: DType, linear_weight: bool) -> std::result::Result<TensorData, String> {
+    let data = if data.dtype() == dtype { data } else { data.try_cast(dtype).map_err(|e| format!("cannot convert: {e}"))? };
+    if !linear_weight {
+        return Ok(data);
+    }
+    transpose_2d(&data).ok_or_else(|| format!("cannot transpose a Linear weight of dtype {dtype:?}"))
 }
 
 /// An error after validation, noting that the model is partly loaded.
@@ -230,18 +259,30 @@ fn partial(e: Error, key: &str, loaded: usize, total: usize) -> Error {
     }
 }
 
-/// The transpose of a 2-d float tensor, in 32x32 tiles (`None` for other dtypes, which the
-/// PyTorch adapter then transposes).
+/// The transpose of a 2-d float tensor (`None` for other dtypes). Tiles of 32 source rows by
+/// 64 columns are staged in a small buffer, so each source line is read once and each
+/// destination line written whole: with a plain tiled loop, row strides that are multiples of
+/// 4 KiB (SD3-medium's `[9216, 1536]` weights) put every row of a tile in one cache set, and
+/// the transpose ran at a third of this speed.
 fn transpose_2d(data: &burn::tensor::TensorData) -> Option<burn::tensor::TensorData> {
-    fn tiled<T: Copy + burn::tensor::Element>(src: &[T], rows: usize, cols: usize) -> burn::tensor::TensorData {
-        const TILE: usize = 32;
+    fn tiled<T: Copy + Default + burn::tensor::Element>(src: &[T], rows: usize, cols: usize) -> burn::tensor::TensorData {
+        const R: usize = 32;
+        const C: usize = 64;
         let mut out = Vec::with_capacity(src.len());
-        let spare = out.spare_capacity_mut();
-        for i0 in (0..rows).step_by(TILE) {
-            for j0 in (0..cols).step_by(TILE) {
-                for i in i0..(i0 + TILE).min(rows) {
-                    for j in j0..(j0 + TILE).min(cols) {
-                        spare[j * rows + i].write(src[i * cols + j]);
+        let dst = &mut out.spare_capacity_mut()[..rows * cols];
+        let mut buf = [[T::default(); C]; R];
+        for i0 in (0..rows).step_by(R) {
+            let ih = R.min(rows - i0);
+            for j0 in (0..cols).step_by(C) {
+                let jw = C.min(cols - j0);
+                for (ii, b) in buf[..ih].iter_mut().enumerate() {
+                    let s = (i0 + ii) * cols + j0;
+                    b[..jw].copy_from_slice(&src[s..s + jw]);
+                }
+                for j in 0..jw {
+                    let d = (j0 + j) * rows + i0;
+                    for (slot, b) in dst[d..d + ih].iter_mut().zip(&buf[..ih]) {
+                        slot.write(b[j]);
                     }
                 }
             }
@@ -260,17 +301,18 @@ fn transpose_2d(data: &burn::tensor::TensorData) -> Option<burn::tensor::TensorD
     }
 }
 
-/// Moves `batch` into `model` (through the PyTorch adapter when `adapt`); every tensor was
-/// validated, so any leftover is a bug here.
-fn apply<M: Module>(model: &mut M, batch: Vec<burn::store::burn_pack::Tensor>, adapt: bool) -> Result<usize> {
+/// Moves `batch` into `model`, then hands back the pages of the memory-mapped tensors in
+/// `shared` (a backend that copied them has its own copy now; one that kept them, flex, has
+/// not touched them yet, and faults them back in on use). Every tensor was validated, so a
+/// leftover is a bug here.
+fn apply<M: Module>(model: &mut M, batch: HashMap<String, TensorData>, shared: &mut Vec<LazyTensor<'_>>) -> Result<usize> {
     let n = batch.len();
-    let adapter: Option<Box<dyn ModuleAdapter>> = adapt.then(|| Box::new(PyTorchToBurnAdapter) as Box<dyn ModuleAdapter>);
-    let res = model.apply(batch, None, adapter, true);
-    if !res.errors.is_empty() || !res.unused.is_empty() || res.applied.len() != n {
-        return Err(Error::InvalidArgument(format!(
-            "internal: validated tensors did not apply (unused {:?}, errors {:?})",
-            res.unused, res.errors
-        )));
+    let unused = set_params(model, batch);
+    for t in shared.drain(..) {
+        t.release();
+    }
+    if !unused.is_empty() {
+        return Err(Error::InvalidArgument(format!("internal: validated tensors did not apply: {unused:?}")));
     }
     Ok(n)
 }
@@ -376,7 +418,7 @@ mod tests {
 
     #[test]
     fn tiled_transpose_matches_the_definition() {
-        let (rows, cols) = (45, 70); // not multiples of the tile
+        let (rows, cols) = (45, 70); // not multiples of the tile (32 x 64)
         let v: Vec<f32> = (0..rows * cols).map(|i| i as f32).collect();
         let want: Vec<f32> = (0..cols).flat_map(|j| (0..rows).map(move |i| (i * cols + j) as f32)).collect();
         let t = transpose_2d(&TensorData::new(v.clone(), [rows, cols])).unwrap();
@@ -389,6 +431,95 @@ mod tests {
         assert!(transpose_2d(&TensorData::new(vec![1i64, 2], [2])).is_none());
     }
 
+    /// A tiny MM-DiT's checkpoint with non-trivial values everywhere (the init zeroes the
+    /// modulations).
+    fn varied_checkpoint(model: &MMDiT) -> Checkpoint {
+        let mut ck = model.to_checkpoint().unwrap();
+        for (i, (k, v)) in ck.clone().into_tensors().into_iter().enumerate() {
+            let n = v.num_elements();
+            let vals: Vec<f32> = (0..n).map(|j| ((i * 31 + j * 7) % 101) as f32 / 50.0 - 1.0).collect();
+            ck.insert(k, TensorData::new(vals, v.shape().to_vec()));
+        }
+        ck
+    }
+
+    #[test]
+    fn a_mapped_load_shares_the_file_and_equals_a_read_load() {
+        let device = burn::tensor::Device::flex();
+        let cfg = tiny_test_config();
+        let ck = varied_checkpoint(&cfg.init(&device).unwrap());
+        let dir = std::env::temp_dir().join(format!("dt_mapped_{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("w.safetensors");
+        ck.save_safetensors(&file).unwrap();
+        let on_disk = std::fs::read(&file).unwrap();
+
+        let mut read: MMDiT = cfg.init(&device).unwrap();
+        read.load_weights(&file).unwrap();
+        // SAFETY: the test's own file, not modified while mapped.
+        let lazy = unsafe { LazyCheckpoint::open_mapped(&file) }.unwrap();
+        let in_file = lazy.get("context_embedder.bias").unwrap().mapped().unwrap().as_bytes().as_ptr();
+        let mut mapped: MMDiT = cfg.init(&device).unwrap();
+        mapped.load_lazy(lazy).unwrap();
+        let (a, b) = (read.to_checkpoint().unwrap(), mapped.to_checkpoint().unwrap());
+        assert_eq!(a.len(), b.len());
+        for (k, v) in a.tensors() {
+            assert_eq!(to_f32(v), to_f32(b.get(k).unwrap()), "{k}");
+        }
+
+        // the bias parameter is the file's own memory (taken out of the model, so unshared)
+        let bias = mapped.context_embedder.bias.as_ref().unwrap().val();
+        drop(mapped);
+        let data = bias.into_data();
+        assert_eq!(data.as_bytes().as_ptr(), in_file, "the parameter was copied");
+        // modifying it copies first and leaves the file alone
+        let before = data.try_to_vec::<f32>().unwrap();
+        let bumped = Tensor::<1>::from_data(data, &device).add_scalar(1.0).into_data().try_to_vec::<f32>().unwrap();
+        assert!(bumped.iter().zip(&before).all(|(b, a)| *b == a + 1.0));
+        assert_eq!(std::fs::read(&file).unwrap(), on_disk);
+
+        // a mismatch found from the headers leaves the model untouched, as for a read load
+        let mut broken = ck.clone();
+        broken.remove("context_embedder.weight");
+        broken.save_safetensors(&file).unwrap(); // replaced by a rename: the mapping keeps the old file
+        // SAFETY: as above.
+        let err = read.load_lazy(unsafe { LazyCheckpoint::open_mapped(&file) }.unwrap()).unwrap_err().to_string();
+        assert!(err.contains("context_embedder.weight"), "{err}");
+        let after = read.to_checkpoint().unwrap();
+        for (k, v) in a.tensors() {
+            assert_eq!(to_f32(v), to_f32(after.get(k).unwrap()), "{k} changed");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn an_optimizer_step_on_mapped_parameters_leaves_the_file_alone() {
+        use burn::optim::{AdamWConfig, GradientsParams};
+        let device = burn::tensor::Device::flex().autodiff();
+        let dir = std::env::temp_dir().join(format!("dt_mapped_optim_{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("w.safetensors");
+        let mut ck = Checkpoint::new();
+        ck.insert("weight", TensorData::new((0..12).map(|i| i as f32 / 10.0).collect::<Vec<_>>(), [3, 4]));
+        ck.insert("bias", TensorData::new(vec![0.5f32, -0.5, 1.0], [3]));
+        ck.save_safetensors(&file).unwrap();
+        let on_disk = std::fs::read(&file).unwrap();
+
+        let mut linear = burn::nn::LinearConfig::new(4, 3).init(&device);
+        // SAFETY: the test's own file, not modified while mapped.
+        let lazy = unsafe { LazyCheckpoint::open_mapped(&file) }.unwrap();
+        assert!(lazy.get("bias").unwrap().mapped().is_some(), "the bias is loaded from the pages");
+        load(&mut linear, lazy, &KeyFn(|p: &str| p.to_string())).unwrap();
+        let x = Tensor::<2>::from_data(TensorData::new(vec![1.0f32; 8], [2, 4]), &device);
+        let grads = GradientsParams::from_grads(linear.forward(x).sum().backward(), &linear);
+        let linear = AdamWConfig::new().init().step(0.1, linear, grads);
+        let bias = linear.bias.as_ref().unwrap().val().into_data().try_to_vec::<f32>().unwrap();
+        assert!(bias.iter().zip([0.5f32, -0.5, 1.0]).all(|(b, a)| (b - a).abs() > 0.05), "{bias:?}");
+        assert_eq!(std::fs::read(&file).unwrap(), on_disk);
+        drop(linear);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     fn bf16_checkpoint(ck: &Checkpoint) -> Checkpoint {
         let tensors = ck.tensors().iter().map(|(k, v)| (k.clone(), v.clone().convert_dtype(DType::BF16))).collect();
         Checkpoint::from_tensors(tensors)
@@ -398,14 +529,7 @@ mod tests {
     fn streams_a_bf16_file_and_checks_headers_first() {
         let device = burn::tensor::Device::flex();
         let cfg = tiny_test_config();
-        let src: MMDiT = cfg.init(&device).unwrap();
-        // non-trivial values everywhere (the init zeroes the modulations)
-        let mut ck = src.to_checkpoint().unwrap();
-        for (i, (k, v)) in ck.clone().into_tensors().into_iter().enumerate() {
-            let n = v.num_elements();
-            let vals: Vec<f32> = (0..n).map(|j| ((i * 31 + j * 7) % 101) as f32 / 50.0 - 1.0).collect();
-            ck.insert(k, TensorData::new(vals, v.shape().to_vec()));
-        }
+        let ck = varied_checkpoint(&cfg.init(&device).unwrap());
         let half = bf16_checkpoint(&ck);
         let dir = std::env::temp_dir().join(format!("dt_stream_{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();

@@ -2,7 +2,9 @@
 //! headers, and its bytes read only when the loader asks for them, one tensor at a time.
 //!
 //! `.safetensors` files (single or sharded through an index JSON) are read with one positioned
-//! read per tensor straight into that tensor's buffer; `torch.save` files (`pytorch` feature)
+//! read per tensor straight into that tensor's buffer, or, opened with
+//! [`LazyCheckpoint::open_mapped`], memory-mapped: a tensor is then handed out as the file's own
+//! pages ([`LazyTensor::mapped`]), with no copy. `torch.save` files (`pytorch` feature)
 //! through Burn's PyTorch reader, which also reads each tensor from the file on demand and
 //! refuses, at open, any tensor that would materialise more than 10 GiB. The fix-ups a format
 //! needs (fusing q/k/v rows, swapping row halves, reshaping, renaming) are recorded on the
@@ -12,38 +14,18 @@
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{Read, Seek, SeekFrom};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use burn::tensor::{DType, TensorData};
+use burn::tensor::{AllocationProperty, Bytes, DType, TensorData};
 
 use crate::error::{Error, Result};
 use crate::weights::checkpoint::Checkpoint;
-
-fn io_err(path: &Path, reason: impl ToString) -> Error {
-    Error::Io { path: path.to_path_buf(), reason: reason.to_string() }
-}
+use crate::weights::file::{Map, SharedFile, io_err, map_file};
 
 /// Largest safetensors header accepted (the format's own reference reader uses 100 MB).
 const MAX_HEADER: u64 = 100_000_000;
-
-/// An open file shared by the tensors it holds.
-#[derive(Debug)]
-struct SharedFile {
-    path: PathBuf,
-    file: Mutex<File>,
-}
-
-impl SharedFile {
-    fn read_at(&self, offset: u64, len: usize) -> Result<Vec<u8>> {
-        let mut buf = vec![0u8; len];
-        let mut file = self.file.lock().map_err(|_| io_err(&self.path, "file lock poisoned"))?;
-        file.seek(SeekFrom::Start(offset)).map_err(|e| io_err(&self.path, e))?;
-        file.read_exact(&mut buf).map_err(|e| io_err(&self.path, e))?;
-        Ok(buf)
-    }
-}
 
 /// Where a tensor's bytes come from, and what is done to them on the way.
 #[derive(Debug, Clone)]
@@ -99,7 +81,31 @@ impl<'a> LazyTensor<'a> {
         self.shape.iter().product::<usize>() * self.dtype.size()
     }
 
-    /// Read the tensor, in its stored dtype.
+    /// The tensor as the pages of its memory-mapped file, in its stored dtype, with no copy:
+    /// `Some` only for a tensor of a file opened with [`LazyCheckpoint::open_mapped`], taken
+    /// whole or as a [row block](Self::row_block) with no other fix-up, and starting at an
+    /// address aligned for its dtype (safetensors does not require that). The data keeps the
+    /// mapping alive; a backend that keeps host bytes (flex) uses them in place, and a write
+    /// to them copies first (copy-on-write), never touching the file.
+    pub fn mapped(&self) -> Option<TensorData> {
+        let Source::File { file, offset } = &self.source else { return None };
+        let shared = file.shared(*offset, self.byte_len(), self.dtype.size().max(1))?;
+        let bytes = Bytes::from_shared(shared, AllocationProperty::File);
+        TensorData::try_from_bytes(bytes, self.shape.clone(), self.dtype).ok()
+    }
+
+    /// Hands the pages of a [`mapped`](Self::mapped) tensor back to the page cache once its
+    /// data has been copied (converted, transposed, uploaded to a device), so a load's
+    /// resident memory does not grow with the file; does nothing for other tensors. Data
+    /// still sharing the pages stays valid: they are faulted back in on access.
+    pub fn release(&self) {
+        if let Source::File { file, offset } = &self.source {
+            file.release(*offset, self.byte_len());
+        }
+    }
+
+    /// Read the tensor, in its stored dtype, into memory of its own (a copy, also for a
+    /// mapped file: see [`mapped`](Self::mapped) for the pages themselves).
     ///
     /// # Errors
     /// [`Error::Io`] when the file cannot be read.
@@ -326,35 +332,65 @@ impl<'a> LazyCheckpoint<'a> {
     /// for `diffusion_pytorch_model.safetensors`, then its index JSON, then
     /// `model.safetensors` and its index.
     ///
+    /// Tensors are read from the files with positioned reads, except from a file the system
+    /// proves immutable (a sealed memfd, an fs-verity file: `memmap2::MmapOptions::map_if_safe`),
+    /// which is memory-mapped as by [`open_mapped`](Self::open_mapped) with no contract to
+    /// keep, since nothing can change it.
+    ///
     /// # Errors
     /// [`Error::Io`] for a missing or unreadable file, an unknown extension or a malformed
     /// header (offsets outside the file, byte lengths that disagree with shape and dtype).
     pub fn open(path: impl AsRef<Path>) -> Result<LazyCheckpoint<'static>> {
-        let path = path.as_ref();
-        if path.is_dir() {
-            for name in [
-                "diffusion_pytorch_model.safetensors",
-                "diffusion_pytorch_model.safetensors.index.json",
-                "model.safetensors",
-                "model.safetensors.index.json",
-            ] {
-                let p = path.join(name);
-                if p.exists() {
-                    return LazyCheckpoint::open(p);
-                }
+        open_any(path.as_ref(), Map::IfImmutable)
+    }
+
+    /// [`open`](Self::open), memory-mapping every `.safetensors` file (PyTorch files are read
+    /// as by `open`): [`LazyTensor::mapped`] then hands tensors out as the file's pages, so a
+    /// backend that keeps host bytes (flex) loads them with no copy and the load's own
+    /// memory stays near zero, as with safetensors' and PyTorch's mapped loads. The mapping
+    /// lives as long as any tensor loaded from it.
+    ///
+    /// # Safety
+    /// The same contract as [`memmap2::Mmap::map`] (and candle's `MmapedSafetensors::new`):
+    /// the files must not be modified or truncated while anything loaded from them is alive.
+    /// A file truncated under the mapping makes the next access to a lost page raise
+    /// `SIGBUS` (the process dies), and a file rewritten in place changes the loaded values
+    /// under code that assumes them immutable. Replacing a file by renaming a new one over it
+    /// is safe (the mapping keeps the old one); this crate's own writers
+    /// ([`Checkpoint::save_safetensors`]) do that. [`open`](Self::open) maps only files the
+    /// system proves immutable and reads the rest, with no such contract.
+    ///
+    /// # Errors
+    /// As [`open`](Self::open), and [`Error::Io`] when a file cannot be mapped.
+    pub unsafe fn open_mapped(path: impl AsRef<Path>) -> Result<LazyCheckpoint<'static>> {
+        open_any(path.as_ref(), Map::Always)
+    }
+}
+
+fn open_any(path: &Path, map: Map) -> Result<LazyCheckpoint<'static>> {
+    if path.is_dir() {
+        for name in [
+            "diffusion_pytorch_model.safetensors",
+            "diffusion_pytorch_model.safetensors.index.json",
+            "model.safetensors",
+            "model.safetensors.index.json",
+        ] {
+            let p = path.join(name);
+            if p.exists() {
+                return open_any(&p, map);
             }
-            return Err(io_err(path, "directory holds no (diffusion_pytorch_)model.safetensors[.index.json]"));
         }
-        if !path.exists() {
-            return Err(io_err(path, "no such file"));
-        }
-        let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
-        match ext.as_str() {
-            "safetensors" => open_safetensors(path),
-            "json" => open_sharded(path),
-            "pt" | "pth" | "bin" | "ckpt" => open_pytorch(path),
-            _ => Err(io_err(path, "unknown checkpoint extension (expected .safetensors, .json index, .pt/.pth/.bin)")),
-        }
+        return Err(io_err(path, "directory holds no (diffusion_pytorch_)model.safetensors[.index.json]"));
+    }
+    if !path.exists() {
+        return Err(io_err(path, "no such file"));
+    }
+    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+    match ext.as_str() {
+        "safetensors" => open_safetensors(path, map),
+        "json" => open_sharded(path, map),
+        "pt" | "pth" | "bin" | "ckpt" => open_pytorch(path),
+        _ => Err(io_err(path, "unknown checkpoint extension (expected .safetensors, .json index, .pt/.pth/.bin)")),
     }
 }
 
@@ -378,7 +414,7 @@ fn safetensors_dtype(name: &str) -> Option<DType> {
 }
 
 /// Parses a safetensors header and checks every tensor's byte range against the file.
-fn open_safetensors(path: &Path) -> Result<LazyCheckpoint<'static>> {
+fn open_safetensors(path: &Path, map: Map) -> Result<LazyCheckpoint<'static>> {
     let mut file = File::open(path).map_err(|e| io_err(path, e))?;
     let size = file.metadata().map_err(|e| io_err(path, e))?.len();
     let mut len = [0u8; 8];
@@ -393,7 +429,8 @@ fn open_safetensors(path: &Path) -> Result<LazyCheckpoint<'static>> {
         serde_json::from_slice(&header).map_err(|e| io_err(path, format!("safetensors header: {e}")))?;
     let data_start = 8 + header_len;
     let data_len = size - data_start;
-    let shared = Arc::new(SharedFile { path: path.to_path_buf(), file: Mutex::new(file) });
+    let map = map_file(path, &file, size, map)?;
+    let shared = Arc::new(SharedFile { path: path.to_path_buf(), file: Mutex::new(file), map });
     let mut tensors = BTreeMap::new();
     for (key, entry) in json {
         if key == "__metadata__" {
@@ -429,7 +466,7 @@ fn open_safetensors(path: &Path) -> Result<LazyCheckpoint<'static>> {
     Ok(LazyCheckpoint { tensors })
 }
 
-fn open_sharded(index: &Path) -> Result<LazyCheckpoint<'static>> {
+fn open_sharded(index: &Path, mode: Map) -> Result<LazyCheckpoint<'static>> {
     let text = std::fs::read_to_string(index).map_err(|e| io_err(index, e))?;
     let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| io_err(index, e))?;
     let map = json
@@ -442,7 +479,7 @@ fn open_sharded(index: &Path) -> Result<LazyCheckpoint<'static>> {
     let dir = index.parent().unwrap_or(Path::new("."));
     let mut out = LazyCheckpoint::default();
     for shard in shards {
-        out.tensors.extend(open_safetensors(&dir.join(shard))?.tensors);
+        out.tensors.extend(open_safetensors(&dir.join(shard), mode)?.tensors);
     }
     let missing: Vec<&String> = map.keys().filter(|k| !out.tensors.contains_key(*k)).collect();
     if !missing.is_empty() {
@@ -547,6 +584,47 @@ mod tests {
         let back = ck.get("b").unwrap().read().unwrap();
         assert_eq!(back.dtype(), DType::BF16);
         assert_eq!(back.try_to_vec::<half::bf16>().unwrap()[1].to_f32(), -2.0);
+    }
+
+    #[test]
+    fn mapped_tensors_are_the_files_pages_when_aligned() {
+        let dir = std::env::temp_dir().join(format!("dt_lazy_map_{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("m.safetensors");
+        // `b` starts 3 bytes into the data (not 4-aligned), `c` 12 bytes in (aligned)
+        let header = r#"{"a":{"dtype":"U8","shape":[3],"data_offsets":[0,3]},"b":{"dtype":"F32","shape":[2],"data_offsets":[3,11]},"pad":{"dtype":"U8","shape":[1],"data_offsets":[11,12]},"c":{"dtype":"F32","shape":[2,2],"data_offsets":[12,28]}}"#;
+        let mut head = header.as_bytes().to_vec();
+        head.resize(head.len().div_ceil(8) * 8, b' ');
+        let mut bytes = (head.len() as u64).to_le_bytes().to_vec();
+        bytes.extend(head);
+        bytes.extend([7u8, 8, 9]);
+        bytes.extend([1.5f32, -2.0].iter().flat_map(|x| x.to_le_bytes()));
+        bytes.push(0);
+        bytes.extend([1.0f32, 2.0, 3.0, 4.0].iter().flat_map(|x| x.to_le_bytes()));
+        std::fs::write(&p, &bytes).unwrap();
+
+        // an ordinary file is read, not mapped, by the safe opener
+        assert!(LazyCheckpoint::open(&p).unwrap().get("c").unwrap().mapped().is_none());
+        // SAFETY: the test's own file, not modified while mapped.
+        let ck = unsafe { LazyCheckpoint::open_mapped(&p) }.unwrap();
+        let Source::File { file, .. } = &ck.get("c").unwrap().source else { panic!("not file-backed") };
+        let base = file.map.as_ref().unwrap().bytes.as_ptr();
+        let c = ck.get("c").unwrap().mapped().unwrap();
+        assert_eq!(c.as_bytes().as_ptr(), base.wrapping_add(bytes.len() - 16), "not the file's pages");
+        assert_eq!(c.try_to_vec::<f32>().unwrap(), vec![1.0, 2.0, 3.0, 4.0]);
+        let row = ck.get("c").unwrap().clone().row_block(1, 2).unwrap().mapped().unwrap();
+        assert_eq!(row.try_to_vec::<f32>().unwrap(), vec![3.0, 4.0]);
+        // misaligned for f32: not mapped, read as a copy; fix-ups are not mapped either
+        assert!(ck.get("b").unwrap().mapped().is_none());
+        assert_eq!(f32s(ck.get("b").unwrap()), vec![1.5, -2.0]);
+        assert!(ck.get("c").unwrap().clone().transposed().unwrap().mapped().is_none());
+        assert_eq!(ck.get("a").unwrap().mapped().unwrap().try_to_vec::<u8>().unwrap(), vec![7, 8, 9]);
+        // handing the pages back leaves data that shares them valid
+        ck.get("c").unwrap().release();
+        assert_eq!(c.try_to_vec::<f32>().unwrap(), vec![1.0, 2.0, 3.0, 4.0]);
+        drop(ck);
+        assert_eq!(c.try_to_vec::<f32>().unwrap(), vec![1.0, 2.0, 3.0, 4.0], "the data keeps the mapping alive");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

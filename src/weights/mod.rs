@@ -7,9 +7,11 @@
 //! Loading never modifies the caller's model on a mismatch, and a mismatch error lists every
 //! missing, unexpected and mis-shaped key in the checkpoint's own naming.
 
+mod apply;
 pub mod checkpoint;
 pub mod composed;
 pub mod dit;
+mod file;
 pub mod format;
 pub mod lazy;
 pub mod loader;

@@ -1,0 +1,71 @@
+//! Moving loaded tensors into a module's parameters, by module path, in place: the last step
+//! of [`load`](crate::weights::load). Each tensor is taken by value into its parameter (no
+//! copy; memory-mapped data stays shared), keeping the parameter's id, device and
+//! `require_grad`, and the parameter it replaces is freed.
+
+use std::collections::HashMap;
+
+use burn::module::{Module, ModuleMapper, Param};
+use burn::tensor::{Bool, Int, Tensor, TensorData};
+
+/// Tensors by Burn module path (enum variants skipped, as [`ModuleSnapshot`] names them),
+/// moved into the parameters they name by [`set_params`].
+///
+/// [`ModuleSnapshot`]: burn::store::ModuleSnapshot
+struct ParamSetter {
+    path: Vec<String>,
+    tensors: HashMap<String, TensorData>,
+}
+
+impl ParamSetter {
+    fn take(&mut self) -> Option<TensorData> {
+        if self.tensors.is_empty() {
+            return None;
+        }
+        self.tensors.remove(&self.path.join("."))
+    }
+}
+
+impl ModuleMapper for ParamSetter {
+    fn enter_module(&mut self, name: &str, container_type: &str) {
+        if !container_type.starts_with("Enum:") {
+            self.path.push(name.to_string());
+        }
+    }
+
+    fn exit_module(&mut self, _name: &str, container_type: &str) {
+        if !container_type.starts_with("Enum:") {
+            self.path.pop();
+        }
+    }
+
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        let Some(data) = self.take() else { return param };
+        let dtype = data.dtype();
+        let (id, tensor) = (param.id, Tensor::from_data(data, (&param.lazy_device(), dtype)));
+        param.transform_for_load(tensor, id)
+    }
+
+    fn map_int<const D: usize>(&mut self, param: Param<Tensor<D, Int>>) -> Param<Tensor<D, Int>> {
+        let Some(data) = self.take() else { return param };
+        let dtype = data.dtype();
+        let (id, tensor) = (param.id, Tensor::from_data(data, (&param.lazy_device(), dtype)));
+        param.transform_for_load(tensor, id)
+    }
+
+    fn map_bool<const D: usize>(&mut self, param: Param<Tensor<D, Bool>>) -> Param<Tensor<D, Bool>> {
+        let Some(data) = self.take() else { return param };
+        let dtype = data.dtype();
+        let (id, tensor) = (param.id, Tensor::from_data(data, (&param.lazy_device(), dtype)));
+        param.transform_for_load(tensor, id)
+    }
+}
+
+/// Moves `tensors` (by module path, each in its parameter's shape, dtype and layout) into
+/// `model`; returns the paths that named no parameter.
+pub(crate) fn set_params<M: Module>(model: &mut M, tensors: HashMap<String, TensorData>) -> Vec<String> {
+    let mut setter = ParamSetter { path: Vec::new(), tensors };
+    // The clone shares every tensor (reference counts), so it costs no tensor memory.
+    *model = model.clone().map(&mut setter);
+    setter.tensors.into_keys().collect()
+}
