@@ -109,6 +109,67 @@ fn gelu_erf_grad_loop(grads: &mut [f32], xs: &[f32]) {
     }
 }
 
+/// Lanes of the partial maxima and sums of the row reductions: LLVM keeps them in vector
+/// registers (one AVX-512 register, two AVX2 ones) where a single accumulator would serialise.
+const LANES: usize = 16;
+
+/// Row softmax numerators of attention scores: each `row_len`-long row `s` of `scores` becomes
+/// `exp(scale s - m)`, `m = max(scale s)`, and `lse[i]` / `inv_sum[i]` receive the row's
+/// `m + ln(sum)` and `1 / sum`.
+#[inline(always)]
+fn softmax_rows_loop(scores: &mut [f32], row_len: usize, scale: f32, lse: &mut [f32], inv_sum: &mut [f32]) {
+    for ((row, lse), inv_sum) in scores.chunks_exact_mut(row_len).zip(lse).zip(inv_sum) {
+        let mut acc = [f32::NEG_INFINITY; LANES];
+        let mut chunks = row.chunks_exact(LANES);
+        for c in &mut chunks {
+            for (a, &v) in acc.iter_mut().zip(c) {
+                *a = if v > *a { v } else { *a };
+            }
+        }
+        let mut max = chunks.remainder().iter().fold(f32::NEG_INFINITY, |m, &v| if v > m { v } else { m });
+        max = acc.iter().fold(max, |m, &v| if v > m { v } else { m });
+        let shift = max * scale; // = max(scale s) for scale > 0
+        let mut acc = [0.0f32; LANES];
+        let mut chunks = row.chunks_exact_mut(LANES);
+        for c in &mut chunks {
+            for (a, v) in acc.iter_mut().zip(c) {
+                *v = exp(*v * scale - shift);
+                *a += *v;
+            }
+        }
+        let mut sum = 0.0;
+        for v in chunks.into_remainder() {
+            *v = exp(*v * scale - shift);
+            sum += *v;
+        }
+        sum += acc.iter().sum::<f32>();
+        *lse = shift + sum.ln();
+        *inv_sum = 1.0 / sum;
+    }
+}
+
+/// Row softmax from a saved log-sum-exp: each `row_len`-long row `s` of `scores` becomes
+/// `exp(scale s - lse[i])`.
+#[inline(always)]
+fn softmax_from_lse_loop(scores: &mut [f32], row_len: usize, scale: f32, lse: &[f32]) {
+    for (row, &lse) in scores.chunks_exact_mut(row_len).zip(lse) {
+        for v in row {
+            *v = exp(*v * scale - lse);
+        }
+    }
+}
+
+/// The softmax backward on rows: each `row_len`-long row of `dp` becomes
+/// `scale p (dp - d[i])` (`p` the probabilities, `d[i] = sum_j p_ij dp_ij`).
+#[inline(always)]
+fn softmax_grad_rows_loop(dp: &mut [f32], p: &[f32], row_len: usize, d: &[f32], scale: f32) {
+    for ((g, p), &d) in dp.chunks_exact_mut(row_len).zip(p.chunks_exact(row_len)).zip(d) {
+        for (g, &p) in g.iter_mut().zip(p) {
+            *g = (*g - d) * p * scale;
+        }
+    }
+}
+
 /// Defines `$name` running `$body` compiled for the best instruction set of this CPU.
 macro_rules! multiversion {
     ($(#[$doc:meta])* $name:ident($($arg:ident: $ty:ty),*) => $body:ident) => {
@@ -152,6 +213,22 @@ multiversion!(
 multiversion!(
     /// The exact GELU backward: each `grads[i]` becomes `grads[i] * gelu'(xs[i])`.
     gelu_erf_grad_inplace(grads: &mut [f32], xs: &[f32]) => gelu_erf_grad_loop
+);
+
+multiversion!(
+    /// Attention softmax numerators in place, with each row's log-sum-exp and inverse sum (see
+    /// `softmax_rows_loop`).
+    softmax_rows(scores: &mut [f32], row_len: usize, scale: f32, lse: &mut [f32], inv_sum: &mut [f32]) => softmax_rows_loop
+);
+
+multiversion!(
+    /// Attention probabilities `exp(scale s - lse[i])` in place.
+    softmax_from_lse(scores: &mut [f32], row_len: usize, scale: f32, lse: &[f32]) => softmax_from_lse_loop
+);
+
+multiversion!(
+    /// The softmax backward `scale p (dp - d[i])` in place of `dp`.
+    softmax_grad_rows(dp: &mut [f32], p: &[f32], row_len: usize, d: &[f32], scale: f32) => softmax_grad_rows_loop
 );
 
 #[cfg(test)]
