@@ -170,6 +170,48 @@ fn softmax_grad_rows_loop(dp: &mut [f32], p: &[f32], row_len: usize, d: &[f32], 
     }
 }
 
+/// `sum_i a[i] b[i]` with [`LANES`] partial sums.
+#[inline(always)]
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0.0f32; LANES];
+    let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let tail: f32 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| x * y).sum();
+    for (x, y) in ca.zip(cb) {
+        for ((s, &x), &y) in acc.iter_mut().zip(x).zip(y) {
+            *s += x * y;
+        }
+    }
+    tail + acc.iter().sum::<f32>()
+}
+
+/// The weight gradient of one channel `c` of a depthwise convolution (stride 1): with `x` and
+/// `dy` the contiguous `[B, C, H, W]` input and upstream gradient and `dims = [B, C, H, W, kh,
+/// kw, ph, pw, c]`, `dw[i kw + j] = sum_{b, y, x} dy[b, c, y, x] x[b, c, y + i - ph, x + j - pw]`
+/// (zero outside the map).
+#[inline(always)]
+fn depthwise_weight_grad_loop(dw: &mut [f32], x: &[f32], dy: &[f32], dims: [usize; 9]) {
+    let [batch, channels, h, w, kh, kw, ph, pw, c] = dims;
+    for i in 0..kh {
+        for j in 0..kw {
+            // output columns whose input column `col + j - pw` lies in `0..w`
+            let (c0, c1) = (pw.saturating_sub(j), (w + pw).saturating_sub(j).min(w));
+            let mut sum = 0.0;
+            for b in 0..batch {
+                let plane = (b * channels + c) * h * w;
+                for y in 0..h {
+                    let Some(yy) = (y + i).checked_sub(ph).filter(|&yy| yy < h) else { continue };
+                    if c0 < c1 {
+                        let d = &dy[plane + y * w + c0..plane + y * w + c1];
+                        let xs = &x[plane + yy * w + c0 + j - pw..plane + yy * w + c1 + j - pw];
+                        sum += dot(d, xs);
+                    }
+                }
+            }
+            dw[i * kw + j] = sum;
+        }
+    }
+}
+
 /// Defines `$name` running `$body` compiled for the best instruction set of this CPU.
 macro_rules! multiversion {
     ($(#[$doc:meta])* $name:ident($($arg:ident: $ty:ty),*) => $body:ident) => {
@@ -229,6 +271,12 @@ multiversion!(
 multiversion!(
     /// The softmax backward `scale p (dp - d[i])` in place of `dp`.
     softmax_grad_rows(dp: &mut [f32], p: &[f32], row_len: usize, d: &[f32], scale: f32) => softmax_grad_rows_loop
+);
+
+multiversion!(
+    /// The depthwise-convolution weight gradient of one channel (see
+    /// `depthwise_weight_grad_loop`).
+    depthwise_weight_grad(dw: &mut [f32], x: &[f32], dy: &[f32], dims: [usize; 9]) => depthwise_weight_grad_loop
 );
 
 #[cfg(test)]
