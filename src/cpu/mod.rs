@@ -1,12 +1,19 @@
-//! CPU performance: vectorised GELUs (tanh and exact) for the flex backend and an opt-in allocator
+//! CPU performance: vectorised GELUs (tanh and exact) and attention, and a depthwise-conv input
+//! gradient on flex's depthwise kernel, for the flex backend; an opt-in allocator
 //! setting that removes most of the page-fault cost of large activations.
 
 mod allocator;
+mod attention;
+#[cfg(feature = "flex")]
+mod attention_kernel;
+mod depthwise;
 mod gelu;
 #[cfg(feature = "flex")]
 mod simd;
 
 pub use allocator::tune_allocator;
+pub use attention::attention;
+pub use depthwise::depthwise_conv2d;
 pub use gelu::{gelu, gelu_tanh};
 
 /// The threads the CPU kernels split their work over: `RAYON_NUM_THREADS` where it is set (the

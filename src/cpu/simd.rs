@@ -109,6 +109,109 @@ fn gelu_erf_grad_loop(grads: &mut [f32], xs: &[f32]) {
     }
 }
 
+/// Lanes of the partial maxima and sums of the row reductions: LLVM keeps them in vector
+/// registers (one AVX-512 register, two AVX2 ones) where a single accumulator would serialise.
+const LANES: usize = 16;
+
+/// Row softmax numerators of attention scores: each `row_len`-long row `s` of `scores` becomes
+/// `exp(scale s - m)`, `m = max(scale s)`, and `lse[i]` / `inv_sum[i]` receive the row's
+/// `m + ln(sum)` and `1 / sum`.
+#[inline(always)]
+fn softmax_rows_loop(scores: &mut [f32], row_len: usize, scale: f32, lse: &mut [f32], inv_sum: &mut [f32]) {
+    for ((row, lse), inv_sum) in scores.chunks_exact_mut(row_len).zip(lse).zip(inv_sum) {
+        let mut acc = [f32::NEG_INFINITY; LANES];
+        let mut chunks = row.chunks_exact(LANES);
+        for c in &mut chunks {
+            for (a, &v) in acc.iter_mut().zip(c) {
+                *a = if v > *a { v } else { *a };
+            }
+        }
+        let mut max = chunks.remainder().iter().fold(f32::NEG_INFINITY, |m, &v| if v > m { v } else { m });
+        max = acc.iter().fold(max, |m, &v| if v > m { v } else { m });
+        let shift = max * scale; // = max(scale s) for scale > 0
+        let mut acc = [0.0f32; LANES];
+        let mut chunks = row.chunks_exact_mut(LANES);
+        for c in &mut chunks {
+            for (a, v) in acc.iter_mut().zip(c) {
+                *v = exp(*v * scale - shift);
+                *a += *v;
+            }
+        }
+        let mut sum = 0.0;
+        for v in chunks.into_remainder() {
+            *v = exp(*v * scale - shift);
+            sum += *v;
+        }
+        sum += acc.iter().sum::<f32>();
+        *lse = shift + sum.ln();
+        *inv_sum = 1.0 / sum;
+    }
+}
+
+/// Row softmax from a saved log-sum-exp: each `row_len`-long row `s` of `scores` becomes
+/// `exp(scale s - lse[i])`.
+#[inline(always)]
+fn softmax_from_lse_loop(scores: &mut [f32], row_len: usize, scale: f32, lse: &[f32]) {
+    for (row, &lse) in scores.chunks_exact_mut(row_len).zip(lse) {
+        for v in row {
+            *v = exp(*v * scale - lse);
+        }
+    }
+}
+
+/// The softmax backward on rows: each `row_len`-long row of `dp` becomes
+/// `scale p (dp - d[i])` (`p` the probabilities, `d[i] = sum_j p_ij dp_ij`).
+#[inline(always)]
+fn softmax_grad_rows_loop(dp: &mut [f32], p: &[f32], row_len: usize, d: &[f32], scale: f32) {
+    for ((g, p), &d) in dp.chunks_exact_mut(row_len).zip(p.chunks_exact(row_len)).zip(d) {
+        for (g, &p) in g.iter_mut().zip(p) {
+            *g = (*g - d) * p * scale;
+        }
+    }
+}
+
+/// `sum_i a[i] b[i]` with [`LANES`] partial sums.
+#[inline(always)]
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0.0f32; LANES];
+    let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let tail: f32 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| x * y).sum();
+    for (x, y) in ca.zip(cb) {
+        for ((s, &x), &y) in acc.iter_mut().zip(x).zip(y) {
+            *s += x * y;
+        }
+    }
+    tail + acc.iter().sum::<f32>()
+}
+
+/// The weight gradient of one channel `c` of a depthwise convolution (stride 1): with `x` and
+/// `dy` the contiguous `[B, C, H, W]` input and upstream gradient and `dims = [B, C, H, W, kh,
+/// kw, ph, pw, c]`, `dw[i kw + j] = sum_{b, y, x} dy[b, c, y, x] x[b, c, y + i - ph, x + j - pw]`
+/// (zero outside the map).
+#[inline(always)]
+fn depthwise_weight_grad_loop(dw: &mut [f32], x: &[f32], dy: &[f32], dims: [usize; 9]) {
+    let [batch, channels, h, w, kh, kw, ph, pw, c] = dims;
+    for i in 0..kh {
+        for j in 0..kw {
+            // output columns whose input column `col + j - pw` lies in `0..w`
+            let (c0, c1) = (pw.saturating_sub(j), (w + pw).saturating_sub(j).min(w));
+            let mut sum = 0.0;
+            for b in 0..batch {
+                let plane = (b * channels + c) * h * w;
+                for y in 0..h {
+                    let Some(yy) = (y + i).checked_sub(ph).filter(|&yy| yy < h) else { continue };
+                    if c0 < c1 {
+                        let d = &dy[plane + y * w + c0..plane + y * w + c1];
+                        let xs = &x[plane + yy * w + c0 + j - pw..plane + yy * w + c1 + j - pw];
+                        sum += dot(d, xs);
+                    }
+                }
+            }
+            dw[i * kw + j] = sum;
+        }
+    }
+}
+
 /// Defines `$name` running `$body` compiled for the best instruction set of this CPU.
 macro_rules! multiversion {
     ($(#[$doc:meta])* $name:ident($($arg:ident: $ty:ty),*) => $body:ident) => {
@@ -152,6 +255,28 @@ multiversion!(
 multiversion!(
     /// The exact GELU backward: each `grads[i]` becomes `grads[i] * gelu'(xs[i])`.
     gelu_erf_grad_inplace(grads: &mut [f32], xs: &[f32]) => gelu_erf_grad_loop
+);
+
+multiversion!(
+    /// Attention softmax numerators in place, with each row's log-sum-exp and inverse sum (see
+    /// `softmax_rows_loop`).
+    softmax_rows(scores: &mut [f32], row_len: usize, scale: f32, lse: &mut [f32], inv_sum: &mut [f32]) => softmax_rows_loop
+);
+
+multiversion!(
+    /// Attention probabilities `exp(scale s - lse[i])` in place.
+    softmax_from_lse(scores: &mut [f32], row_len: usize, scale: f32, lse: &[f32]) => softmax_from_lse_loop
+);
+
+multiversion!(
+    /// The softmax backward `scale p (dp - d[i])` in place of `dp`.
+    softmax_grad_rows(dp: &mut [f32], p: &[f32], row_len: usize, d: &[f32], scale: f32) => softmax_grad_rows_loop
+);
+
+multiversion!(
+    /// The depthwise-convolution weight gradient of one channel (see
+    /// `depthwise_weight_grad_loop`).
+    depthwise_weight_grad(dw: &mut [f32], x: &[f32], dy: &[f32], dims: [usize; 9]) => depthwise_weight_grad_loop
 );
 
 #[cfg(test)]

@@ -4,8 +4,6 @@
 use burn::module::Param;
 use burn::nn::{Initializer, Linear};
 use burn::prelude::*;
-use burn::tensor::module::attention;
-use burn::tensor::ops::AttentionModuleOptions;
 
 use crate::error::{Result, ensure_config, ensure_dims};
 use crate::layers::init::{WeightInit, linear};
@@ -23,13 +21,14 @@ pub fn merge_heads(x: Tensor<4>) -> Tensor<3> {
     x.swap_dims(1, 2).reshape([b, n, h * dh])
 }
 
-/// Scaled dot-product attention `softmax(q k^T / sqrt(Dh)) v` through Burn's fused op
-/// (flash kernels where the backend has them).
+/// Scaled dot-product attention `softmax(q k^T / sqrt(Dh)) v`: the crate's vectorised op
+/// ([`crate::cpu::attention`]) on flex, Burn's fused op elsewhere (flash kernels where the
+/// backend has them).
 ///
 /// # Shapes
 /// - `q`: `[B, H, Nq, Dh]`, `k`: `[B, H, Nk, Dh]`, `v`: `[B, H, Nk, Dv]` -> `[B, H, Nq, Dv]`
 pub fn sdpa(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>) -> Tensor<4> {
-    attention(q, k, v, None, None, AttentionModuleOptions::default())
+    crate::cpu::attention(q, k, v)
 }
 
 /// Normalisation applied to queries and keys.

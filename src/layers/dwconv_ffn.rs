@@ -145,7 +145,7 @@ pub struct DwConvFfn {
 }
 
 fn chain(convs: &[Conv2d], x: Tensor<4>) -> Tensor<4> {
-    convs.iter().fold(x, |x, conv| conv.forward(x))
+    convs.iter().fold(x, |x, conv| crate::cpu::depthwise_conv2d(conv, x))
 }
 
 /// Folds two stacked 1x1 convs `b(a(x))` into one.
@@ -210,7 +210,7 @@ impl DwConvFfn {
         Ok(match self.form {
             FfnForm::Reparam => {
                 let h = Activation::Gelu.forward(chain(&self.project_in, x));
-                let mixed = self.dwconv.iter().fold(h.clone(), |acc, conv| acc + conv.forward(h.clone()));
+                let mixed = self.dwconv.iter().fold(h.clone(), |acc, conv| acc + crate::cpu::depthwise_conv2d(conv, h.clone()));
                 chain(&self.project_out, mixed)
             }
             FfnForm::Plain | FfnForm::Fused => {
