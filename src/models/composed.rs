@@ -1,11 +1,12 @@
-//! The one model shell: a diffusion transformer composed from parts. DiT and U-DiT are presets
-//! of it ([`DiTConfig`](crate::models::DiTConfig), [`UDiTConfig`](crate::models::UDiTConfig)).
+//! The one model shell: a diffusion transformer composed from parts. DiT, U-DiT and MicroDiT
+//! are presets of it ([`DiTConfig`](crate::models::DiTConfig), [`UDiTConfig`](crate::models::UDiTConfig),
+//! [`MicroDiTConfig`](crate::models::MicroDiTConfig)).
 //!
 //! ```text
 //! x [B, C, H, W] ─► stem: patchify + sin-cos positions (DiT) | 3x3 conv (U-DiT) ─► tokens [B, N, D]
 //! (t, condition) ─► ConditionEmbedder (one per stage width; per block with diffusers' layout)
 //!                   ─► c, context tokens; adaLN-single: c ─► t_block (SiLU, Linear(D, 6D))
-//! masking:  patch-mixer blocks (all tokens) ─► keep the unmasked tokens
+//! masking:  [keep (naive)] ─► [map_xin] ─► patch-mixer blocks ─► keep the unmasked tokens ─► [map_xout]
 //! stages:   flat: Block x depth
 //!           U-shaped: enc1 (D, g) ─► down ─► enc2 (2D, g/2) ─► down ─► latent (4D, g/4)
 //!                     ─► up ⊕ enc2 ─► 1x1 ─► dec2 (2D, g/2) ─► up ⊕ enc1 ─► 1x1 ─► dec1 (2D, g)
@@ -46,14 +47,15 @@ use rand::Rng;
 
 use crate::blocks::parts::{AttentionPart, BlockCondition, ConditioningKind, FeedForwardPart};
 use crate::blocks::{Block, BlockConfig, ConditionEmbedder, ConditionInput, EmbeddedCondition, FinalLayer, FinalLayerConfig};
-use crate::blocks::{FinalProjectionKind, UDiTResample};
+use crate::blocks::microdit_block::NormLinear;
+use crate::blocks::{ConditionKind, FinalProjectionKind, UDiTResample};
 use crate::contracts::TokenMask;
 use crate::error::{Error, Result, ensure_dims};
 use crate::layers::adaln::AdaLnModulation;
 use crate::layers::dwconv_ffn::{FfnForm, same_conv2d};
 use crate::layers::init::{WeightInit, conv2d, frozen_param};
 use crate::layers::patch_embed::unpatchify;
-use crate::layers::pos_embed::sincos_2d;
+use crate::layers::pos_embed::sincos_2d_from_coords;
 use crate::layers::{PatchEmbed, PatchEmbedConfig};
 
 pub use super::composed_config::{ComposedDiTConfig, HeadKind, MaskingConfig, StageLayout, StemKind};
@@ -95,7 +97,10 @@ impl ComposedDiTConfig {
         };
         let (x_embedder, pos_embed) = match self.stem {
             StemKind::Patch => {
-                let pos = sincos_2d(d, [g, g], device)?.unsqueeze_dim::<3>(0);
+                // numpy: arange(g, float32) / pos_interp_scale
+                let coords: Vec<f64> = (0..g).map(|i| (i as f32 / self.pos_interp_scale as f32) as f64).collect();
+                let table = sincos_2d_from_coords(d, &coords, &coords)?;
+                let pos = Tensor::<2>::from_data(TensorData::new(table, [g * g, d]), device).unsqueeze_dim::<3>(0);
                 (Stem::Patch(PatchEmbedConfig::new(c, d, p).init(device)?), Some(frozen_param(pos)))
             }
             StemKind::Conv3x3 => (Stem::Conv(conv2d([c, d], [3, 3], [1, 1], [1, 1], 1, true, WeightInit::XavierUniform, device)), None),
@@ -106,6 +111,9 @@ impl ComposedDiTConfig {
             HeadKind::Conv3x3 => (Some(same_conv2d([fw, fw], 3, 1, true, false, device)), FinalProjectionKind::Conv3x3),
         };
         let mixer_depth = self.masking.as_ref().map_or(0, |m| m.mixer_depth);
+        let (maps, m, eps) = (self.has_mixer_maps(), self.mixer_width(), self.norm_eps);
+        let map_bias = self.masking.as_ref().is_some_and(|m| m.map_bias);
+        let caption = matches!(self.condition, ConditionKind::Caption { .. });
         Ok(ComposedDiT {
             x_embedder,
             pos_embed,
@@ -115,19 +123,28 @@ impl ComposedDiTConfig {
                 ConditioningKind::AdaLnSingle => widths.iter().map(|&w| AdaLnModulation::new(w, w, 6, false, device)).collect(),
                 _ => Vec::new(),
             },
-            patch_mixer: (0..mixer_depth).map(|_| self.build_block(self.block_config(0, 0, d, false), device)).collect::<Result<_>>()?,
+            patch_mixer: (0..mixer_depth).map(|i| self.build_block(self.mixer_block_config(i), device)).collect::<Result<_>>()?,
+            patch_mixer_map_xin: maps.then(|| NormLinear::new(d, m, map_bias, eps, device)),
+            patch_mixer_map_xout: maps.then(|| NormLinear::new(m, d, map_bias, eps, device)),
+            patch_mixer_map_y: (maps && caption).then(|| NormLinear::new(d, m, map_bias, eps, device)),
             stages,
             resample,
             reduce,
             mask_token: self.masking.is_some().then(|| frozen_param(Tensor::zeros([1, 1, p2c], device))),
             output,
-            final_layer: FinalLayerConfig::new(fw, p2c).with_projection(projection).init(device)?,
+            final_layer: FinalLayerConfig::new(fw, p2c)
+                .with_projection(projection)
+                .with_norm_weight(self.final_norm_weight)
+                .with_norm_eps(eps)
+                .with_activation(self.activation)
+                .init(device)?,
             input_size: self.input_size,
             patch_size: p,
             in_channels: c,
             out_channels: self.out_channels(),
             in_context: self.conditioning == ConditioningKind::InContext,
             train_mask_ratio: self.masking.as_ref().map_or(0.0, |m| m.train_mask_ratio),
+            naive_masking: self.masking.as_ref().is_some_and(|m| m.naive),
         })
     }
 
@@ -189,6 +206,12 @@ pub struct ComposedDiT {
     pub t_blocks: Vec<AdaLnModulation>,
     /// Patch-mixer blocks (deferred masking), on every token.
     pub patch_mixer: Vec<Block>,
+    /// `D -> D_mixer` map into the patch-mixer (only when the widths differ).
+    pub patch_mixer_map_xin: Option<NormLinear>,
+    /// `D_mixer -> D` map out of the patch-mixer (applied after masking).
+    pub patch_mixer_map_xout: Option<NormLinear>,
+    /// `D -> D_mixer` map of the caption tokens for the patch-mixer.
+    pub patch_mixer_map_y: Option<NormLinear>,
     /// The stages of blocks (one flat stage, or five of the U).
     pub stages: Vec<Vec<Block>>,
     /// U-shaped: down 1-2, down 2-3, up 3-2, up 2-1.
@@ -214,6 +237,8 @@ pub struct ComposedDiT {
     pub in_context: bool,
     /// Mask ratio of training forwards (0 without masking).
     pub train_mask_ratio: f64,
+    /// Masks are applied before the patch-mixer (the naive baseline), not after it.
+    pub naive_masking: bool,
 }
 
 /// What a [`ComposedDiT`]'s condition embedders compute from `(t, condition)`.
@@ -295,9 +320,12 @@ impl ComposedDiT {
         let s = Some(self.input_size);
         ensure_dims("x", x.dims(), [None, Some(self.in_channels), s, s])?;
         let b = x.dims()[0];
-        ensure_dims("t", t.dims(), [Some(b)])?;
+        if t.dims()[0] != 1 {
+            ensure_dims("t", t.dims(), [Some(b)])?;
+        }
         self.cond_embedders[0].check(cond, b)?;
-        crate::validate::model_inputs(x, t, self.x_embedder.dtype())
+        let (x, t) = crate::validate::model_inputs(x, t, self.x_embedder.dtype())?;
+        Ok((x, if t.dims()[0] == 1 && b != 1 { t.expand([b]) } else { t }))
     }
 
     /// The stem plus the position table (if any).
@@ -435,15 +463,8 @@ impl ComposedDiT {
         let conds: Vec<BlockCondition> = cond.stages.iter().enumerate().map(|(i, e)| self.condition(i, e)).collect();
         let per_block: Vec<BlockCondition> = cond.blocks.iter().map(|e| self.condition(0, e)).collect();
         let g = self.grid_size();
-        let mut tokens = self.embed(x)?;
-        tokens = self.run_stage(&self.patch_mixer, tokens, Some([g, g]), &conds[0], &[])?;
-        let grid = match mask {
-            Some(m) => {
-                tokens = m.keep(tokens)?;
-                None
-            }
-            None => Some([g, g]),
-        };
+        let tokens = self.embed(x)?;
+        let (tokens, grid) = self.run_mixer(tokens, g, &conds[0], mask)?;
         let (h, c_final) = if self.stages.len() == 1 {
             (self.run_stage(&self.stages[0], tokens, grid, &conds[0], &per_block)?, &conds[0])
         } else {
@@ -457,6 +478,33 @@ impl ComposedDiT {
             out = m.restore(out, fill.val().flatten::<1>(0, 2))?;
         }
         Ok(unpatchify(out, self.patch_size, self.out_channels, [g, g]))
+    }
+
+    /// Masking and the patch-mixer (with its maps): tokens masked before (naive) or after
+    /// (deferred) it; returns the backbone's tokens and grid (`None` when masked).
+    fn run_mixer(&self, mut tokens: Tensor<3>, g: usize, cond: &BlockCondition, mask: Option<&TokenMask>) -> Result<(Tensor<3>, Option<[usize; 2]>)> {
+        let naive = self.naive_masking;
+        if let (Some(m), true) = (mask, naive) {
+            tokens = m.keep(tokens)?;
+        }
+        if !self.patch_mixer.is_empty() {
+            if let Some(map) = &self.patch_mixer_map_xin {
+                tokens = map.forward(tokens);
+            }
+            let mut c = cond.clone();
+            if let (Some(y), Some(map)) = (&cond.context, &self.patch_mixer_map_y) {
+                c.context = Some(map.forward(y.clone()));
+            }
+            let grid = (mask.is_none() || !naive).then_some([g, g]);
+            tokens = self.run_stage(&self.patch_mixer, tokens, grid, &c, &[])?;
+        }
+        if let (Some(m), false) = (mask, naive) {
+            tokens = m.keep(tokens)?;
+        }
+        if let Some(map) = &self.patch_mixer_map_xout {
+            tokens = map.forward(tokens);
+        }
+        Ok((tokens, mask.is_none().then_some([g, g])))
     }
 
     /// The U: `conds` at widths `D, 2D, 4D`; returns the decoder output and its condition.
