@@ -2,8 +2,9 @@
 //! the stem and head, patch size, widths, the stage layout (flat or U-shaped), the block
 //! parts, layer-wise scaling, the condition (and diffusers' per-block embedders) and deferred
 //! masking. DiT ([`DiTConfig`](crate::models::DiTConfig)), U-DiT
-//! ([`UDiTConfig`](crate::models::UDiTConfig)) and MicroDiT
-//! ([`MicroDiTConfig`](crate::models::MicroDiTConfig)) are presets that build one of these.
+//! ([`UDiTConfig`](crate::models::UDiTConfig)), MicroDiT
+//! ([`MicroDiTConfig`](crate::models::MicroDiTConfig)) and MM-DiT
+//! ([`MMDiTConfig`](crate::models::MMDiTConfig)) are presets that build one of these.
 
 use burn::prelude::*;
 
@@ -193,12 +194,31 @@ pub struct ComposedDiTConfig {
     /// Epsilon of the final layer's and the mixer maps' LayerNorms. Default: 1e-6.
     #[config(default = 1e-6)]
     pub norm_eps: f64,
+    /// An `M x M` sin-cos table centre-cropped to each input's patch grid (SD3's
+    /// `pos_embed_max_size`; positions `sd3_grid_coords(M, input_size / p, pos_interp_scale)`):
+    /// inputs of any size up to `M p` on each side. Flat layout without masking only.
+    /// Default: none (a fixed grid of `input_size / p`).
+    #[config(default = "None")]
+    pub pos_embed_max_size: Option<usize>,
+    /// Width of per-token context (text) embeddings, projected to `D` by a
+    /// `context_embedder` and carried through the blocks (MM-DiT's joint blocks update it).
+    /// Default: none.
+    #[config(default = "None")]
+    pub context_dim: Option<usize>,
+    /// Output channels other than `in_channels` (or twice it with `learn_sigma`).
+    /// Default: none.
+    #[config(default = "None")]
+    pub output_channels: Option<usize>,
 }
 
 impl ComposedDiTConfig {
     /// Output channels (`2 * in_channels` with `learn_sigma`).
     pub fn out_channels(&self) -> usize {
-        if self.learn_sigma { 2 * self.in_channels } else { self.in_channels }
+        match (self.output_channels, self.learn_sigma) {
+            (Some(c), _) => c,
+            (None, true) => 2 * self.in_channels,
+            (None, false) => self.in_channels,
+        }
     }
 
     /// Patches per side.
@@ -293,7 +313,10 @@ impl ComposedDiTConfig {
             ("hidden_size", self.hidden_size),
             ("head_dim", self.head_dim),
         ])?;
-        ensure_divisible("input_size", self.input_size, "patch_size", self.patch_size)?;
+        if self.pos_embed_max_size.is_none() {
+            // with a cropped table, `input_size / p` is only the table's base size
+            ensure_divisible("input_size", self.input_size, "patch_size", self.patch_size)?;
+        }
         ensure_config(self.num_heads != Some(0), || "num_heads must be positive".to_string())?;
         match self.num_heads {
             Some(h) => ensure_divisible("hidden_size", self.hidden_size, "num_heads", h)?,
@@ -344,6 +367,12 @@ impl ComposedDiTConfig {
                 grid_parts |= b.needs_grid();
             }
         }
+        ensure_config(self.pos_embed_max_size.is_none() || (!u_shaped && self.masking.is_none() && patch_stem), || {
+            "a cropped position table needs the patch stem, the flat layout and no masking".to_string()
+        })?;
+        ensure_config(self.pos_embed_max_size != Some(0) && self.context_dim != Some(0) && self.output_channels != Some(0), || {
+            "pos_embed_max_size, context_dim and output_channels must be positive".to_string()
+        })?;
         ensure_config(self.pos_interp_scale > 0.0 && self.timestep_frequency_size > 0 && self.mixer_width() > 0, || {
             "pos_interp_scale, timestep_frequency_size and the mixer width must be positive".to_string()
         })?;
