@@ -12,7 +12,7 @@ use crate::models::composed_config::{ComposedDiTConfig, MaskingConfig, StageLayo
 use crate::layers::swiglu::swiglu_hidden;
 use crate::contracts::num_keep;
 
-/// Which backbone and conditioning a [`MicroDiT`] uses.
+/// Which backbone and conditioning a [`MicroDiT`](crate::models::MicroDiT) uses.
 #[derive(Config, Debug, Copy, PartialEq, Eq)]
 pub enum MicroDiTBackbone {
     /// The reference text-to-image MicroDiT: caption embeddings, MicroDiT blocks
@@ -69,7 +69,7 @@ pub fn linspace(start: f64, end: f64, num: usize) -> Vec<f64> {
     (0..num).map(|i| if i + 1 == num { end } else { start + i as f64 * step }).collect()
 }
 
-/// Configuration of a [`MicroDiT`]; field names and defaults follow the reference `DiT`
+/// Configuration of a [`MicroDiT`](crate::models::MicroDiT); field names and defaults follow the reference `DiT`
 /// constructor.
 #[derive(Config, Debug)]
 pub struct MicroDiTConfig {
@@ -150,7 +150,7 @@ pub struct MicroDiTConfig {
     /// Number of classes (DiT backbone). Default: 1000.
     #[config(default = 1000)]
     pub num_classes: usize,
-    /// Train-time condition dropout of [`MicroDiT::forward_train`]: labels become the null
+    /// Train-time condition dropout of [`MicroDiT::forward_train`](crate::models::MicroDiT::forward_train): labels become the null
     /// class (DiT backbone; a positive value adds the null row), captions become zero
     /// embeddings (the reference's `cap_drop_prob`). Default: 0.1.
     #[config(default = 0.1)]
@@ -161,7 +161,7 @@ pub struct MicroDiTConfig {
     /// Where masks are applied. Default: deferred (after the patch-mixer).
     #[config(default = "MaskingMode::Deferred")]
     pub masking: MaskingMode,
-    /// Mask ratio of [`MicroDiT::forward_train`]; 0 trains unmasked (the final fine-tuning
+    /// Mask ratio of [`MicroDiT::forward_train`](crate::models::MicroDiT::forward_train); 0 trains unmasked (the final fine-tuning
     /// phase). Default: 0.0.
     #[config(default = 0.0)]
     pub train_mask_ratio: f64,
@@ -376,7 +376,7 @@ impl MicroDiTConfig {
     }
 
     /// Elements of the persisted but untrained buffers (`pos_embed`, `mask_token`), which a
-    /// [`MicroDiT`] module stores as frozen parameters.
+    /// [`MicroDiT`](crate::models::MicroDiT) module stores as frozen parameters.
     pub fn num_buffer_elements(&self) -> usize {
         self.num_tokens() * self.dim + self.patch_size * self.patch_size * self.out_channels()
     }
