@@ -96,22 +96,6 @@ pub fn model_inputs<const D: usize>(x: Tensor<D>, t: Tensor<1>, dtype: DType) ->
     Ok((float_input("x", x, dtype)?, timesteps(t, dtype)?))
 }
 
-/// MM-DiT's inputs: [`model_inputs`] plus the text tokens and the pooled text embedding, each
-/// checked as [`float_input`].
-///
-/// # Errors
-/// As [`float_input`] and [`timesteps`].
-pub fn mmdit_inputs(
-    x: Tensor<4>,
-    t: Tensor<1>,
-    text: Tensor<3>,
-    pooled: Tensor<2>,
-    dtype: DType,
-) -> Result<(Tensor<4>, Tensor<1>, Tensor<3>, Tensor<2>)> {
-    let (x, t) = model_inputs(x, t, dtype)?;
-    Ok((x, t, float_input("text", text, dtype)?, float_input("pooled", pooled, dtype)?))
-}
-
 /// A label the crate is about to put into an integer tensor: it must fit the smallest integer
 /// tensor type of Burn's backends (`i32`).
 ///

@@ -74,23 +74,29 @@ impl CroppedPosEmbed {
     /// # Errors
     /// [`Error::Shape`] when the grid is empty or larger than the table on either side.
     pub fn crop(&self, grid: [usize; 2]) -> Result<Tensor<3>> {
-        let [gh, gw] = grid;
-        let m = self.max_size;
-        if gh == 0 || gw == 0 || gh > m || gw > m {
-            return Err(Error::Shape {
-                name: "patch grid".into(),
-                expected: format!("between 1x1 and {m}x{m} patches (pos_embed_max_size {m})"),
-                got: format!("{gh}x{gw}"),
-            });
-        }
-        let [_, _, d] = self.table.dims();
-        let (top, left) = ((m - gh) / 2, (m - gw) / 2);
-        Ok(self.table.val().reshape([1, m, m, d]).slice([0..1, top..top + gh, left..left + gw, 0..d]).reshape([
-            1,
-            gh * gw,
-            d,
-        ]))
+        crop_table(self.table.val(), self.max_size, grid)
     }
+}
+
+/// The centre crop of an `M x M` table `[1, M*M, D]` for a `gh x gw` patch grid.
+///
+/// # Shapes
+/// - `table`: `[1, M*M, D]` -> `[1, gh*gw, D]`, row-major over the crop
+///
+/// # Errors
+/// [`Error::Shape`] when the grid is empty or larger than the table on either side.
+pub fn crop_table(table: Tensor<3>, m: usize, grid: [usize; 2]) -> Result<Tensor<3>> {
+    let [gh, gw] = grid;
+    if gh == 0 || gw == 0 || gh > m || gw > m {
+        return Err(Error::Shape {
+            name: "patch grid".into(),
+            expected: format!("between 1x1 and {m}x{m} patches (pos_embed_max_size {m})"),
+            got: format!("{gh}x{gw}"),
+        });
+    }
+    let [_, _, d] = table.dims();
+    let (top, left) = ((m - gh) / 2, (m - gw) / 2);
+    Ok(table.reshape([1, m, m, d]).slice([0..1, top..top + gh, left..left + gw, 0..d]).reshape([1, gh * gw, d]))
 }
 
 #[cfg(test)]

@@ -1,11 +1,12 @@
-//! The one model shell: a diffusion transformer composed from parts. DiT and U-DiT are presets
-//! of it ([`DiTConfig`](crate::models::DiTConfig), [`UDiTConfig`](crate::models::UDiTConfig)).
+//! The one model shell: a diffusion transformer composed from parts. DiT, U-DiT, MicroDiT and
+//! MM-DiT are presets of it ([`DiTConfig`](crate::models::DiTConfig), [`UDiTConfig`](crate::models::UDiTConfig),
+//! [`MicroDiTConfig`](crate::models::MicroDiTConfig), [`MMDiTConfig`](crate::models::MMDiTConfig)).
 //!
 //! ```text
 //! x [B, C, H, W] ─► stem: patchify + sin-cos positions (DiT) | 3x3 conv (U-DiT) ─► tokens [B, N, D]
 //! (t, condition) ─► ConditionEmbedder (one per stage width; per block with diffusers' layout)
 //!                   ─► c, context tokens; adaLN-single: c ─► t_block (SiLU, Linear(D, 6D))
-//! masking:  patch-mixer blocks (all tokens) ─► keep the unmasked tokens
+//! masking:  [keep (naive)] ─► [map_xin] ─► patch-mixer blocks ─► keep the unmasked tokens ─► [map_xout]
 //! stages:   flat: Block x depth
 //!           U-shaped: enc1 (D, g) ─► down ─► enc2 (2D, g/2) ─► down ─► latent (4D, g/4)
 //!                     ─► up ⊕ enc2 ─► 1x1 ─► dec2 (2D, g/2) ─► up ⊕ enc1 ─► 1x1 ─► dec1 (2D, g)
@@ -41,21 +42,25 @@
 use burn::module::Param;
 use burn::nn::conv::Conv2d;
 use burn::prelude::*;
-use burn::tensor::DType;
 use rand::Rng;
 
 use crate::blocks::parts::{AttentionPart, BlockCondition, ConditioningKind, FeedForwardPart};
 use crate::blocks::{Block, BlockConfig, ConditionEmbedder, ConditionInput, EmbeddedCondition, FinalLayer, FinalLayerConfig};
-use crate::blocks::{FinalProjectionKind, UDiTResample};
+use crate::blocks::microdit_block::NormLinear;
+use crate::blocks::{ConditionKind, FinalProjectionKind, UDiTResample};
 use crate::contracts::TokenMask;
 use crate::error::{Error, Result, ensure_dims};
 use crate::layers::adaln::AdaLnModulation;
 use crate::layers::dwconv_ffn::{FfnForm, same_conv2d};
-use crate::layers::init::{WeightInit, conv2d, frozen_param};
+use crate::layers::init::{WeightInit, conv2d, frozen_param, linear};
+use crate::layers::pos_embed_cropped::{CroppedPosEmbedConfig, crop_table};
+use burn::nn::Linear;
 use crate::layers::patch_embed::unpatchify;
-use crate::layers::pos_embed::sincos_2d;
-use crate::layers::{PatchEmbed, PatchEmbedConfig};
+use crate::layers::pos_embed::sincos_2d_from_coords;
+use crate::layers::PatchEmbedConfig;
 
+pub use super::composed_stem::Stem;
+pub(crate) use super::composed_stem::{to_map, to_tokens};
 pub use super::composed_config::{ComposedDiTConfig, HeadKind, MaskingConfig, StageLayout, StemKind};
 
 impl ComposedDiTConfig {
@@ -94,8 +99,16 @@ impl ComposedDiTConfig {
             (Vec::new(), Vec::new())
         };
         let (x_embedder, pos_embed) = match self.stem {
+            StemKind::Patch if self.pos_embed_max_size.is_some() => {
+                let m = self.pos_embed_max_size.unwrap_or(g);
+                let table = CroppedPosEmbedConfig::new(d, m, g).with_interpolation_scale(self.pos_interp_scale).init(device)?;
+                (Stem::Patch(PatchEmbedConfig::new(c, d, p).init(device)?), Some(table.table))
+            }
             StemKind::Patch => {
-                let pos = sincos_2d(d, [g, g], device)?.unsqueeze_dim::<3>(0);
+                // numpy: arange(g, float32) / pos_interp_scale
+                let coords: Vec<f64> = (0..g).map(|i| (i as f32 / self.pos_interp_scale as f32) as f64).collect();
+                let table = sincos_2d_from_coords(d, &coords, &coords)?;
+                let pos = Tensor::<2>::from_data(TensorData::new(table, [g * g, d]), device).unsqueeze_dim::<3>(0);
                 (Stem::Patch(PatchEmbedConfig::new(c, d, p).init(device)?), Some(frozen_param(pos)))
             }
             StemKind::Conv3x3 => (Stem::Conv(conv2d([c, d], [3, 3], [1, 1], [1, 1], 1, true, WeightInit::XavierUniform, device)), None),
@@ -106,6 +119,9 @@ impl ComposedDiTConfig {
             HeadKind::Conv3x3 => (Some(same_conv2d([fw, fw], 3, 1, true, false, device)), FinalProjectionKind::Conv3x3),
         };
         let mixer_depth = self.masking.as_ref().map_or(0, |m| m.mixer_depth);
+        let (maps, m, eps) = (self.has_mixer_maps(), self.mixer_width(), self.norm_eps);
+        let map_bias = self.masking.as_ref().is_some_and(|m| m.map_bias);
+        let caption = matches!(self.condition, ConditionKind::Caption { .. });
         Ok(ComposedDiT {
             x_embedder,
             pos_embed,
@@ -115,19 +131,30 @@ impl ComposedDiTConfig {
                 ConditioningKind::AdaLnSingle => widths.iter().map(|&w| AdaLnModulation::new(w, w, 6, false, device)).collect(),
                 _ => Vec::new(),
             },
-            patch_mixer: (0..mixer_depth).map(|_| self.build_block(self.block_config(0, 0, d, false), device)).collect::<Result<_>>()?,
+            context_embedder: self.context_dim.map(|j| linear(j, d, true, WeightInit::XavierUniform, device)),
+            patch_mixer: (0..mixer_depth).map(|i| self.build_block(self.mixer_block_config(i), device)).collect::<Result<_>>()?,
+            patch_mixer_map_xin: maps.then(|| NormLinear::new(d, m, map_bias, eps, device)),
+            patch_mixer_map_xout: maps.then(|| NormLinear::new(m, d, map_bias, eps, device)),
+            patch_mixer_map_y: (maps && caption).then(|| NormLinear::new(d, m, map_bias, eps, device)),
             stages,
             resample,
             reduce,
             mask_token: self.masking.is_some().then(|| frozen_param(Tensor::zeros([1, 1, p2c], device))),
             output,
-            final_layer: FinalLayerConfig::new(fw, p2c).with_projection(projection).init(device)?,
+            final_layer: FinalLayerConfig::new(fw, p2c)
+                .with_projection(projection)
+                .with_norm_weight(self.final_norm_weight)
+                .with_norm_eps(eps)
+                .with_activation(self.activation)
+                .init(device)?,
             input_size: self.input_size,
             patch_size: p,
             in_channels: c,
             out_channels: self.out_channels(),
             in_context: self.conditioning == ConditioningKind::InContext,
             train_mask_ratio: self.masking.as_ref().map_or(0.0, |m| m.train_mask_ratio),
+            naive_masking: self.masking.as_ref().is_some_and(|m| m.naive),
+            pos_embed_max_size: self.pos_embed_max_size,
         })
     }
 
@@ -147,33 +174,6 @@ const U_CONDITION: [usize; 5] = [0, 1, 2, 1, 1];
 /// The grid of each stage of the U: `g >> shift` (`g, g/2, g/4, g/2, g`).
 const U_GRID_SHIFT: [usize; 5] = [0, 1, 2, 1, 0];
 
-/// The stem module (see [`StemKind`]).
-#[derive(Module, Debug)]
-pub enum Stem {
-    /// Patchify (`x_embedder.proj`).
-    Patch(PatchEmbed),
-    /// 3x3 conv, stride 1 (`x_embedder`).
-    Conv(Conv2d),
-}
-
-impl Stem {
-    /// # Shapes
-    /// - `x`: `[B, C, H, W]` -> `[B, N, D]`
-    fn forward(&self, x: Tensor<4>) -> Result<Tensor<3>> {
-        match self {
-            Stem::Patch(p) => p.forward(x),
-            Stem::Conv(c) => Ok(to_tokens(c.forward(x))),
-        }
-    }
-
-    fn dtype(&self) -> DType {
-        match self {
-            Stem::Patch(p) => p.proj.weight.dtype(),
-            Stem::Conv(c) => c.weight.dtype(),
-        }
-    }
-}
-
 /// A diffusion transformer composed from parts; see the [module docs](self).
 #[derive(Module, Debug)]
 pub struct ComposedDiT {
@@ -187,8 +187,16 @@ pub struct ComposedDiT {
     pub block_embedders: Vec<ConditionEmbedder>,
     /// adaLN-single's shared regressions `SiLU, Linear(w, 6w)`, one per stage width.
     pub t_blocks: Vec<AdaLnModulation>,
+    /// Projection of the context (text) tokens to `D` (MM-DiT's `context_embedder`).
+    pub context_embedder: Option<Linear>,
     /// Patch-mixer blocks (deferred masking), on every token.
     pub patch_mixer: Vec<Block>,
+    /// `D -> D_mixer` map into the patch-mixer (only when the widths differ).
+    pub patch_mixer_map_xin: Option<NormLinear>,
+    /// `D_mixer -> D` map out of the patch-mixer (applied after masking).
+    pub patch_mixer_map_xout: Option<NormLinear>,
+    /// `D -> D_mixer` map of the caption tokens for the patch-mixer.
+    pub patch_mixer_map_y: Option<NormLinear>,
     /// The stages of blocks (one flat stage, or five of the U).
     pub stages: Vec<Vec<Block>>,
     /// U-shaped: down 1-2, down 2-3, up 3-2, up 2-1.
@@ -214,6 +222,10 @@ pub struct ComposedDiT {
     pub in_context: bool,
     /// Mask ratio of training forwards (0 without masking).
     pub train_mask_ratio: f64,
+    /// Masks are applied before the patch-mixer (the naive baseline), not after it.
+    pub naive_masking: bool,
+    /// Side `M` of a centre-cropped `M x M` position table (inputs of any size up to `M p`).
+    pub pos_embed_max_size: Option<usize>,
 }
 
 /// What a [`ComposedDiT`]'s condition embedders compute from `(t, condition)`.
@@ -224,16 +236,6 @@ pub struct ComposedCondition {
     pub stages: Vec<EmbeddedCondition>,
     /// Blocks 1.. with their own embedders (empty unless `per_block_embedders`).
     pub blocks: Vec<EmbeddedCondition>,
-}
-
-pub(crate) fn to_map(x: Tensor<3>, g: usize) -> Tensor<4> {
-    let [b, _, c] = x.dims();
-    x.reshape([b, g, g, c]).permute([0, 3, 1, 2])
-}
-
-pub(crate) fn to_tokens(x: Tensor<4>) -> Tensor<3> {
-    let [b, c, h, w] = x.dims();
-    x.permute([0, 2, 3, 1]).reshape([b, h * w, c])
 }
 
 /// Class labels (or nothing) as the condition input.
@@ -291,13 +293,16 @@ impl ComposedDiT {
 
     /// Shapes and the condition's kind, then [`crate::validate::model_inputs`] (non-empty
     /// batch, dtype, finite values, timestep range).
-    fn check_inputs(&self, x: Tensor<4>, t: Tensor<1>, cond: ConditionInput<'_>) -> Result<(Tensor<4>, Tensor<1>)> {
-        let s = Some(self.input_size);
+    pub(crate) fn check_inputs(&self, x: Tensor<4>, t: Tensor<1>, cond: ConditionInput<'_>) -> Result<(Tensor<4>, Tensor<1>)> {
+        let s = if self.pos_embed_max_size.is_some() { None } else { Some(self.input_size) };
         ensure_dims("x", x.dims(), [None, Some(self.in_channels), s, s])?;
         let b = x.dims()[0];
-        ensure_dims("t", t.dims(), [Some(b)])?;
+        if t.dims()[0] != 1 {
+            ensure_dims("t", t.dims(), [Some(b)])?;
+        }
         self.cond_embedders[0].check(cond, b)?;
-        crate::validate::model_inputs(x, t, self.x_embedder.dtype())
+        let (x, t) = crate::validate::model_inputs(x, t, self.x_embedder.dtype())?;
+        Ok((x, if t.dims()[0] == 1 && b != 1 { t.expand([b]) } else { t }))
     }
 
     /// The stem plus the position table (if any).
@@ -308,11 +313,19 @@ impl ComposedDiT {
     /// # Errors
     /// [`Error::Shape`] for a wrong channel count or a size the stem cannot take.
     pub fn embed(&self, x: Tensor<4>) -> Result<Tensor<3>> {
+        let grid = self.grid_of(&x);
         let tokens = self.x_embedder.forward(x)?;
-        Ok(match &self.pos_embed {
-            Some(pos) => tokens + pos.val(),
-            None => tokens,
+        Ok(match (&self.pos_embed, self.pos_embed_max_size) {
+            (Some(pos), Some(m)) => tokens + crop_table(pos.val(), m, grid)?,
+            (Some(pos), None) => tokens + pos.val(),
+            (None, _) => tokens,
         })
+    }
+
+    /// The patch grid `[H / p, W / p]` of a latent.
+    fn grid_of(&self, x: &Tensor<4>) -> [usize; 2] {
+        let [_, _, h, w] = x.dims();
+        [h / self.patch_size, w / self.patch_size]
     }
 
     /// The conditioning from timesteps and the condition; where `drop` is true, labels become
@@ -354,6 +367,7 @@ impl ComposedDiT {
         grid: Option<[usize; 2]>,
         cond: &BlockCondition,
         per_block: &[BlockCondition],
+        skip: &[usize],
     ) -> Result<Tensor<3>> {
         let extra = match (self.in_context, &cond.context) {
             (true, Some(ctx)) => Some(ctx.clone()),
@@ -364,9 +378,18 @@ impl ComposedDiT {
             Some(e) => Tensor::cat(vec![e, x], 1),
             None => x,
         };
+        let mut own = cond.clone(); // the context stream, updated by two-stream blocks
         for (i, block) in blocks.iter().enumerate() {
-            let c = i.checked_sub(1).and_then(|k| per_block.get(k)).unwrap_or(cond);
-            h = block.forward(h, grid, c)?;
+            if skip.contains(&i) {
+                continue;
+            }
+            let c = i.checked_sub(1).and_then(|k| per_block.get(k)).unwrap_or(&own);
+            if matches!(block.attn, AttentionPart::TwoStream(_)) {
+                let (out, context) = block.forward_joint(h, grid, c)?;
+                (h, own.context) = (out, context);
+            } else {
+                h = block.forward(h, grid, c)?;
+            }
         }
         let [b, n, d] = h.dims();
         Ok(if m > 0 { h.slice([0..b, m..n, 0..d]) } else { h })
@@ -427,25 +450,30 @@ impl ComposedDiT {
             ensure_dims("mask", [m.batch(), m.num_tokens()], [Some(x.dims()[0]), Some(self.num_tokens())])?;
         }
         let embedded = self.embed_condition(t, cond, drop)?;
-        self.forward_condition(x, &embedded, mask)
+        self.forward_condition(x, &embedded, mask, None, &[])
     }
 
     /// The network on checked inputs with a computed condition.
-    fn forward_condition(&self, x: Tensor<4>, cond: &ComposedCondition, mask: Option<&TokenMask>) -> Result<Tensor<4>> {
-        let conds: Vec<BlockCondition> = cond.stages.iter().enumerate().map(|(i, e)| self.condition(i, e)).collect();
+    pub(crate) fn forward_condition(
+        &self,
+        x: Tensor<4>,
+        cond: &ComposedCondition,
+        mask: Option<&TokenMask>,
+        context: Option<Tensor<3>>,
+        skip: &[usize],
+    ) -> Result<Tensor<4>> {
+        let mut conds: Vec<BlockCondition> = cond.stages.iter().enumerate().map(|(i, e)| self.condition(i, e)).collect();
+        if context.is_some() {
+            conds[0].context = context;
+        }
         let per_block: Vec<BlockCondition> = cond.blocks.iter().map(|e| self.condition(0, e)).collect();
+        let [gh, gw] = self.grid_of(&x);
         let g = self.grid_size();
-        let mut tokens = self.embed(x)?;
-        tokens = self.run_stage(&self.patch_mixer, tokens, Some([g, g]), &conds[0], &[])?;
-        let grid = match mask {
-            Some(m) => {
-                tokens = m.keep(tokens)?;
-                None
-            }
-            None => Some([g, g]),
-        };
+        let tokens = self.embed(x)?;
+        let (tokens, grid) = self.run_mixer(tokens, g, &conds[0], mask)?;
         let (h, c_final) = if self.stages.len() == 1 {
-            (self.run_stage(&self.stages[0], tokens, grid, &conds[0], &per_block)?, &conds[0])
+            let grid = grid.map(|_| [gh, gw]);
+            (self.run_stage(&self.stages[0], tokens, grid, &conds[0], &per_block, skip)?, &conds[0])
         } else {
             self.run_u(tokens, g, &conds)?
         };
@@ -456,7 +484,34 @@ impl ComposedDiT {
         if let (Some(m), Some(fill)) = (mask, &self.mask_token) {
             out = m.restore(out, fill.val().flatten::<1>(0, 2))?;
         }
-        Ok(unpatchify(out, self.patch_size, self.out_channels, [g, g]))
+        Ok(unpatchify(out, self.patch_size, self.out_channels, [gh, gw]))
+    }
+
+    /// Masking and the patch-mixer (with its maps): tokens masked before (naive) or after
+    /// (deferred) it; returns the backbone's tokens and grid (`None` when masked).
+    fn run_mixer(&self, mut tokens: Tensor<3>, g: usize, cond: &BlockCondition, mask: Option<&TokenMask>) -> Result<(Tensor<3>, Option<[usize; 2]>)> {
+        let naive = self.naive_masking;
+        if let (Some(m), true) = (mask, naive) {
+            tokens = m.keep(tokens)?;
+        }
+        if !self.patch_mixer.is_empty() {
+            if let Some(map) = &self.patch_mixer_map_xin {
+                tokens = map.forward(tokens);
+            }
+            let mut c = cond.clone();
+            if let (Some(y), Some(map)) = (&cond.context, &self.patch_mixer_map_y) {
+                c.context = Some(map.forward(y.clone()));
+            }
+            let grid = (mask.is_none() || !naive).then_some([g, g]);
+            tokens = self.run_stage(&self.patch_mixer, tokens, grid, &c, &[], &[])?;
+        }
+        if let (Some(m), false) = (mask, naive) {
+            tokens = m.keep(tokens)?;
+        }
+        if let Some(map) = &self.patch_mixer_map_xout {
+            tokens = map.forward(tokens);
+        }
+        Ok((tokens, mask.is_none().then_some([g, g])))
     }
 
     /// The U: `conds` at widths `D, 2D, 4D`; returns the decoder output and its condition.
@@ -464,17 +519,17 @@ impl ComposedDiT {
         let (s, r, f) = (&self.stages, &self.resample, &self.reduce);
         let c = |i: usize| &conds[U_CONDITION[i]];
         let (g2, g4) = (g / 2, g / 4);
-        let enc1 = self.run_stage(&s[0], x, Some([g, g]), c(0), &[])?;
+        let enc1 = self.run_stage(&s[0], x, Some([g, g]), c(0), &[], &[])?;
         let h = to_tokens(r[0].forward(to_map(enc1.clone(), g)));
-        let enc2 = self.run_stage(&s[1], h, Some([g2, g2]), c(1), &[])?;
+        let enc2 = self.run_stage(&s[1], h, Some([g2, g2]), c(1), &[], &[])?;
         let h = to_tokens(r[1].forward(to_map(enc2.clone(), g2)));
-        let latent = self.run_stage(&s[2], h, Some([g4, g4]), c(2), &[])?;
+        let latent = self.run_stage(&s[2], h, Some([g4, g4]), c(2), &[], &[])?;
         let up = r[2].forward(to_map(latent, g4));
         let h = to_tokens(f[0].forward(Tensor::cat(vec![up, to_map(enc2, g2)], 1)));
-        let dec2 = self.run_stage(&s[3], h, Some([g2, g2]), c(3), &[])?;
+        let dec2 = self.run_stage(&s[3], h, Some([g2, g2]), c(3), &[], &[])?;
         let up = r[3].forward(to_map(dec2, g2));
         let h = to_tokens(f[1].forward(Tensor::cat(vec![up, to_map(enc1, g)], 1)));
-        Ok((self.run_stage(&s[4], h, Some([g, g]), c(4), &[])?, c(4)))
+        Ok((self.run_stage(&s[4], h, Some([g, g]), c(4), &[], &[])?, c(4)))
     }
 
     /// Denoiser forward: unmasked, no condition dropout, class labels (`None` for
@@ -505,7 +560,7 @@ impl ComposedDiT {
         let (x, t) = self.check_inputs(x, t, labels(&y))?;
         let (b, device) = (x.dims()[0], x.device());
         let cond = self.embed_condition_with(t, labels(&y), |e| e.labels().and_then(|l| l.draw_drop_mask(b, rng, &device)))?;
-        self.forward_condition(x, &cond, None)
+        self.forward_condition(x, &cond, None, None, &[])
     }
 
     /// Classifier-free guidance exactly as the official DiT / U-DiT `forward_with_cfg`: the

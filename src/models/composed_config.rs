@@ -1,14 +1,17 @@
 //! Configuration of the [`ComposedDiT`](crate::models::ComposedDiT), the one model shell:
 //! the stem and head, patch size, widths, the stage layout (flat or U-shaped), the block
 //! parts, layer-wise scaling, the condition (and diffusers' per-block embedders) and deferred
-//! masking. DiT ([`DiTConfig`](crate::models::DiTConfig)) and U-DiT
-//! ([`UDiTConfig`](crate::models::UDiTConfig)) are presets that build one of these.
+//! masking. DiT ([`DiTConfig`](crate::models::DiTConfig)), U-DiT
+//! ([`UDiTConfig`](crate::models::UDiTConfig)), MicroDiT
+//! ([`MicroDiTConfig`](crate::models::MicroDiTConfig)) and MM-DiT
+//! ([`MMDiTConfig`](crate::models::MMDiTConfig)) are presets that build one of these.
 
 use burn::prelude::*;
 
 use crate::blocks::parts::{AttentionKind, ConditioningKind, FeedForwardKind, LayerwiseScaling};
 use crate::blocks::{BlockConfig, ConditionEmbedderConfig, ConditionKind};
 use crate::error::{Result, ensure_config, ensure_divisible, ensure_positive};
+use crate::layers::activation::Activation;
 use crate::layers::attention::QkNorm;
 use crate::layers::timestep_embed::TimestepEmbedderConfig;
 
@@ -77,6 +80,18 @@ pub struct MaskingConfig {
     /// Mask ratio of training forwards (`MaskedDenoiser::draw_train_mask`). Default: 0.5.
     #[config(default = 0.5)]
     pub train_mask_ratio: f64,
+    /// Patch-mixer width; when it differs from `D`, `LayerNorm + Linear` maps lead into the
+    /// mixer (`patch_mixer_map_xin`), out of it after masking (`patch_mixer_map_xout`) and,
+    /// for caption conditioning, map the caption tokens (`patch_mixer_map_y`). Default: `D`.
+    #[config(default = "None")]
+    pub mixer_width: Option<usize>,
+    /// Biases on the mixer maps' linears. Default: true.
+    #[config(default = true)]
+    pub map_bias: bool,
+    /// Mask before the patch-mixer instead of after it (MicroDiT's naive baseline).
+    /// Default: false.
+    #[config(default = false)]
+    pub naive: bool,
 }
 
 /// Configuration of a [`ComposedDiT`](crate::models::ComposedDiT). The defaults are
@@ -154,12 +169,56 @@ pub struct ComposedDiTConfig {
     /// Deferred masking with a patch-mixer. Default: none.
     #[config(default = "None")]
     pub masking: Option<MaskingConfig>,
+    /// Explicit backbone blocks, one per block (flat layout), overriding the part options,
+    /// `mlp_ratio` and `scaling` (MicroDiT's per-block widths, MoE placement and init).
+    /// Default: none.
+    #[config(default = "None")]
+    pub blocks: Option<Vec<BlockConfig>>,
+    /// Explicit patch-mixer blocks, one per mixer block, of the mixer width. Default: none.
+    #[config(default = "None")]
+    pub mixer_blocks: Option<Vec<BlockConfig>>,
+    /// Positions of the sin-cos table are divided by this (MicroDiT's `pos_interp_scale`).
+    /// Default: 1.0.
+    #[config(default = 1.0)]
+    pub pos_interp_scale: f64,
+    /// Frequencies of the timestep embedding (DiT 256, MicroDiT 512). Default: 256.
+    #[config(default = 256)]
+    pub timestep_frequency_size: usize,
+    /// Activation of the timestep MLP and in front of the final layer's adaLN linear (DiT
+    /// SiLU, MicroDiT tanh-GELU). Default: SiLU.
+    #[config(default = "Activation::Silu")]
+    pub activation: Activation,
+    /// A weight on the final layer's LayerNorm (MicroDiT). Default: false.
+    #[config(default = false)]
+    pub final_norm_weight: bool,
+    /// Epsilon of the final layer's and the mixer maps' LayerNorms. Default: 1e-6.
+    #[config(default = 1e-6)]
+    pub norm_eps: f64,
+    /// An `M x M` sin-cos table centre-cropped to each input's patch grid (SD3's
+    /// `pos_embed_max_size`; positions `sd3_grid_coords(M, input_size / p, pos_interp_scale)`):
+    /// inputs of any size up to `M p` on each side. Flat layout without masking only.
+    /// Default: none (a fixed grid of `input_size / p`).
+    #[config(default = "None")]
+    pub pos_embed_max_size: Option<usize>,
+    /// Width of per-token context (text) embeddings, projected to `D` by a
+    /// `context_embedder` and carried through the blocks (MM-DiT's joint blocks update it).
+    /// Default: none.
+    #[config(default = "None")]
+    pub context_dim: Option<usize>,
+    /// Output channels other than `in_channels` (or twice it with `learn_sigma`).
+    /// Default: none.
+    #[config(default = "None")]
+    pub output_channels: Option<usize>,
 }
 
 impl ComposedDiTConfig {
     /// Output channels (`2 * in_channels` with `learn_sigma`).
     pub fn out_channels(&self) -> usize {
-        if self.learn_sigma { 2 * self.in_channels } else { self.in_channels }
+        match (self.output_channels, self.learn_sigma) {
+            (Some(c), _) => c,
+            (None, true) => 2 * self.in_channels,
+            (None, false) => self.in_channels,
+        }
     }
 
     /// Patches per side.
@@ -182,7 +241,10 @@ impl ComposedDiTConfig {
 
     /// The condition embedder of width `d` (DiT's timestep embedder: 256 frequencies, SiLU).
     pub fn condition_embedder(&self, d: usize) -> ConditionEmbedderConfig {
-        let timestep = TimestepEmbedderConfig::new(d).with_downscale_freq_shift(self.timestep_freq_shift);
+        let timestep = TimestepEmbedderConfig::new(d)
+            .with_downscale_freq_shift(self.timestep_freq_shift)
+            .with_frequency_embedding_size(self.timestep_frequency_size)
+            .with_activation(self.activation);
         ConditionEmbedderConfig::new(timestep).with_condition(self.condition.clone())
     }
 
@@ -196,9 +258,32 @@ impl ComposedDiTConfig {
         self.stage_attention.as_ref().and_then(|a| a.get(stage)).unwrap_or(&self.attention)
     }
 
+    /// Width of the patch-mixer (`D` unless `MaskingConfig::mixer_width` says otherwise).
+    pub fn mixer_width(&self) -> usize {
+        self.masking.as_ref().and_then(|m| m.mixer_width).unwrap_or(self.hidden_size)
+    }
+
+    /// Whether the mixer maps exist (a mixer narrower or wider than `D`).
+    pub fn has_mixer_maps(&self) -> bool {
+        self.masking.as_ref().is_some_and(|m| m.mixer_depth > 0) && self.mixer_width() != self.hidden_size
+    }
+
+    /// The block config of patch-mixer block `i` (the explicit one, or the parts unscaled
+    /// at the mixer width).
+    pub fn mixer_block_config(&self, i: usize) -> BlockConfig {
+        match self.mixer_blocks.as_ref().and_then(|b| b.get(i)) {
+            Some(b) => b.clone(),
+            None => self.block_config(0, 0, self.mixer_width(), false).with_d_cond(Some(self.hidden_size)),
+        }
+    }
+
     /// The block config of backbone block `index` (of all stages, in order) in stage `stage`
-    /// at width `d`; `scaled`: apply layer-wise scaling (not for patch-mixer blocks).
+    /// at width `d` (the explicit one if `blocks` is set); `scaled`: apply layer-wise scaling
+    /// (not for patch-mixer blocks).
     pub fn block_config(&self, index: usize, stage: usize, d: usize, scaled: bool) -> BlockConfig {
+        if let (Some(b), true) = (self.blocks.as_ref().and_then(|b| b.get(index)), scaled) {
+            return b.clone();
+        }
         let hd = self.head_dim.max(1);
         let (hidden, heads, ratio) = match (&self.scaling, scaled) {
             (Some(s), true) => s.block(index, self.stages.depth(), d, hd),
@@ -228,7 +313,10 @@ impl ComposedDiTConfig {
             ("hidden_size", self.hidden_size),
             ("head_dim", self.head_dim),
         ])?;
-        ensure_divisible("input_size", self.input_size, "patch_size", self.patch_size)?;
+        if self.pos_embed_max_size.is_none() {
+            // with a cropped table, `input_size / p` is only the table's base size
+            ensure_divisible("input_size", self.input_size, "patch_size", self.patch_size)?;
+        }
         ensure_config(self.num_heads != Some(0), || "num_heads must be positive".to_string())?;
         match self.num_heads {
             Some(h) => ensure_divisible("hidden_size", self.hidden_size, "num_heads", h)?,
@@ -265,6 +353,29 @@ impl ComposedDiTConfig {
             }
             grid_parts |= self.block_config(0, s, w * self.hidden_size, false).needs_grid();
         }
+        ensure_config(self.blocks.is_none() || !u_shaped, || "explicit `blocks` need the flat layout".to_string())?;
+        let mixer_depth = self.masking.as_ref().map_or(0, |m| m.mixer_depth);
+        let explicit = [
+            ("blocks", &self.blocks, self.stages.depth(), self.hidden_size),
+            ("mixer_blocks", &self.mixer_blocks, mixer_depth, self.mixer_width()),
+        ];
+        for (name, list, n, d) in explicit {
+            let Some(list) = list else { continue };
+            ensure_config(list.len() == n, || format!("`{name}` needs {n} entries, got {}", list.len()))?;
+            for b in list {
+                ensure_config(b.d_model == d, || format!("`{name}` blocks must be {d} wide, got {}", b.d_model))?;
+                grid_parts |= b.needs_grid();
+            }
+        }
+        ensure_config(self.pos_embed_max_size.is_none() || (!u_shaped && self.masking.is_none() && patch_stem), || {
+            "a cropped position table needs the patch stem, the flat layout and no masking".to_string()
+        })?;
+        ensure_config(self.pos_embed_max_size != Some(0) && self.context_dim != Some(0) && self.output_channels != Some(0), || {
+            "pos_embed_max_size, context_dim and output_channels must be positive".to_string()
+        })?;
+        ensure_config(self.pos_interp_scale > 0.0 && self.timestep_frequency_size > 0 && self.mixer_width() > 0, || {
+            "pos_interp_scale, timestep_frequency_size and the mixer width must be positive".to_string()
+        })?;
         ensure_config(!(grid_parts && self.conditioning == ConditioningKind::InContext), || {
             "in-context condition tokens cannot join parts that need the token grid".to_string()
         })?;

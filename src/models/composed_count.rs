@@ -9,8 +9,6 @@ use crate::error::Result;
 use crate::layers::swiglu::swiglu_hidden;
 use crate::models::composed_config::{ComposedDiTConfig, HeadKind, StageLayout, StemKind};
 
-const FREQ: usize = 256;
-
 fn lin(i: usize, o: usize) -> usize {
     i * o + o
 }
@@ -29,14 +27,14 @@ impl ComposedDiTConfig {
                 norm_mlp(*caption_channels) + prompt + norm_mlp(w)
             }
         };
-        lin(FREQ, w) + lin(w, w) + cond
+        lin(self.timestep_frequency_size, w) + lin(w, w) + cond
     }
 
     /// Every block config with its width and grid divisor, in order (mixer blocks first).
     fn all_blocks(&self) -> Vec<(crate::blocks::BlockConfig, usize)> {
         let d = self.hidden_size;
         let mixer = self.masking.as_ref().map_or(0, |m| m.mixer_depth);
-        let mut out: Vec<_> = (0..mixer).map(|_| (self.block_config(0, 0, d, false), 1)).collect();
+        let mut out: Vec<_> = (0..mixer).map(|i| (self.mixer_block_config(i), 1)).collect();
         let mut index = 0;
         for (s, (w, g, n)) in self.stages.stages().into_iter().enumerate() {
             for _ in 0..n {
@@ -67,11 +65,16 @@ impl ComposedDiTConfig {
             // down(D), down(2D), up(4D), up(2D): bias-free 3x3 convs; the 1x1 skip fusions
             n += 9 * (d * d / 2 + 2 * d * d + 4 * d * 8 * d + 2 * d * 4 * d) + lin(4 * d, 2 * d) + lin(2 * d, 2 * d);
         }
-        if self.masking.is_some() {
+        if let Some(m) = &self.masking {
             n += p2c;
+            if self.has_mixer_maps() {
+                let (w, b) = (self.mixer_width(), usize::from(m.map_bias));
+                let maps = if matches!(self.condition, ConditionKind::Caption { .. }) { 2 } else { 1 };
+                n += maps * (d + d * w + b * w) + w + w * d + b * d;
+            }
         }
         let f = self.final_width();
-        n + lin(f, 2 * f)
+        n + lin(f, 2 * f) + if self.final_norm_weight { f } else { 0 }
             + match self.head {
                 HeadKind::Linear => lin(f, p2c),
                 HeadKind::Conv3x3 => 9 * f * f + f + 9 * f * p2c + p2c,
@@ -105,7 +108,7 @@ impl ComposedDiTConfig {
         let block_widths = std::iter::repeat_n(d, self.num_block_embedders());
         for w in self.cond_widths().into_iter().chain(block_widths) {
             let wf = w as f64;
-            f += FREQ as f64 * wf + wf * wf;
+            f += self.timestep_frequency_size as f64 * wf + wf * wf;
             if let ConditionKind::Pooled { pooled_dim } = &self.condition {
                 f += *pooled_dim as f64 * wf + wf * wf;
             }
@@ -114,9 +117,14 @@ impl ComposedDiTConfig {
             }
         }
         let mixer = self.masking.as_ref().map_or(0, |m| m.mixer_depth);
+        let naive = self.masking.as_ref().is_some_and(|m| m.naive);
+        let mixer_tokens = if naive && mask_ratio > 0.0 { kept } else { n };
+        if self.has_mixer_maps() {
+            f += (mixer_tokens + kept) as f64 * d as f64 * self.mixer_width() as f64;
+        }
         for (i, (block, div)) in self.all_blocks().iter().enumerate() {
             let side = g / div;
-            let tokens = if i < mixer || mask_ratio == 0.0 { side * side } else { kept };
+            let tokens = if i < mixer { mixer_tokens } else if mask_ratio == 0.0 { side * side } else { kept };
             f += block.macs(tokens + in_context, [side, side], m)?;
         }
         if matches!(self.stages, StageLayout::UShaped { .. }) {
@@ -168,7 +176,7 @@ mod tests {
                     .with_learn_sigma(true);
                 let cfg = match u {
                     true => cfg.with_stages(StageLayout::UShaped { depths: [1, 2, 1, 1, 1] }),
-                    false => cfg.with_masking(Some(MaskingConfig::new())),
+                    false => cfg.with_masking(Some(MaskingConfig::new().with_mixer_width(Some(8)).with_naive(true))),
                 };
                 assert_eq!(cfg.init(&device).unwrap().num_params(), cfg.num_params(), "{condition:?} u={u}");
                 assert!(cfg.flops(0.0).unwrap() > 0.0);

@@ -47,22 +47,15 @@
 //! ```
 
 
-use burn::module::Param;
+use std::ops::Deref;
+
 use burn::prelude::*;
 use rand::Rng;
 
-use crate::blocks::microdit_block::NormLinear;
-use crate::blocks::parts::BlockCondition;
-use crate::blocks::{Block, ConditionEmbedder, ConditionEmbedderConfig, ConditionKind, FinalLayer, FinalLayerConfig};
-use crate::error::{Error, Result, ensure_dims};
-use crate::layers::activation::Activation;
-use crate::layers::init::frozen_param;
+use crate::contracts::{Denoiser, MaskedDenoiser, NullConditioned, NullEmbedding, TokenMask, check_null_class, check_null_embedding, num_keep};
+use crate::error::{Error, Result};
 use crate::layers::label_embed::random_drop_mask;
-use crate::contracts::{MaskedDenoiser, TokenMask, num_keep};
-use crate::layers::patch_embed::unpatchify;
-use crate::layers::pos_embed::sincos_2d_from_coords;
-use crate::layers::{PatchEmbed, PatchEmbedConfig, TimestepEmbedderConfig};
-use crate::contracts::{Denoiser, NullConditioned, NullEmbedding, check_null_class, check_null_embedding};
+use crate::models::ComposedDiT;
 
 pub use super::microdit_cond::{MicroDiTCond, MicroDiTNull};
 pub use super::microdit_config::{MaskingMode, MicroDiTBackbone, MicroDiTConfig, MicroDiTSize, linspace};
@@ -76,8 +69,11 @@ pub struct MicroDiTOutput {
     pub mask: Option<TokenMask>,
 }
 
-/// MicroDiT: patch embedding, caption (or label) and timestep conditioning, optional
-/// patch-mixer, optional masking, the backbone blocks, the final layer and unpatchify.
+/// MicroDiT: the model shell [`ComposedDiT`] built by [`MicroDiTConfig::shell`] (patch
+/// embedding, caption or label conditioning, patch-mixer, masking, backbone, final layer,
+/// unpatchify), called with a [`MicroDiTCond`]. The wrapper holds only what the shell's
+/// label-conditioned API cannot: the conditioning type of its contracts and the caption
+/// dropout of [`forward_train`](Self::forward_train). It dereferences to the shell.
 ///
 /// Official keys: `x_embedder.proj`, `t_embedder.mlp.{0,2}`, `pos_embed`,
 /// `y_embedder.y_proj.{fc1,norm,fc2}`, `y_emb_preprocess.*`, `pooled_y_emb_process.*`,
@@ -85,137 +81,35 @@ pub struct MicroDiTOutput {
 /// `final_layer.*` (see the `weights::microdit` module).
 #[derive(Module, Debug)]
 pub struct MicroDiT {
-    /// Patch embedding.
-    pub x_embedder: PatchEmbed,
-    /// Timestep embedder and the caption path (or label table), summed into the
-    /// conditioning vector.
-    pub cond_embedder: ConditionEmbedder,
-    /// Fixed 2-D sin-cos table `[1, N, D]` (a buffer in the reference: persisted, never trained).
-    pub pos_embed: Param<Tensor<3>>,
-    /// Patch-mixer blocks (empty without a patch-mixer; [`MicroDiTConfig::mixer_block_config`]).
-    pub patch_mixer: Vec<Block>,
-    /// `D -> D_mixer` map into the patch-mixer (only when the widths differ).
-    pub patch_mixer_map_xin: Option<NormLinear>,
-    /// `D_mixer -> D` map out of the patch-mixer (applied after masking).
-    pub patch_mixer_map_xout: Option<NormLinear>,
-    /// `D -> D_mixer` map of the caption tokens for the patch-mixer.
-    pub patch_mixer_map_y: Option<NormLinear>,
-    /// Backbone blocks ([`MicroDiTConfig::block_config`]).
-    pub blocks: Vec<Block>,
-    /// Fill value of removed patches `[1, 1, p*p*C_out]` (a zero buffer in the reference).
-    pub mask_token: Param<Tensor<3>>,
-    /// Final layer.
-    pub final_layer: FinalLayer,
-    /// Latent height = width.
-    pub input_size: usize,
-    /// Patch size.
-    pub patch_size: usize,
-    /// Input channels.
-    pub in_channels: usize,
-    /// Output channels.
-    pub out_channels: usize,
-    /// Backbone and conditioning.
-    #[module(skip)]
-    pub backbone: MicroDiTBackbone,
-    /// Where masks are applied.
-    #[module(skip)]
-    pub masking: MaskingMode,
-    /// Mask ratio of [`forward_train`](Self::forward_train).
-    pub train_mask_ratio: f64,
+    /// The shell (every module; module paths `shell.*`).
+    pub shell: ComposedDiT,
     /// Condition dropout probability of [`forward_train`](Self::forward_train).
     pub cond_dropout_prob: f64,
 }
 
-/// Tokens and conditioning ready for the transformer.
-struct Embedded {
-    tokens: Tensor<3>,
-    c: Tensor<2>,
-    context: Option<Tensor<3>>,
+impl Deref for MicroDiT {
+    type Target = ComposedDiT;
+
+    fn deref(&self) -> &ComposedDiT {
+        &self.shell
+    }
 }
 
 impl MicroDiT {
-    /// Number of image tokens `N`.
-    pub fn num_tokens(&self) -> usize {
-        let g = self.input_size / self.patch_size;
-        g * g
-    }
-
     /// Set the mask ratio used by [`forward_train`](Self::forward_train) (0 disables masking).
+    ///
+    /// # Errors
+    /// A ratio outside `[0, 1)`.
     pub fn with_train_mask_ratio(mut self, ratio: f64) -> Result<Self> {
         num_keep(self.num_tokens(), ratio)?;
-        self.train_mask_ratio = ratio;
+        self.shell.train_mask_ratio = ratio;
         Ok(self)
     }
 
     /// Switch to unmasked training (mask ratio 0), the reference's final fine-tuning phase.
     pub fn unmasked_finetuning(mut self) -> Self {
-        self.train_mask_ratio = 0.0;
+        self.shell.train_mask_ratio = 0.0;
         self
-    }
-
-    /// Shapes and conditioning kind, then [`crate::validate::model_inputs`] (non-empty batch,
-    /// dtype, finite values, timestep range).
-    fn check_inputs(&self, x: Tensor<4>, t: Tensor<1>, cond: &MicroDiTCond) -> Result<(Tensor<4>, Tensor<1>)> {
-        let s = Some(self.input_size);
-        ensure_dims("x", x.dims(), [None, Some(self.in_channels), s, s])?;
-        let b = x.dims()[0];
-        if t.dims()[0] != 1 {
-            ensure_dims("t", t.dims(), [Some(b)])?;
-        }
-        self.cond_embedder.check(cond.input(), b)?;
-        crate::validate::model_inputs(x, t, self.x_embedder.proj.weight.dtype())
-    }
-
-    /// Patch embedding plus position table, and the conditioning: `c = t_emb + pooled caption`
-    /// (or `+ label embedding`) and the processed caption tokens.
-    fn embed(&self, x: Tensor<4>, t: Tensor<1>, cond: &MicroDiTCond, drop: Option<Tensor<1, Bool>>) -> Result<Embedded> {
-        let (x, t) = self.check_inputs(x, t, cond)?;
-        let b = x.dims()[0];
-        let tokens = self.x_embedder.forward(x)? + self.pos_embed.val();
-        let t = if t.dims()[0] == 1 && b != 1 { t.expand([b]) } else { t };
-        let e = self.cond_embedder.forward(t, cond.input(), drop)?;
-        Ok(Embedded { tokens, c: e.vector(), context: e.context })
-    }
-
-    /// Patch-mixer, masking, backbone, final layer, unmasking and unpatchify.
-    fn run(&self, e: Embedded, mask: Option<&TokenMask>) -> Result<Tensor<4>> {
-        let Embedded { mut tokens, c, context } = e;
-        if let Some(m) = mask {
-            ensure_dims("mask", [m.batch(), m.num_tokens()], [Some(tokens.dims()[0]), Some(self.num_tokens())])?;
-        }
-        let naive = self.masking == MaskingMode::Naive;
-        if let (Some(m), true) = (mask, naive) {
-            tokens = m.keep(tokens)?;
-        }
-        if !self.patch_mixer.is_empty() {
-            if let Some(map) = &self.patch_mixer_map_xin {
-                tokens = map.forward(tokens);
-            }
-            let mixer_ctx = match (&context, &self.patch_mixer_map_y) {
-                (Some(y), Some(map)) => Some(map.forward(y.clone())),
-                (y, _) => y.clone(),
-            };
-            let cond = BlockCondition { c: c.clone(), shared: None, context: mixer_ctx };
-            for block in &self.patch_mixer {
-                tokens = block.forward(tokens, None, &cond)?;
-            }
-        }
-        if let (Some(m), false) = (mask, naive) {
-            tokens = m.keep(tokens)?;
-        }
-        if let Some(map) = &self.patch_mixer_map_xout {
-            tokens = map.forward(tokens);
-        }
-        let cond = BlockCondition { c: c.clone(), shared: None, context };
-        for block in &self.blocks {
-            tokens = block.forward(tokens, None, &cond)?;
-        }
-        let mut out = self.final_layer.forward(tokens, c)?;
-        if let Some(m) = mask {
-            out = m.restore(out, self.mask_token.val().flatten::<1>(0, 2))?;
-        }
-        let g = self.input_size / self.patch_size;
-        Ok(unpatchify(out, self.patch_size, self.out_channels, [g, g]))
     }
 
     /// Unmasked forward (inference path).
@@ -231,8 +125,7 @@ impl MicroDiT {
     /// for NaN/inf in `x`, `t` or the captions. Time is continuous (EDM's `ln(sigma) / 4` is
     /// negative for `sigma < 1`); see [`crate::validate`]. Float64 inputs are cast.
     pub fn forward(&self, x: Tensor<4>, t: Tensor<1>, cond: &MicroDiTCond) -> Result<Tensor<4>> {
-        let e = self.embed(x, t, cond, None)?;
-        self.run(e, None)
+        self.shell.forward_with(x, t, cond.input(), None, None)
     }
 
     /// Masked forward with a given mask: only the kept tokens go through the backbone (and
@@ -241,13 +134,21 @@ impl MicroDiT {
     ///
     /// # Shapes
     /// - as [`forward`](Self::forward); `mask` over `B` samples and `N` tokens
+    ///
+    /// # Errors
+    /// As [`forward`](Self::forward), and a mask of the wrong size.
     pub fn forward_masked(&self, x: Tensor<4>, t: Tensor<1>, cond: &MicroDiTCond, mask: &TokenMask) -> Result<Tensor<4>> {
-        let e = self.embed(x, t, cond, None)?;
-        self.run(e, Some(mask))
+        self.shell.forward_with(x, t, cond.input(), None, Some(mask))
     }
 
     /// Forward with a random mask of ratio `mask_ratio` drawn from `rng` (the reference's
     /// `forward(mask_ratio=...)`); ratio 0 masks nothing.
+    ///
+    /// # Shapes
+    /// As [`forward`](Self::forward).
+    ///
+    /// # Errors
+    /// As [`forward`](Self::forward), and a ratio outside `[0, 1)`.
     pub fn forward_with_mask_ratio<R: Rng + ?Sized>(
         &self,
         x: Tensor<4>,
@@ -257,8 +158,7 @@ impl MicroDiT {
         rng: &mut R,
     ) -> Result<MicroDiTOutput> {
         let mask = self.draw_mask(x.dims()[0], mask_ratio, rng, &x.device())?;
-        let e = self.embed(x, t, cond, None)?;
-        Ok(MicroDiTOutput { sample: self.run(e, mask.as_ref())?, mask })
+        Ok(MicroDiTOutput { sample: self.shell.forward_with(x, t, cond.input(), None, mask.as_ref())?, mask })
     }
 
     fn draw_mask<R: Rng + ?Sized>(&self, batch: usize, ratio: f64, rng: &mut R, device: &Device) -> Result<Option<TokenMask>> {
@@ -271,17 +171,22 @@ impl MicroDiT {
     /// Training forward: conditions are dropped with `cond_dropout_prob` (labels to the null
     /// class, captions to zeros) and tokens masked at the model's `train_mask_ratio`, both
     /// drawn from `rng`.
+    ///
+    /// # Shapes
+    /// As [`forward`](Self::forward).
+    ///
+    /// # Errors
+    /// As [`forward`](Self::forward).
     pub fn forward_train<R: Rng + ?Sized>(&self, x: Tensor<4>, t: Tensor<1>, cond: &MicroDiTCond, rng: &mut R) -> Result<MicroDiTOutput> {
         let b = x.dims()[0];
         let device = x.device();
-        let p = match (cond, self.cond_embedder.labels()) {
+        let p = match (cond, self.cond_embedders[0].labels()) {
             (MicroDiTCond::Labels(_), Some(e)) => e.dropout_prob,
             _ => self.cond_dropout_prob,
         };
         let drop = (p > 0.0).then(|| random_drop_mask(b, p, &mut &mut *rng, &device));
         let mask = self.draw_train_mask(b, rng, &device)?;
-        let e = self.embed(x, t, cond, drop)?;
-        Ok(MicroDiTOutput { sample: self.run(e, mask.as_ref())?, mask })
+        Ok(MicroDiTOutput { sample: self.shell.forward_with(x, t, cond.input(), drop, mask.as_ref())?, mask })
     }
 }
 
@@ -298,7 +203,8 @@ impl Denoiser for MicroDiT {
 /// row) for labels, zero captions or caption embeddings `caption_channels` wide for captions.
 impl NullConditioned for MicroDiT {
     fn check_null(&self, null: &MicroDiTNull) -> Result<()> {
-        match (null, self.cond_embedder.labels(), self.cond_embedder.caption()) {
+        let e = &self.cond_embedders[0];
+        match (null, e.labels(), e.caption()) {
             (MicroDiTNull::Label(k), Some(e), _) => check_null_class(*k, e.num_classes, e.num_rows()),
             (MicroDiTNull::ZeroCaption, _, Some(_)) => Ok(()),
             (MicroDiTNull::Caption(n), _, Some(c)) => {
@@ -315,7 +221,7 @@ impl MaskedDenoiser for MicroDiT {
     }
 
     fn num_tokens(&self) -> usize {
-        MicroDiT::num_tokens(self)
+        self.shell.num_tokens()
     }
 
     fn train_mask_ratio(&self) -> f64 {
@@ -327,73 +233,15 @@ impl MaskedDenoiser for MicroDiT {
     }
 }
 
-
 impl MicroDiTConfig {
-    /// The condition embedder: the timestep embedder (512 frequencies and tanh-GELU for the
-    /// MicroDiT backbone, DiT's 256 and SiLU for the DiT backbone) and the caption path (or
-    /// DiT's label table).
-    pub fn condition_embedder(&self) -> ConditionEmbedderConfig {
-        let micro = self.backbone == MicroDiTBackbone::MicroDiT;
-        let timestep = TimestepEmbedderConfig::new(self.dim)
-            .with_frequency_embedding_size(self.backbone.frequency_size())
-            .with_activation(if micro { Activation::GeluTanh } else { Activation::Silu });
-        let condition = match micro {
-            true => ConditionKind::Caption {
-                caption_channels: self.caption_channels,
-                head_dim: self.head_dim,
-                multiple_of: self.multiple_of,
-                bias: self.use_bias,
-                norm_eps: self.norm_eps,
-            },
-            false => ConditionKind::Labels { num_classes: self.num_classes, dropout_prob: self.cond_dropout_prob },
-        };
-        ConditionEmbedderConfig::new(timestep).with_condition(condition)
-    }
-
-    /// Initialise a [`MicroDiT`] with the reference initialisation (DiT's for the DiT
-    /// backbone).
+    /// Initialise a [`MicroDiT`]: the [`shell`](Self::shell) with the reference
+    /// initialisation (DiT's for the DiT backbone).
+    ///
+    /// # Errors
+    /// As [`validate`](Self::validate).
     pub fn init(&self, device: &Device) -> Result<MicroDiT> {
         self.validate()?;
-        let d = self.dim;
-        let micro = self.backbone == MicroDiTBackbone::MicroDiT;
-        let style = self.backbone.block_style();
-        let g = self.grid_size();
-        // numpy: arange(g, float32) / (g / base_size) / pos_interp_scale, base_size = g
-        let coords: Vec<f64> = (0..g).map(|i| (i as f32 / self.pos_interp_scale as f32) as f64).collect();
-        let table = sincos_2d_from_coords(d, &coords, &coords)?;
-        let pos_embed = Tensor::<2>::from_data(TensorData::new(table, [g * g, d]), device).unsqueeze_dim::<3>(0);
-        let eps = self.norm_eps;
-        let mixer = if self.use_patch_mixer {
-            (0..self.patch_mixer_depth).map(|i| self.mixer_block_config(i).init(device)).collect::<Result<_>>()?
-        } else {
-            Vec::new()
-        };
-        let maps = self.has_mixer_maps();
-        let (m, bias) = (self.patch_mixer_dim, self.use_bias);
-        Ok(MicroDiT {
-            x_embedder: PatchEmbedConfig::new(self.in_channels, d, self.patch_size).init(device)?,
-            cond_embedder: self.condition_embedder().init(device)?,
-            pos_embed: frozen_param(pos_embed),
-            patch_mixer: mixer,
-            patch_mixer_map_xin: maps.then(|| NormLinear::new(d, m, bias, eps, device)),
-            patch_mixer_map_xout: maps.then(|| NormLinear::new(m, d, bias, eps, device)),
-            patch_mixer_map_y: (maps && micro).then(|| NormLinear::new(d, m, bias, eps, device)),
-            blocks: (0..self.depth).map(|i| self.block_config(i)?.init(device)).collect::<Result<_>>()?,
-            mask_token: frozen_param(Tensor::zeros([1, 1, self.patch_size * self.patch_size * self.out_channels()], device)),
-            final_layer: FinalLayerConfig::new(d, self.patch_size * self.patch_size * self.out_channels())
-                .with_norm_weight(micro)
-                .with_norm_eps(eps)
-                .with_activation(style.modulation_activation())
-                .init(device)?,
-            input_size: self.input_size,
-            patch_size: self.patch_size,
-            in_channels: self.in_channels,
-            out_channels: self.out_channels(),
-            backbone: self.backbone,
-            masking: self.masking,
-            train_mask_ratio: self.train_mask_ratio,
-            cond_dropout_prob: self.cond_dropout_prob,
-        })
+        Ok(MicroDiT { shell: self.shell()?.init(device)?, cond_dropout_prob: self.cond_dropout_prob })
     }
 }
 

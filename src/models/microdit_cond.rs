@@ -7,7 +7,7 @@ use crate::blocks::ConditionInput;
 use crate::contracts::{BatchShard, Conditioning, NullEmbedding};
 use crate::error::{Error, Result};
 
-/// The conditioning of a [`MicroDiT`].
+/// The conditioning of a [`MicroDiT`](crate::models::MicroDiT).
 #[derive(Debug, Clone)]
 pub enum MicroDiTCond {
     /// Caption embeddings `[B, L, caption_channels]` (MicroDiT backbone; the reference's

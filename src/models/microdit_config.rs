@@ -6,11 +6,13 @@ use burn::prelude::*;
 
 use crate::blocks::microdit_block::{BlockStyle, MicroDiTBlockConfig};
 use crate::error::{Error, Result, ensure_config, ensure_divisible, ensure_positive};
+use crate::blocks::ConditionKind;
 use crate::layers::moe::tokens_per_expert;
+use crate::models::composed_config::{ComposedDiTConfig, MaskingConfig, StageLayout};
 use crate::layers::swiglu::swiglu_hidden;
 use crate::contracts::num_keep;
 
-/// Which backbone and conditioning a [`MicroDiT`] uses.
+/// Which backbone and conditioning a [`MicroDiT`](crate::models::MicroDiT) uses.
 #[derive(Config, Debug, Copy, PartialEq, Eq)]
 pub enum MicroDiTBackbone {
     /// The reference text-to-image MicroDiT: caption embeddings, MicroDiT blocks
@@ -67,7 +69,7 @@ pub fn linspace(start: f64, end: f64, num: usize) -> Vec<f64> {
     (0..num).map(|i| if i + 1 == num { end } else { start + i as f64 * step }).collect()
 }
 
-/// Configuration of a [`MicroDiT`]; field names and defaults follow the reference `DiT`
+/// Configuration of a [`MicroDiT`](crate::models::MicroDiT); field names and defaults follow the reference `DiT`
 /// constructor.
 #[derive(Config, Debug)]
 pub struct MicroDiTConfig {
@@ -148,7 +150,7 @@ pub struct MicroDiTConfig {
     /// Number of classes (DiT backbone). Default: 1000.
     #[config(default = 1000)]
     pub num_classes: usize,
-    /// Train-time condition dropout of [`MicroDiT::forward_train`]: labels become the null
+    /// Train-time condition dropout of [`MicroDiT::forward_train`](crate::models::MicroDiT::forward_train): labels become the null
     /// class (DiT backbone; a positive value adds the null row), captions become zero
     /// embeddings (the reference's `cap_drop_prob`). Default: 0.1.
     #[config(default = 0.1)]
@@ -159,7 +161,7 @@ pub struct MicroDiTConfig {
     /// Where masks are applied. Default: deferred (after the patch-mixer).
     #[config(default = "MaskingMode::Deferred")]
     pub masking: MaskingMode,
-    /// Mask ratio of [`MicroDiT::forward_train`]; 0 trains unmasked (the final fine-tuning
+    /// Mask ratio of [`MicroDiT::forward_train`](crate::models::MicroDiT::forward_train); 0 trains unmasked (the final fine-tuning
     /// phase). Default: 0.0.
     #[config(default = 0.0)]
     pub train_mask_ratio: f64,
@@ -374,46 +376,70 @@ impl MicroDiTConfig {
     }
 
     /// Elements of the persisted but untrained buffers (`pos_embed`, `mask_token`), which a
-    /// [`MicroDiT`] module stores as frozen parameters.
+    /// [`MicroDiT`](crate::models::MicroDiT) module stores as frozen parameters.
     pub fn num_buffer_elements(&self) -> usize {
         self.num_tokens() * self.dim + self.patch_size * self.patch_size * self.out_channels()
     }
 
     pub(crate) fn count_params(&self) -> (usize, f64) {
-        let (d, p) = (self.dim, self.patch_size);
-        let micro = self.backbone == MicroDiTBackbone::MicroDiT;
-        let ub = usize::from(self.use_bias);
-        let linear = |i: usize, o: usize, bias: bool| i * o + if bias { o } else { 0 };
-        let mut total = linear(self.in_channels * p * p, d, true); // x_embedder
-        total += linear(self.backbone.frequency_size(), d, true) + linear(d, d, true); // t_embedder
-        if micro {
-            total += linear(self.caption_channels, d, true) + d + linear(d, d, true); // y_embedder
-            let h = swiglu_hidden(4 * d, self.multiple_of);
-            total += 2 * d + linear(d, 3 * d, ub == 1) + linear(d, d, ub == 1); // prompt block attn
-            total += 2 * linear(d, h, ub == 1) + linear(h, d, ub == 1); // prompt block SwiGLU
-            total += 2 * linear(d, d, true) + d; // pooled_y_emb_process
-        } else {
-            total += (self.num_classes + usize::from(self.cond_dropout_prob > 0.0)) * d;
-        }
-        if self.has_mixer_maps() {
-            let m = self.patch_mixer_dim;
-            total += d + linear(d, m, ub == 1) + m + linear(m, d, ub == 1);
-            if micro {
-                total += d + linear(d, m, ub == 1);
-            }
-        }
-        let mut active = total as f64;
+        // the shell counts the buffers as (frozen) parameters; the reference does not
+        let total = self.shell().map_or(0, |s| s.num_params()).saturating_sub(self.num_buffer_elements());
         let mut blocks: Vec<MicroDiTBlockConfig> = (0..self.mixer_moe_blocks().len()).map(|i| self.mixer_block_config(i)).collect();
         blocks.extend((0..self.depth).filter_map(|i| self.block_config(i).ok()));
-        for b in &blocks {
-            let params = b.block_config().num_params();
-            total += params;
-            // expert-choice routing: a token meets `expert_capacity` of the `num_experts` experts
-            let idle_experts = if b.moe { b.num_experts as f64 - b.expert_capacity } else { 0.0 };
-            active += params as f64 - idle_experts * (2 * b.d_model * b.ffn_hidden()) as f64;
-        }
-        let fin = if micro { d } else { 0 } + linear(d, 2 * d, true) + linear(d, p * p * self.out_channels(), true);
-        (total + fin, active + fin as f64)
+        // expert-choice routing: a token meets `expert_capacity` of the `num_experts` experts
+        let idle: f64 = blocks
+            .iter()
+            .filter(|b| b.moe)
+            .map(|b| (b.num_experts as f64 - b.expert_capacity) * (2 * b.d_model * b.ffn_hidden()) as f64)
+            .sum();
+        (total, total as f64 - idle)
+    }
+
+    /// The model shell this preset builds: patch stem with the (interpolated) sin-cos table,
+    /// one flat stage of the explicit MicroDiT blocks ([`block_config`](Self::block_config)),
+    /// masking (deferred or naive) behind the patch-mixer and its maps, the caption path (or
+    /// DiT's label table) with a 512-frequency tanh-GELU (DiT: 256, SiLU) timestep embedder,
+    /// and the final layer (weighted LayerNorm, tanh-GELU adaLN for the MicroDiT backbone).
+    ///
+    /// # Errors
+    /// Width multipliers that do not fit `depth`.
+    pub fn shell(&self) -> Result<ComposedDiTConfig> {
+        let micro = self.backbone == MicroDiTBackbone::MicroDiT;
+        let condition = match micro {
+            true => ConditionKind::Caption {
+                caption_channels: self.caption_channels,
+                head_dim: self.head_dim,
+                multiple_of: self.multiple_of,
+                bias: self.use_bias,
+                norm_eps: self.norm_eps,
+            },
+            false => ConditionKind::Labels { num_classes: self.num_classes, dropout_prob: self.cond_dropout_prob },
+        };
+        let mixer_depth = self.mixer_moe_blocks().len();
+        let masking = MaskingConfig::new()
+            .with_mixer_depth(mixer_depth)
+            .with_train_mask_ratio(self.train_mask_ratio)
+            .with_mixer_width(self.use_patch_mixer.then_some(self.patch_mixer_dim))
+            .with_map_bias(self.use_bias)
+            .with_naive(self.masking == MaskingMode::Naive);
+        let blocks = (0..self.depth).map(|i| Ok(self.block_config(i)?.block_config())).collect::<Result<Vec<_>>>()?;
+        Ok(ComposedDiTConfig::new()
+            .with_input_size(self.input_size)
+            .with_patch_size(self.patch_size)
+            .with_in_channels(self.in_channels)
+            .with_learn_sigma(self.learn_sigma)
+            .with_hidden_size(self.dim)
+            .with_head_dim(self.head_dim)
+            .with_stages(StageLayout::Flat { depth: self.depth })
+            .with_condition(condition)
+            .with_masking(Some(masking))
+            .with_blocks(Some(blocks))
+            .with_mixer_blocks(Some((0..mixer_depth).map(|i| self.mixer_block_config(i).block_config()).collect()))
+            .with_pos_interp_scale(self.pos_interp_scale)
+            .with_timestep_frequency_size(self.backbone.frequency_size())
+            .with_activation(self.backbone.block_style().modulation_activation())
+            .with_final_norm_weight(micro)
+            .with_norm_eps(self.norm_eps))
     }
 
     /// Forward cost per image, in multiply-accumulates (one fused multiply-add counts one, as

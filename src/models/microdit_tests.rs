@@ -70,7 +70,7 @@ fn analytic_params_match_module() {
             let m = cfg.init(&device).unwrap();
             assert_eq!(m.num_params(), cfg.num_params() + cfg.num_buffer_elements(), "{backbone:?} {mixer_dim} {bias}");
             // active: each MoE layer counts `capacity` of its experts
-            let moe_blocks: usize = m.blocks.iter().chain(&m.patch_mixer).map(|b| match &b.mlp {
+            let moe_blocks: usize = m.stages[0].iter().chain(&m.patch_mixer).map(|b| match &b.mlp {
                 crate::blocks::parts::FeedForwardPart::Moe(e) => e.w1.num_params() + e.w2.num_params(),
                 _ => 0,
             }).sum();
@@ -101,14 +101,14 @@ fn layerwise_widths_follow_the_formula() {
         crate::blocks::parts::AttentionPart::MultiHead(a) => a.clone(),
         _ => panic!("multi-head attention"),
     };
-    for (i, block) in m.blocks.iter().enumerate() {
+    for (i, block) in m.stages[0].iter().enumerate() {
         let b = cfg.block_config(i).unwrap();
         assert_eq!(attn(block).qkv.weight.dims(), [32, 3 * b.qkv_hidden()]);
         assert_eq!(attn(block).n_heads, b.num_heads());
         assert_eq!(block.num_params(), b.block_config().num_params());
     }
-    assert_eq!(attn(&m.blocks[0]).qkv.weight.dims(), [32, 48]);
-    assert_eq!(attn(&m.blocks[3]).qkv.weight.dims(), [32, 96]);
+    assert_eq!(attn(&m.stages[0][0]).qkv.weight.dims(), [32, 48]);
+    assert_eq!(attn(&m.stages[0][3]).qkv.weight.dims(), [32, 96]);
 }
 
 #[test]
@@ -123,7 +123,7 @@ fn moe_placement() {
     let device = Device::flex();
     let m = tiny(MicroDiTBackbone::MicroDiT).init(&device).unwrap();
     let is_moe = |b: &crate::blocks::Block| matches!(b.mlp, crate::blocks::parts::FeedForwardPart::Moe(_));
-    assert_eq!(m.blocks.iter().map(is_moe).collect::<Vec<_>>(), vec![false, true, false, false]);
+    assert_eq!(m.stages[0].iter().map(is_moe).collect::<Vec<_>>(), vec![false, true, false, false]);
     assert_eq!(m.patch_mixer.iter().map(is_moe).collect::<Vec<_>>(), vec![false, true]);
 }
 
@@ -153,7 +153,7 @@ fn invalid_configs_are_errors() {
 fn masked_forward_fills_removed_patches() {
     let device = Device::flex();
     let mut m = randomized(tiny(MicroDiTBackbone::MicroDiT).init(&device).unwrap());
-    m.mask_token = frozen_param(Tensor::full([1, 1, 16], 0.7, &device));
+    m.shell.mask_token = Some(crate::layers::init::frozen_param(Tensor::full([1, 1, 16], 0.7, &device)));
     let x = randn([2, 4, 8, 8], 1, &device);
     let t = Tensor::<1>::from_floats([0.3, -1.2], &device);
     let cond = captions(2, &device);
@@ -323,7 +323,7 @@ fn masked_sparse_dit_trains_with_edm() {
     let device = Device::flex().autodiff();
     let cfg = tiny(MicroDiTBackbone::DiT).with_train_mask_ratio(0.5).with_cond_dropout_prob(0.0);
     let mut model = cfg.init(&device).unwrap();
-    assert!(model.patch_mixer.len() == 2 && model.blocks.len() == 4);
+    assert!(model.patch_mixer.len() == 2 && model.stages[0].len() == 4);
     assert!(model.patch_mixer_map_xin.is_some()); // mixer width 16, backbone 32
     let edm = EdmConfig::new().init().unwrap();
     let mut optim = AdamWConfig::new().with_weight_decay(0.0).with_epsilon(1e-8).init();

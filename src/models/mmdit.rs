@@ -7,6 +7,7 @@
 //! text [B, L, joint_dim] --context_embedder (Linear)-------> text tokens  [B, L, D]
 //! c = TimestepEmbedder(t) + MLP_silu(pooled)                              [B, D]
 //! num_layers x Block(image, text | c)   (JointBlockConfig presets; text stream pre-only in the last block)
+//!                                       (the shell's stage loop, `ComposedDiT::forward_context`)
 //! final adaLN LayerNorm + Linear --> unpatchify --> [B, C_out, H, W]
 //! ```
 //!
@@ -20,148 +21,62 @@
 //! both streams of those blocks through unchanged; the guidance itself is
 //! the sampling module's `SkipLayerGuidance`.
 
-use burn::nn::Linear;
+use std::ops::Deref;
+
 use burn::prelude::*;
 
-use crate::blocks::parts::BlockCondition;
-use crate::blocks::{Block, ConditionEmbedder, ConditionInput, FinalLayer};
-use crate::error::{Error, Result, ensure_dims};
-use crate::layers::patch_embed::unpatchify;
-use crate::layers::pos_embed_cropped::CroppedPosEmbed;
-use crate::layers::PatchEmbed;
+use crate::blocks::ConditionInput;
 use crate::contracts::{Conditioning, Denoiser, NullConditioned, SkipLayerDenoiser, check_null_embedding};
+use crate::error::Result;
+use crate::models::ComposedDiT;
 
 pub use super::mmdit_config::{MMDiTConfig, PAPER_TEXT_TOKENS};
 
-/// The MM-DiT of Stable Diffusion 3 (diffusers `SD3Transformer2DModel`).
+/// The MM-DiT of Stable Diffusion 3 (diffusers `SD3Transformer2DModel`): the model shell
+/// [`ComposedDiT`] built by [`MMDiTConfig::shell`], called with `(text, pooled)`. The wrapper
+/// holds only the conditioning type of its contracts (text tokens and a pooled vector); every
+/// forward is the shell's [`forward_context`](ComposedDiT::forward_context). It dereferences
+/// to the shell.
 ///
-/// Module paths and diffusers keys: `x_embedder.proj` = `pos_embed.proj`, `pos_embed.table` =
-/// `pos_embed.pos_embed`, `cond_embedder.t_embedder` = `time_text_embed.timestep_embedder`,
-/// `cond_embedder.y_embedder.fc{1,2}` = `time_text_embed.text_embedder.linear_{1,2}`,
-/// `context_embedder`, `blocks.{i}` = `transformer_blocks.{i}` (with `attn2` in MMDiT-X
-/// blocks), `final_layer` = `norm_out` + `proj_out` (see the `weights::mmdit` module).
+/// Module paths (`shell.*`) and diffusers keys: `x_embedder.proj` = `pos_embed.proj`,
+/// `pos_embed` = `pos_embed.pos_embed`, `cond_embedders.0.t_embedder` =
+/// `time_text_embed.timestep_embedder`, `cond_embedders.0.y_embedder.fc{1,2}` =
+/// `time_text_embed.text_embedder.linear_{1,2}`, `context_embedder`, `stages.0.{i}` =
+/// `transformer_blocks.{i}` (with `attn2` in MMDiT-X blocks), `final_layer` = `norm_out` +
+/// `proj_out` (see the `weights::mmdit` module).
 #[derive(Module, Debug)]
 pub struct MMDiT {
-    /// Patch embedding (conv `[D, C, p, p]`, stride `p`).
-    pub x_embedder: PatchEmbed,
-    /// The fixed `M x M` sin-cos table, centre-cropped to each input's grid.
-    pub pos_embed: CroppedPosEmbed,
-    /// Timestep embedder (sinusoids cos-first, 256 wide; Linear, SiLU, Linear)
-    /// and the pooled-text projection (Linear, SiLU, Linear), added to it.
-    pub cond_embedder: ConditionEmbedder,
-    /// Caption projection `[joint_attention_dim, D]` of the per-token text embeddings.
-    pub context_embedder: Linear,
-    /// Joint blocks over (image, text) ([`MMDiTConfig::block_config`] presets); the last one has
-    /// a pre-only text stream.
-    pub blocks: Vec<Block>,
-    /// Final adaLN LayerNorm (eps 1e-6) + linear to `p*p*C_out` per token.
-    pub final_layer: FinalLayer,
-    /// Patch size.
-    pub patch_size: usize,
-    /// Input channels.
-    pub in_channels: usize,
-    /// Output channels.
-    pub out_channels: usize,
+    /// The shell (every module).
+    pub shell: ComposedDiT,
+}
+
+impl Deref for MMDiT {
+    type Target = ComposedDiT;
+
+    fn deref(&self) -> &ComposedDiT {
+        &self.shell
+    }
 }
 
 impl MMDiT {
     /// Width `D`.
     pub fn hidden_size(&self) -> usize {
-        self.context_embedder.weight.dims()[1]
+        self.final_layer.d_model()
     }
 
     /// Width of the per-token text embeddings the model takes.
     pub fn joint_attention_dim(&self) -> usize {
-        self.context_embedder.weight.dims()[0]
+        self.context_embedder.as_ref().map_or(0, |e| e.weight.dims()[0])
     }
 
     /// Width of the pooled text vector the model takes.
     pub fn pooled_projection_dim(&self) -> usize {
-        self.cond_embedder.input_width().unwrap_or(0)
+        self.cond_embedders[0].input_width().unwrap_or(0)
     }
 
     /// Side of the position table: the most patches per side an input may have.
     pub fn pos_embed_max_size(&self) -> usize {
-        self.pos_embed.max_size
-    }
-
-    /// Patch embedding plus the centre crop of the position table.
-    ///
-    /// # Shapes
-    /// - `x`: `[B, C, H, W]`, `H` and `W` multiples of `p`, at most `M * p`
-    /// - output: `[B, (H/p)*(W/p), D]`
-    pub fn embed(&self, x: Tensor<4>) -> Result<Tensor<3>> {
-        let [_, _, h, w] = x.dims();
-        let p = self.patch_size;
-        let m = self.pos_embed.max_size;
-        // checks the channels and that H, W are positive multiples of p
-        let tokens = self.x_embedder.forward(x)?;
-        let pos = self.pos_embed.crop([h / p, w / p]).map_err(|_| Error::Shape {
-            name: "x".into(),
-            expected: format!("a latent of at most {0}x{0} (pos_embed_max_size {m} patches of {p})", m * p),
-            got: format!("[_, {}, {h}, {w}]", self.in_channels),
-        })?;
-        Ok(tokens + pos)
-    }
-
-    /// The conditioning vector `TimestepEmbedder(t) + MLP(pooled)`.
-    ///
-    /// # Shapes
-    /// - `t`: `[B]` float timesteps (SD3: `1000 * sigma`), `pooled`: `[B, pooled_dim]`
-    /// - output: `[B, D]`
-    pub fn embed_condition(&self, t: Tensor<1>, pooled: Tensor<2>) -> Result<Tensor<2>> {
-        Ok(self.cond_embedder.forward(t, ConditionInput::Pooled(&pooled), None)?.vector())
-    }
-
-    /// The caption projection of the per-token text embeddings.
-    ///
-    /// # Shapes
-    /// - `text`: `[B, L, joint_attention_dim]`, `L >= 1` -> `[B, L, D]`
-    pub fn embed_text(&self, text: Tensor<3>) -> Result<Tensor<3>> {
-        let [_, l, j] = text.dims();
-        if l == 0 || j != self.joint_attention_dim() {
-            return Err(Error::Shape {
-                name: "text".into(),
-                expected: format!("[B, L >= 1, {}]", self.joint_attention_dim()),
-                got: format!("{:?}", text.dims()),
-            });
-        }
-        Ok(self.context_embedder.forward(text))
-    }
-
-    /// Runs the joint blocks, except those in `skip_layers`, and the final layer on embedded
-    /// tokens. A skipped block passes both streams through unchanged (diffusers' `skip_layers`).
-    ///
-    /// # Shapes
-    /// - `image`: `[B, gh*gw, D]`, `text`: `[B, L, D]`, `c`: `[B, D]`, `grid`: `[gh, gw]`
-    /// - output: `[B, C_out, gh*p, gw*p]`
-    ///
-    /// # Errors
-    /// [`Error::InvalidArgument`] for a skipped block index `>= num_layers`, the blocks' shape
-    /// errors.
-    pub fn forward_tokens(
-        &self,
-        image: Tensor<3>,
-        text: Tensor<3>,
-        c: Tensor<2>,
-        grid: [usize; 2],
-        skip_layers: &[usize],
-    ) -> Result<Tensor<4>> {
-        self.check_skip_layers(skip_layers)?;
-        let mut image = image;
-        let mut text = Some(text);
-        for (i, block) in self.blocks.iter().enumerate() {
-            if skip_layers.contains(&i) {
-                continue;
-            }
-            let t = text.ok_or_else(|| {
-                Error::InvalidArgument(format!("block {i} follows a block whose text stream is pre-only"))
-            })?;
-            let cond = BlockCondition { c: c.clone(), shared: None, context: Some(t) };
-            (image, text) = block.forward_joint(image, None, &cond)?;
-        }
-        let out = self.final_layer.forward(image, c)?;
-        Ok(unpatchify(out, self.patch_size, self.out_channels, grid))
+        self.shell.pos_embed_max_size.unwrap_or(0)
     }
 
     /// The denoiser forward (diffusers' `SD3Transformer2DModel.forward(...).sample`).
@@ -175,10 +90,11 @@ impl MMDiT {
     /// - output: `[B, out_channels, H, W]` (SD3: the flow velocity `noise - x0`)
     ///
     /// # Errors
-    /// [`Error::Shape`] for inputs of the wrong shape, a latent not divisible by the patch
-    /// size, or a patch grid larger than the position table; [`Error::Numerical`] for NaN/inf
-    /// in any input; [`Error::InvalidArgument`] for `|t| > 1e5` (continuous time; see
-    /// [`crate::validate`]). Float64 inputs are cast to the model's dtype.
+    /// [`Error::Shape`](crate::Error::Shape) for inputs of the wrong shape, a latent not
+    /// divisible by the patch size, or a patch grid larger than the position table;
+    /// [`Error::Numerical`](crate::Error::Numerical) for NaN/inf in any input;
+    /// [`Error::InvalidArgument`](crate::Error::InvalidArgument) for `|t| > 1e5` (continuous
+    /// time; see [`crate::validate`]). Float64 inputs are cast to the model's dtype.
     pub fn forward(&self, x: Tensor<4>, t: Tensor<1>, text: Tensor<3>, pooled: Tensor<2>) -> Result<Tensor<4>> {
         self.forward_skipping(x, t, text, pooled, &[])
     }
@@ -191,8 +107,8 @@ impl MMDiT {
     /// As [`forward`](Self::forward).
     ///
     /// # Errors
-    /// As [`forward`](Self::forward), and [`Error::InvalidArgument`] for a block index
-    /// `>= num_layers` in `skip_layers` (diffusers ignores those silently).
+    /// As [`forward`](Self::forward), and [`Error::InvalidArgument`](crate::Error::InvalidArgument)
+    /// for a block index `>= num_layers` in `skip_layers` (diffusers ignores those silently).
     pub fn forward_skipping(
         &self,
         x: Tensor<4>,
@@ -201,29 +117,12 @@ impl MMDiT {
         pooled: Tensor<2>,
         skip_layers: &[usize],
     ) -> Result<Tensor<4>> {
-        let (x, t, text, pooled) = crate::validate::mmdit_inputs(x, t, text, pooled, self.x_embedder.proj.weight.dtype())?;
-        let [b, _, h, w] = x.dims();
-        ensure_dims("t", t.dims(), [Some(b)])?;
-        ensure_dims("text", [text.dims()[0]], [Some(b)])?;
-        let tokens = self.embed(x)?;
-        let c = self.embed_condition(t, pooled)?;
-        let text = self.embed_text(text)?;
-        self.forward_tokens(tokens, text, c, [h / self.patch_size, w / self.patch_size], skip_layers)
+        self.shell.forward_context(x, t, ConditionInput::Pooled(&pooled), text, skip_layers)
     }
 
     /// Number of joint blocks.
     pub fn num_layers(&self) -> usize {
-        self.blocks.len()
-    }
-
-    fn check_skip_layers(&self, skip_layers: &[usize]) -> Result<()> {
-        match skip_layers.iter().find(|&&i| i >= self.num_layers()) {
-            Some(i) => Err(Error::InvalidArgument(format!(
-                "skip_layers {skip_layers:?}: block {i} does not exist (the model has {} blocks)",
-                self.num_layers()
-            ))),
-            None => Ok(()),
-        }
+        self.depth()
     }
 }
 
@@ -246,7 +145,7 @@ impl NullConditioned for MMDiT {
 
 impl SkipLayerDenoiser for MMDiT {
     fn num_layers(&self) -> usize {
-        self.blocks.len()
+        self.depth()
     }
 
     fn denoise_skipping(
@@ -265,6 +164,7 @@ mod tests {
     use super::*;
     use crate::layers::attention::QkNorm;
     use crate::contracts::randn;
+    use crate::Error;
     use crate::models::mmdit_config::tiny_test_config as tiny;
     use rand::{Rng, SeedableRng};
 
@@ -297,7 +197,7 @@ mod tests {
         let device = Device::flex();
         let mut m = tiny().init(&device).unwrap();
         // a non-zero final layer so the comparison means something
-        if let crate::blocks::FinalProjection::Linear(l) = &mut m.final_layer.linear {
+        if let crate::blocks::FinalProjection::Linear(l) = &mut m.shell.final_layer.linear {
             let w = l.weight.dims();
             l.weight = burn::module::Param::from_tensor(crate::test_util::randn(w, 104, &device) * 0.5);
         }
@@ -360,7 +260,7 @@ mod tests {
                 let mut v = MissingGrads { grads: &grads, path: vec![], visited: 0, missing: vec![] };
                 model.visit(&mut v);
                 assert!(v.visited > 50, "the visitor saw only {} parameters", v.visited);
-                assert_eq!(v.missing, vec!["blocks.1.attn.TwoStream.joint.streams.1.q_norm.weight".to_string()]);
+                assert_eq!(v.missing, vec!["shell.stages.0.1.attn.TwoStream.joint.streams.1.q_norm.weight".to_string()]);
             }
             let grads = GradientsParams::from_grads(grads, &model);
             model = optim.step(1e-3, model, grads);
@@ -377,11 +277,11 @@ mod tests {
             let v: Vec<f32> = (0..n).map(|_| rng.random_range(-0.3..0.3)).collect();
             burn::module::Param::from_tensor(Tensor::from_data(TensorData::new(v, dims), device))
         };
-        if let crate::blocks::FinalProjection::Linear(l) = &mut m.final_layer.linear {
+        if let crate::blocks::FinalProjection::Linear(l) = &mut m.shell.final_layer.linear {
             l.weight = rand(l.weight.dims());
         }
         use crate::blocks::parts::{AttentionPart, ConditioningPart};
-        for block in &mut m.blocks {
+        for block in &mut m.shell.stages[0] {
             let image = match &mut block.conditioning {
                 ConditioningPart::AdaLnZero(a) => a,
                 ConditioningPart::AdaLnZeroDual(d) => &mut d.ada_ln_modulation,
@@ -407,7 +307,7 @@ mod tests {
         assert!(full.clone().equal(plain).all().into_scalar::<bool>());
         // skipping block 1 = the model without it (blocks 0 and 2 only)
         let mut without = m.clone();
-        without.blocks.remove(1);
+        without.shell.stages[0].remove(1);
         let expected = without.forward(x.clone(), t.clone(), text.clone(), pooled.clone()).unwrap();
         let skipped = run(&[1]).unwrap();
         let tol = burn::tensor::Tolerance::absolute(1e-6);

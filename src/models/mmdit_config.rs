@@ -5,12 +5,10 @@
 
 use burn::prelude::*;
 
-use crate::blocks::{ConditionEmbedderConfig, ConditionKind, FinalLayerConfig, JointBlockConfig};
+use crate::blocks::{ConditionKind, JointBlockConfig};
 use crate::error::{Error, Result, ensure_config, ensure_positive};
 use crate::layers::attention::QkNorm;
-use crate::layers::init::{WeightInit, linear};
-use crate::layers::pos_embed_cropped::CroppedPosEmbedConfig;
-use crate::layers::{PatchEmbedConfig, TimestepEmbedderConfig};
+use crate::models::composed_config::{ComposedDiTConfig, StageLayout};
 use crate::models::MMDiT;
 
 /// Text tokens the SD3 paper's compute figures assume: 77 CLIP + 77 T5 tokens.
@@ -283,28 +281,36 @@ impl MMDiTConfig {
         })
     }
 
-    /// Build the model: Xavier-uniform linears, zero adaLN modulations and final layer
-    /// (adaLN-Zero, as DiT), normal(0.02) timestep embedder, the fixed sin-cos table.
+    /// The model shell this preset builds: patch stem with the `pos_embed_max_size` table
+    /// centre-cropped to each input, the pooled-text condition and the `context_embedder`, one
+    /// flat stage of joint blocks ([`block_config`](Self::block_config); the last one's text
+    /// stream is pre-only), DiT's final layer.
+    pub fn shell(&self) -> ComposedDiTConfig {
+        ComposedDiTConfig::new()
+            .with_input_size(self.sample_size)
+            .with_patch_size(self.patch_size)
+            .with_in_channels(self.in_channels)
+            .with_output_channels(Some(self.out_channels))
+            .with_hidden_size(self.hidden_size())
+            .with_head_dim(self.attention_head_dim)
+            .with_stages(StageLayout::Flat { depth: self.num_layers })
+            .with_blocks(Some((0..self.num_layers).map(|i| self.block_config(i).block_config()).collect()))
+            .with_condition(ConditionKind::Pooled { pooled_dim: self.pooled_projection_dim })
+            .with_timestep_frequency_size(TIMESTEP_FREQ_DIM)
+            .with_pos_embed_max_size(Some(self.pos_embed_max_size))
+            .with_pos_interp_scale(self.pos_embed_interpolation_scale)
+            .with_context_dim(Some(self.joint_attention_dim))
+    }
+
+    /// Build the model (the [`shell`](Self::shell)): Xavier-uniform linears, zero adaLN
+    /// modulations and final layer (adaLN-Zero, as DiT), normal(0.02) timestep embedder, the
+    /// fixed sin-cos table.
+    ///
+    /// # Errors
+    /// As [`validate`](Self::validate).
     pub fn init(&self, device: &Device) -> Result<MMDiT> {
         self.validate()?;
-        let d = self.hidden_size();
-        Ok(MMDiT {
-            x_embedder: PatchEmbedConfig::new(self.in_channels, d, self.patch_size).init(device)?,
-            pos_embed: CroppedPosEmbedConfig::new(d, self.pos_embed_max_size, self.base_size())
-                .with_interpolation_scale(self.pos_embed_interpolation_scale)
-                .init(device)?,
-            cond_embedder: ConditionEmbedderConfig::new(
-                TimestepEmbedderConfig::new(d).with_frequency_embedding_size(TIMESTEP_FREQ_DIM),
-            )
-            .with_condition(ConditionKind::Pooled { pooled_dim: self.pooled_projection_dim })
-            .init(device)?,
-            context_embedder: linear(self.joint_attention_dim, d, true, WeightInit::XavierUniform, device),
-            blocks: (0..self.num_layers).map(|i| self.block_config(i).init(device)).collect::<Result<_>>()?,
-            final_layer: FinalLayerConfig::new(d, self.patch_size * self.patch_size * self.out_channels).init(device)?,
-            patch_size: self.patch_size,
-            in_channels: self.in_channels,
-            out_channels: self.out_channels,
-        })
+        Ok(MMDiT { shell: self.shell().init(device)? })
     }
 
     /// Exact parameter count as PyTorch's `sum(p.numel() for p in model.parameters())` of the

@@ -2,7 +2,9 @@
 
 pub mod composed;
 pub mod composed_config;
+mod composed_context;
 mod composed_count;
+mod composed_stem;
 mod composed_denoiser;
 pub mod dit;
 pub mod microdit;

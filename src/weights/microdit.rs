@@ -1,16 +1,20 @@
 //! MicroDiT checkpoints in the official layout (SonyResearch/micro_diffusion `DiT` state dicts,
 //! `.pt` or `.safetensors`).
 //!
+//! The model is the shell [`ComposedDiT`](crate::models::ComposedDiT) (module paths
+//! `shell.*`; the prefix is dropped before the rules below).
+//!
 //! | crate module path | official key |
 //! |---|---|
-//! | `cond_embedder.t_embedder.linear_{1,2}` | `t_embedder.mlp.{0,2}` |
-//! | `cond_embedder.y_embedder.y_proj.{fc1,norm,fc2}` | `y_embedder.y_proj.{fc1,norm,fc2}` |
-//! | `cond_embedder.y_embedder.{y_emb_preprocess,pooled_y_emb_process}.*` | `{y_emb_preprocess,pooled_y_emb_process}.*` |
-//! | `cond_embedder.y_embedder.embedding_table` (DiT backbone) | `y_embedder.embedding_table` |
-//! | `{blocks,patch_mixer}.{i}.conditioning.ada_ln_modulation.linear` (MicroDiT) or `.conditioning.linear` (DiT backbone) | `….adaLN_modulation.1` |
-//! | `{blocks,patch_mixer}.{i}.conditioning.norm{1,2,3}` | `….norm{1,2,3}` |
-//! | `{blocks,patch_mixer}.{i}.conditioning.cross_attn.{q,kv,proj}` | `….cross_attn.{q_linear,kv_linear,proj}` |
-//! | `{blocks,patch_mixer}.{i}.mlp.*` (`w{1,2,3}` SwiGLU, `{gate,w1,w2}` MoE, `fc{1,2}` MLP) | same |
+//! | `cond_embedders.0.t_embedder.linear_{1,2}` | `t_embedder.mlp.{0,2}` |
+//! | `cond_embedders.0.y_embedder.y_proj.{fc1,norm,fc2}` | `y_embedder.y_proj.{fc1,norm,fc2}` |
+//! | `cond_embedders.0.y_embedder.{y_emb_preprocess,pooled_y_emb_process}.*` | `{y_emb_preprocess,pooled_y_emb_process}.*` |
+//! | `cond_embedders.0.y_embedder.embedding_table` (DiT backbone) | `y_embedder.embedding_table` |
+//! | `stages.0.{i}` / `patch_mixer.{i}` | `blocks.{i}` / `patch_mixer.{i}` |
+//! | `{stages.0,patch_mixer}.{i}.conditioning.ada_ln_modulation.linear` (MicroDiT) or `.conditioning.linear` (DiT backbone) | `….adaLN_modulation.1` |
+//! | `{stages.0,patch_mixer}.{i}.conditioning.norm{1,2,3}` | `….norm{1,2,3}` |
+//! | `{stages.0,patch_mixer}.{i}.conditioning.cross_attn.{q,kv,proj}` | `….cross_attn.{q_linear,kv_linear,proj}` |
+//! | `{stages.0,patch_mixer}.{i}.mlp.*` (`w{1,2,3}` SwiGLU, `{gate,w1,w2}` MoE, `fc{1,2}` MLP) | same |
 //! | `final_layer.ada_ln_modulation.linear` | `final_layer.adaLN_modulation.1` |
 //! | `patch_mixer_map_{xin,xout,y}.{norm,linear}` | `patch_mixer_map_{xin,xout,y}.{0,1}` |
 //! | everything else (`x_embedder.proj`, `pos_embed`, `mask_token`, `attn.*`, `final_layer.*`) | same |
@@ -32,13 +36,14 @@ use crate::weights::format::{CheckpointFormat, LoadWeights};
 use crate::weights::lazy::{LazyCheckpoint, LazyTensor};
 use crate::weights::loader::KeyMap;
 
-/// Module path -> official key.
+/// Shell module path (without the wrapper's `shell.`) -> official key.
 pub fn official_key_map() -> KeyMap {
     let mut rules: Vec<(String, String)> = [
-        ("cond_embedder.t_embedder", "t_embedder"),
-        ("cond_embedder.y_embedder.y_emb_preprocess", "y_emb_preprocess"),
-        ("cond_embedder.y_embedder.pooled_y_emb_process", "pooled_y_emb_process"),
-        ("cond_embedder.y_embedder", "y_embedder"),
+        ("cond_embedders.0.t_embedder", "t_embedder"),
+        ("cond_embedders.0.y_embedder.y_emb_preprocess", "y_emb_preprocess"),
+        ("cond_embedders.0.y_embedder.pooled_y_emb_process", "pooled_y_emb_process"),
+        ("cond_embedders.0.y_embedder", "y_embedder"),
+        ("stages.0", "blocks"),
         ("t_embedder.linear_1", "t_embedder.mlp.0"),
         ("t_embedder.linear_2", "t_embedder.mlp.2"),
         ("conditioning.cross_attn.q", "cross_attn.q_linear"),
@@ -81,11 +86,10 @@ fn prepare(model: &MicroDiT, ck: &mut LazyCheckpoint<'_>) -> Result<()> {
             )));
         }
     }
-    if !ck.contains("pos_embed") {
-        ck.insert("pos_embed", LazyTensor::from_data(model.pos_embed.val().into_data()));
-    }
-    if !ck.contains("mask_token") {
-        ck.insert("mask_token", LazyTensor::from_data(model.mask_token.val().into_data()));
+    for (key, buffer) in [("pos_embed", &model.pos_embed), ("mask_token", &model.mask_token)] {
+        if let (false, Some(b)) = (ck.contains(key), buffer) {
+            ck.insert(key, LazyTensor::from_data(b.val().into_data()));
+        }
     }
     Ok(())
 }
@@ -96,7 +100,7 @@ pub struct MicroDiTOfficial;
 
 impl CheckpointFormat<MicroDiT> for MicroDiTOfficial {
     fn key(&self, module_path: &str) -> String {
-        official_key_map().checkpoint_key(module_path)
+        official_key_map().checkpoint_key(module_path.strip_prefix("shell.").unwrap_or(module_path))
     }
 
     fn prepare(&self, model: &MicroDiT, checkpoint: &mut LazyCheckpoint<'_>) -> Result<()> {

@@ -3,28 +3,29 @@
 //! [`LazyCheckpoint::open`]).
 //!
 //! # How diffusers' layout maps
-//! Every block is a [`Block`](crate::blocks::Block) preset
+//! The model is the shell [`ComposedDiT`](crate::models::ComposedDiT) (module paths `shell.*`;
+//! the prefix is dropped before the rules below). Every block is a [`Block`](crate::blocks::Block) preset
 //! ([`JointBlockConfig`](crate::blocks::JointBlockConfig)): the block's tokens are the image
 //! stream (stream 0 of its joint attention), the context tokens the text stream (stream 1).
 //!
 //! | crate module path | diffusers key |
 //! |---|---|
 //! | `x_embedder.proj` | `pos_embed.proj` |
-//! | `pos_embed.table` | `pos_embed.pos_embed` (supplied from the model when absent) |
-//! | `cond_embedder.t_embedder.linear_{1,2}` | `time_text_embed.timestep_embedder.linear_{1,2}` |
-//! | `cond_embedder.y_embedder.fc{1,2}` | `time_text_embed.text_embedder.linear_{1,2}` |
+//! | `pos_embed` | `pos_embed.pos_embed` (supplied from the model when absent) |
+//! | `cond_embedders.0.t_embedder.linear_{1,2}` | `time_text_embed.timestep_embedder.linear_{1,2}` |
+//! | `cond_embedders.0.y_embedder.fc{1,2}` | `time_text_embed.text_embedder.linear_{1,2}` |
 //! | `context_embedder` | `context_embedder` |
-//! | `blocks.{i}.attn.joint.streams.0.qkv` | `transformer_blocks.{i}.attn.to_{q,k,v}` (rows concatenated) |
-//! | `blocks.{i}.attn.joint.streams.1.qkv` | `transformer_blocks.{i}.attn.add_{q,k,v}_proj` (rows concatenated) |
-//! | `blocks.{i}.attn.joint.streams.{0,1}.proj` | `transformer_blocks.{i}.attn.{to_out.0, to_add_out}` |
-//! | `blocks.{i}.attn.joint.streams.0.{q,k}_norm` | `transformer_blocks.{i}.attn.norm_{q,k}` |
-//! | `blocks.{i}.attn.joint.streams.1.{q,k}_norm` | `transformer_blocks.{i}.attn.norm_added_{q,k}` |
-//! | `blocks.{i}.conditioning.linear` (`.conditioning.ada_ln_modulation.linear` in MMDiT-X blocks) | `transformer_blocks.{i}.norm1.linear` |
-//! | `blocks.{i}.attn.context_modulation.linear` | `transformer_blocks.{i}.norm1_context.linear` |
-//! | `blocks.{i}.mlp.fc{1,2}` | `transformer_blocks.{i}.ff.net.{0.proj,2}` |
-//! | `blocks.{i}.attn.context_mlp.fc{1,2}` | `transformer_blocks.{i}.ff_context.net.{0.proj,2}` |
-//! | `blocks.{i}.conditioning.attn2.qkv` | `transformer_blocks.{i}.attn2.to_{q,k,v}` (MMDiT-X; rows concatenated) |
-//! | `blocks.{i}.conditioning.attn2.{proj, q_norm, k_norm}` | `transformer_blocks.{i}.attn2.{to_out.0, norm_q, norm_k}` |
+//! | `stages.0.{i}.attn.joint.streams.0.qkv` | `transformer_blocks.{i}.attn.to_{q,k,v}` (rows concatenated) |
+//! | `stages.0.{i}.attn.joint.streams.1.qkv` | `transformer_blocks.{i}.attn.add_{q,k,v}_proj` (rows concatenated) |
+//! | `stages.0.{i}.attn.joint.streams.{0,1}.proj` | `transformer_blocks.{i}.attn.{to_out.0, to_add_out}` |
+//! | `stages.0.{i}.attn.joint.streams.0.{q,k}_norm` | `transformer_blocks.{i}.attn.norm_{q,k}` |
+//! | `stages.0.{i}.attn.joint.streams.1.{q,k}_norm` | `transformer_blocks.{i}.attn.norm_added_{q,k}` |
+//! | `stages.0.{i}.conditioning.linear` (`.conditioning.ada_ln_modulation.linear` in MMDiT-X blocks) | `transformer_blocks.{i}.norm1.linear` |
+//! | `stages.0.{i}.attn.context_modulation.linear` | `transformer_blocks.{i}.norm1_context.linear` |
+//! | `stages.0.{i}.mlp.fc{1,2}` | `transformer_blocks.{i}.ff.net.{0.proj,2}` |
+//! | `stages.0.{i}.attn.context_mlp.fc{1,2}` | `transformer_blocks.{i}.ff_context.net.{0.proj,2}` |
+//! | `stages.0.{i}.conditioning.attn2.qkv` | `transformer_blocks.{i}.attn2.to_{q,k,v}` (MMDiT-X; rows concatenated) |
+//! | `stages.0.{i}.conditioning.attn2.{proj, q_norm, k_norm}` | `transformer_blocks.{i}.attn2.{to_out.0, norm_q, norm_k}` |
 //! | `final_layer.ada_ln_modulation.linear` | `norm_out.linear` (halves swapped) |
 //! | `final_layer.linear` | `proj_out` |
 //!
@@ -49,7 +50,7 @@ const TEXT_QKV: [&str; 3] = ["add_q_proj", "add_k_proj", "add_v_proj"];
 fn qkv_sets(model: &MMDiT, block: usize) -> Vec<(String, [&'static str; 3])> {
     let attn = format!("transformer_blocks.{block}.attn");
     let mut sets = vec![(attn.clone(), IMAGE_QKV), (attn, TEXT_QKV)];
-    if matches!(model.blocks[block].conditioning, ConditioningPart::AdaLnZeroDual(_)) {
+    if matches!(model.stages[0][block].conditioning, ConditioningPart::AdaLnZeroDual(_)) {
         sets.push((format!("transformer_blocks.{block}.attn2"), IMAGE_QKV));
     }
     sets
@@ -61,12 +62,12 @@ fn qkv_sets(model: &MMDiT, block: usize) -> Vec<(String, [&'static str; 3])> {
 pub fn diffusers_key_map() -> KeyMap {
     let fused = |names: [&str; 3]| format!("attn.{{{}}}", names.join(","));
     KeyMap::new([
-        ("pos_embed.table".to_string(), "pos_embed.pos_embed".to_string()),
+        ("pos_embed".to_string(), "pos_embed.pos_embed".to_string()),
         ("x_embedder.proj".into(), "pos_embed.proj".into()),
-        ("cond_embedder.t_embedder".into(), "time_text_embed.timestep_embedder".into()),
-        ("cond_embedder.y_embedder.fc1".into(), "time_text_embed.text_embedder.linear_1".into()),
-        ("cond_embedder.y_embedder.fc2".into(), "time_text_embed.text_embedder.linear_2".into()),
-        ("blocks".into(), "transformer_blocks".into()),
+        ("cond_embedders.0.t_embedder".into(), "time_text_embed.timestep_embedder".into()),
+        ("cond_embedders.0.y_embedder.fc1".into(), "time_text_embed.text_embedder.linear_1".into()),
+        ("cond_embedders.0.y_embedder.fc2".into(), "time_text_embed.text_embedder.linear_2".into()),
+        ("stages.0".into(), "transformer_blocks".into()),
         ("attn.joint.streams.0.qkv".into(), fused(IMAGE_QKV)),
         ("attn.joint.streams.1.qkv".into(), fused(TEXT_QKV)),
         ("attn.joint.streams.0.proj".into(), "attn.to_out.0".into()),
@@ -107,7 +108,7 @@ fn context_pre_only(block: &Block) -> bool {
 /// Keys of the `(scale, shift)` linears of diffusers' `AdaLayerNormContinuous` in `model`.
 fn continuous_norm_keys(model: &MMDiT) -> Vec<String> {
     let mut prefixes = vec!["norm_out.linear".to_string()];
-    for (i, block) in model.blocks.iter().enumerate() {
+    for (i, block) in model.stages[0].iter().enumerate() {
         if context_pre_only(block) {
             prefixes.push(format!("transformer_blocks.{i}.norm1_context.linear"));
         }
@@ -118,7 +119,7 @@ fn continuous_norm_keys(model: &MMDiT) -> Vec<String> {
 /// Rewrites a diffusers checkpoint for [`diffusers_key_map`]: fuses each block's q/k/v rows,
 /// swaps the `(scale, shift)` halves, and supplies the sin-cos table when absent (all lazily).
 fn prepare_diffusers(model: &MMDiT, ck: &mut LazyCheckpoint<'_>) {
-    for i in 0..model.blocks.len() {
+    for i in 0..model.stages[0].len() {
         for (prefix, names) in qkv_sets(model, i) {
             for param in ["weight", "bias"] {
                 ck.fuse_rows(&keys(&prefix, names, param), fused_key(&prefix, names, param));
@@ -128,8 +129,8 @@ fn prepare_diffusers(model: &MMDiT, ck: &mut LazyCheckpoint<'_>) {
     for key in continuous_norm_keys(model) {
         ck.swap_row_halves(&key);
     }
-    if !ck.contains("pos_embed.pos_embed") {
-        ck.insert("pos_embed.pos_embed", LazyTensor::from_data(model.pos_embed.table.val().into_data()));
+    if let (false, Some(table)) = (ck.contains("pos_embed.pos_embed"), &model.pos_embed) {
+        ck.insert("pos_embed.pos_embed", LazyTensor::from_data(table.val().into_data()));
     }
 }
 
@@ -141,7 +142,7 @@ pub struct MMDiTDiffusers;
 
 impl CheckpointFormat<MMDiT> for MMDiTDiffusers {
     fn key(&self, module_path: &str) -> String {
-        diffusers_key_map().checkpoint_key(module_path)
+        diffusers_key_map().checkpoint_key(module_path.strip_prefix("shell.").unwrap_or(module_path))
     }
 
     fn prepare(&self, model: &MMDiT, checkpoint: &mut LazyCheckpoint<'_>) -> Result<()> {
@@ -150,7 +151,7 @@ impl CheckpointFormat<MMDiT> for MMDiTDiffusers {
     }
 
     fn finish_export(&self, model: &MMDiT, ck: &mut Checkpoint) -> Result<()> {
-        for i in 0..model.blocks.len() {
+        for i in 0..model.stages[0].len() {
             for (prefix, names) in qkv_sets(model, i) {
                 for param in ["weight", "bias"] {
                     split_rows(ck, &fused_key(&prefix, names, param), &keys(&prefix, names, param))?;
@@ -220,24 +221,24 @@ mod tests {
     fn names_follow_diffusers() {
         let map = diffusers_key_map();
         let k = |p: &str| map.checkpoint_key(p);
-        assert_eq!(k("pos_embed.table"), "pos_embed.pos_embed");
+        assert_eq!(k("pos_embed"), "pos_embed.pos_embed");
         assert_eq!(k("x_embedder.proj.weight"), "pos_embed.proj.weight");
-        assert_eq!(k("cond_embedder.t_embedder.linear_2.bias"), "time_text_embed.timestep_embedder.linear_2.bias");
-        assert_eq!(k("cond_embedder.y_embedder.fc1.weight"), "time_text_embed.text_embedder.linear_1.weight");
-        assert_eq!(k("blocks.3.attn.joint.streams.0.qkv.weight"), "transformer_blocks.3.attn.{to_q,to_k,to_v}.weight");
+        assert_eq!(k("cond_embedders.0.t_embedder.linear_2.bias"), "time_text_embed.timestep_embedder.linear_2.bias");
+        assert_eq!(k("cond_embedders.0.y_embedder.fc1.weight"), "time_text_embed.text_embedder.linear_1.weight");
+        assert_eq!(k("stages.0.3.attn.joint.streams.0.qkv.weight"), "transformer_blocks.3.attn.{to_q,to_k,to_v}.weight");
         assert_eq!(
-            k("blocks.3.attn.joint.streams.1.qkv.bias"),
+            k("stages.0.3.attn.joint.streams.1.qkv.bias"),
             "transformer_blocks.3.attn.{add_q_proj,add_k_proj,add_v_proj}.bias"
         );
-        assert_eq!(k("blocks.0.attn.joint.streams.0.proj.weight"), "transformer_blocks.0.attn.to_out.0.weight");
-        assert_eq!(k("blocks.0.attn.joint.streams.1.proj.weight"), "transformer_blocks.0.attn.to_add_out.weight");
-        assert_eq!(k("blocks.1.attn.joint.streams.1.k_norm.weight"), "transformer_blocks.1.attn.norm_added_k.weight");
-        assert_eq!(k("blocks.1.attn.context_modulation.linear.weight"), "transformer_blocks.1.norm1_context.linear.weight");
-        assert_eq!(k("blocks.1.conditioning.linear.bias"), "transformer_blocks.1.norm1.linear.bias");
-        assert_eq!(k("blocks.1.conditioning.ada_ln_modulation.linear.bias"), "transformer_blocks.1.norm1.linear.bias");
-        assert_eq!(k("blocks.2.conditioning.attn2.proj.bias"), "transformer_blocks.2.attn2.to_out.0.bias");
-        assert_eq!(k("blocks.10.attn.context_mlp.fc2.bias"), "transformer_blocks.10.ff_context.net.2.bias");
-        assert_eq!(k("blocks.10.mlp.fc1.bias"), "transformer_blocks.10.ff.net.0.proj.bias");
+        assert_eq!(k("stages.0.0.attn.joint.streams.0.proj.weight"), "transformer_blocks.0.attn.to_out.0.weight");
+        assert_eq!(k("stages.0.0.attn.joint.streams.1.proj.weight"), "transformer_blocks.0.attn.to_add_out.weight");
+        assert_eq!(k("stages.0.1.attn.joint.streams.1.k_norm.weight"), "transformer_blocks.1.attn.norm_added_k.weight");
+        assert_eq!(k("stages.0.1.attn.context_modulation.linear.weight"), "transformer_blocks.1.norm1_context.linear.weight");
+        assert_eq!(k("stages.0.1.conditioning.linear.bias"), "transformer_blocks.1.norm1.linear.bias");
+        assert_eq!(k("stages.0.1.conditioning.ada_ln_modulation.linear.bias"), "transformer_blocks.1.norm1.linear.bias");
+        assert_eq!(k("stages.0.2.conditioning.attn2.proj.bias"), "transformer_blocks.2.attn2.to_out.0.bias");
+        assert_eq!(k("stages.0.10.attn.context_mlp.fc2.bias"), "transformer_blocks.10.ff_context.net.2.bias");
+        assert_eq!(k("stages.0.10.mlp.fc1.bias"), "transformer_blocks.10.ff.net.0.proj.bias");
         assert_eq!(k("final_layer.ada_ln_modulation.linear.weight"), "norm_out.linear.weight");
         assert_eq!(k("final_layer.linear.bias"), "proj_out.bias");
     }
@@ -380,7 +381,7 @@ mod tests {
         ck.remove("pos_embed.pos_embed");
         let mut fresh = cfg.init(&device).unwrap();
         fresh.load_checkpoint(&ck).unwrap();
-        let table = |m: &MMDiT| m.pos_embed.table.val().into_data().try_to_vec::<f32>().unwrap();
+        let table = |m: &MMDiT| m.pos_embed.as_ref().unwrap().val().into_data().try_to_vec::<f32>().unwrap();
         assert_eq!(table(&fresh), table(&cfg.init(&device).unwrap()));
     }
 

@@ -14,7 +14,7 @@ fn load(fx: &Fixture, results: &mut Vec<Outcome>) -> Result<MMDiT, String> {
     let cfg = MMDiTConfig::from_diffusers_config(fx.config()).map_err(err)?;
     let mut model = cfg.init(&fx.device).map_err(err)?;
     if let Some(table) = fx.weights.get("pos_embed.pos_embed") {
-        let ours = model.pos_embed.table.val().into_data();
+        let ours = model.pos_embed.as_ref().ok_or("the model lacks pos_embed")?.val().into_data();
         results.push(compare_data("pos_embed.pos_embed", ours, table.clone(), fx.atol, fx.rtol));
     }
     model.load_checkpoint(&fx.weights).map_err(err)?;
