@@ -468,7 +468,7 @@ mod tests {
         }
 
         // the bias parameter is the file's own memory (taken out of the model, so unshared)
-        let bias = mapped.context_embedder.bias.as_ref().unwrap().val();
+        let bias = mapped.context_embedder.as_ref().unwrap().bias.as_ref().unwrap().val();
         drop(mapped);
         let data = bias.into_data();
         assert_eq!(data.as_bytes().as_ptr(), in_file, "the parameter was copied");
