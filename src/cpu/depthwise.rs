@@ -246,7 +246,18 @@ mod flex {
 #[cfg(all(test, feature = "flex"))]
 mod tests {
     use super::*;
-    use crate::layers::dwconv_ffn::same_conv2d;
+    use burn::nn::PaddingConfig2d;
+    use burn::nn::conv::Conv2dConfig;
+
+    /// A "same"-padded convolution (Burn's default initialisation).
+    fn same_conv2d(channels: [usize; 2], kernel: usize, groups: usize, bias: bool, device: &Device) -> Conv2d {
+        let p = kernel / 2;
+        Conv2dConfig::new(channels, [kernel, kernel])
+            .with_padding(PaddingConfig2d::Explicit(p, p, p, p))
+            .with_groups(groups)
+            .with_bias(bias)
+            .init(device)
+    }
 
     /// `max |a - b|` and `max |b|`.
     fn max_error(a: TensorData, b: TensorData) -> (f32, f32) {
@@ -260,7 +271,7 @@ mod tests {
         // the last shape splits the weight gradient across threads
         for (i, (kernel, [b, c, h, w])) in [(3, [2, 5, 7, 6]), (5, [1, 8, 9, 9]), (7, [2, 3, 1, 4]), (1, [1, 4, 3, 3]), (5, [2, 32, 16, 16])].into_iter().enumerate() {
             let seed = 600 + 10 * i as u64;
-            let mut conv = same_conv2d([c, c], kernel, c, true, false, &device);
+            let mut conv = same_conv2d([c, c], kernel, c, true, &device);
             conv.bias = Some(burn::module::Param::from_tensor(crate::test_util::randn([c], seed, &device)));
             let x = crate::test_util::randn([b, c, h, w], seed + 1, &Device::flex());
             let upstream = crate::test_util::randn([b, c, h, w], seed + 2, &device);
@@ -286,8 +297,8 @@ mod tests {
     fn other_convolutions_take_burns_path() {
         let device = Device::flex();
         let x = crate::test_util::randn([1, 4, 6, 6], 700, &device);
-        let dense = same_conv2d([4, 4], 3, 1, true, false, &device);
-        let no_bias = same_conv2d([4, 4], 3, 4, false, false, &device);
+        let dense = same_conv2d([4, 4], 3, 1, true, &device);
+        let no_bias = same_conv2d([4, 4], 3, 4, false, &device);
         assert!(fast_path_padding(&dense, &x).is_none() && fast_path_padding(&no_bias, &x).is_none());
         depthwise_conv2d(&dense, x.clone()).into_data().assert_eq(&dense.forward(x).into_data(), true);
     }
