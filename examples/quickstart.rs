@@ -102,7 +102,8 @@ struct Args {
     #[arg(long, default_value = "out/quickstart")]
     out: PathBuf,
     /// Continue from the checkpoint in OUT/checkpoint (without it, a new run replaces the
-    /// checkpoints there).
+    /// checkpoints there). With the checkpoint's own `--steps` nothing is trained: the run only
+    /// samples and judges (try other `--sampler`, `--sample-steps`, `--cfg` on one model).
     #[arg(long)]
     resume: bool,
 }
@@ -246,7 +247,12 @@ fn run(args: Args) -> Result<(), String> {
         "model": serde_json::to_value(&config).map_err(|e| e.to_string())?,
         "objective": args.objective.name(),
     });
-    let ckpt = trainer.save_checkpoint(&ckpt_root, metadata).map_err(e)?;
+    // A resumed run that trained no step (sampling and judging only) writes no new checkpoint.
+    let ckpt = if args.resume && trainer.step() == first_step {
+        None
+    } else {
+        Some(trainer.save_checkpoint(&ckpt_root, metadata).map_err(e)?)
+    };
     if !losses.is_empty() {
         let raw: Vec<f64> = losses.iter().map(|p| p.1).collect();
         let smooth = ema_smooth(&raw, 0.98);
@@ -321,7 +327,11 @@ fn run(args: Args) -> Result<(), String> {
         "time: {:.0}s in all (training {train_time:.0}s, sampling {sample_time:.0}s, judges {judge_time:.0}s)",
         run_start.elapsed().as_secs_f64()
     );
-    println!("wrote {}/{{samples.png, loss.png, data.png}} and checkpoint {}", args.out.display(), ckpt.display());
+    let plots = if losses.is_empty() { "samples.png, data.png" } else { "samples.png, loss.png, data.png" };
+    match ckpt {
+        Some(ckpt) => println!("wrote {}/{{{plots}}} and checkpoint {}", args.out.display(), ckpt.display()),
+        None => println!("wrote {}/{{{plots}}} (sampled the checkpoint of step {})", args.out.display(), trainer.step()),
+    }
     Ok(())
 }
 
