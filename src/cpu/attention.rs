@@ -39,7 +39,7 @@ pub fn attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>) -> Tensor<4> {
 #[cfg_attr(not(feature = "flex"), allow(dead_code))]
 fn fast_path_applies(q: &Tensor<4>, k: &Tensor<4>, v: &Tensor<4>) -> bool {
     let ([b, h, nq, dk], [bk, hk, nk, dkk], [bv, hv, nv, dv]) = (q.dims(), k.dims(), v.dims());
-    let f32_on_flex = |t: &Tensor<4>| t.dtype() == burn::tensor::DType::F32 && t.device() == Device::flex();
+    use super::f32_on_flex;
     f32_on_flex(q)
         && f32_on_flex(k)
         && f32_on_flex(v)

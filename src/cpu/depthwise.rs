@@ -46,10 +46,7 @@ fn fast_path_padding(conv: &Conv2d, x: &Tensor<4>) -> Option<[usize; 2]> {
         PaddingConfig2d::Explicit(top, left, bottom, right) => [top, left, bottom, right],
         PaddingConfig2d::Valid => [0; 4],
     };
-    let f32_on_flex = x.dtype() == burn::tensor::DType::F32
-        && conv.weight.dtype() == burn::tensor::DType::F32
-        && x.device() == Device::flex()
-        && conv.weight.device() == Device::flex();
+    let f32_on_flex = super::f32_on_flex(x) && super::f32_on_flex(&conv.weight.val());
     let depthwise = conv.groups == c && co == c && ci == 1 && conv.stride == [1, 1] && conv.dilation == [1, 1];
     let same = kh % 2 == 1 && kw % 2 == 1 && [top, bottom] == [kh / 2; 2] && [left, right] == [kw / 2; 2];
     (f32_on_flex && depthwise && same && conv.bias.is_some() && c > 0).then_some([top, left])

@@ -68,7 +68,7 @@ mod flex {
     /// The fast path for a `float32` tensor on the flex device (plain or autodiff): the tanh
     /// (`approximate`) or exact GELU; any other tensor is given back.
     pub fn gelu<const D: usize>(x: Tensor<D>, approximate: bool) -> Result<Tensor<D>, Tensor<D>> {
-        if x.dtype() != burn::tensor::DType::F32 || x.device() != Device::flex() {
+        if !crate::cpu::f32_on_flex(&x) {
             return Err(x);
         }
         use burn::backend::Dispatch;

@@ -16,6 +16,20 @@ pub use attention::attention;
 pub use depthwise::depthwise_conv2d;
 pub use gelu::{gelu, gelu_tanh};
 
+/// Whether `t` is a `float32` tensor on the flex device (plain or autodiff): the condition of
+/// every fast path here. Always false without the `flex` feature.
+pub(crate) fn f32_on_flex<const D: usize>(t: &burn::prelude::Tensor<D>) -> bool {
+    #[cfg(feature = "flex")]
+    {
+        t.dtype() == burn::tensor::DType::F32 && t.device() == burn::prelude::Device::flex()
+    }
+    #[cfg(not(feature = "flex"))]
+    {
+        let _ = t;
+        false
+    }
+}
+
 /// The threads the CPU kernels split their work over: `RAYON_NUM_THREADS` where it is set (the
 /// setting flex's own thread pool follows), otherwise the cores available. Read once, like
 /// rayon's pool size.
@@ -28,4 +42,18 @@ pub fn num_threads() -> usize {
             .filter(|&n| n > 0)
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
     })
+}
+
+#[cfg(all(test, feature = "flex"))]
+mod tests {
+    use burn::prelude::*;
+
+    #[test]
+    fn fast_paths_see_f32_on_flex_and_nothing_else() {
+        let flex = Device::flex();
+        assert!(super::f32_on_flex(&Tensor::<2>::zeros([2, 2], &flex)));
+        assert!(super::f32_on_flex(&Tensor::<2>::zeros([2, 2], &flex.clone().autodiff())));
+        let half = Tensor::<2>::zeros([2, 2], &flex).cast(burn::tensor::DType::F16);
+        assert!(!super::f32_on_flex(&half));
+    }
 }
