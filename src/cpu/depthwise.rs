@@ -146,17 +146,7 @@ mod flex {
             };
             let threads = if b * c * h * w * kh * kw < PARALLEL_MIN_MACS { 1 } else { crate::cpu::num_threads().min(c) };
             let per = c.div_ceil(threads.max(1));
-            std::thread::scope(|scope| {
-                let channel = &channel;
-                let mut pieces = dw.chunks_mut(per * kh * kw).enumerate();
-                let first = pieces.next();
-                for (t, piece) in pieces {
-                    scope.spawn(move || channel(t * per, piece));
-                }
-                if let Some((_, piece)) = first {
-                    channel(0, piece);
-                }
-            });
+            crate::cpu::for_each_chunk(&mut dw, per * kh * kw, |t, piece| channel(t * per, piece));
             FlexTensor::from_data(TensorData::new(dw, [c, 1, kh, kw]))
         }
     }

@@ -160,18 +160,7 @@ fn for_chunks(dst: &mut [f32], src: &[f32], f: impl Fn(&mut [f32], &[f32]) + Syn
     }
     let chunk = dst.len().div_ceil(threads);
     let src_piece = |i: usize| if src.is_empty() { src } else { &src[i * chunk..((i + 1) * chunk).min(src.len())] };
-    std::thread::scope(|scope| {
-        let f = &f;
-        let mut pieces = dst.chunks_mut(chunk).enumerate();
-        let first = pieces.next();
-        for (i, piece) in pieces {
-            let s = src_piece(i);
-            scope.spawn(move || f(piece, s));
-        }
-        if let Some((i, piece)) = first {
-            f(piece, src_piece(i));
-        }
-    });
+    crate::cpu::for_each_chunk(dst, chunk, |i, piece| f(piece, src_piece(i)));
 }
 
 #[cfg(all(test, feature = "flex"))]

@@ -30,6 +30,23 @@ pub(crate) fn f32_on_flex<const D: usize>(t: &burn::prelude::Tensor<D>) -> bool 
     }
 }
 
+/// Runs `f(i, piece)` on every `chunk`-long piece `i` of `dst` in parallel: the first piece on
+/// this thread, the others on scoped threads (one per piece).
+#[cfg(feature = "flex")]
+pub(crate) fn for_each_chunk<T: Send>(dst: &mut [T], chunk: usize, f: impl Fn(usize, &mut [T]) + Sync) {
+    std::thread::scope(|scope| {
+        let f = &f;
+        let mut pieces = dst.chunks_mut(chunk.max(1)).enumerate();
+        let first = pieces.next();
+        for (i, piece) in pieces {
+            scope.spawn(move || f(i, piece));
+        }
+        if let Some((i, piece)) = first {
+            f(i, piece);
+        }
+    });
+}
+
 /// The threads the CPU kernels split their work over: `RAYON_NUM_THREADS` where it is set (the
 /// setting flex's own thread pool follows), otherwise the cores available. Read once, like
 /// rayon's pool size.
