@@ -21,7 +21,7 @@ use crate::blocks::parts::cosine_attention::CosineAttention;
 use crate::blocks::parts::spec::PartSpec;
 use crate::blocks::parts::two_stream::TwoStreamAttention;
 use crate::error::{Error, Result, ensure_config};
-use crate::layers::attention::{Attention, AttentionConfig, CrossAttention, CrossAttentionConfig, QkNorm};
+use crate::layers::attention::{Attention, CrossAttention, CrossAttentionConfig, QkNorm};
 use crate::layers::downsampled_attention::{
     AttentionScore, DownsampledAttention, DownsampledAttentionConfig, downsampled_attention_macs,
 };
@@ -134,17 +134,9 @@ impl AttentionKind {
         ensure_config(self.has_qk_norm(s.qk_norm), || format!("{self:?} attention has no {:?} QK norm option", s.qk_norm))?;
         let [init_in, init_out] = s.init;
         Ok(match self {
-            AttentionKind::MultiHead => AttentionPart::MultiHead(
-                AttentionConfig::new(d_model, n_heads)
-                    .with_d_hidden(Some(hidden))
-                    .with_qk_norm(s.qk_norm)
-                    .with_qk_norm_eps(s.norm_eps)
-                    .with_qkv_bias(s.bias)
-                    .with_proj_bias(s.bias)
-                    .with_init_in(init_in)
-                    .with_init_out(init_out)
-                    .init(device)?,
-            ),
+            AttentionKind::MultiHead => {
+                AttentionPart::MultiHead(s.attention_config(n_heads).with_d_hidden(Some(hidden)).init(device)?)
+            }
             AttentionKind::Downsampled { down_factor, kernel, cosine, rope } => AttentionPart::Downsampled(
                 DownsampledAttentionConfig::new(d_model, n_heads)
                     .with_down_factor(*down_factor)

@@ -18,7 +18,7 @@ use burn::prelude::*;
 use crate::blocks::parts::spec::PartSpec;
 use crate::error::Result;
 use crate::layers::adaln::AdaLnModulation;
-use crate::layers::attention::{Attention, AttentionConfig};
+use crate::layers::attention::Attention;
 
 /// adaLN-Zero with a second self-attention (see the [module docs](self)).
 #[derive(Module, Debug)]
@@ -36,17 +36,9 @@ impl DualAttention {
     /// [`crate::Error::InvalidConfig`] for widths the attention cannot take.
     pub fn new(s: &PartSpec, device: &Device) -> Result<Self> {
         let d = s.d_model;
-        let [init_in, init_out] = s.init;
         Ok(Self {
             ada_ln_modulation: AdaLnModulation::new(s.d_cond, d, 9, true, device).with_activation(s.modulation_activation),
-            attn2: AttentionConfig::new(d, s.full_width_heads())
-                .with_qk_norm(s.qk_norm)
-                .with_qk_norm_eps(s.norm_eps)
-                .with_qkv_bias(s.bias)
-                .with_proj_bias(s.bias)
-                .with_init_in(init_in)
-                .with_init_out(init_out)
-                .init(device)?,
+            attn2: s.attention_config(s.full_width_heads()).init(device)?,
         })
     }
 

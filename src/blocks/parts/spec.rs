@@ -3,7 +3,7 @@
 //! `init`, `num_params` and `macs`.
 
 use crate::layers::activation::Activation;
-use crate::layers::attention::QkNorm;
+use crate::layers::attention::{AttentionConfig, QkNorm};
 use crate::layers::init::WeightInit;
 
 /// The widths and shared options of one block's parts.
@@ -51,5 +51,18 @@ impl PartSpec {
             [WeightInit::Normal(a), WeightInit::Normal(b)] => Some((a, b)),
             _ => None,
         }
+    }
+
+    /// The self-attention of this spec's block with `n_heads` heads over the width `D`: its
+    /// QK norm and eps, biases and inits (the hidden width is left at `D`).
+    pub fn attention_config(&self, n_heads: usize) -> AttentionConfig {
+        let [init_in, init_out] = self.init;
+        AttentionConfig::new(self.d_model, n_heads)
+            .with_qk_norm(self.qk_norm)
+            .with_qk_norm_eps(self.norm_eps)
+            .with_qkv_bias(self.bias)
+            .with_proj_bias(self.bias)
+            .with_init_in(init_in)
+            .with_init_out(init_out)
     }
 }
