@@ -9,7 +9,7 @@ use crate::diffusion::schedule::linspace;
 use crate::diffusion::timesteps::{FinalSigma, SigmaSpacing, StepTarget, TimestepSchedule};
 use crate::error::{Error, Result, ensure_config};
 
-/// A continuous VP process (see the [module docs](self)); DDPM's linear schedule in the limit
+/// A continuous VP process (see the [module docs](super)); DDPM's linear schedule in the limit
 /// is `ContinuousVp::new(0.1, 20.0, 1e-3, 1000.0, Prediction::Epsilon)`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ContinuousVp {

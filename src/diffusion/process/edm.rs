@@ -8,7 +8,7 @@ use crate::diffusion::process::{ContinuousTime, Level, OdeFrame, Plan, Predictio
 use crate::diffusion::timesteps::{FinalSigma, SigmaSpacing, StepTarget, TimestepSchedule};
 use crate::error::{Error, Result, ensure_config};
 
-/// An EDM process (see the [module docs](self)); MicroDiT's defaults are
+/// An EDM process (see the [module docs](super)); MicroDiT's defaults are
 /// `EdmProcess::new(0.002, 80.0, 7.0, 0.9)`.
 ///
 /// ```

@@ -12,7 +12,7 @@ use crate::diffusion::timestep_sampling::check_shift;
 use crate::diffusion::timesteps::{FinalSigma, SigmaSpacing, StepTarget, TimestepSchedule};
 use crate::error::{Error, Result, ensure_config};
 
-/// A rectified-flow process (see the [module docs](self)).
+/// A rectified-flow process (see the [module docs](super)).
 ///
 /// ```
 /// use diffusion_transformers::diffusion::process::{Process, RectifiedFlowProcess};
