@@ -15,7 +15,7 @@ use diffusion_transformers::contracts::TokenMask;
 use diffusion_transformers::models::{MMDiTConfig, MicroDiTCond, MicroDiTConfig, UDiTConfig};
 use rand::SeedableRng;
 
-use common::{TrainStep, device, labels, randn, record_peak_memory, reset_peak_memory, udit_inputs};
+use common::{TrainStep, device, randn, record_peak_memory, reset_peak_memory, udit_inputs};
 
 const BATCH: usize = 2;
 
