@@ -12,7 +12,9 @@
 //! Scores are either scaled dot products or cosine similarities with a learned per-head
 //! temperature ([`cosine_attention`]), with an optional 2-D RoPE ([`Rope2d`]) computed on the
 //! sub-grid. [`DownsampledAttention::forward_tokens`] runs the layer on token sequences
-//! `[B, N, C]` so that any transformer block of the crate can use it.
+//! `[B, N, C]` so that any transformer block of the crate can use it; it works channels-last
+//! throughout (depthwise conv on the tokens, the split and the merge one copy of whole pixels
+//! each, the 1x1 output conv applied per token before the merge).
 
 use burn::module::Param;
 use burn::nn::Linear;

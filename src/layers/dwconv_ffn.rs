@@ -13,7 +13,11 @@
 //! into one (`W = W2 W1`, `b = W2 b1 + b2`) and the identity plus the three depthwise convs
 //! into a single 5x5 depthwise conv (smaller kernels zero-padded to 5x5, identity as a 1 at
 //! the centre), giving [`FfnForm::Fused`]: `conv1x1 -> GELU -> dw5x5 -> conv1x1` with the same
-//! outputs up to float rounding.
+//! outputs up to float rounding. The training form's forward runs that folded structure too,
+//! with the folded weights computed from the branches' parameters on every call: the same
+//! function and the same gradients for every branch, at the cost of the fused form. The FFN
+//! runs on tokens ([`DwConvFfn::forward_tokens`]): 1x1 convs as linear maps of the channels,
+//! depthwise convs channels-last ([`crate::cpu::depthwise_conv2d_nhwc`]).
 
 use burn::module::Param;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
