@@ -15,7 +15,7 @@ use diffusion_transformers::contracts::TokenMask;
 use diffusion_transformers::models::{MMDiTConfig, MicroDiTCond, MicroDiTConfig, UDiTConfig};
 use rand::SeedableRng;
 
-use common::{TrainStep, device, labels, randn, record_peak_memory, reset_peak_memory};
+use common::{TrainStep, device, randn, record_peak_memory, reset_peak_memory, udit_inputs};
 
 const BATCH: usize = 2;
 
@@ -38,15 +38,16 @@ fn udit(c: &mut Criterion) {
     let config = UDiTConfig::from_name("U-DiT-S").unwrap();
     let s = config.input_size;
     let device = device();
-    let model = config.init(&device).unwrap();
-    let (x, t, y) = (randn([BATCH, 4, s, s], &device), timesteps(&device), labels(BATCH, &device));
+    // inference form, as PyTorch's eval mode folds the re-parametrised FFNs
+    let model = config.init(&device).unwrap().reparameterize();
+    let (x, t, y) = udit_inputs(&config, &device);
     bench(c, "udit_forward", "U-DiT-S/b2", || {
         let out = model.forward(x.clone(), t.clone(), Some(y.clone())).unwrap();
         device.sync().unwrap();
         out
     });
     let device = device.autodiff();
-    let (x, t, y) = (randn([BATCH, 4, s, s], &device), timesteps(&device), labels(BATCH, &device));
+    let (x, t, y) = udit_inputs(&config, &device);
     let target = randn([BATCH, config.out_channels(), s, s], &device);
     let mut train = TrainStep::new(config.init(&device).unwrap(), &device);
     bench(c, "udit_train_step", "U-DiT-S/b2", || {

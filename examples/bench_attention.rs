@@ -1,16 +1,20 @@
-//! Times the attention op alone and the DiT workloads of `benches/dit.rs` that it sits in, one
-//! workload per process, so that two builds can be run alternately on a shared machine.
+//! Times the attention op alone and the DiT and U-DiT workloads of `benches/dit.rs` and
+//! `benches/models.rs` that it sits in, one workload per process, so that two builds (or ours
+//! and PyTorch) can be run alternately on a shared machine.
 //!
 //! ```text
 //! cargo run --release --no-default-features --features flex --example bench_attention -- attention
 //! cargo run --release --no-default-features --features flex --example bench_attention -- forward
 //! cargo run --release --no-default-features --features flex --example bench_attention -- train
+//! cargo run --release --no-default-features --features flex --example bench_attention -- udit-train
 //! ```
 //!
 //! - `attention`: `sdpa` on DiT-S/2 batch-8 shapes (`[8, 6, 256, 64]`), forward on the plain
 //!   device, then forward plus backward on the autodiff device;
 //! - `forward`: the DiT-S/2 batch-8 forward on 32x32x4 latents (as `benches/dit.rs`);
-//! - `train`: its training step (forward, MSE, backward, AdamW; as `benches/dit.rs`).
+//! - `train`: its training step (forward, MSE, backward, AdamW; as `benches/dit.rs`);
+//! - `udit-forward`, `udit-train`: the U-DiT-S batch-2 forward (re-parametrised FFNs folded, as
+//!   PyTorch's eval mode) and training step of `benches/models.rs`.
 //!
 //! Prints the median and the spread (min, max) of `--iters` timed runs after one warm-up.
 
@@ -21,16 +25,22 @@ use burn::prelude::*;
 use burn::tensor::Distribution;
 use clap::{Parser, ValueEnum};
 use diffusion_transformers::layers::attention::sdpa;
-use diffusion_transformers::models::DiTConfig;
+use diffusion_transformers::models::{DiTConfig, UDiTConfig};
+
+#[path = "../benches/common/mod.rs"]
+mod bench_common;
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum Workload {
     Attention,
     Forward,
     Train,
+    UditForward,
+    UditTrain,
 }
 
-/// Time attention and the DiT-S/2 batch-8 forward and training step on the CPU (flex).
+/// Time attention, the DiT-S/2 batch-8 and the U-DiT-S batch-2 forward and training step on
+/// the CPU (flex).
 #[derive(Parser, Debug)]
 struct Args {
     /// What to time.
@@ -78,6 +88,24 @@ fn main() {
             report("attention forward+backward [8, 6, 256, 64]", time(args.iters, || {
                 let grads = (sdpa(q.clone(), k.clone(), v.clone()) * upstream.clone()).sum().backward();
                 let _ = (q.grad(&grads), k.grad(&grads), v.grad(&grads));
+            }));
+        }
+        Workload::UditForward => {
+            let config = UDiTConfig::from_name("U-DiT-S").expect("preset");
+            let (x, t, y) = bench_common::udit_inputs(&config, &device);
+            let model = config.init(&device).expect("model").reparameterize();
+            report("U-DiT-S b2 forward", time(args.iters, || {
+                let _ = model.forward(x.clone(), t.clone(), Some(y.clone())).expect("forward").into_data();
+            }));
+        }
+        Workload::UditTrain => {
+            let device = device.autodiff();
+            let config = UDiTConfig::from_name("U-DiT-S").expect("preset");
+            let (x, t, y) = bench_common::udit_inputs(&config, &device);
+            let target = bench_common::randn([x.dims()[0], config.out_channels(), config.input_size, config.input_size], &device);
+            let mut train = bench_common::TrainStep::new(config.init(&device).expect("model"), &device);
+            report("U-DiT-S b2 training step", time(args.iters, || {
+                train.step(&target, |m| m.forward(x.clone(), t.clone(), Some(y.clone())).expect("forward"));
             }));
         }
         Workload::Forward | Workload::Train => {

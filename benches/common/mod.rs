@@ -33,6 +33,14 @@ pub fn labels(batch: usize, device: &Device) -> Tensor<1, Int> {
     Tensor::from_data(TensorData::new(vec![1i64; batch], [batch]), device)
 }
 
+/// The U-DiT workloads' inputs (as `benches/pytorch_udit.py`): batch-2 standard normal latents
+/// of `config`'s size, timesteps 500, labels 1.
+pub fn udit_inputs(config: &diffusion_transformers::models::UDiTConfig, device: &Device) -> (Tensor<4>, Tensor<1>, Tensor<1, Int>) {
+    const BATCH: usize = 2;
+    let s = config.input_size;
+    (randn([BATCH, 4, s, s], device), Tensor::full([BATCH], 500.0, device), labels(BATCH, device))
+}
+
 /// A training step as the PyTorch reference times it: forward, MSE against a fixed target,
 /// backward, AdamW (lr 1e-4, no weight decay, PyTorch's epsilon), then a device sync.
 pub struct TrainStep<M: Module> {

@@ -28,15 +28,34 @@ use burn::prelude::*;
 /// # Shapes
 /// - `x`: `[B, C, H, W]` -> `[B, C_out, H_out, W_out]` (as `conv`)
 pub fn depthwise_conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
-    match flex::depthwise_conv2d(conv, x) {
-        Ok(y) => y,
-        Err(x) => conv.forward(x),
+    match (fast_path_padding(conv, &x), &conv.bias) {
+        (Some(_), Some(bias)) => same_depthwise_conv2d(x, conv.weight.val(), bias.val()),
+        _ => conv.forward(x),
     }
+}
+
+/// The depthwise convolution of `x` with `weight` and `bias` (stride 1, "same" padding of an
+/// odd kernel), for weights that are computed rather than held by a [`Conv2d`] (folded
+/// branches); the fast path of [`depthwise_conv2d`] on flex, Burn's `conv2d` elsewhere.
+///
+/// # Shapes
+/// - `x`: `[B, C, H, W]`, `weight`: `[C, 1, kh, kw]` (odd `kh`, `kw`), `bias`: `[C]` ->
+///   `[B, C, H, W]`
+pub fn same_depthwise_conv2d(x: Tensor<4>, weight: Tensor<4>, bias: Tensor<1>) -> Tensor<4> {
+    let [c, _, kh, kw] = weight.dims();
+    #[cfg(feature = "flex")]
+    {
+        let fast = super::f32_on_flex(&x) && super::f32_on_flex(&weight) && kh % 2 == 1 && kw % 2 == 1;
+        if fast && weight.dims()[1] == 1 && x.dims()[1] == c && bias.dims() == [c] && c > 0 {
+            return flex::depthwise_conv2d(x, weight, bias, [kh / 2, kw / 2]);
+        }
+    }
+    let options = burn::tensor::ops::ConvOptions::new([1, 1], [kh / 2, kw / 2], [1, 1], c);
+    burn::tensor::module::conv2d(x, weight, Some(bias), options)
 }
 
 /// The `"same"` padding `[p_h, p_w]` of `conv` on `x` when it is a depthwise convolution that
 /// the fast path takes (see [`depthwise_conv2d`]), else `None`.
-#[cfg_attr(not(feature = "flex"), allow(dead_code))]
 fn fast_path_padding(conv: &Conv2d, x: &Tensor<4>) -> Option<[usize; 2]> {
     let [_, c, _, _] = x.dims();
     let [co, ci, kh, kw] = conv.weight.dims();
@@ -52,17 +71,6 @@ fn fast_path_padding(conv: &Conv2d, x: &Tensor<4>) -> Option<[usize; 2]> {
     (f32_on_flex && depthwise && same && conv.bias.is_some() && c > 0).then_some([top, left])
 }
 
-#[cfg(not(feature = "flex"))]
-mod flex {
-    use burn::nn::conv::Conv2d;
-    use burn::prelude::*;
-
-    /// Without the flex backend there is no fast path: `x` is given back.
-    pub fn depthwise_conv2d(_conv: &Conv2d, x: Tensor<4>) -> Result<Tensor<4>, Tensor<4>> {
-        Err(x)
-    }
-}
-
 #[cfg(feature = "flex")]
 mod flex {
     use burn::backend::autodiff::NodeId;
@@ -74,22 +82,17 @@ mod flex {
     use burn::backend::ops::{ConvOptions, ModuleOps};
     use burn::backend::tensor::FloatTensor;
     use burn::backend::{Autodiff, Backend, Flex, backend_extension};
-    use burn::nn::conv::Conv2d;
     use burn::prelude::*;
 
     use crate::cpu::simd;
 
-    /// The fast path for a convolution it applies to (`super::fast_path_padding`); any other
-    /// input is given back.
-    pub fn depthwise_conv2d(conv: &Conv2d, x: Tensor<4>) -> Result<Tensor<4>, Tensor<4>> {
-        let (Some(padding), Some(bias)) = (super::fast_path_padding(conv, &x), conv.bias.as_ref()) else {
-            return Err(x);
-        };
+    /// The op on `float32` flex operands that [`super::same_depthwise_conv2d`] checked.
+    pub fn depthwise_conv2d(x: Tensor<4>, weight: Tensor<4>, bias: Tensor<1>, [ph, pw]: [usize; 2]) -> Tensor<4> {
         use burn::backend::Dispatch;
-        let ([ph, pw], channels) = (padding, conv.groups);
-        let (w, b) = (conv.weight.val().into_dispatch(), bias.val().into_dispatch());
+        let channels = weight.dims()[0];
+        let (w, b) = (weight.into_dispatch(), bias.into_dispatch());
         let y = <Dispatch as DepthwiseBackend>::depthwise_conv2d(x.into_dispatch(), w, b, channels, ph, pw);
-        Ok(Tensor::from_dispatch(y))
+        Tensor::from_dispatch(y)
     }
 
     /// The depthwise convolution as a Burn backend extension (flex and autodiff over it).

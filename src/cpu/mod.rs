@@ -1,20 +1,25 @@
-//! CPU performance: vectorised GELUs (tanh and exact) and attention, and a depthwise-conv input
-//! gradient on flex's depthwise kernel, for the flex backend; an opt-in allocator
-//! setting that removes most of the page-fault cost of large activations.
+//! CPU performance: vectorised GELUs (tanh and exact) and attention, a depthwise-conv input
+//! gradient on flex's depthwise kernel, a channels-last depthwise conv and a one-pass rotary
+//! embedding, for the flex backend; an opt-in allocator setting that removes most of the
+//! page-fault cost of large activations.
 
 mod allocator;
 mod attention;
 #[cfg(feature = "flex")]
 mod attention_kernel;
 mod depthwise;
+mod depthwise_nhwc;
 mod gelu;
+mod rope;
 #[cfg(feature = "flex")]
 mod simd;
 
 pub use allocator::tune_allocator;
 pub use attention::attention;
-pub use depthwise::depthwise_conv2d;
+pub use depthwise::{depthwise_conv2d, same_depthwise_conv2d};
+pub use depthwise_nhwc::depthwise_conv2d_nhwc;
 pub use gelu::{gelu, gelu_tanh};
+pub use rope::rope_rotate;
 
 /// Whether `t` is a `float32` tensor on the flex device (plain or autodiff): the condition of
 /// every fast path here. Always false without the `flex` feature.

@@ -212,6 +212,66 @@ fn depthwise_weight_grad_loop(dw: &mut [f32], x: &[f32], dy: &[f32], dims: [usiz
     }
 }
 
+/// Channels-last depthwise convolution (stride 1) of the output rows `first..` that `out`
+/// holds (`W C` values per row, `B H` rows): with `x` the contiguous `[B, H, W, C]` input,
+/// `w` the kernel `[kh, kw, C]`, `bias` `[C]` (or empty) and `dims = [H, W, C, kh, kw, ph, pw,
+/// first]`, `out[b, y, x, c] = bias[c] + sum_{i, j} w[i, j, c] x[b, y + i - ph, x + j - pw, c]`
+/// (zero outside the map).
+#[inline(always)]
+fn depthwise_nhwc_rows_loop(out: &mut [f32], x: &[f32], w: &[f32], bias: &[f32], dims: [usize; 8]) {
+    let [h, width, c, kh, kw, ph, pw, first] = dims;
+    for (r, row) in out.chunks_exact_mut(width * c).enumerate() {
+        let (b, y) = ((first + r) / h, (first + r) % h);
+        for (ox, o) in row.chunks_exact_mut(c).enumerate() {
+            if bias.is_empty() {
+                o.fill(0.0);
+            } else {
+                o.copy_from_slice(bias);
+            }
+            for i in 0..kh {
+                let Some(yy) = (y + i).checked_sub(ph).filter(|&yy| yy < h) else { continue };
+                for j in 0..kw {
+                    let Some(xx) = (ox + j).checked_sub(pw).filter(|&xx| xx < width) else { continue };
+                    let at = ((b * h + yy) * width + xx) * c;
+                    let (src, wt) = (&x[at..at + c], &w[(i * kw + j) * c..(i * kw + j + 1) * c]);
+                    for ((o, &s), &k) in o.iter_mut().zip(src).zip(wt) {
+                        *o += k * s;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The weight and bias gradients of a channels-last depthwise convolution (stride 1) over the
+/// rows `first..first + rows` of `dy`, accumulated into `dw` `[kh, kw, C]` and `db` `[C]`: with
+/// `x`, `dy` the contiguous `[B, H, W, C]` input and upstream gradient and `dims = [H, W, C,
+/// kh, kw, ph, pw, first, rows]`, `dw[i, j, c] += sum dy[b, y, x, c] x[b, y + i - ph, x + j - pw, c]`.
+#[inline(always)]
+fn depthwise_nhwc_weight_grad_loop(dw: &mut [f32], db: &mut [f32], x: &[f32], dy: &[f32], dims: [usize; 9]) {
+    let [h, width, c, kh, kw, ph, pw, first, rows] = dims;
+    for r in first..first + rows {
+        let (b, y) = (r / h, r % h);
+        for ox in 0..width {
+            let d = &dy[(r * width + ox) * c..(r * width + ox + 1) * c];
+            for (g, &d) in db.iter_mut().zip(d) {
+                *g += d;
+            }
+            for i in 0..kh {
+                let Some(yy) = (y + i).checked_sub(ph).filter(|&yy| yy < h) else { continue };
+                for j in 0..kw {
+                    let Some(xx) = (ox + j).checked_sub(pw).filter(|&xx| xx < width) else { continue };
+                    let at = ((b * h + yy) * width + xx) * c;
+                    let g = &mut dw[(i * kw + j) * c..(i * kw + j + 1) * c];
+                    for ((g, &d), &s) in g.iter_mut().zip(d).zip(&x[at..at + c]) {
+                        *g += d * s;
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// Defines `$name` running `$body` compiled for the best instruction set of this CPU.
 macro_rules! multiversion {
     ($(#[$doc:meta])* $name:ident($($arg:ident: $ty:ty),*) => $body:ident) => {
@@ -277,6 +337,17 @@ multiversion!(
     /// The depthwise-convolution weight gradient of one channel (see
     /// `depthwise_weight_grad_loop`).
     depthwise_weight_grad(dw: &mut [f32], x: &[f32], dy: &[f32], dims: [usize; 9]) => depthwise_weight_grad_loop
+);
+
+multiversion!(
+    /// Output rows of a channels-last depthwise convolution (see `depthwise_nhwc_rows_loop`).
+    depthwise_nhwc_rows(out: &mut [f32], x: &[f32], w: &[f32], bias: &[f32], dims: [usize; 8]) => depthwise_nhwc_rows_loop
+);
+
+multiversion!(
+    /// Weight and bias gradients of a channels-last depthwise convolution over some rows (see
+    /// `depthwise_nhwc_weight_grad_loop`).
+    depthwise_nhwc_weight_grad(dw: &mut [f32], db: &mut [f32], x: &[f32], dy: &[f32], dims: [usize; 9]) => depthwise_nhwc_weight_grad_loop
 );
 
 #[cfg(test)]

@@ -12,7 +12,9 @@
 //! Scores are either scaled dot products or cosine similarities with a learned per-head
 //! temperature ([`cosine_attention`]), with an optional 2-D RoPE ([`Rope2d`]) computed on the
 //! sub-grid. [`DownsampledAttention::forward_tokens`] runs the layer on token sequences
-//! `[B, N, C]` so that any transformer block of the crate can use it.
+//! `[B, N, C]` so that any transformer block of the crate can use it; it works channels-last
+//! throughout (depthwise conv on the tokens, the split and the merge one copy of whole pixels
+//! each, the 1x1 output conv applied per token before the merge).
 
 use burn::module::Param;
 use burn::nn::Linear;
@@ -22,7 +24,7 @@ use burn::prelude::*;
 use crate::error::{Error, Result, ensure_config, ensure_dims};
 use crate::layers::attention::{merge_heads, sdpa};
 use crate::layers::cosine_attention::{LOGIT_SCALE_INIT, cosine_attention};
-use crate::layers::dwconv_ffn::same_conv2d;
+use crate::layers::dwconv_ffn::{pointwise_tokens, same_conv2d};
 use crate::layers::init::{WeightInit, linear};
 use crate::layers::rope2d::Rope2d;
 
@@ -130,19 +132,24 @@ impl TokenDownsampler {
     /// # Shapes
     /// - `x`: `[B, C, H, W]` with `H`, `W` divisible by `f` -> `[B * f^2, (H/f) * (W/f), C]`
     pub fn forward(&self, x: Tensor<4>) -> Tensor<3> {
-        let [b, c, h, w] = x.dims();
-        let f = self.down_factor;
-        let y = crate::cpu::depthwise_conv2d(&self.layer, x.clone());
-        let y = if self.shortcut { y + x } else { y };
-        split_subgrids(y, f).reshape([b * f * f, (h / f) * (w / f), c])
+        self.forward_channels_last(x.permute([0, 2, 3, 1]))
     }
-}
 
-/// `[B, C, H, W] -> [B * f^2, H/f, W/f, C]`: the `f^2` interleaved sub-grids, channels last.
-fn split_subgrids(x: Tensor<4>, f: usize) -> Tensor<4> {
-    let [b, c, h, w] = x.dims();
-    let (gh, gw) = (h / f, w / f);
-    x.reshape([b, c, gh, f, gw, f]).permute([0, 3, 5, 2, 4, 1]).reshape([b * f * f, gh, gw, c])
+    /// [`forward`](Self::forward) on the channels-last map (tokens as they are): the depthwise
+    /// conv runs channels-last and the split is one copy of whole pixels.
+    ///
+    /// # Shapes
+    /// - `x`: `[B, H, W, C]` with `H`, `W` divisible by `f` -> `[B * f^2, (H/f) * (W/f), C]`
+    pub fn forward_channels_last(&self, x: Tensor<4>) -> Tensor<3> {
+        let [b, h, w, c] = x.dims();
+        let f = self.down_factor;
+        let weight = self.layer.weight.val();
+        let bias = self.layer.bias.as_ref().map_or_else(|| Tensor::zeros([c], &weight.device()), |b| b.val());
+        let y = crate::cpu::depthwise_conv2d_nhwc(x.clone(), weight, bias);
+        let y = if self.shortcut { y + x } else { y };
+        let (gh, gw) = (h / f, w / f);
+        y.reshape([b, gh, f, gw, f, c]).permute([0, 2, 4, 1, 3, 5]).reshape([b * f * f, gh * gw, c])
+    }
 }
 
 /// Inverse of the sub-grid split: puts sequence `p = i*f + j` back at offset `(i, j)`.
@@ -204,20 +211,24 @@ impl DownsampledAttention {
     /// # Errors
     /// Wrong channel count, or a grid that the factor does not divide.
     pub fn forward(&self, x: Tensor<4>) -> Result<Tensor<4>> {
-        let [_, _, h, w] = x.dims();
-        let f = self.down_factor();
+        let [b, c, h, w] = x.dims();
         ensure_dims("x", x.dims(), [None, Some(self.d_model()), None, None])?;
+        self.check_grid([h, w], "[B, C, H, W]", x.dims())?;
+        let tokens = x.permute([0, 2, 3, 1]).reshape([b, h * w, c]);
+        Ok(self.forward_tokens(tokens, [h, w])?.reshape([b, h, w, c]).permute([0, 3, 1, 2]))
+    }
+
+    /// A grid error unless `H` and `W` are positive multiples of the down factor.
+    fn check_grid<const D: usize>(&self, [h, w]: [usize; 2], layout: &str, dims: [usize; D]) -> Result<()> {
+        let f = self.down_factor();
         if f == 0 || h == 0 || w == 0 || h % f != 0 || w % f != 0 {
             return Err(Error::Shape {
                 name: "x".into(),
-                expected: format!("[B, C, H, W] with H and W positive multiples of the down factor {f}"),
-                got: format!("{:?}", x.dims()),
+                expected: format!("{layout} with H and W positive multiples of the down factor {f}"),
+                got: format!("{dims:?}"),
             });
         }
-        let grid = [h / f, w / f];
-        let tokens = self.downsampler.forward(x);
-        let out = self.attend(tokens, grid)?;
-        Ok(self.to_out.forward(merge_subgrids(out, grid, f)))
+        Ok(())
     }
 
     /// Attention on token sequences laid out row-major on a `[H, W]` grid, for use in
@@ -230,9 +241,14 @@ impl DownsampledAttention {
     /// As [`forward`](Self::forward), or `N != H*W`.
     pub fn forward_tokens(&self, x: Tensor<3>, grid: [usize; 2]) -> Result<Tensor<3>> {
         let [b, n, c] = x.dims();
-        ensure_dims("x", x.dims(), [None, Some(grid[0] * grid[1]), None])?;
-        let map = x.reshape([b, grid[0], grid[1], c]).permute([0, 3, 1, 2]);
-        Ok(self.forward(map)?.permute([0, 2, 3, 1]).reshape([b, n, c]))
+        ensure_dims("x", x.dims(), [None, Some(grid[0] * grid[1]), Some(self.d_model())])?;
+        self.check_grid(grid, "a [B, H*W, C] grid", x.dims())?;
+        let f = self.down_factor();
+        let (gh, gw) = (grid[0] / f, grid[1] / f);
+        let tokens = self.downsampler.forward_channels_last(x.reshape([b, grid[0], grid[1], c]));
+        // the 1x1 output conv acts on each token: apply it before putting the tokens back
+        let out = pointwise_tokens(self.attend(tokens, [gh, gw])?, (self.to_out.weight.val(), self.to_out.bias.as_ref().map(|b| b.val())));
+        Ok(out.reshape([b, f, f, gh, gw, c]).permute([0, 3, 1, 4, 2, 5]).reshape([b, n, c]))
     }
 
     /// Multi-head attention within each sub-grid sequence.

@@ -13,7 +13,11 @@
 //! into one (`W = W2 W1`, `b = W2 b1 + b2`) and the identity plus the three depthwise convs
 //! into a single 5x5 depthwise conv (smaller kernels zero-padded to 5x5, identity as a 1 at
 //! the centre), giving [`FfnForm::Fused`]: `conv1x1 -> GELU -> dw5x5 -> conv1x1` with the same
-//! outputs up to float rounding.
+//! outputs up to float rounding. The training form's forward runs that folded structure too,
+//! with the folded weights computed from the branches' parameters on every call: the same
+//! function and the same gradients for every branch, at the cost of the fused form. The FFN
+//! runs on tokens ([`DwConvFfn::forward_tokens`]): 1x1 convs as linear maps of the channels,
+//! depthwise convs channels-last ([`crate::cpu::depthwise_conv2d_nhwc`]).
 
 use burn::module::Param;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
@@ -144,29 +148,35 @@ pub struct DwConvFfn {
     pub form: FfnForm,
 }
 
-fn chain(convs: &[Conv2d], x: Tensor<4>) -> Tensor<4> {
-    convs.iter().fold(x, |x, conv| crate::cpu::depthwise_conv2d(conv, x))
-}
-
-/// Folds two stacked 1x1 convs `b(a(x))` into one.
-fn fold_pointwise(a: &Conv2d, b: &Conv2d) -> Conv2d {
+/// The weight `[D, C, 1, 1]` and bias of the 1x1 conv equal to two stacked ones `b(a(x))`
+/// (differentiable in both convs' parameters).
+fn fold_pointwise_weights(a: &Conv2d, b: &Conv2d) -> (Tensor<4>, Option<Tensor<1>>) {
     let [m, c, _, _] = a.weight.dims();
     let [d, _, _, _] = b.weight.dims();
     let w1 = a.weight.val().reshape([m, c]);
     let w2 = b.weight.val().reshape([d, m]);
-    let mut out = b.clone();
-    out.weight = Param::from_tensor(w2.clone().matmul(w1).reshape([d, c, 1, 1]));
+    let weight = w2.clone().matmul(w1).reshape([d, c, 1, 1]);
     // Both convs have a bias or neither (one `bias` setting per FFN).
-    out.bias = match (&a.bias, &b.bias) {
-        (Some(b1), Some(b2)) => Some(Param::from_tensor(w2.matmul(b1.val().reshape([m, 1])).reshape([d]) + b2.val())),
+    let bias = match (&a.bias, &b.bias) {
+        (Some(b1), Some(b2)) => Some(w2.matmul(b1.val().reshape([m, 1])).reshape([d]) + b2.val()),
         _ => None,
     };
+    (weight, bias)
+}
+
+/// Folds two stacked 1x1 convs `b(a(x))` into one.
+fn fold_pointwise(a: &Conv2d, b: &Conv2d) -> Conv2d {
+    let (weight, bias) = fold_pointwise_weights(a, b);
+    let mut out = b.clone();
+    out.weight = Param::from_tensor(weight);
+    out.bias = bias.map(Param::from_tensor);
     out
 }
 
-/// Folds the identity and parallel depthwise convs (odd kernels up to [`DW_KERNEL`]) into one
-/// [`DW_KERNEL`] x [`DW_KERNEL`] depthwise conv.
-fn fold_depthwise(branches: &[Conv2d]) -> Conv2d {
+/// The weight `[D, 1, K, K]` and bias of the single [`DW_KERNEL`]-sized depthwise conv equal
+/// to the identity plus the parallel depthwise convs (odd kernels up to `K`), differentiable
+/// in the branches' parameters.
+fn fold_depthwise_weights(branches: &[Conv2d]) -> (Tensor<4>, Option<Tensor<1>>) {
     let device = branches[0].weight.device();
     let [d, _, _, _] = branches[0].weight.dims();
     let c = DW_KERNEL / 2;
@@ -183,10 +193,48 @@ fn fold_depthwise(branches: &[Conv2d]) -> Conv2d {
             });
         }
     }
+    (weight, bias)
+}
+
+/// Folds the identity and parallel depthwise convs (odd kernels up to [`DW_KERNEL`]) into one
+/// [`DW_KERNEL`] x [`DW_KERNEL`] depthwise conv.
+fn fold_depthwise(branches: &[Conv2d]) -> Conv2d {
+    let (weight, bias) = fold_depthwise_weights(branches);
     let mut out = branches[0].clone();
     out.weight = Param::from_tensor(weight);
     out.bias = bias.map(Param::from_tensor);
     out
+}
+
+/// A conv's weight and bias.
+fn weights(conv: &Conv2d) -> (Tensor<4>, Option<Tensor<1>>) {
+    (conv.weight.val(), conv.bias.as_ref().map(|b| b.val()))
+}
+
+/// A 1x1 conv with weight `[D, C, 1, 1]` and bias on tokens: a linear map of the channels.
+///
+/// # Shapes
+/// - `x`: `[B, N, C]` -> `[B, N, D]`
+pub(crate) fn pointwise_tokens(x: Tensor<3>, (weight, bias): (Tensor<4>, Option<Tensor<1>>)) -> Tensor<3> {
+    let [b, n, c] = x.dims();
+    let [d, _, _, _] = weight.dims();
+    let y = x.reshape([b * n, c]).matmul(weight.reshape([d, c]).transpose());
+    let y = match bias {
+        Some(bias) => y + bias.reshape([1, d]),
+        None => y,
+    };
+    y.reshape([b, n, d])
+}
+
+/// A depthwise conv (stride 1, "same" padding) with weight `[D, 1, k, k]` and bias on
+/// tokens laid out row-major on `grid`.
+///
+/// # Shapes
+/// - `x`: `[B, N, D]` with `N = grid[0] * grid[1]` -> `[B, N, D]`
+pub(crate) fn depthwise_tokens(x: Tensor<3>, grid: [usize; 2], (weight, bias): (Tensor<4>, Option<Tensor<1>>)) -> Tensor<3> {
+    let [b, n, d] = x.dims();
+    let bias = bias.unwrap_or_else(|| Tensor::zeros([d], &weight.device()));
+    crate::cpu::depthwise_conv2d_nhwc(x.reshape([b, grid[0], grid[1], d]), weight, bias).reshape([b, n, d])
 }
 
 impl DwConvFfn {
@@ -207,17 +255,40 @@ impl DwConvFfn {
     /// Input channels other than `C`.
     pub fn forward(&self, x: Tensor<4>) -> Result<Tensor<4>> {
         ensure_dims("x", x.dims(), [None, Some(self.d_model()), None, None])?;
+        let [b, c, h, w] = x.dims();
+        let tokens = x.permute([0, 2, 3, 1]).reshape([b, h * w, c]);
+        Ok(self.forward_tokens(tokens, [h, w])?.reshape([b, h, w, c]).permute([0, 3, 1, 2]))
+    }
+
+    /// The FFN on tokens laid out row-major on a grid (the channels-last map): the 1x1 convs
+    /// are linear maps of the channels and the depthwise convs run channels-last, with no
+    /// transposed copy.
+    ///
+    /// # Shapes
+    /// - `x`: `[B, H*W, C]` -> `[B, H*W, C]`
+    ///
+    /// # Errors
+    /// Input channels other than `C`, or a token count other than `H*W`.
+    pub fn forward_tokens(&self, x: Tensor<3>, grid: [usize; 2]) -> Result<Tensor<3>> {
+        ensure_dims("x", x.dims(), [None, Some(grid[0] * grid[1]), Some(self.d_model())])?;
+        let (pin, pout) = (&self.project_in, &self.project_out);
         Ok(match self.form {
+            // Every branch is linear: the folded convs, with weights computed from the branches'
+            // parameters on each call, are the same function with the same gradients for a
+            // fraction of the work (one depthwise conv instead of three and their sums, one 1x1
+            // conv instead of two on each side).
             FfnForm::Reparam => {
-                let h = Activation::Gelu.forward(chain(&self.project_in, x));
-                let mixed = self.dwconv.iter().fold(h.clone(), |acc, conv| acc + crate::cpu::depthwise_conv2d(conv, h.clone()));
-                chain(&self.project_out, mixed)
+                let h = Activation::Gelu.forward(pointwise_tokens(x, fold_pointwise_weights(&pin[0], &pin[1])));
+                let mixed = depthwise_tokens(h, grid, fold_depthwise_weights(&self.dwconv));
+                pointwise_tokens(mixed, fold_pointwise_weights(&pout[0], &pout[1]))
             }
             FfnForm::Plain | FfnForm::Fused => {
-                let h = Activation::Gelu.forward(chain(&self.project_in, x));
-                chain(&self.project_out, chain(&self.dwconv, h))
+                let h = Activation::Gelu.forward(pointwise_tokens(x, weights(&pin[0])));
+                pointwise_tokens(depthwise_tokens(h, grid, weights(&self.dwconv[0])), weights(&pout[0]))
             }
-            FfnForm::Pointwise => chain(&self.project_out, Activation::GeluTanh.forward(chain(&self.project_in, x))),
+            FfnForm::Pointwise => {
+                pointwise_tokens(Activation::GeluTanh.forward(pointwise_tokens(x, weights(&pin[0]))), weights(&pout[0]))
+            }
         })
     }
 
@@ -273,6 +344,46 @@ mod tests {
             let again = fused.reparameterize().forward(x.clone()).unwrap();
             again.into_data().assert_approx_eq::<f32>(&fused.forward(x).unwrap().into_data(), Tolerance::absolute(0.0));
             assert_eq!(ffn.form, FfnForm::Reparam);
+        }
+    }
+
+    fn chain(convs: &[Conv2d], x: Tensor<4>) -> Tensor<4> {
+        convs.iter().fold(x, |x, conv| conv.forward(x))
+    }
+
+    /// The training form branch by branch, as the reference computes it.
+    fn branchwise(ffn: &DwConvFfn, x: Tensor<4>) -> Tensor<4> {
+        let h = Activation::Gelu.forward(chain(&ffn.project_in, x));
+        let mixed = ffn.dwconv.iter().fold(h.clone(), |acc, conv| acc + conv.forward(h.clone()));
+        chain(&ffn.project_out, mixed)
+    }
+
+    #[test]
+    fn folded_training_forward_has_the_branches_values_and_gradients() {
+        let device = Device::flex().autodiff();
+        for bias in [true, false] {
+            let ffn = DwConvFfnConfig::new(6, 12).with_bias(bias).init(&device).unwrap().map(&mut Randomize::seeded(5));
+            let x = input(&device).require_grad();
+            let upstream = uniform([2, 6, 5, 7], 6, &device);
+            let run = |f: &dyn Fn(Tensor<4>) -> Tensor<4>| {
+                let y = f(x.clone());
+                let grads = (y.clone() * upstream.clone()).sum().backward();
+                let mut all = vec![y.inner().into_data(), x.grad(&grads).unwrap().into_data()];
+                for conv in ffn.project_in.iter().chain(&ffn.dwconv).chain(&ffn.project_out) {
+                    all.push(conv.weight.val().grad(&grads).unwrap().into_data());
+                    if let Some(b) = &conv.bias {
+                        all.push(b.val().grad(&grads).unwrap().into_data());
+                    }
+                }
+                all
+            };
+            let folded = run(&|x| ffn.forward(x).unwrap());
+            let reference = run(&|x| branchwise(&ffn, x));
+            assert_eq!(folded.len(), reference.len());
+            for (f, r) in folded.into_iter().zip(reference) {
+                // the folded weights round differently from the branch sums: a few ulp
+                f.assert_approx_eq::<f32>(&r, Tolerance::rel_abs(1e-5, 1e-5));
+            }
         }
     }
 

@@ -82,7 +82,7 @@ impl Rope2d {
     /// # Errors
     /// `N` or `Dh` differing from the tables'.
     pub fn apply(&self, x: Tensor<4>) -> Result<Tensor<4>> {
-        let [b, h, n, dh] = x.dims();
+        let [_, _, n, dh] = x.dims();
         if n != self.num_tokens() || dh != self.head_dim {
             return Err(Error::Shape {
                 name: "x".into(),
@@ -90,15 +90,7 @@ impl Rope2d {
                 got: format!("{:?}", x.dims()),
             });
         }
-        let pairs = dh / 2;
-        let x = x.reshape([b, h, n, pairs, 2]);
-        let re = x.clone().narrow(4, 0, 1);
-        let im = x.narrow(4, 1, 1);
-        let cos = self.cos.clone().reshape([1, 1, n, pairs, 1]);
-        let sin = self.sin.clone().reshape([1, 1, n, pairs, 1]);
-        let out_re = re.clone() * cos.clone() - im.clone() * sin.clone();
-        let out_im = re * sin + im * cos;
-        Ok(Tensor::cat(vec![out_re, out_im], 4).reshape([b, h, n, dh]))
+        Ok(crate::cpu::rope_rotate(x, &self.cos, &self.sin))
     }
 }
 

@@ -170,10 +170,7 @@ impl FeedForwardPart {
                 let [rows, cols] = grid.ok_or_else(|| {
                     Error::InvalidArgument("the depthwise-conv FFN needs the full token grid (no masking)".into())
                 })?;
-                let [b, n, c] = x.dims();
-                crate::error::ensure_dims("x", [n], [Some(rows * cols)])?;
-                let map = x.reshape([b, rows, cols, c]).permute([0, 3, 1, 2]);
-                Ok(m.forward(map)?.permute([0, 2, 3, 1]).reshape([b, n, c]))
+                m.forward_tokens(x, [rows, cols])
             }
             FeedForwardPart::Moe(m) => m.forward(x),
         }
