@@ -50,12 +50,13 @@ struct Args {
     #[arg(long, default_value_t = 16, value_parser = cli::image_size)]
     size: usize,
     /// `tiny` (DiT, width 128, depth 4, 4 heads, patch 4), `small` (192, 6, 6, patch 4), `conv`
-    /// (tiny with a 3x3-conv head), `unet` (a U-shaped shell at patch 2: widths 64/128/256,
-    /// depthwise-conv FFN, 3x3-conv head), `udit` (a small U-DiT at patch 1, width 32) or a DiT
-    /// preset such as DiT-S/4.
+    /// (tiny with a 3x3-conv head), `unet` (a U-shaped shell at patch 2: widths 32/64/128 on
+    /// 8x8/4x4/2x2 tokens, depthwise-conv FFN, 3x3-conv head), `udit` (a small U-DiT at patch 1,
+    /// width 32) or a DiT preset such as DiT-S/4. See docs/quickstart.md for their costs.
     #[arg(long, default_value = "tiny", value_parser = cli::model_name)]
     model: String,
-    /// Patch size (default: 4 for tiny and small, the preset's own otherwise).
+    /// Patch size (default: 4 for tiny, small and conv, 2 for unet, 1 for udit, the preset's own
+    /// otherwise).
     #[arg(long, value_parser = cli::positive)]
     patch: Option<usize>,
     /// Training objective: DDPM with the hybrid loss and learned sigma, or rectified flow.
@@ -88,10 +89,10 @@ struct Args {
     /// Shift of the training times (1: none; > 1 moves them towards noise).
     #[arg(long, default_value_t = 1.0, value_parser = cli::positive_f64)]
     t_shift: f64,
-    /// Model width (default: the model's).
+    /// Model width (default: the model's; 32 for unet and udit, the width of their first level).
     #[arg(long, value_parser = cli::positive)]
     width: Option<usize>,
-    /// Model depth (default: the model's).
+    /// Model depth (default: the model's); for unet and udit, blocks per level (default 1).
     #[arg(long, value_parser = cli::positive)]
     depth: Option<usize>,
     /// Samples per class judged (the grid shows the first 10 of each).
@@ -130,7 +131,7 @@ fn model_config(args: &Args) -> Result<ComposedDiTConfig, String> {
     let (classes, learn_sigma) = (CLASSES.len(), args.objective == ObjectiveKind::Ddpm);
     let shell = match args.model.as_str() {
         "unet" | "udit" => {
-            let (width, depth) = (args.width.unwrap_or(if args.model == "unet" { 64 } else { 32 }), args.depth.unwrap_or(1));
+            let (width, depth) = (args.width.unwrap_or(32), args.depth.unwrap_or(1));
             let base = if args.model == "unet" {
                 // patchify at 2, three levels (8x8, 4x4, 2x2 tokens), full attention on each
                 ComposedDiTConfig::new()
@@ -143,6 +144,9 @@ fn model_config(args: &Args) -> Result<ComposedDiTConfig, String> {
                     .with_mlp_ratio(2.0)
             } else {
                 // U-DiT itself (3x3-conv stem and head, downsampled-token attention, RoPE)
+                if args.patch.is_some_and(|p| p != 1) {
+                    return Err("udit does not patchify: --patch must be 1".into());
+                }
                 let heads = (width / 16).max(1);
                 UDiTConfig::new().with_hidden_size(width).with_num_heads(heads).with_depth(vec![depth; 5]).with_mlp_ratio(2.0).shell()
             };
