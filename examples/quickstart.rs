@@ -11,6 +11,10 @@
 //! Writes `samples.png` (one labelled row per class), `loss.png`, `data.png` (real images) and
 //! a checkpoint (`checkpoint/`, resumable, loadable by the `sample` example) into `--out`, and
 //! prints `shape accuracy: NN.N%` and `sample accuracy: NN.N%`.
+//!
+//! `--model conv|unet|udit` trains a denoiser with local structure instead of the default DiT
+//! (a 3x3-conv head, a U-shaped shell at patch 2, a small U-DiT at patch 1); their costs and
+//! scores are in docs/quickstart.md (fourth round): none beats the default at its budget.
 
 #[path = "common/mod.rs"]
 mod common;
