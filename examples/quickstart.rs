@@ -11,6 +11,10 @@
 //! Writes `samples.png` (one labelled row per class), `loss.png`, `data.png` (real images) and
 //! a checkpoint (`checkpoint/`, resumable, loadable by the `sample` example) into `--out`, and
 //! prints `shape accuracy: NN.N%` and `sample accuracy: NN.N%`.
+//!
+//! `--model conv|unet|udit` trains a denoiser with local structure instead of the default DiT
+//! (a 3x3-conv head, a U-shaped shell at patch 2, a small U-DiT at patch 1); their costs and
+//! scores are in docs/quickstart.md (fourth round): none beats the default at its budget.
 
 #[path = "common/mod.rs"]
 mod common;
@@ -27,7 +31,10 @@ use common::plot::{LineChart, Series, ema_smooth, save_grid};
 use diffusion_transformers::contracts::Objective;
 use diffusion_transformers::data::{CLASSES, ShapesDataset};
 use diffusion_transformers::diffusion::{GaussianDiffusionConfig, RectifiedFlowConfig, TimestepDensity, TimestepSamplerConfig};
-use diffusion_transformers::models::{DiT, DiTConfig};
+use diffusion_transformers::blocks::ConditionKind;
+use diffusion_transformers::blocks::parts::FeedForwardKind;
+use diffusion_transformers::layers::dwconv_ffn::FfnForm;
+use diffusion_transformers::models::{ComposedDiTConfig, DiT, DiTConfig, HeadKind, StageLayout, UDiTConfig};
 use diffusion_transformers::sampling::SAMPLER_NAMES;
 use diffusion_transformers::training::{LabelDropout, LrSchedule, OptimizerConfig, Trainer, TrainerConfig};
 use plotters::style::RGBColor;
@@ -46,11 +53,14 @@ struct Args {
     /// Image height = width, a multiple of the patch size.
     #[arg(long, default_value_t = 16, value_parser = cli::image_size)]
     size: usize,
-    /// `tiny` (width 128, depth 4, 4 heads, patch 4), `small` (192, 6, 6, patch 4) or a DiT preset
-    /// such as DiT-S/4.
+    /// `tiny` (DiT, width 128, depth 4, 4 heads, patch 4), `small` (192, 6, 6, patch 4), `conv`
+    /// (tiny with a 3x3-conv head), `unet` (a U-shaped shell at patch 2: widths 32/64/128 on
+    /// 8x8/4x4/2x2 tokens, depthwise-conv FFN, 3x3-conv head), `udit` (a small U-DiT at patch 1,
+    /// width 32) or a DiT preset such as DiT-S/4. See docs/quickstart.md for their costs.
     #[arg(long, default_value = "tiny", value_parser = cli::model_name)]
     model: String,
-    /// Patch size (default: 4 for tiny and small, the preset's own otherwise).
+    /// Patch size (default: 4 for tiny, small and conv, 2 for unet, 1 for udit, the preset's own
+    /// otherwise).
     #[arg(long, value_parser = cli::positive)]
     patch: Option<usize>,
     /// Training objective: DDPM with the hybrid loss and learned sigma, or rectified flow.
@@ -83,10 +93,10 @@ struct Args {
     /// Shift of the training times (1: none; > 1 moves them towards noise).
     #[arg(long, default_value_t = 1.0, value_parser = cli::positive_f64)]
     t_shift: f64,
-    /// Model width (default: the model's).
+    /// Model width (default: the model's; 32 for unet and udit, the width of their first level).
     #[arg(long, value_parser = cli::positive)]
     width: Option<usize>,
-    /// Model depth (default: the model's).
+    /// Model depth (default: the model's); for unet and udit, blocks per level (default 1).
     #[arg(long, value_parser = cli::positive)]
     depth: Option<usize>,
     /// Samples per class judged (the grid shows the first 10 of each).
@@ -119,25 +129,59 @@ enum Density {
     Cosmap,
 }
 
-/// The model config for `name` (plus an optional patch size), in pixel space.
-fn model_config(args: &Args) -> Result<DiTConfig, String> {
-    let base = match args.model.as_str() {
-        "tiny" => DiTConfig::new().with_hidden_size(128).with_depth(4).with_num_heads(4).with_patch_size(4),
-        "small" => DiTConfig::new().with_hidden_size(192).with_depth(6).with_num_heads(6).with_patch_size(4),
-        other => DiTConfig::from_name(other).map_err(|e| e.to_string())?,
+/// The model config for `--model` (plus the optional patch, width and depth), in pixel space,
+/// as the one model shell (`DiT` and `UDiT` are both `ComposedDiT`).
+fn model_config(args: &Args) -> Result<ComposedDiTConfig, String> {
+    let (classes, learn_sigma) = (CLASSES.len(), args.objective == ObjectiveKind::Ddpm);
+    let shell = match args.model.as_str() {
+        "unet" | "udit" => {
+            let (width, depth) = (args.width.unwrap_or(32), args.depth.unwrap_or(1));
+            let base = if args.model == "unet" {
+                // patchify at 2, three levels (8x8, 4x4, 2x2 tokens), full attention on each
+                ComposedDiTConfig::new()
+                    .with_head(HeadKind::Conv3x3)
+                    .with_patch_size(args.patch.unwrap_or(2))
+                    .with_hidden_size(width)
+                    .with_num_heads(Some(4))
+                    .with_stages(StageLayout::UShaped { depths: [depth, depth, 2 * depth, depth, depth] })
+                    .with_feed_forward(FeedForwardKind::DwConv { form: FfnForm::Plain })
+                    .with_mlp_ratio(2.0)
+            } else {
+                // U-DiT itself (3x3-conv stem and head, downsampled-token attention, RoPE)
+                if args.patch.is_some_and(|p| p != 1) {
+                    return Err("udit does not patchify: --patch must be 1".into());
+                }
+                let heads = (width / 16).max(1);
+                UDiTConfig::new().with_hidden_size(width).with_num_heads(heads).with_depth(vec![depth; 5]).with_mlp_ratio(2.0).shell()
+            };
+            base.with_input_size(args.size)
+                .with_in_channels(3)
+                .with_learn_sigma(learn_sigma)
+                .with_condition(ConditionKind::labels(classes, 0.1))
+        }
+        name => {
+            let base = match name {
+                "tiny" | "conv" => DiTConfig::new().with_hidden_size(128).with_depth(4).with_num_heads(4).with_patch_size(4),
+                "small" => DiTConfig::new().with_hidden_size(192).with_depth(6).with_num_heads(6).with_patch_size(4),
+                other => DiTConfig::from_name(other).map_err(|e| e.to_string())?,
+            };
+            let patch = args.patch.unwrap_or(base.patch_size);
+            let (width, depth) = (args.width.unwrap_or(base.hidden_size), args.depth.unwrap_or(base.depth));
+            let config = base
+                .with_hidden_size(width)
+                .with_depth(depth)
+                .with_patch_size(patch)
+                .with_input_size(args.size)
+                .with_in_channels(3)
+                .with_num_classes(classes)
+                .with_learn_sigma(learn_sigma);
+            config.validate().map_err(|e| e.to_string())?;
+            let shell = config.shell();
+            if name == "conv" { shell.with_head(HeadKind::Conv3x3) } else { shell }
+        }
     };
-    let patch = args.patch.unwrap_or(base.patch_size);
-    let (width, depth) = (args.width.unwrap_or(base.hidden_size), args.depth.unwrap_or(base.depth));
-    let config = base
-        .with_hidden_size(width)
-        .with_depth(depth)
-        .with_patch_size(patch)
-        .with_input_size(args.size)
-        .with_in_channels(3)
-        .with_num_classes(CLASSES.len())
-        .with_learn_sigma(args.objective == ObjectiveKind::Ddpm);
-    config.validate().map_err(|e| e.to_string())?;
-    Ok(config)
+    shell.validate().map_err(|e| e.to_string())?;
+    Ok(shell)
 }
 
 fn train_loop<O: Objective<DiT>>(
@@ -179,13 +223,13 @@ fn run(args: Args) -> Result<(), String> {
     let sampler = args.sampler.clone().unwrap_or_else(|| args.objective.default_sampler().into());
     let sample_steps = args.sample_steps.unwrap_or(if matches!(sampler.as_str(), "ddpm" | "ddim") { 50 } else { 25 });
     println!(
-        "model: {} (width {}, depth {}, patch {}, {} parameters, {:.3} GFLOPs/image), objective {}, {} steps of batch {}",
+        "model: {} (width {}, {} blocks, patch {}, {} parameters, {:.3} GFLOPs/image), objective {}, {} steps of batch {}",
         args.model,
         config.hidden_size,
-        config.depth,
+        config.stages.depth(),
         config.patch_size,
         config.num_params(),
-        config.flops() / 1e9,
+        config.flops(0.0).map_err(e)? / 1e9,
         args.objective.name(),
         args.steps,
         args.batch
@@ -244,7 +288,7 @@ fn run(args: Args) -> Result<(), String> {
     let train_time = start.elapsed().as_secs_f64();
     let rate = (trainer.step() - first_step) as f64 / train_time.max(1e-9);
     let metadata = serde_json::json!({
-        "model": serde_json::to_value(&config).map_err(|e| e.to_string())?,
+        "shell": serde_json::to_value(&config).map_err(|e| e.to_string())?,
         "objective": args.objective.name(),
     });
     // A resumed run that trained no step (sampling and judging only) writes no new checkpoint.

@@ -16,7 +16,7 @@ use clap::Parser;
 use common::cli;
 use common::generate::{ObjectiveKind, sample};
 use diffusion_transformers::data::CLASSES;
-use diffusion_transformers::models::DiTConfig;
+use diffusion_transformers::models::{ComposedDiTConfig, DiTConfig};
 use diffusion_transformers::sampling::SAMPLER_NAMES;
 use diffusion_transformers::training::checkpoint::{latest_checkpoint, read_verified_state};
 use diffusion_transformers::weights::load_burnpack;
@@ -54,8 +54,12 @@ fn run(args: Args) -> Result<(), String> {
     let root = &args.checkpoint;
     let dir = if root.join("state.json").exists() { root.clone() } else { latest_checkpoint(root).map_err(|e| e.to_string())? };
     let state = read_verified_state(&dir).map_err(|e| e.to_string())?;
-    let config: DiTConfig = serde_json::from_value(state.metadata["model"].clone())
-        .map_err(|e| format!("{}: checkpoint metadata has no model config: {e}", dir.display()))?;
+    // the model shell (`shell`); checkpoints of earlier quickstarts hold a DiT config (`model`)
+    let config: ComposedDiTConfig = match state.metadata.get("shell") {
+        Some(shell) => serde_json::from_value(shell.clone()),
+        None => serde_json::from_value::<DiTConfig>(state.metadata["model"].clone()).map(|c| c.shell()),
+    }
+    .map_err(|e| format!("{}: checkpoint metadata has no model config: {e}", dir.display()))?;
     let objective = ObjectiveKind::parse(state.metadata["objective"].as_str().unwrap_or(""))?;
     let sampler = args.sampler.unwrap_or_else(|| objective.default_sampler().into());
     let device = Device::flex();

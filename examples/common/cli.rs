@@ -43,12 +43,15 @@ pub fn unit_interval(s: &str) -> Result<f64, String> {
     finite(s).and_then(|v| if (0.0..1.0).contains(&v) { Ok(v) } else { Err(format!("expected a number in [0, 1), got `{s}`")) })
 }
 
-/// `tiny`, `small` or a DiT preset name (`DiT-S/2`, ..., `DiT-XL/8`).
+/// The quickstart's own models (see its `--model`).
+pub const MODEL_NAMES: [&str; 5] = ["tiny", "small", "conv", "unet", "udit"];
+
+/// One of [`MODEL_NAMES`] or a DiT preset name (`DiT-S/2`, ..., `DiT-XL/8`).
 pub fn model_name(s: &str) -> Result<String, String> {
-    if s == "tiny" || s == "small" || DiTConfig::from_name(s).is_ok() {
+    if MODEL_NAMES.contains(&s) || DiTConfig::from_name(s).is_ok() {
         Ok(s.to_string())
     } else {
-        Err(format!("expected tiny, small or a DiT preset such as DiT-S/2, got `{s}`"))
+        Err(format!("expected {} or a DiT preset such as DiT-S/2, got `{s}`", MODEL_NAMES.join(", ")))
     }
 }
 
