@@ -1,5 +1,5 @@
-//! Times the attention op alone and the DiT and U-DiT workloads of `benches/dit.rs` and
-//! `benches/models.rs` that it sits in, one workload per process, so that two builds (or ours
+//! Times the attention op alone and the DiT, U-DiT and MicroDiT workloads of `benches/dit.rs`
+//! and `benches/models.rs` that it sits in, one workload per process, so that two builds (or ours
 //! and PyTorch) can be run alternately on a shared machine.
 //!
 //! ```text
@@ -13,8 +13,11 @@
 //!   device, then forward plus backward on the autodiff device;
 //! - `forward`: the DiT-S/2 batch-8 forward on 32x32x4 latents (as `benches/dit.rs`);
 //! - `train`: its training step (forward, MSE, backward, AdamW; as `benches/dit.rs`);
+//!   `--model B` times DiT-B/2 instead of DiT-S/2 in `forward` and `train`;
 //! - `udit-forward`, `udit-train`: the U-DiT-S batch-2 forward (re-parametrised FFNs folded, as
-//!   PyTorch's eval mode) and training step of `benches/models.rs`.
+//!   PyTorch's eval mode) and training step of `benches/models.rs`;
+//! - `microdit-forward` / `microdit-train`: MicroDiT_Tiny_2 batch 2 with 77 caption tokens
+//!   (as `benches/models.rs`), with `--mask 0.75` masking that share of the tokens (0: none).
 //!
 //! Prints the median and the spread (min, max) of `--iters` timed runs after one warm-up.
 
@@ -24,11 +27,13 @@ use burn::optim::{AdamWConfig, GradientsParams};
 use burn::prelude::*;
 use burn::tensor::Distribution;
 use clap::{Parser, ValueEnum};
+use diffusion_transformers::contracts::TokenMask;
 use diffusion_transformers::layers::attention::sdpa;
-use diffusion_transformers::models::{DiTConfig, UDiTConfig};
+use diffusion_transformers::models::{DiTConfig, MicroDiTCond, MicroDiTConfig, UDiTConfig};
+use rand::SeedableRng;
 
 #[path = "../benches/common/mod.rs"]
-mod bench_common;
+mod common;
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum Workload {
@@ -37,10 +42,11 @@ enum Workload {
     Train,
     UditForward,
     UditTrain,
+    MicroditForward,
+    MicroditTrain,
 }
 
-/// Time attention, the DiT-S/2 batch-8 and the U-DiT-S batch-2 forward and training step on
-/// the CPU (flex).
+/// Time attention and the DiT, U-DiT and MicroDiT forward and training step on the CPU (flex).
 #[derive(Parser, Debug)]
 struct Args {
     /// What to time.
@@ -49,6 +55,12 @@ struct Args {
     /// Timed runs after the warm-up.
     #[arg(long, default_value_t = 5)]
     iters: usize,
+    /// DiT size of `forward` and `train`: S (DiT-S/2) or B (DiT-B/2).
+    #[arg(long, default_value = "S")]
+    model: String,
+    /// Share of the tokens masked in `microdit-*` (0: unmasked).
+    #[arg(long, default_value_t = 0.0)]
+    mask: f64,
 }
 
 /// Median, min and max of `f`'s wall time over `iters` runs after one warm-up, in ms.
@@ -92,7 +104,7 @@ fn main() {
         }
         Workload::UditForward => {
             let config = UDiTConfig::from_name("U-DiT-S").expect("preset");
-            let (x, t, y) = bench_common::udit_inputs(&config, &device);
+            let (x, t, y) = common::udit_inputs(&config, &device);
             let model = config.init(&device).expect("model").reparameterize();
             report("U-DiT-S b2 forward", time(args.iters, || {
                 let _ = model.forward(x.clone(), t.clone(), Some(y.clone())).expect("forward").into_data();
@@ -101,9 +113,9 @@ fn main() {
         Workload::UditTrain => {
             let device = device.autodiff();
             let config = UDiTConfig::from_name("U-DiT-S").expect("preset");
-            let (x, t, y) = bench_common::udit_inputs(&config, &device);
-            let target = bench_common::randn([x.dims()[0], config.out_channels(), config.input_size, config.input_size], &device);
-            let mut train = bench_common::TrainStep::new(config.init(&device).expect("model"), &device);
+            let (x, t, y) = common::udit_inputs(&config, &device);
+            let target = common::randn([x.dims()[0], config.out_channels(), config.input_size, config.input_size], &device);
+            let mut train = common::TrainStep::new(config.init(&device).expect("model"), &device);
             report("U-DiT-S b2 training step", time(args.iters, || {
                 train.step(&target, |m| m.forward(x.clone(), t.clone(), Some(y.clone())).expect("forward"));
             }));
@@ -111,7 +123,8 @@ fn main() {
         Workload::Forward | Workload::Train => {
             let train = matches!(args.workload, Workload::Train);
             let device = if train { device.autodiff() } else { device };
-            let config = DiTConfig::from_name("DiT-S/2").expect("preset");
+            let name = format!("DiT-{}/2", args.model);
+            let config = DiTConfig::from_name(&name).expect("preset");
             let (b, s) = (8, config.input_size);
             let x = randn([b, 4, s, s], &device);
             let t = Tensor::<1>::full([b], 500.0, &device);
@@ -119,19 +132,51 @@ fn main() {
             let mut model = Some(config.init(&device).expect("model"));
             if !train {
                 let model = model.take().expect("model");
-                report("DiT-S/2 b8 forward", time(args.iters, || {
+                report(&format!("{name} b8 forward"), time(args.iters, || {
                     let _ = model.forward(x.clone(), t.clone(), Some(y.clone())).expect("forward").into_data();
                 }));
                 return;
             }
             let target = randn([b, config.out_channels(), s, s], &device);
             let mut optim = AdamWConfig::new().with_weight_decay(0.0).with_epsilon(1e-8).init();
-            report("DiT-S/2 b8 training step", time(args.iters, || {
+            report(&format!("{name} b8 training step"), time(args.iters, || {
                 let m = model.take().expect("model");
                 let out = m.forward(x.clone(), t.clone(), Some(y.clone())).expect("forward");
                 let grads = GradientsParams::from_grads((out - target.clone()).square().mean().backward(), &m);
                 model = Some(optim.step(1e-4, m, grads));
             }));
         }
+        Workload::MicroditForward | Workload::MicroditTrain => microdit(&args),
     }
+}
+
+/// MicroDiT_Tiny_2 batch 2, forward or training step, masked at `args.mask` (as
+/// `benches/models.rs`).
+fn microdit(args: &Args) {
+    let train = matches!(args.workload, Workload::MicroditTrain);
+    let device = if train { common::device().autodiff() } else { common::device() };
+    device.seed(0);
+    let config = MicroDiTConfig::from_name("MicroDiT_Tiny_2").expect("preset");
+    let (b, s) = (2, config.input_size);
+    let x = common::randn([b, 4, s, s], &device);
+    let t = Tensor::<1>::full([b], 500.0, &device);
+    let cond = MicroDiTCond::Caption(common::randn([b, 77, config.caption_channels], &device));
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+    let mask = (args.mask > 0.0)
+        .then(|| TokenMask::random(b, config.num_tokens(), args.mask, &mut rng, &device).expect("mask"));
+    let model = config.init(&device).expect("model");
+    let run = |m: &diffusion_transformers::models::MicroDiT| match &mask {
+        Some(mask) => m.forward_masked(x.clone(), t.clone(), &cond, mask).expect("forward"),
+        None => m.forward(x.clone(), t.clone(), &cond).expect("forward"),
+    };
+    let label = format!("MicroDiT_Tiny_2 mask{} b2", args.mask);
+    if !train {
+        report(&format!("{label} forward"), time(args.iters, || {
+            let _ = run(&model).into_data();
+        }));
+        return;
+    }
+    let target = common::randn([b, config.out_channels(), s, s], &device);
+    let mut step = common::TrainStep::new(model, &device);
+    report(&format!("{label} training step"), time(args.iters, || step.step(&target, run)));
 }

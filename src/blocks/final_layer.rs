@@ -22,7 +22,7 @@ use crate::layers::activation::Activation;
 use crate::layers::adaln::AdaLnModulation;
 use crate::layers::dwconv_ffn::same_conv2d;
 use crate::layers::init::{WeightInit, linear};
-use crate::layers::norm::{layer_norm, modulate};
+use crate::layers::norm::{apply_layer_norm, layer_norm, modulate};
 
 /// What the final layer projects with.
 #[derive(Config, Debug, Copy, PartialEq, Eq)]
@@ -120,7 +120,7 @@ impl FinalLayer {
 
     fn norm<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
         match &self.norm_final {
-            Some(n) => n.forward(x),
+            Some(n) => apply_layer_norm(n, x, self.norm_eps),
             None => layer_norm(x, self.norm_eps),
         }
     }

@@ -1,7 +1,7 @@
-//! CPU performance: vectorised GELUs (tanh and exact) and attention, a depthwise-conv input
-//! gradient on flex's depthwise kernel, a channels-last depthwise conv and a one-pass rotary
-//! embedding, for the flex backend; an opt-in allocator setting that removes most of the
-//! page-fault cost of large activations.
+//! CPU performance for the flex backend: vectorised GELUs (tanh and exact), attention,
+//! LayerNorm and the SwiGLU gate (with fused backwards), a depthwise-conv input gradient on
+//! flex's depthwise kernel, a channels-last depthwise conv and a one-pass rotary embedding;
+//! an opt-in allocator setting that removes most of the page-fault cost of large activations.
 
 mod allocator;
 mod attention;
@@ -10,7 +10,11 @@ mod attention_kernel;
 mod depthwise;
 mod depthwise_nhwc;
 mod gelu;
+mod layer_norm;
+#[cfg(feature = "flex")]
+mod layer_norm_kernel;
 mod rope;
+mod silu_mul;
 #[cfg(feature = "flex")]
 mod simd;
 
@@ -19,7 +23,9 @@ pub use attention::attention;
 pub use depthwise::{depthwise_conv2d, same_depthwise_conv2d};
 pub use depthwise_nhwc::depthwise_conv2d_nhwc;
 pub use gelu::{gelu, gelu_tanh};
+pub use layer_norm::layer_norm;
 pub use rope::rope_rotate;
+pub use silu_mul::silu_mul;
 
 /// Whether `t` is a `float32` tensor on the flex device (plain or autodiff): the condition of
 /// every fast path here. Always false without the `flex` feature.
@@ -50,6 +56,32 @@ pub(crate) fn for_each_chunk<T: Send>(dst: &mut [T], chunk: usize, f: impl Fn(us
             f(i, piece);
         }
     });
+}
+
+/// Runs every job, the first on this thread and the others on scoped threads.
+#[cfg(feature = "flex")]
+pub(crate) fn run_all<F: FnOnce() + Send>(jobs: Vec<F>) {
+    std::thread::scope(|scope| {
+        let mut jobs = jobs.into_iter();
+        let first = jobs.next();
+        for job in jobs {
+            scope.spawn(job);
+        }
+        if let Some(job) = first {
+            job();
+        }
+    });
+}
+
+/// Elements per piece when `n` elements are split into one piece per thread (all of them in
+/// one piece below 32768 elements, where threads cost more than they save); a multiple of
+/// `align`.
+#[cfg(feature = "flex")]
+pub(crate) fn piece_len(n: usize, align: usize) -> usize {
+    let align = align.max(1);
+    let units = n.div_ceil(align);
+    let threads = if n < 1 << 15 { 1 } else { num_threads().clamp(1, units.max(1)) };
+    units.div_ceil(threads).max(1) * align
 }
 
 /// The threads the CPU kernels split their work over: `RAYON_NUM_THREADS` where it is set (the

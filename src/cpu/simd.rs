@@ -1,4 +1,4 @@
-//! Branch-free `f32` loops for the CPU fast path: a vectorisable `exp` and the two GELUs,
+//! Branch-free `f32` loops for the CPU fast path: a vectorisable `exp`, the two GELUs, the SwiGLU gate,
 //! compiled for AVX-512, AVX2+FMA and the baseline and picked at run time.
 //!
 //! The loops are written so that LLVM vectorises them (selects instead of branches, no
@@ -272,6 +272,25 @@ fn depthwise_nhwc_weight_grad_loop(dw: &mut [f32], db: &mut [f32], x: &[f32], dy
     }
 }
 
+/// SwiGLU gate `silu(a) b = a b / (1 + exp(-a))` into `out`.
+#[inline(always)]
+fn silu_mul_loop(out: &mut [f32], a: &[f32], b: &[f32]) {
+    for ((o, &a), &b) in out.iter_mut().zip(a).zip(b) {
+        *o = a * b / (1.0 + exp(-a));
+    }
+}
+
+/// SwiGLU gate backward: `g` (the upstream gradient) becomes `da = g b silu'(a)`,
+/// `silu'(a) = s (1 + a (1 - s))` with `s = sigmoid(a)`, and `db = g silu(a)` is written.
+#[inline(always)]
+fn silu_mul_grad_loop(g: &mut [f32], db: &mut [f32], a: &[f32], b: &[f32]) {
+    for (((g, db), &a), &b) in g.iter_mut().zip(db.iter_mut()).zip(a).zip(b) {
+        let s = 1.0 / (1.0 + exp(-a));
+        *db = *g * a * s;
+        *g = *g * b * (s * (1.0 + a * (1.0 - s)));
+    }
+}
+
 /// Defines `$name` running `$body` compiled for the best instruction set of this CPU.
 macro_rules! multiversion {
     ($(#[$doc:meta])* $name:ident($($arg:ident: $ty:ty),*) => $body:ident) => {
@@ -296,6 +315,7 @@ macro_rules! multiversion {
         }
     };
 }
+pub(crate) use multiversion;
 
 multiversion!(
     /// tanh-GELU of every element, in place.
@@ -348,6 +368,17 @@ multiversion!(
     /// Weight and bias gradients of a channels-last depthwise convolution over some rows (see
     /// `depthwise_nhwc_weight_grad_loop`).
     depthwise_nhwc_weight_grad(dw: &mut [f32], db: &mut [f32], x: &[f32], dy: &[f32], dims: [usize; 9]) => depthwise_nhwc_weight_grad_loop
+);
+
+multiversion!(
+    /// The SwiGLU gate `silu(a) b` of every element into `out`.
+    silu_mul(out: &mut [f32], a: &[f32], b: &[f32]) => silu_mul_loop
+);
+
+multiversion!(
+    /// The SwiGLU gate backward: `g` becomes `d/da`, `db` receives `d/db` (see
+    /// `silu_mul_grad_loop`).
+    silu_mul_grad(g: &mut [f32], db: &mut [f32], a: &[f32], b: &[f32]) => silu_mul_grad_loop
 );
 
 #[cfg(test)]

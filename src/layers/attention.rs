@@ -185,17 +185,20 @@ impl Attention {
         let h = self.n_heads;
         let hidden = self.qkv.weight.dims()[1] / 3;
         let qkv = self.qkv.forward(x);
-        let qkv = match self.full_qk_norm_eps {
+        let (q, k, v) = match self.full_qk_norm_eps {
+            // normalised q and k are fresh tensors: split the heads of each (no concatenation)
             Some(eps) => {
                 let mut it = qkv.chunk(3, 2).into_iter();
                 let (q, k, v) = (it.next().unwrap(), it.next().unwrap(), it.next().unwrap());
-                Tensor::cat(vec![full_qk_norm(q, Some(eps)), full_qk_norm(k, Some(eps)), v], 2)
+                let norm_heads = |t| split_heads(full_qk_norm(t, Some(eps)), h);
+                (norm_heads(q), norm_heads(k), split_heads(v, h))
             }
-            None => qkv,
+            None => {
+                let qkv = qkv.reshape([b, n, 3, h, hidden / h]).permute([2, 0, 3, 1, 4]);
+                let mut it = qkv.chunk(3, 0).into_iter().map(|t| t.squeeze_dim::<4>(0));
+                (it.next().unwrap(), it.next().unwrap(), it.next().unwrap())
+            }
         };
-        let qkv = qkv.reshape([b, n, 3, h, hidden / h]).permute([2, 0, 3, 1, 4]);
-        let mut it = qkv.chunk(3, 0).into_iter().map(|t| t.squeeze_dim::<4>(0));
-        let (q, k, v) = (it.next().unwrap(), it.next().unwrap(), it.next().unwrap());
         let q = match &self.q_norm { Some(nm) => nm.forward(q), None => q };
         let k = match &self.k_norm { Some(nm) => nm.forward(k), None => k };
         (q, k, v)

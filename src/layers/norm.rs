@@ -3,14 +3,23 @@
 use burn::prelude::*;
 
 /// LayerNorm over the last dimension without affine parameters
-/// (PyTorch `LayerNorm(d, elementwise_affine=False, eps)`; DiT uses `eps = 1e-6`).
+/// (PyTorch `LayerNorm(d, elementwise_affine=False, eps)`; DiT uses `eps = 1e-6`); one op with
+/// a fused backward on flex ([`crate::cpu::layer_norm`]).
 ///
 /// # Shapes
 /// - `x`: `[..., d]` -> `[..., d]`
 pub fn layer_norm<const D: usize>(x: Tensor<D>, eps: f64) -> Tensor<D> {
-    let d = x.dims()[D - 1];
-    let gamma = Tensor::<1>::ones([d], &x.device());
-    burn::tensor::module::layer_norm(x, gamma, None, eps)
+    crate::cpu::layer_norm(x, None, None, eps)
+}
+
+/// A Burn [`LayerNorm`](burn::nn::LayerNorm) module applied with epsilon `eps` through
+/// [`crate::cpu::layer_norm`] (one op with a fused backward on flex). Burn keeps the module's
+/// epsilon private, so the caller passes the one it built the module with.
+///
+/// # Shapes
+/// - `x`: `[..., d]` -> `[..., d]`
+pub fn apply_layer_norm<const D: usize>(norm: &burn::nn::LayerNorm, x: Tensor<D>, eps: f64) -> Tensor<D> {
+    crate::cpu::layer_norm(x, Some(norm.gamma.val()), norm.beta.as_ref().map(|b| b.val()), eps)
 }
 
 /// RMSNorm over the last dimension without weight: `x / sqrt(mean(x^2) + eps)`.

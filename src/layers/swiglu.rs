@@ -3,7 +3,6 @@
 
 use burn::nn::Linear;
 use burn::prelude::*;
-use burn::tensor::activation::silu;
 
 use crate::error::{Result, ensure_config};
 use crate::layers::init::{WeightInit, linear};
@@ -85,7 +84,7 @@ impl SwiGlu {
     /// # Shapes
     /// - `x`: `[..., D]` -> `[..., D]`
     pub fn forward<const N: usize>(&self, x: Tensor<N>) -> Tensor<N> {
-        self.w3.forward(silu(self.w1.forward(x.clone())) * self.w2.forward(x))
+        self.w3.forward(crate::cpu::silu_mul(self.w1.forward(x.clone()), self.w2.forward(x)))
     }
 }
 

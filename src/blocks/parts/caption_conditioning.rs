@@ -19,6 +19,7 @@ use crate::blocks::parts::spec::PartSpec;
 use crate::error::{Error, Result, ensure_config, ensure_dims};
 use crate::layers::adaln::AdaLnModulation;
 use crate::layers::attention::{CrossAttention, CrossAttentionConfig};
+use crate::layers::norm::apply_layer_norm;
 
 /// A LayerNorm with a weight and no bias (the reference's `create_norm('layernorm')`).
 pub fn weight_only_norm(d: usize, eps: f64, device: &Device) -> LayerNorm {
@@ -40,6 +41,8 @@ pub struct CaptionConditioning {
     pub cross_attn: CrossAttention,
     /// adaLN-Zero modulation (6 chunks, zero-initialised).
     pub ada_ln_modulation: AdaLnModulation,
+    /// Epsilon of the three norms.
+    pub norm_eps: f64,
 }
 
 impl CaptionConditioning {
@@ -66,6 +69,7 @@ impl CaptionConditioning {
                 .with_init_out(init_out)
                 .init(device)?,
             ada_ln_modulation: AdaLnModulation::new(s.d_cond, d, 6, true, device).with_activation(s.modulation_activation),
+            norm_eps: s.norm_eps,
         })
     }
 
@@ -90,6 +94,16 @@ impl CaptionConditioning {
     pub fn cross(&self, x: Tensor<3>, context: Option<&Tensor<3>>) -> Result<Tensor<3>> {
         let ctx = context.ok_or_else(|| Error::InvalidArgument("caption cross-attention needs caption tokens".into()))?;
         ensure_dims("context", ctx.dims(), [Some(x.dims()[0]), None, Some(x.dims()[2])])?;
-        Ok(x.clone() + self.cross_attn.forward(self.norm2.forward(x), ctx.clone()))
+        Ok(x.clone() + self.cross_attn.forward(self.norm(2, x), ctx.clone()))
+    }
+
+    /// Norm `i` (1: before the attention, 2: the cross-attention, 3: the feed-forward) of `x`.
+    pub fn norm(&self, i: usize, x: Tensor<3>) -> Tensor<3> {
+        let norm = match i {
+            1 => &self.norm1,
+            2 => &self.norm2,
+            _ => &self.norm3,
+        };
+        apply_layer_norm(norm, x, self.norm_eps)
     }
 }

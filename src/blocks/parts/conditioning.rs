@@ -274,7 +274,7 @@ impl ConditioningPart {
         let affine = match self {
             ConditioningPart::CrossAttention(c) => Some(if i == 0 { &c.norm1 } else { &c.norm2 }),
             ConditioningPart::InContext(n) => Some(if i == 0 { &n.norm1 } else { &n.norm2 }),
-            ConditioningPart::AdaLnZeroCross(c) => Some(if i == 0 { &c.norm1 } else { &c.norm3 }),
+            ConditioningPart::AdaLnZeroCross(c) => return c.norm(if i == 0 { 1 } else { 3 }, x),
             _ => None,
         };
         match affine {
