@@ -10,6 +10,7 @@
 //! `bf16` builds the model in bf16 (the device's float dtype); the file may be in either dtype.
 //! `mapped` memory-maps the file (`LazyCheckpoint::open_mapped`) instead of reading it. Every
 //! parameter is then summed (as the diffusers side does), so mapped pages are really read.
+//! `thp` backs the copied tensors with transparent huge pages (`weights::set_huge_pages`).
 
 use std::time::Instant;
 
@@ -17,7 +18,7 @@ use burn::module::{Module, ModuleVisitor, Param};
 use burn::prelude::*;
 use burn::tensor::FloatDType;
 use diffusion_transformers::models::{DiTConfig, MMDiTConfig};
-use diffusion_transformers::weights::{LazyCheckpoint, LoadWeights};
+use diffusion_transformers::weights::{LazyCheckpoint, LoadWeights, set_huge_pages};
 
 /// Sums every float parameter, so each one's memory is read.
 struct Touch(f64);
@@ -46,13 +47,14 @@ fn touch<M: Module>(m: &M) -> f64 {
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
     let (Some(model), Some(path)) = (args.get(1), args.get(2)) else {
-        return Err("usage: load_weights <dit|mmdit> <checkpoint> [bf16] [mapped]".into());
+        return Err("usage: load_weights <dit|mmdit> <checkpoint> [bf16] [mapped] [thp]".into());
     };
     let mut device = Device::default();
     if args.iter().any(|a| a == "bf16") {
         device.configure(FloatDType::BF16)?;
     }
     let mapped = args.iter().any(|a| a == "mapped");
+    set_huge_pages(args.iter().any(|a| a == "thp"));
     let start = Instant::now();
     let (params, sum) = match model.as_str() {
         "dit" => {

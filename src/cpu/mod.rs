@@ -43,7 +43,6 @@ pub(crate) fn f32_on_flex<const D: usize>(t: &burn::prelude::Tensor<D>) -> bool 
 
 /// Runs `f(i, piece)` on every `chunk`-long piece `i` of `dst` in parallel: the first piece on
 /// this thread, the others on scoped threads (one per piece).
-#[cfg(feature = "flex")]
 pub(crate) fn for_each_chunk<T: Send>(dst: &mut [T], chunk: usize, f: impl Fn(usize, &mut [T]) + Sync) {
     std::thread::scope(|scope| {
         let f = &f;

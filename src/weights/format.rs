@@ -26,6 +26,11 @@
 //! page cache as the load goes ([`LazyTensor::release`]), so a load's resident memory is
 //! the model's plus one batch, as with reads.
 //!
+//! A tensor that is copied (transposed, converted, or fused from several, e.g. q/k/v) is
+//! written in one pass from the file's pages (or a read) into memory of its own, split over
+//! the CPU threads, and on Linux into transparent huge pages when it is 2 MiB or more, so its
+//! first write faults 512 times fewer pages (`weights::buffer`).
+//!
 //! `Linear` weights are always copied (a cache-blocked transpose): a transposed *view* of
 //! the file's `[out, in]` pages would load for free, but flex's matrix product then runs
 //! 10-20% slower at the row counts of inference (512 rows of 1152 by 4608: measured; about
@@ -48,7 +53,9 @@ use crate::error::{Error, Result};
 /// The container type Burn's `Module` derive gives `burn::nn::Linear`.
 const LINEAR: &str = "Struct:Linear";
 use crate::weights::apply::set_params;
+use crate::weights::buffer::Buffer;
 use crate::weights::checkpoint::Checkpoint;
+use crate::weights::copy::{concat_into, threads_for, transpose_into};
 use crate::weights::lazy::{LazyCheckpoint, LazyTensor};
 
 /// Largest amount of tensor data read ahead of moving it into the model (64 MiB; a single
@@ -216,19 +223,18 @@ pub fn load<M: Module, F: CheckpointFormat<M> + ?Sized>(
     let (mut bytes, mut loaded, total) = (0, 0, plan.len());
     for (path, key, dtype, linear_weight, tensor) in plan {
         let fail = |e| partial(e, &key, loaded, total);
-        let mapped = tensor.mapped();
-        let from_map = mapped.is_some();
-        let data = match mapped {
-            Some(data) => data,
-            None => tensor.read().map_err(fail)?,
+        let as_is = tensor.dtype() == dtype && !linear_weight;
+        let data = match as_is.then(|| tensor.mapped()).flatten() {
+            Some(data) => {
+                shared.push(tensor);
+                data
+            }
+            None => {
+                let data = write(&tensor, dtype, linear_weight).map_err(|e| fail(in_key(e, &key)))?;
+                tensor.release();
+                data
+            }
         };
-        let copied = data.dtype() != dtype || linear_weight;
-        let data = prepare(data, dtype, linear_weight).map_err(|e| fail(Error::InvalidArgument(format!("`{key}`: {e}"))))?;
-        if from_map && copied {
-            tensor.release();
-        } else if from_map {
-            shared.push(tensor);
-        }
         bytes += data.as_bytes().len();
         batch.insert(path, data);
         if bytes >= BATCH_BYTES {
@@ -240,14 +246,45 @@ pub fn load<M: Module, F: CheckpointFormat<M> + ?Sized>(
     Ok(())
 }
 
-/// A tensor as its parameter holds it: converted to the parameter's dtype and, for a
-/// `Linear` weight, transposed from `[out, in]` to `[in, out]`.
-fn prepare(data: TensorData, dtype: DType, linear_weight: bool) -> std::result::Result<TensorData, String> {
-    let data = if data.dtype() == dtype { data } else { data.try_cast(dtype).map_err(|e| format!("cannot convert: {e}"))? };
+/// A tensor in memory of its own as its parameter holds it: converted to the parameter's
+/// dtype and, for a `Linear` weight, transposed from `[out, in]` to `[in, out]`. The row
+/// blocks it is made of (a mapped file's pages, or reads; the parts of a fused q/k/v) are
+/// written straight into the result, in one pass split over the threads, into huge-page
+/// memory when large ([`Buffer`]); a dtype conversion goes through one converted copy first.
+fn write(tensor: &LazyTensor<'_>, dtype: DType, linear_weight: bool) -> Result<TensorData> {
+    let shape = tensor.shape().to_vec();
+    let (blocks, converted);
+    let parts: Vec<(&[u8], usize)> = if tensor.dtype() == dtype {
+        blocks = tensor.row_blocks()?;
+        blocks.iter().map(|(b, rows)| (&b[..], *rows)).collect()
+    } else {
+        let data = tensor.read()?.try_cast(dtype).map_err(|e| Error::InvalidArgument(format!("cannot convert: {e}")))?;
+        if !linear_weight {
+            return Ok(data);
+        }
+        converted = data;
+        vec![(converted.as_bytes(), shape[0])]
+    };
+    let len = shape.iter().product::<usize>() * dtype.size();
+    let mut buffer = Buffer::zeroed(len);
+    let threads = threads_for(len);
     if !linear_weight {
-        return Ok(data);
+        concat_into(&parts.iter().map(|p| p.0).collect::<Vec<_>>(), buffer.as_mut_slice(), threads);
+        return Ok(buffer.into_data(shape, dtype));
     }
-    transpose_2d(&data).ok_or_else(|| format!("cannot transpose a Linear weight of dtype {dtype:?}"))
+    let [rows, cols] = shape[..] else { return Err(Error::InvalidArgument("a Linear weight that is not 2-d".into())) };
+    if !transpose_into(&parts, cols, dtype.size(), buffer.as_mut_slice(), threads) {
+        return Err(Error::InvalidArgument(format!("cannot transpose a Linear weight of dtype {dtype:?}")));
+    }
+    Ok(buffer.into_data(vec![cols, rows], dtype))
+}
+
+/// An error about one tensor, naming its key (I/O errors already name their file).
+fn in_key(e: Error, key: &str) -> Error {
+    match e {
+        Error::InvalidArgument(why) => Error::InvalidArgument(format!("`{key}`: {why}")),
+        other => other,
+    }
 }
 
 /// An error after validation, noting that the model is partly loaded.
@@ -256,48 +293,6 @@ fn partial(e: Error, key: &str, loaded: usize, total: usize) -> Error {
     match e {
         Error::Io { path, reason } => Error::Io { path, reason: format!("{reason} ({note})") },
         other => Error::InvalidArgument(format!("{other} ({note})")),
-    }
-}
-
-/// The transpose of a 2-d float tensor (`None` for other dtypes). Tiles of 32 source rows by
-/// 64 columns are staged in a small buffer, so each source line is read once and each
-/// destination line written whole: with a plain tiled loop, row strides that are multiples of
-/// 4 KiB (SD3-medium's `[9216, 1536]` weights) put every row of a tile in one cache set, and
-/// the transpose ran at a third of this speed.
-fn transpose_2d(data: &burn::tensor::TensorData) -> Option<burn::tensor::TensorData> {
-    fn tiled<T: Copy + Default + burn::tensor::Element>(src: &[T], rows: usize, cols: usize) -> burn::tensor::TensorData {
-        const R: usize = 32;
-        const C: usize = 64;
-        let mut out = Vec::with_capacity(src.len());
-        let dst = &mut out.spare_capacity_mut()[..rows * cols];
-        let mut buf = [[T::default(); C]; R];
-        for i0 in (0..rows).step_by(R) {
-            let ih = R.min(rows - i0);
-            for j0 in (0..cols).step_by(C) {
-                let jw = C.min(cols - j0);
-                for (ii, b) in buf[..ih].iter_mut().enumerate() {
-                    let s = (i0 + ii) * cols + j0;
-                    b[..jw].copy_from_slice(&src[s..s + jw]);
-                }
-                for j in 0..jw {
-                    let d = (j0 + j) * rows + i0;
-                    for (slot, b) in dst[d..d + ih].iter_mut().zip(&buf[..ih]) {
-                        slot.write(b[j]);
-                    }
-                }
-            }
-        }
-        // SAFETY: the tiles cover every (i, j) once, so all `rows * cols` slots were written.
-        unsafe { out.set_len(rows * cols) };
-        burn::tensor::TensorData::new(out, [cols, rows])
-    }
-    let [rows, cols] = data.shape()[..] else { return None };
-    match data.dtype() {
-        DType::F32 => Some(tiled(data.as_slice::<f32>().ok()?, rows, cols)),
-        DType::F64 => Some(tiled(data.as_slice::<f64>().ok()?, rows, cols)),
-        DType::BF16 => Some(tiled(data.as_slice::<half::bf16>().ok()?, rows, cols)),
-        DType::F16 => Some(tiled(data.as_slice::<half::f16>().ok()?, rows, cols)),
-        _ => None,
     }
 }
 
@@ -415,21 +410,6 @@ mod tests {
     use crate::models::mmdit_config::tiny_test_config;
     use crate::weights::loader::to_f32;
     use burn::tensor::TensorData;
-
-    #[test]
-    fn tiled_transpose_matches_the_definition() {
-        let (rows, cols) = (45, 70); // not multiples of the tile (32 x 64)
-        let v: Vec<f32> = (0..rows * cols).map(|i| i as f32).collect();
-        let want: Vec<f32> = (0..cols).flat_map(|j| (0..rows).map(move |i| (i * cols + j) as f32)).collect();
-        let t = transpose_2d(&TensorData::new(v.clone(), [rows, cols])).unwrap();
-        assert_eq!(t.shape().to_vec(), vec![cols, rows]);
-        assert_eq!(t.as_slice::<f32>().unwrap(), &want[..]);
-        let b = TensorData::new(v.iter().map(|&x| half::bf16::from_f32(x)).collect::<Vec<_>>(), [rows, cols]);
-        let t = transpose_2d(&b).unwrap();
-        assert_eq!(t.dtype(), DType::BF16);
-        assert!(t.as_slice::<half::bf16>().unwrap().iter().zip(&want).all(|(a, b)| a.to_f32() == half::bf16::from_f32(*b).to_f32()));
-        assert!(transpose_2d(&TensorData::new(vec![1i64, 2], [2])).is_none());
-    }
 
     /// A tiny MM-DiT's checkpoint with non-trivial values everywhere (the init zeroes the
     /// modulations).

@@ -99,8 +99,36 @@ impl<'a> LazyTensor<'a> {
     /// resident memory does not grow with the file; does nothing for other tensors. Data
     /// still sharing the pages stays valid: they are faulted back in on access.
     pub fn release(&self) {
-        if let Source::File { file, offset } = &self.source {
-            file.release(*offset, self.byte_len());
+        match &self.source {
+            Source::File { file, offset } => file.release(*offset, self.byte_len()),
+            Source::Rows(parts) => parts.iter().for_each(LazyTensor::release),
+            _ => {}
+        }
+    }
+
+    /// The tensor's bytes as the blocks of rows it is made of, in order, each with its row
+    /// count (a 0-d tensor counts as one row), for a copy that writes them straight into their
+    /// destination: the parts of a [row concatenation](Self::concat_rows) each on its own,
+    /// and a part in a memory-mapped file as the file's pages (no copy; aligned or not);
+    /// anything else read.
+    ///
+    /// # Errors
+    /// [`Error::Io`] when a file cannot be read.
+    pub(crate) fn row_blocks(&self) -> Result<Vec<(bytes::Bytes, usize)>> {
+        let rows = self.shape.first().copied().unwrap_or(1);
+        match &self.source {
+            Source::Rows(parts) => {
+                let mut out = Vec::with_capacity(parts.len());
+                for p in parts {
+                    out.extend(p.row_blocks()?);
+                }
+                Ok(out)
+            }
+            Source::File { file, offset } => match file.shared(*offset, self.byte_len(), 1) {
+                Some(pages) => Ok(vec![(pages, rows)]),
+                None => Ok(vec![(self.read_bytes()?.into(), rows)]),
+            },
+            _ => Ok(vec![(self.read_bytes()?.into(), rows)]),
         }
     }
 

@@ -8,8 +8,10 @@
 //! missing, unexpected and mis-shaped key in the checkpoint's own naming.
 
 mod apply;
+mod buffer;
 pub mod checkpoint;
 pub mod composed;
+mod copy;
 pub mod dit;
 mod file;
 pub mod format;
@@ -20,6 +22,7 @@ pub mod mmdit;
 pub mod udit;
 pub mod vae;
 
+pub use buffer::set_huge_pages;
 pub use checkpoint::Checkpoint;
 pub use composed::ComposedFormat;
 pub use dit::DiTCheckpointLayout;
