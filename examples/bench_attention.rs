@@ -23,7 +23,6 @@
 
 use std::time::Instant;
 
-use burn::optim::{AdamWConfig, GradientsParams};
 use burn::prelude::*;
 use burn::tensor::Distribution;
 use clap::{Parser, ValueEnum};
@@ -129,21 +128,17 @@ fn main() {
             let x = randn([b, 4, s, s], &device);
             let t = Tensor::<1>::full([b], 500.0, &device);
             let y = Tensor::<1, Int>::from_data(TensorData::new(vec![1i64; b], [b]), &device);
-            let mut model = Some(config.init(&device).expect("model"));
+            let model = config.init(&device).expect("model");
             if !train {
-                let model = model.take().expect("model");
                 report(&format!("{name} b8 forward"), time(args.iters, || {
                     let _ = model.forward(x.clone(), t.clone(), Some(y.clone())).expect("forward").into_data();
                 }));
                 return;
             }
             let target = randn([b, config.out_channels(), s, s], &device);
-            let mut optim = AdamWConfig::new().with_weight_decay(0.0).with_epsilon(1e-8).init();
+            let mut step = common::TrainStep::new(model, &device);
             report(&format!("{name} b8 training step"), time(args.iters, || {
-                let m = model.take().expect("model");
-                let out = m.forward(x.clone(), t.clone(), Some(y.clone())).expect("forward");
-                let grads = GradientsParams::from_grads((out - target.clone()).square().mean().backward(), &m);
-                model = Some(optim.step(1e-4, m, grads));
+                step.step(&target, |m| m.forward(x.clone(), t.clone(), Some(y.clone())).expect("forward"));
             }));
         }
         Workload::MicroditForward | Workload::MicroditTrain => microdit(&args),

@@ -3,7 +3,8 @@
 #![allow(dead_code)] // each bench binary uses its own part
 
 use burn::module::Module;
-use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
+use burn::optim::{GradientsParams, ModuleOptimizer};
+use diffusion_transformers::training::OptimizerConfig;
 use burn::prelude::*;
 use burn::tensor::Distribution;
 
@@ -42,7 +43,9 @@ pub fn udit_inputs(config: &diffusion_transformers::models::UDiTConfig, device: 
 }
 
 /// A training step as the PyTorch reference times it: forward, MSE against a fixed target,
-/// backward, AdamW (lr 1e-4, no weight decay, PyTorch's epsilon), then a device sync.
+/// backward, AdamW (lr 1e-4, no weight decay, PyTorch's epsilon: the crate's
+/// [`OptimizerConfig`] defaults, the one-pass `FusedAdamW` that the crate's `Trainer` uses),
+/// then a device sync.
 pub struct TrainStep<M: Module> {
     model: Option<M>,
     optim: ModuleOptimizer,
@@ -52,7 +55,7 @@ pub struct TrainStep<M: Module> {
 impl<M: Module> TrainStep<M> {
     /// Wraps a model initialised on an autodiff device.
     pub fn new(model: M, device: &Device) -> Self {
-        let optim = AdamWConfig::new().with_weight_decay(0.0).with_epsilon(1e-8).init();
+        let optim = OptimizerConfig::default().init().expect("default optimizer config");
         Self { model: Some(model), optim, device: device.clone() }
     }
 

@@ -63,7 +63,7 @@ mod flex {
 
     use burn::prelude::*;
 
-    use crate::cpu::simd;
+    use crate::cpu::{owned_contiguous, simd};
 
     /// The fast path for a `float32` tensor on the flex device (plain or autodiff): the tanh
     /// (`approximate`) or exact GELU; any other tensor is given back.
@@ -82,15 +82,6 @@ mod flex {
         fn fast_gelu(x: FloatTensor<Self>, approximate: bool) -> FloatTensor<Self>;
         /// `grad * gelu'(x)`; both `float32`, same shape.
         fn fast_gelu_backward(x: FloatTensor<Self>, grad: FloatTensor<Self>, approximate: bool) -> FloatTensor<Self>;
-    }
-
-    /// `t` as a contiguous tensor that owns its buffer alone (copied only when it does not).
-    fn owned_contiguous(t: FlexTensor) -> FlexTensor {
-        let mut t = if t.is_contiguous() && t.layout().start_offset() == 0 { t } else { t.to_contiguous() };
-        if !t.is_unique() {
-            t.storage_mut::<f32>(); // copy-on-write: never overwrite a buffer another tensor shares
-        }
-        t
     }
 
     impl GeluBackend for Flex {

@@ -1,8 +1,9 @@
 //! CPU performance for the flex backend: vectorised GELUs (tanh and exact), attention,
-//! LayerNorm and the SwiGLU gate (with fused backwards), a depthwise-conv input gradient on
+//! LayerNorm and the SwiGLU gate (with fused backwards), a one-pass AdamW update, a depthwise-conv input gradient on
 //! flex's depthwise kernel, a channels-last depthwise conv and a one-pass rotary embedding;
 //! an opt-in allocator setting that removes most of the page-fault cost of large activations.
 
+mod adamw;
 mod allocator;
 mod attention;
 #[cfg(feature = "flex")]
@@ -18,6 +19,7 @@ mod silu_mul;
 #[cfg(feature = "flex")]
 mod simd;
 
+pub use adamw::{AdamWScalars, adamw_update};
 pub use allocator::tune_allocator;
 pub use attention::attention;
 pub use depthwise::{depthwise_conv2d, same_depthwise_conv2d};
@@ -55,6 +57,17 @@ pub(crate) fn for_each_chunk<T: Send>(dst: &mut [T], chunk: usize, f: impl Fn(us
             f(i, piece);
         }
     });
+}
+
+/// `t` as a contiguous tensor that owns its buffer alone (copied only when it does not), so a
+/// kernel may write it in place.
+#[cfg(feature = "flex")]
+pub(crate) fn owned_contiguous(t: burn::backend::flex::FlexTensor) -> burn::backend::flex::FlexTensor {
+    let mut t = if t.is_contiguous() && t.layout().start_offset() == 0 { t } else { t.to_contiguous() };
+    if !t.is_unique() {
+        t.storage_mut::<f32>(); // copy-on-write: never overwrite a buffer another tensor shares
+    }
+    t
 }
 
 /// Runs every job, the first on this thread and the others on scoped threads.

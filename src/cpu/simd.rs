@@ -291,6 +291,23 @@ fn silu_mul_grad_loop(g: &mut [f32], db: &mut [f32], a: &[f32], b: &[f32]) {
     }
 }
 
+/// One AdamW update of every element, in place: with `k = [beta_1, 1 - beta_1, beta_2, 1 -
+/// beta_2, 1 - beta_1^t, 1 - beta_2^t, eps, lr, 1 - lr wd]`, `m = beta_1 m + (1 - beta_1) g`,
+/// `v = beta_2 v + (1 - beta_2) g^2`, `p = p (1 - lr wd) - lr (m / (1 - beta_1^t)) /
+/// (sqrt(v / (1 - beta_2^t)) + eps)`, each operation rounded as Burn's composed `AdamW`
+/// rounds it (no fused multiply-adds); `decay` false skips the multiplication by `1 - lr wd`.
+#[inline(always)]
+fn adamw_loop(p: &mut [f32], m: &mut [f32], v: &mut [f32], g: &[f32], k: &[f32; 9], decay: bool) {
+    let [b1, f1, b2, f2, bc1, bc2, eps, lr, keep] = *k;
+    for (((p, m), v), &g) in p.iter_mut().zip(m.iter_mut()).zip(v.iter_mut()).zip(g) {
+        *m = *m * b1 + g * f1;
+        *v = *v * b2 + (g * g) * f2;
+        let delta = (*m / bc1) / ((*v / bc2).sqrt() + eps);
+        let kept = if decay { *p * keep } else { *p };
+        *p = kept - delta * lr;
+    }
+}
+
 /// Defines `$name` running `$body` compiled for the best instruction set of this CPU.
 macro_rules! multiversion {
     ($(#[$doc:meta])* $name:ident($($arg:ident: $ty:ty),*) => $body:ident) => {
@@ -316,6 +333,11 @@ macro_rules! multiversion {
     };
 }
 pub(crate) use multiversion;
+
+multiversion!(
+    /// One AdamW update of every element, in place (see `adamw_loop`).
+    adamw_inplace(p: &mut [f32], m: &mut [f32], v: &mut [f32], g: &[f32], k: &[f32; 9], decay: bool) => adamw_loop
+);
 
 multiversion!(
     /// tanh-GELU of every element, in place.
