@@ -118,8 +118,8 @@ def sampler_workloads(device, dtype, repeat):
         "ddpm": (DDPMScheduler(**betas, variance_type="learned_range"), gaussian, True),
         "ddim": (DDIMScheduler(**betas), gaussian, False),
         # diffusers' DPM-Solver drops learned variances as `[:, :3]` (RGB only): pass the eps half.
-        "dpm_solver++2m": (DPMSolverMultistepScheduler(**betas, algorithm_type="dpmsolver++", solver_order=2),
-                           gaussian, False),
+        "dpm++2m": (DPMSolverMultistepScheduler(**betas, algorithm_type="dpmsolver++", solver_order=2),
+                    gaussian, False),
         "flow_euler": (FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000), flow, True),
         "flow_heun": (FlowMatchHeunDiscreteScheduler(num_train_timesteps=1000), flow, True),
     }
