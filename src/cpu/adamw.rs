@@ -21,7 +21,7 @@
 
 use burn::prelude::*;
 
-/// The scalars of one AdamW update (see the [module docs](self)).
+/// The scalars of one AdamW update ([`adamw_update`]).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct AdamWScalars {
     /// Learning rate of this step.
@@ -38,7 +38,9 @@ pub struct AdamWScalars {
     pub time: i32,
 }
 
-/// One AdamW update (see the [module docs](self)): `(param, moment_1, moment_2)` after it.
+/// One AdamW update, `(param, moment_1, moment_2)` after it: `m <- beta_1 m + (1 - beta_1) g`,
+/// `v <- beta_2 v + (1 - beta_2) g^2`, `p <- p (1 - lr wd) - lr (m / (1 - beta_1^t)) /
+/// (sqrt(v / (1 - beta_2^t)) + eps)`, as Burn's `AdamW` rounds it.
 /// One in-place pass on flex for `float32` tensors of one shape; Burn's composed ops elsewhere.
 ///
 /// # Shapes

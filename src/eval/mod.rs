@@ -5,8 +5,8 @@
 //!
 //! - [`inception`]: the pytorch-fid network (pool features, logits, spatial features).
 //! - [`frechet`]: [`GaussianStats`] and the Frechet distance (FID, sFID), float64.
-//! - [`inception_score`]: the Inception Score over splits.
-//! - [`precision_recall`]: k-nearest-neighbour manifolds (k = 3).
+//! - [`mod@inception_score`]: the Inception Score over splits.
+//! - [`mod@precision_recall`]: k-nearest-neighbour manifolds (k = 3).
 //! - [`npz`]: `.npy` / `.npz` reading (streamed) and writing.
 //! - [`samples`]: [`SampleShards`], a resumable on-disk sample set and its `.npz`.
 //! - [`evaluator`]: [`Evaluator`], features of a whole `.npz` batch and the full report.

@@ -1,4 +1,4 @@
-//! The configuration of a [`UDiT`](crate::models::UDiT): every option of the official
+//! The configuration of a [`UDiT`]: every option of the official
 //! `U_DiT_custom`, the presets U-DiT-S/B/L, the model shell they build, and the analytic
 //! parameter and FLOP counts (the shell's).
 

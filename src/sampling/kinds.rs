@@ -1,6 +1,6 @@
 //! Every sampler of the crate behind one enum, chosen by name at run time (command lines,
 //! configs). Adding a sampler: write `src/sampling/<name>.rs` implementing [`Sampler`] (one
-//! [`Sampler::step`] using [`Run`](crate::sampling::run::Run)'s operations), then register it
+//! [`Sampler::step`] using [`Run`]'s operations), then register it
 //! here: one variant, one arm in [`SamplerKind::from_name`] and in [`SamplerKind`]'s
 //! `dispatch!`.
 

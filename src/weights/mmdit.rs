@@ -4,7 +4,7 @@
 //!
 //! # How diffusers' layout maps
 //! The model is the shell [`ComposedDiT`](crate::models::ComposedDiT) (module paths `shell.*`;
-//! the prefix is dropped before the rules below). Every block is a [`Block`](crate::blocks::Block) preset
+//! the prefix is dropped before the rules below). Every block is a [`Block`] preset
 //! ([`JointBlockConfig`](crate::blocks::JointBlockConfig)): the block's tokens are the image
 //! stream (stream 0 of its joint attention), the context tokens the text stream (stream 1).
 //!

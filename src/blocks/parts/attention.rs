@@ -5,7 +5,7 @@
 //! |---|---|---|
 //! | [`AttentionKind::MultiHead`] | [`layers::Attention`](crate::layers::Attention) (fused qkv, optional QK norm) | tokens |
 //! | [`AttentionKind::Downsampled`] | [`layers::DownsampledAttention`](crate::layers::DownsampledAttention) (U-DiT) | the full token grid |
-//! | [`AttentionKind::Cosine`] | [`CosineAttention`](super::cosine_attention::CosineAttention) | tokens |
+//! | [`AttentionKind::Cosine`] | [`CosineAttention`] | tokens |
 //! | [`AttentionKind::Joint`] | [`layers::JointAttention`](crate::layers::JointAttention) over (tokens, context); the context stream is key/value only | context tokens |
 //! | [`AttentionKind::Cross`] | [`layers::CrossAttention`](crate::layers::CrossAttention): the tokens attend to the context only | context tokens |
 //! | [`AttentionKind::TwoStream`] | [`TwoStreamAttention`]: joint attention that also updates the context stream (MM-DiT) | context tokens, `c` |

@@ -6,7 +6,7 @@
 //! ```
 //!
 //! and feeds the model `F(c_in(t) x_t, c_noise(t))`. A [`Process`] turns a number of steps
-//! and a [`TimestepSchedule`](crate::diffusion::timesteps::TimestepSchedule) into a [`Plan`]:
+//! and a [`TimestepSchedule`] into a [`Plan`]:
 //! the [`Level`]s (alpha, sigma, model time, input scale) at which the model is evaluated,
 //! where each step lands, the initial noise scale and the model's [`Prediction`]. Every model
 //! parametrisation is affine in the sample, so converting an output to `x_0` is
