@@ -12,7 +12,7 @@
 //!   [`unscale`](AutoencoderKl::unscale) between VAE latents and diffusion latents.
 //! - Loading diffusers checkpoints (a `.safetensors` file, or a directory with
 //!   `config.json` and `diffusion_pytorch_model.safetensors`):
-//!   [`AutoencoderKl::from_pretrained`], [`load_weights`](crate::weights::LoadWeights::load_weights); key names in
+//!   [`AutoencoderKl::from_pretrained`], `weights::LoadWeights::load_weights`; key names in
 //!   the `weights::vae` module.
 //!
 //! Images are `[B, 3, H, W]` in `[-1, 1]` with `H`, `W` multiples of the downsampling factor

@@ -109,7 +109,7 @@ impl Decoder {
 
 impl AutoencoderKlConfig {
     /// Build the autoencoder (PyTorch default initialisation; load released weights with
-    /// [`load_weights`](crate::weights::LoadWeights::load_weights) or build from files with
+    /// `weights::LoadWeights::load_weights` or build from files with
     /// [`AutoencoderKl::from_pretrained`]).
     pub fn init(&self, device: &Device) -> Result<AutoencoderKl> {
         self.validate()?;
