@@ -11,6 +11,8 @@
 //! `mapped` memory-maps the file (`LazyCheckpoint::open_mapped`) instead of reading it. Every
 //! parameter is then summed (as the diffusers side does), so mapped pages are really read.
 //! `thp` backs the copied tensors with transparent huge pages (`weights::set_huge_pages`).
+//! `col` loads every `Linear` weight as a column-major view of the file's `[out, in]` data
+//! (`LoadOptions::linear_layout`: no transpose; mapped, no copy).
 
 use std::time::Instant;
 
@@ -18,7 +20,7 @@ use burn::module::{Module, ModuleVisitor, Param};
 use burn::prelude::*;
 use burn::tensor::FloatDType;
 use diffusion_transformers::models::{DiTConfig, MMDiTConfig};
-use diffusion_transformers::weights::{LazyCheckpoint, LoadWeights, set_huge_pages};
+use diffusion_transformers::weights::{LazyCheckpoint, LinearLayout, LoadOptions, LoadWeights, set_huge_pages};
 
 /// Sums every float parameter, so each one's memory is read.
 struct Touch(f64);
@@ -29,12 +31,12 @@ impl ModuleVisitor for Touch {
     }
 }
 
-fn load<M: LoadWeights>(m: &mut M, path: &str, mapped: bool) -> diffusion_transformers::Result<()> {
+fn load<M: LoadWeights>(m: &mut M, path: &str, mapped: bool, options: LoadOptions) -> diffusion_transformers::Result<()> {
     if mapped {
         // SAFETY: the benchmark's files are not modified while the process runs.
-        m.load_lazy(unsafe { LazyCheckpoint::open_mapped(path)? })
+        m.load_lazy_with(unsafe { LazyCheckpoint::open_mapped(path)? }, options)
     } else {
-        m.load_weights(path)
+        m.load_lazy_with(LazyCheckpoint::open(path)?, options)
     }
 }
 
@@ -47,7 +49,7 @@ fn touch<M: Module>(m: &M) -> f64 {
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
     let (Some(model), Some(path)) = (args.get(1), args.get(2)) else {
-        return Err("usage: load_weights <dit|mmdit> <checkpoint> [bf16] [mapped] [thp]".into());
+        return Err("usage: load_weights <dit|mmdit> <checkpoint> [bf16] [mapped] [thp] [col]".into());
     };
     let mut device = Device::default();
     if args.iter().any(|a| a == "bf16") {
@@ -55,13 +57,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let mapped = args.iter().any(|a| a == "mapped");
     set_huge_pages(args.iter().any(|a| a == "thp"));
+    let layout = if args.iter().any(|a| a == "col") { LinearLayout::Col } else { LinearLayout::Row };
+    let options = LoadOptions::new().with_linear_layout(layout);
     let start = Instant::now();
     let (params, sum) = match model.as_str() {
         "dit" => {
             // diffusers' DiT shifts its timestep frequencies; the layout is detected from the keys
             let mut m = DiTConfig::from_name("DiT-XL/2")?.with_timestep_freq_shift(1.0).init(&device)?;
             let built = start.elapsed();
-            load(&mut m, path, mapped)?;
+            load(&mut m, path, mapped, options)?;
             println!("init {:.2} s, load {:.2} s", built.as_secs_f64(), start.elapsed().as_secs_f64());
             (m.num_params(), touch(&m))
         }
@@ -69,7 +73,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let cfg = MMDiTConfig::sd3_medium();
             let mut m = cfg.init(&device)?;
             let built = start.elapsed();
-            load(&mut m, path, mapped)?;
+            load(&mut m, path, mapped, options)?;
             println!("init {:.2} s, load {:.2} s", built.as_secs_f64(), start.elapsed().as_secs_f64());
             (cfg.num_params(), touch(&m))
         }

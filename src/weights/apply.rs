@@ -9,16 +9,17 @@ use burn::module::{Module, ModuleMapper, Param};
 use burn::tensor::{Bool, Int, Tensor, TensorData};
 
 /// Tensors by Burn module path (enum variants skipped, as [`ModuleSnapshot`] names them),
-/// moved into the parameters they name by [`set_params`].
+/// each with whether the parameter is its transposed view, moved into the parameters they
+/// name by [`set_params`].
 ///
 /// [`ModuleSnapshot`]: burn::store::ModuleSnapshot
 struct ParamSetter {
     path: Vec<String>,
-    tensors: HashMap<String, TensorData>,
+    tensors: HashMap<String, (TensorData, bool)>,
 }
 
 impl ParamSetter {
-    fn take(&mut self) -> Option<TensorData> {
+    fn take(&mut self) -> Option<(TensorData, bool)> {
         if self.tensors.is_empty() {
             return None;
         }
@@ -40,30 +41,32 @@ impl ModuleMapper for ParamSetter {
     }
 
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
-        let Some(data) = self.take() else { return param };
+        let Some((data, view)) = self.take() else { return param };
         let dtype = data.dtype();
         let (id, tensor) = (param.id, Tensor::from_data(data, (&param.lazy_device(), dtype)));
-        param.transform_for_load(tensor, id)
+        // a view swaps the last two dimensions (metadata only: the data is not moved)
+        param.transform_for_load(if view { tensor.transpose() } else { tensor }, id)
     }
 
     fn map_int<const D: usize>(&mut self, param: Param<Tensor<D, Int>>) -> Param<Tensor<D, Int>> {
-        let Some(data) = self.take() else { return param };
+        let Some((data, _)) = self.take() else { return param };
         let dtype = data.dtype();
         let (id, tensor) = (param.id, Tensor::from_data(data, (&param.lazy_device(), dtype)));
         param.transform_for_load(tensor, id)
     }
 
     fn map_bool<const D: usize>(&mut self, param: Param<Tensor<D, Bool>>) -> Param<Tensor<D, Bool>> {
-        let Some(data) = self.take() else { return param };
+        let Some((data, _)) = self.take() else { return param };
         let dtype = data.dtype();
         let (id, tensor) = (param.id, Tensor::from_data(data, (&param.lazy_device(), dtype)));
         param.transform_for_load(tensor, id)
     }
 }
 
-/// Moves `tensors` (by module path, each in its parameter's shape, dtype and layout) into
-/// `model`; returns the paths that named no parameter.
-pub(crate) fn set_params<M: Module>(model: &mut M, tensors: HashMap<String, TensorData>) -> Vec<String> {
+/// Moves `tensors` (by module path, each in its parameter's dtype and in the shape its load
+/// mapper expects, or in the transposed shape where flagged as a view) into `model`; returns
+/// the paths that named no parameter.
+pub(crate) fn set_params<M: Module>(model: &mut M, tensors: HashMap<String, (TensorData, bool)>) -> Vec<String> {
     let mut setter = ParamSetter { path: Vec::new(), tensors };
     // The clone shares every tensor (reference counts), so it costs no tensor memory.
     *model = model.clone().map(&mut setter);

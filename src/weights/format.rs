@@ -31,10 +31,12 @@
 //! the CPU threads, and on Linux into transparent huge pages when it is 2 MiB or more, so its
 //! first write faults 512 times fewer pages (`weights::buffer`).
 //!
-//! `Linear` weights are always copied (a cache-blocked transpose): a transposed *view* of
-//! the file's `[out, in]` pages would load for free, but flex's matrix product then runs
-//! 10-20% slower at the row counts of inference (512 rows of 1152 by 4608: measured; about
-//! 1% at 4096 rows), which costs more than a load saves.
+//! `Linear` weights in Burn's default row layout are copied (a cache-blocked transpose). A
+//! `Linear` built with [`LinearLayout::Col`](crate::weights::LinearLayout) keeps the file's
+//! `[out, in]` data and is loaded with no transpose (from a mapped file: no copy), and
+//! [`LoadOptions::linear_layout`] loads row-layout weights the same way, as transposed views
+//! of the file's data; flex's matrix product is slower on those views at few rows (see
+//! [`weights::layout`](crate::weights::layout) for when to choose it).
 //!
 //! Once step 3 has passed, only an I/O error (a file changed or truncated under the load, a
 //! failing disk) can still fail the load; the model then holds the tensors loaded before it
@@ -49,13 +51,11 @@ use burn::store::{BurnToPyTorchAdapter, ModuleAdapter, ModuleContext, ModuleSnap
 use burn::tensor::{Bool, DType, Int, Tensor, TensorData};
 
 use crate::error::{Error, Result};
-
-/// The container type Burn's `Module` derive gives `burn::nn::Linear`.
-const LINEAR: &str = "Struct:Linear";
 use crate::weights::apply::set_params;
 use crate::weights::buffer::Buffer;
 use crate::weights::checkpoint::Checkpoint;
 use crate::weights::copy::{concat_into, threads_for, transpose_into};
+use crate::weights::layout::{ExportAdapter, Handoff, LINEAR, LoadOptions, col_linear_weights, load_transposes};
 use crate::weights::lazy::{LazyCheckpoint, LazyTensor};
 
 /// Largest amount of tensor data read ahead of moving it into the model (64 MiB; a single
@@ -124,6 +124,8 @@ struct Expected {
     dtype: DType,
     /// A `Linear` weight: stored `[out, in]`, a parameter `[in, out]`.
     linear_weight: bool,
+    /// Its load mapper transposes (a `Linear` built `Col`).
+    col: bool,
 }
 
 /// Every parameter's PyTorch name, PyTorch-layout shape and dtype, without reading or
@@ -144,17 +146,21 @@ struct ParamLister {
 }
 
 impl ParamLister {
-    fn list<T: burn::module::Parameter>(&mut self, param: &Param<T>, value: impl Fn(&T) -> DType, default: DType) {
+    fn list<T: burn::module::Parameter>(&mut self, param: &Param<T>, value: impl Fn(&T) -> DType, default: DType, col: bool) {
         let dtype = if param.is_initialized() { value(&param.val()) } else { default };
-        let shape = param.lazy_shape();
+        let mut shape = param.lazy_shape();
         let two_d = shape.num_dims() == 2;
+        if col && !param.is_initialized() {
+            // a lazy parameter's shape is its initialiser's, before the `Col` mapper's transpose
+            shape.reverse();
+        }
         let unread = || Err(burn::store::burn_pack::Error::ValidationError("metadata only".into()));
         let path = self.path.join(".");
         let t = bridge::deferred(path.clone(), dtype, shape, None, unread);
         let context = ModuleContext::new(&self.containers);
         let linear_weight = context.module_type() == Some(LINEAR) && self.path.last().is_some_and(|p| p == "weight") && two_d;
         let t = BurnToPyTorchAdapter.adapt(t, context);
-        self.out.push(Expected { path, name: t.name, shape: t.shape.to_vec(), dtype: t.dtype, linear_weight });
+        self.out.push(Expected { path, name: t.name, shape: t.shape.to_vec(), dtype: t.dtype, linear_weight, col });
     }
 }
 
@@ -175,17 +181,18 @@ impl ModuleVisitor for ParamLister {
 
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
         let default = param.lazy_device().settings().float_dtype.into();
-        self.list(param, |t| t.dtype(), default);
+        let col = ModuleContext::new(&self.containers).module_type() == Some(LINEAR) && load_transposes(param);
+        self.list(param, |t| t.dtype(), default, col);
     }
 
     fn visit_int<const D: usize>(&mut self, param: &Param<Tensor<D, Int>>) {
         let default = param.lazy_device().settings().int_dtype.into();
-        self.list(param, |t| t.dtype(), default);
+        self.list(param, |t| t.dtype(), default, false);
     }
 
     fn visit_bool<const D: usize>(&mut self, param: &Param<Tensor<D, Bool>>) {
         let default = param.lazy_device().settings().bool_dtype.into();
-        self.list(param, |t| t.dtype(), default);
+        self.list(param, |t| t.dtype(), default, false);
     }
 }
 
@@ -197,13 +204,26 @@ impl ModuleVisitor for ParamLister {
 /// (model untouched); [`Error::Io`] if reading fails after validation (model partly loaded).
 pub fn load<M: Module, F: CheckpointFormat<M> + ?Sized>(
     model: &mut M,
+    checkpoint: LazyCheckpoint<'_>,
+    format: &F,
+) -> Result<()> {
+    load_with(model, checkpoint, format, &LoadOptions::default())
+}
+
+/// [`load`] with [`LoadOptions`] (e.g. `Linear` weights as views of a mapped file's pages).
+///
+/// # Errors
+/// As [`load`].
+pub fn load_with<M: Module, F: CheckpointFormat<M> + ?Sized>(
+    model: &mut M,
     mut checkpoint: LazyCheckpoint<'_>,
     format: &F,
+    options: &LoadOptions,
 ) -> Result<()> {
     format.prepare(model, &mut checkpoint)?;
     let expected = expected_params(model);
     let (mut missing, mut mismatched, mut plan) = (Vec::new(), Vec::new(), Vec::new());
-    for Expected { path, name, shape, dtype, linear_weight } in expected {
+    for Expected { path, name, shape, dtype, linear_weight, col } in expected {
         let key = format.key(&name);
         match checkpoint.remove(&key) {
             None => missing.push(key),
@@ -211,7 +231,7 @@ pub fn load<M: Module, F: CheckpointFormat<M> + ?Sized>(
                 let key = if t.shape() == shape { format!("{key} (dtype {:?} for {dtype:?})", t.dtype()) } else { key };
                 mismatched.push((key, shape, t.shape().to_vec()));
             }
-            Some(t) => plan.push((path, key, dtype, linear_weight, t)),
+            Some(t) => plan.push((path, key, dtype, Handoff::of(linear_weight, col, options), t)),
         }
     }
     let unexpected: Vec<String> = checkpoint.keys().map(str::to_string).collect();
@@ -221,22 +241,23 @@ pub fn load<M: Module, F: CheckpointFormat<M> + ?Sized>(
     drop(checkpoint);
     let (mut batch, mut shared) = (HashMap::new(), Vec::new());
     let (mut bytes, mut loaded, total) = (0, 0, plan.len());
-    for (path, key, dtype, linear_weight, tensor) in plan {
+    for (path, key, dtype, handoff, tensor) in plan {
         let fail = |e| partial(e, &key, loaded, total);
-        let as_is = tensor.dtype() == dtype && !linear_weight;
+        let transpose = handoff == Handoff::Transpose;
+        let as_is = tensor.dtype() == dtype && !transpose;
         let data = match as_is.then(|| tensor.mapped()).flatten() {
             Some(data) => {
                 shared.push(tensor);
                 data
             }
             None => {
-                let data = write(&tensor, dtype, linear_weight).map_err(|e| fail(in_key(e, &key)))?;
+                let data = write(&tensor, dtype, transpose).map_err(|e| fail(in_key(e, &key)))?;
                 tensor.release();
                 data
             }
         };
         bytes += data.as_bytes().len();
-        batch.insert(path, data);
+        batch.insert(path, (data, handoff == Handoff::View));
         if bytes >= BATCH_BYTES {
             loaded += apply(model, std::mem::take(&mut batch), &mut shared)?;
             bytes = 0;
@@ -247,11 +268,12 @@ pub fn load<M: Module, F: CheckpointFormat<M> + ?Sized>(
 }
 
 /// A tensor in memory of its own as its parameter holds it: converted to the parameter's
-/// dtype and, for a `Linear` weight, transposed from `[out, in]` to `[in, out]`. The row
+/// dtype and, with `transpose` (a row-layout `Linear` weight), transposed from `[out, in]`
+/// to `[in, out]`. The row
 /// blocks it is made of (a mapped file's pages, or reads; the parts of a fused q/k/v) are
 /// written straight into the result, in one pass split over the threads, into huge-page
 /// memory when large ([`Buffer`]); a dtype conversion goes through one converted copy first.
-fn write(tensor: &LazyTensor<'_>, dtype: DType, linear_weight: bool) -> Result<TensorData> {
+fn write(tensor: &LazyTensor<'_>, dtype: DType, transpose: bool) -> Result<TensorData> {
     let shape = tensor.shape().to_vec();
     let (blocks, converted);
     let parts: Vec<(&[u8], usize)> = if tensor.dtype() == dtype {
@@ -259,7 +281,7 @@ fn write(tensor: &LazyTensor<'_>, dtype: DType, linear_weight: bool) -> Result<T
         blocks.iter().map(|(b, rows)| (&b[..], *rows)).collect()
     } else {
         let data = tensor.read()?.try_cast(dtype).map_err(|e| Error::InvalidArgument(format!("cannot convert: {e}")))?;
-        if !linear_weight {
+        if !transpose {
             return Ok(data);
         }
         converted = data;
@@ -268,7 +290,7 @@ fn write(tensor: &LazyTensor<'_>, dtype: DType, linear_weight: bool) -> Result<T
     let len = shape.iter().product::<usize>() * dtype.size();
     let mut buffer = Buffer::zeroed(len);
     let threads = threads_for(len);
-    if !linear_weight {
+    if !transpose {
         concat_into(&parts.iter().map(|p| p.0).collect::<Vec<_>>(), buffer.as_mut_slice(), threads);
         return Ok(buffer.into_data(shape, dtype));
     }
@@ -300,7 +322,7 @@ fn partial(e: Error, key: &str, loaded: usize, total: usize) -> Error {
 /// `shared` (a backend that copied them has its own copy now; one that kept them, flex, has
 /// not touched them yet, and faults them back in on use). Every tensor was validated, so a
 /// leftover is a bug here.
-fn apply<M: Module>(model: &mut M, batch: HashMap<String, TensorData>, shared: &mut Vec<LazyTensor<'_>>) -> Result<usize> {
+fn apply<M: Module>(model: &mut M, batch: HashMap<String, (TensorData, bool)>, shared: &mut Vec<LazyTensor<'_>>) -> Result<usize> {
     let n = batch.len();
     let unused = set_params(model, batch);
     for t in shared.drain(..) {
@@ -318,7 +340,8 @@ fn apply<M: Module>(model: &mut M, batch: HashMap<String, TensorData>, shared: &
 /// A parameter that cannot be read back, or [`CheckpointFormat::finish_export`]'s errors.
 pub fn export<M: Module, F: CheckpointFormat<M> + ?Sized>(model: &M, format: &F) -> Result<Checkpoint> {
     let mut out = Checkpoint::new();
-    for t in model.collect(None, Some(Box::new(BurnToPyTorchAdapter)), true) {
+    let adapter = ExportAdapter { col: col_linear_weights(model) };
+    for t in model.collect(None, Some(Box::new(adapter)), true) {
         let key = format.key(&t.name);
         let data = bridge::into_data(t).map_err(|e| Error::InvalidArgument(format!("cannot read parameter {key}: {e}")))?;
         out.insert(key, data);
@@ -365,8 +388,17 @@ pub trait LoadWeights: Module + Sized {
     /// # Errors
     /// As [`load`].
     fn load_lazy(&mut self, checkpoint: LazyCheckpoint<'_>) -> Result<()> {
+        self.load_lazy_with(checkpoint, LoadOptions::default())
+    }
+
+    /// Load an opened checkpoint in its detected format, with [`LoadOptions`] (see
+    /// [`load_with`]).
+    ///
+    /// # Errors
+    /// As [`load`].
+    fn load_lazy_with(&mut self, checkpoint: LazyCheckpoint<'_>, options: LoadOptions) -> Result<()> {
         let format = self.format_of(&checkpoint);
-        load(self, checkpoint, &format)
+        load_with(self, checkpoint, &format, &options)
     }
 
     /// Stream a checkpoint file into the model (formats: [`LazyCheckpoint::open`]).
@@ -404,7 +436,7 @@ pub trait LoadWeights: Module + Sized {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::models::MMDiT;
     use crate::models::mmdit_config::tiny_test_config;
@@ -413,7 +445,7 @@ mod tests {
 
     /// A tiny MM-DiT's checkpoint with non-trivial values everywhere (the init zeroes the
     /// modulations).
-    fn varied_checkpoint(model: &MMDiT) -> Checkpoint {
+    pub(crate) fn varied_checkpoint(model: &MMDiT) -> Checkpoint {
         let mut ck = model.to_checkpoint().unwrap();
         for (i, (k, v)) in ck.clone().into_tensors().into_iter().enumerate() {
             let n = v.num_elements();
