@@ -10,7 +10,9 @@ right shapes into a safetensors file tensor by tensor, so the generator never ho
 DiT-XL/2 in diffusers' layout (per-block embedder copies equal to block 0's, as converted
 checkpoints have them) in f32 and bf16, and SD3-medium's `SD3Transformer2DModel` (depth 24,
 2.03B parameters) in f32 and bf16. `run` alternates ours reading the file (`load_weights`),
-ours memory-mapping it (`LazyCheckpoint::open_mapped`) and diffusers, `--repeat` times each under
+ours memory-mapping it (`LazyCheckpoint::open_mapped`), ours memory-mapping it with every
+`Linear` weight a view of the file's pages (`LoadOptions::linear_layout` `Col`: no transpose, no
+copy) and diffusers, `--repeat` times each under
 `/usr/bin/time -v`, and prints the medians as a markdown table. Both sides touch (sum) every
 parameter after loading, so mapped pages are really read. Build the Rust side first:
 `cargo build --release --example load_weights`.
@@ -135,7 +137,7 @@ def run(root, repeat, binary, cases):
         subprocess.run(["cat", f], stdout=subprocess.DEVNULL, check=True)  # warm the page cache
         # the model is built in the file's dtype on both sides
         read_cmd = [binary, model, f] + (["bf16"] if dtype == "bf16" else [])
-        sides = {"read": read_cmd, "mapped": read_cmd + ["mapped"],
+        sides = {"read": read_cmd, "mapped": read_cmd + ["mapped"], "mapped col": read_cmd + ["mapped", "col"],
                  "diffusers": [sys.executable, __file__, "diffusers", d, model, dtype]}
         got = {k: [] for k in sides}
         for _ in range(repeat):
@@ -148,13 +150,14 @@ def run(root, repeat, binary, cases):
     # peak: resident high-water mark; process: whole process wall time (Python's imports
     # included) and its CPU time (user + system); load: in-process build + load + touch, wall
     # and CPU time (ours: the process's, which is all load)
-    print("| checkpoint | file GB | read: peak GB | read: process s (CPU s) | read: load s (CPU s) "
-          "| mapped: peak GB | mapped: process s (CPU s) | mapped: load s (CPU s) "
-          "| diffusers: peak GB | diffusers: process s (CPU s) | diffusers: load s (CPU s) |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    names = ["read", "mapped", "mapped col", "diffusers"]
+    print("| checkpoint | file GB | " + " | ".join(
+        f"{k}: peak GB | {k}: process s (CPU s) | {k}: load s (CPU s)" for k in names) + " |")
+    print("|---|---|" + "---|---|---|" * len(names))
     for r in rows:
         print(f"| {r[0]} | {r[1]:.2f} | " + " | ".join(
-            f"{r[i]:.2f} | {r[i + 1]:.1f} ({r[i + 3]:.1f}) | {r[i + 2]:.1f} ({r[i + 4]:.1f})" for i in (2, 7, 12)) + " |")
+            f"{r[i]:.2f} | {r[i + 1]:.1f} ({r[i + 3]:.1f}) | {r[i + 2]:.1f} ({r[i + 4]:.1f})"
+            for i in range(2, 2 + 5 * len(names), 5)) + " |")
 
 
 def main():

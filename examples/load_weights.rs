@@ -12,7 +12,10 @@
 //! parameter is then summed (as the diffusers side does), so mapped pages are really read.
 //! `thp` backs the copied tensors with transparent huge pages (`weights::set_huge_pages`).
 //! `col` loads every `Linear` weight as a column-major view of the file's `[out, in]` data
-//! (`LoadOptions::linear_layout`: no transpose; mapped, no copy).
+//! (`LoadOptions::linear_layout`: no transpose; mapped, no copy); the touch then sums those
+//! weights in their memory order (`[out, in]`, as PyTorch's are), since flex's reduction over
+//! a strided bf16 view is several times slower than the load itself. The load and the touch
+//! are timed apart.
 
 use std::time::Instant;
 
@@ -22,12 +25,28 @@ use burn::tensor::FloatDType;
 use diffusion_transformers::models::{DiTConfig, MMDiTConfig};
 use diffusion_transformers::weights::{LazyCheckpoint, LinearLayout, LoadOptions, LoadWeights, set_huge_pages};
 
-/// Sums every float parameter, so each one's memory is read.
-struct Touch(f64);
+/// Sums every float parameter, so each one's memory is read: in memory order, so a `Linear`
+/// weight loaded as a transposed view (`col`) is summed through its transpose.
+struct Touch {
+    sum: f64,
+    col: bool,
+    linear: Vec<bool>,
+}
 
 impl ModuleVisitor for Touch {
+    fn enter_module(&mut self, _name: &str, container_type: &str) {
+        self.linear.push(container_type == "Struct:Linear");
+    }
+
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.linear.pop();
+    }
+
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        self.0 += param.val().sum().into_scalar::<f32>() as f64;
+        let value = param.val();
+        let view = self.col && D == 2 && self.linear.last() == Some(&true);
+        let value = if view { value.swap_dims(0, 1) } else { value };
+        self.sum += value.sum().into_scalar::<f32>() as f64;
     }
 }
 
@@ -40,10 +59,10 @@ fn load<M: LoadWeights>(m: &mut M, path: &str, mapped: bool, options: LoadOption
     }
 }
 
-fn touch<M: Module>(m: &M) -> f64 {
-    let mut t = Touch(0.0);
+fn touch<M: Module>(m: &M, col: bool) -> f64 {
+    let mut t = Touch { sum: 0.0, col, linear: Vec::new() };
     m.visit(&mut t);
-    t.0
+    t.sum
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -57,7 +76,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let mapped = args.iter().any(|a| a == "mapped");
     set_huge_pages(args.iter().any(|a| a == "thp"));
-    let layout = if args.iter().any(|a| a == "col") { LinearLayout::Col } else { LinearLayout::Row };
+    let col = args.iter().any(|a| a == "col");
+    let layout = if col { LinearLayout::Col } else { LinearLayout::Row };
     let options = LoadOptions::new().with_linear_layout(layout);
     let start = Instant::now();
     let (params, sum) = match model.as_str() {
@@ -67,7 +87,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let built = start.elapsed();
             load(&mut m, path, mapped, options)?;
             println!("init {:.2} s, load {:.2} s", built.as_secs_f64(), start.elapsed().as_secs_f64());
-            (m.num_params(), touch(&m))
+            (m.num_params(), touch(&m, col))
         }
         "mmdit" => {
             let cfg = MMDiTConfig::sd3_medium();
@@ -75,7 +95,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let built = start.elapsed();
             load(&mut m, path, mapped, options)?;
             println!("init {:.2} s, load {:.2} s", built.as_secs_f64(), start.elapsed().as_secs_f64());
-            (cfg.num_params(), touch(&m))
+            (cfg.num_params(), touch(&m, col))
         }
         other => return Err(format!("unknown model `{other}` (dit or mmdit)").into()),
     };
