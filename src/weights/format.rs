@@ -12,7 +12,8 @@
 //!    model is untouched.
 //! 4. Tensors are read a batch of at most [`BATCH_BYTES`] at a time, converted from the
 //!    file's dtype to the parameter's (bf16/f16 are never widened on the way), `Linear`
-//!    weights transposed from PyTorch's `[out, in]` to Burn's `[in, out]`, and moved into the
+//!    weights transposed from PyTorch's `[out, in]` to Burn's `[in, out]` (row layout: see
+//!    below for the column layout), and moved into the
 //!    model in place, each replacing (and freeing) the parameter it loads. Peak memory is the
 //!    model plus one batch; on a GPU device each tensor goes straight to the device.
 //!
