@@ -16,11 +16,12 @@
 //!
 //! # When to choose `Col`
 //! It saves the transpose of every `Linear` weight at load (most of a transformer's bytes:
-//! from a mapped file, the whole copy), but flex's matrix product on the transposed view is
-//! slower where few rows are multiplied: see `docs/benchmarks.md` (loading, sixth
-//! measurement) for the numbers at SD3's shapes. Choose it where the load time matters more
-//! than some percent of each forward (one-off runs, few sampling steps, large batches);
-//! keep `Row` for long sampling or training runs at small batch.
+//! from a mapped file, the whole copy; SD3-medium f32 then loads in 2 s of CPU instead of
+//! 9), but flex's matrix product on the transposed view is about 10% slower at SD3's
+//! sampling shapes (more at 512 rows in bf16): `docs/benchmarks.md` (loading, sixth
+//! measurement). On the CPU that is the load's saving again after one or two SD3-medium
+//! steps, so choose it where the load dominates (inspecting, converting or exporting a
+//! checkpoint, a few forwards) and keep `Row` for sampling runs of many steps and training.
 
 use std::collections::HashSet;
 
