@@ -7,7 +7,7 @@ use crate::weights::format::tests::varied_checkpoint;
 use crate::weights::loader::to_f32;
 use crate::weights::{Checkpoint, KeyFn, LazyCheckpoint, LoadWeights, export, load, load_with};
 use burn::nn::{Linear, LinearConfig};
-use burn::tensor::{Device, TensorData};
+use burn::tensor::{DType, Device, TensorData};
 
 /// Two non-square `Linear`s (one without bias), in the given layout.
 #[derive(Module, Debug)]
@@ -181,4 +181,28 @@ fn a_model_loaded_as_views_equals_a_transposed_load() {
     drop(mapped);
     assert_eq!(weight.transpose().into_data().as_bytes().as_ptr(), in_file, "the weight was copied");
     std::fs::remove_dir_all(file.parent().unwrap()).unwrap();
+}
+
+#[test]
+fn views_of_a_converted_dtype() {
+    // a bf16 file into an f32 model: cast, then handed over without a transpose
+    let device = Device::flex();
+    let keys = KeyFn(|p: &str| p.to_string());
+    let half = Checkpoint::from_tensors(
+        pair_checkpoint().tensors().iter().map(|(k, v)| (k.clone(), v.clone().convert_dtype(DType::BF16))).collect(),
+    );
+    let x = Tensor::<2>::from_data(TensorData::new(vals(12, 4), [4, 3]), &device);
+    let mut row = pair(LinearLayout::Row, &device);
+    load(&mut row, (&half).into(), &keys).unwrap();
+    let col = LoadOptions::new().with_linear_layout(LinearLayout::Col);
+    for (layout, options) in [(LinearLayout::Row, col), (LinearLayout::Col, LoadOptions::new())] {
+        let mut m = pair(layout, &device);
+        load_with(&mut m, (&half).into(), &keys, &options).unwrap();
+        assert_eq!(m.a.weight.val().dtype(), DType::F32, "{layout:?}: the model's dtype is kept");
+        assert!(max_diff(m.forward(x.clone()), row.forward(x.clone())) <= 1e-6, "{layout:?}");
+        let back = export(&m, &keys).unwrap();
+        for (k, v) in half.tensors() {
+            assert_eq!(to_f32(v), to_f32(back.get(k).unwrap()), "{k}");
+        }
+    }
 }
