@@ -1,6 +1,7 @@
 //! CPU performance for the flex backend: vectorised GELUs (tanh and exact), attention,
 //! LayerNorm and the SwiGLU gate (with fused backwards), a one-pass AdamW update, a depthwise-conv input gradient on
-//! flex's depthwise kernel, a channels-last depthwise conv and a one-pass rotary embedding;
+//! flex's depthwise kernel, a channels-last depthwise conv and a one-pass rotary embedding,
+//! the adaLN modulation and gated residual, and cosine attention's per-head L2 normalisation;
 //! an opt-in allocator setting that removes most of the page-fault cost of large activations.
 
 mod adamw;
@@ -11,9 +12,11 @@ mod attention_kernel;
 mod depthwise;
 mod depthwise_nhwc;
 mod gelu;
+mod l2_normalize;
 mod layer_norm;
 #[cfg(feature = "flex")]
 mod layer_norm_kernel;
+mod modulate;
 mod rope;
 mod silu_mul;
 #[cfg(feature = "flex")]
@@ -25,7 +28,9 @@ pub use attention::attention;
 pub use depthwise::{depthwise_conv2d, same_depthwise_conv2d};
 pub use depthwise_nhwc::depthwise_conv2d_nhwc;
 pub use gelu::{gelu, gelu_tanh};
+pub use l2_normalize::l2_normalize;
 pub use layer_norm::layer_norm;
+pub use modulate::{gated_residual, modulate};
 pub use rope::rope_rotate;
 pub use silu_mul::silu_mul;
 
