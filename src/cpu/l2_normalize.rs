@@ -63,7 +63,7 @@ mod flex {
     use burn::prelude::*;
 
     use super::kernel;
-    use crate::cpu::{f32_on_flex, for_each_chunk, piece_len};
+    use crate::cpu::{f32_on_flex, for_each_chunk, owned_contiguous, piece_len};
 
     /// The fast path for `float32` operands on the flex device, a non-empty `x` and one scale
     /// per head; others are given back.
@@ -104,42 +104,40 @@ mod flex {
 
     impl L2NormalizeBackend for Flex {
         fn fast_l2_normalize(x: FlexTensor, scale: FlexTensor, eps: f32) -> FlexTensor {
-            let shape = x.layout().shape().clone();
             let (rows, [h, n, d]) = split(&x);
-            let (x, scale) = (contiguous(x), contiguous(scale));
-            let (xs, s) = (x.as_slice::<f32>().expect("f32"), scale.as_slice::<f32>().expect("f32"));
-            let mut y = vec![0.0f32; xs.len()];
-            for_each_chunk(&mut y, rows * d, |i, piece| {
+            let (mut y, scale) = (owned_contiguous(x), contiguous(scale));
+            let s = scale.as_slice::<f32>().expect("f32");
+            let len = y.layout().num_elements();
+            for_each_chunk(&mut y.storage_mut::<f32>()[..len], rows * d, |i, piece| {
                 for (j, y) in piece.chunks_mut(d).enumerate() {
                     let row = i * rows + j;
-                    kernel::forward(y, &xs[row * d..(row + 1) * d], s[(row / n) % h], eps);
+                    kernel::forward(y, s[(row / n) % h], eps);
                 }
             });
-            FlexTensor::from_data(TensorData::new(y, shape))
+            y
         }
 
         fn fast_l2_normalize_backward(x: FlexTensor, scale: FlexTensor, dy: FlexTensor, eps: f32) -> (FlexTensor, FlexTensor) {
-            let shape = x.layout().shape().clone();
             let (rows, [h, n, d]) = split(&x);
-            let (x, scale, dy) = (contiguous(x), contiguous(scale), contiguous(dy));
-            let [xs, s, g] = [&x, &scale, &dy].map(|t| t.as_slice::<f32>().expect("f32"));
-            let mut dx = vec![0.0f32; xs.len()];
-            let pieces = dx.len().div_ceil(rows * d);
+            let (x, scale, mut dx) = (contiguous(x), contiguous(scale), owned_contiguous(dy));
+            let [xs, s] = [&x, &scale].map(|t| t.as_slice::<f32>().expect("f32"));
+            let len = dx.layout().num_elements();
+            let pieces = len.div_ceil(rows * d);
             let mut ds = vec![0.0f32; pieces * h]; // one partial sum per piece and head
-            let mut work: Vec<(&mut [f32], &mut [f32])> = dx.chunks_mut(rows * d).zip(ds.chunks_mut(h)).collect();
+            let dx_data = &mut dx.storage_mut::<f32>()[..len];
+            let mut work: Vec<(&mut [f32], &mut [f32])> = dx_data.chunks_mut(rows * d).zip(ds.chunks_mut(h)).collect();
             for_each_chunk(&mut work, 1, |i, piece| {
                 let (dx, ds) = &mut piece[0];
                 for (j, dx) in dx.chunks_mut(d).enumerate() {
                     let row = i * rows + j;
                     let head = (row / n) % h;
-                    let at = row * d..(row + 1) * d;
                     let mut dot = 0.0;
-                    kernel::backward(dx, &xs[at.clone()], &g[at], s[head], eps, &mut dot);
+                    kernel::backward(dx, &xs[row * d..(row + 1) * d], s[head], eps, &mut dot);
                     ds[head] += dot;
                 }
             });
             let dscale: Vec<f32> = (0..h).map(|k| ds.iter().skip(k).step_by(h).sum()).collect();
-            (FlexTensor::from_data(TensorData::new(dx, shape)), FlexTensor::from_data(TensorData::new(dscale, [h])))
+            (dx, FlexTensor::from_data(TensorData::new(dscale, [h])))
         }
     }
 
@@ -212,37 +210,39 @@ mod kernel {
         acc.iter().sum()
     }
 
-    /// `y = x / max(||x||, eps) * s` for one row.
+    /// `y = y / max(||y||, eps) * s` for one row, in place.
     #[inline(always)]
-    fn forward_loop(y: &mut [f32], x: &[f32], s: f32, eps: f32) {
-        let norm = lane_sum(x.len(), |i| x[i] * x[i]).sqrt().max(eps);
-        for (y, &x) in y.iter_mut().zip(x) {
-            *y = x / norm * s;
+    fn forward_loop(y: &mut [f32], s: f32, eps: f32) {
+        let norm = lane_sum(y.len(), |i| y[i] * y[i]).sqrt().max(eps);
+        for y in y.iter_mut() {
+            *y = *y / norm * s;
         }
     }
 
-    /// `dx` of one row; `dot` receives `xh . dy` (the row's share of `ds`).
+    /// `dx` of one row in place of the upstream gradient `g`; `dot` receives `xh . g` (the
+    /// row's share of `ds`).
     #[inline(always)]
-    fn backward_loop(dx: &mut [f32], x: &[f32], dy: &[f32], s: f32, eps: f32, dot: &mut f32) {
+    fn backward_loop(g: &mut [f32], x: &[f32], s: f32, eps: f32, dot: &mut f32) {
         let len = lane_sum(x.len(), |i| x[i] * x[i]).sqrt();
         let norm = len.max(eps);
-        *dot = lane_sum(x.len(), |i| x[i] * dy[i]) / norm;
+        *dot = lane_sum(x.len(), |i| x[i] * g[i]) / norm;
         let k = s / norm;
         // below eps the norm is the constant eps: no projection
         let proj = if len >= eps { *dot / norm } else { 0.0 };
-        for ((dx, &x), &dy) in dx.iter_mut().zip(x).zip(dy) {
-            *dx = k * (dy - x * proj);
+        for (g, &x) in g.iter_mut().zip(x) {
+            *g = k * (*g - x * proj);
         }
     }
 
     multiversion!(
         /// One normalised, scaled row.
-        forward(y: &mut [f32], x: &[f32], s: f32, eps: f32) => forward_loop
+        forward(y: &mut [f32], s: f32, eps: f32) => forward_loop
     );
 
     multiversion!(
-        /// The input gradient of one row into `dx`, its share of the scale's gradient into `dot`.
-        backward(dx: &mut [f32], x: &[f32], dy: &[f32], s: f32, eps: f32, dot: &mut f32) => backward_loop
+        /// The input gradient of one row in place of the upstream gradient `g`, its share of
+        /// the scale's gradient into `dot`.
+        backward(g: &mut [f32], x: &[f32], s: f32, eps: f32, dot: &mut f32) => backward_loop
     );
 }
 

@@ -49,18 +49,20 @@ pub(crate) fn f32_on_flex<const D: usize>(t: &burn::prelude::Tensor<D>) -> bool 
 }
 
 /// Runs `f(i, piece)` on every `chunk`-long piece `i` of `dst` in parallel: the first piece on
-/// this thread, the others on scoped threads (one per piece).
+/// this thread, the others on rayon's global pool (the threads flex runs on; no thread is
+/// spawned per call).
 pub(crate) fn for_each_chunk<T: Send>(dst: &mut [T], chunk: usize, f: impl Fn(usize, &mut [T]) + Sync) {
-    std::thread::scope(|scope| {
-        let f = &f;
-        let mut pieces = dst.chunks_mut(chunk.max(1)).enumerate();
-        let first = pieces.next();
+    let mut pieces = dst.chunks_mut(chunk.max(1)).enumerate();
+    let Some((first, piece)) = pieces.next() else { return };
+    if pieces.len() == 0 {
+        return f(first, piece);
+    }
+    let f = &f;
+    rayon::in_place_scope(|scope| {
         for (i, piece) in pieces {
-            scope.spawn(move || f(i, piece));
+            scope.spawn(move |_| f(i, piece));
         }
-        if let Some((i, piece)) = first {
-            f(i, piece);
-        }
+        f(first, piece);
     });
 }
 
@@ -75,18 +77,19 @@ pub(crate) fn owned_contiguous(t: burn::backend::flex::FlexTensor) -> burn::back
     t
 }
 
-/// Runs every job, the first on this thread and the others on scoped threads.
+/// Runs every job, the first on this thread and the others on rayon's global pool.
 #[cfg(feature = "flex")]
 pub(crate) fn run_all<F: FnOnce() + Send>(jobs: Vec<F>) {
-    std::thread::scope(|scope| {
-        let mut jobs = jobs.into_iter();
-        let first = jobs.next();
+    let mut jobs = jobs.into_iter();
+    let Some(first) = jobs.next() else { return };
+    if jobs.len() == 0 {
+        return first();
+    }
+    rayon::in_place_scope(|scope| {
         for job in jobs {
-            scope.spawn(job);
+            scope.spawn(move |_| job());
         }
-        if let Some(job) = first {
-            job();
-        }
+        first();
     });
 }
 

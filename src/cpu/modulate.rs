@@ -81,7 +81,7 @@ mod flex {
     use burn::prelude::*;
 
     use super::kernel;
-    use crate::cpu::for_each_chunk;
+    use crate::cpu::{for_each_chunk, owned_contiguous, piece_len};
 
     /// The fast path for operands it applies to ([`super::fast_path_applies`]); others are
     /// given back.
@@ -140,27 +140,35 @@ mod flex {
         FlexTensor::from_data(TensorData::new(data, shape.to_vec()))
     }
 
-    /// A fresh `[B, N, C]` buffer whose token rows are written by `f(row, sample, out_row)`,
-    /// one piece of rows per thread.
-    fn map_rows([bs, n, c]: [usize; 3], f: impl Fn(std::ops::Range<usize>, usize, &mut [f32]) + Sync) -> Vec<f32> {
-        let mut out = vec![0.0f32; bs * n * c];
-        let piece_rows = crate::cpu::piece_len(bs * n * c, c) / c;
-        for_each_chunk(&mut out, piece_rows * c, |i, piece| {
+    /// Calls `f(row, sample, out_row)` on every `C`-wide token row of `out` (`[B, N, C]`, the
+    /// vectors of the row's sample at `sample..sample + C`), one piece of rows per thread.
+    fn for_rows(out: &mut [f32], [_, n, c]: [usize; 3], f: impl Fn(std::ops::Range<usize>, usize, &mut [f32]) + Sync) {
+        let piece_rows = piece_len(out.len(), c) / c;
+        for_each_chunk(out, piece_rows * c, |i, piece| {
             for (j, o) in piece.chunks_mut(c).enumerate() {
                 let row = i * piece_rows + j;
                 f(row * c..(row + 1) * c, (row / n) * c, o);
             }
         });
-        out
     }
 
-    /// Per-sample sums over the tokens, `sums[b, :] = sum_n f(b, n)` accumulated by
-    /// `f(row, sums_row)`; samples are split between threads, tokens are not.
-    fn sample_sums([bs, n, c]: [usize; 3], f: impl Fn(std::ops::Range<usize>, &mut [f32]) + Sync) -> Vec<f32> {
-        let mut sums = vec![0.0f32; bs * c];
+    /// `t` (`[B, N, C]`) with [`for_rows`]'s `f` applied in place (copied first only when it is
+    /// strided or shared).
+    fn rows_in_place(t: FlexTensor, d: [usize; 3], f: impl Fn(std::ops::Range<usize>, usize, &mut [f32]) + Sync) -> FlexTensor {
+        let mut t = owned_contiguous(t);
+        let len = t.layout().num_elements();
+        for_rows(&mut t.storage_mut::<f32>()[..len], d, f);
+        t
+    }
+
+    /// Per-sample sums over the tokens into `[B, W]`: `f(row, sums_row)` accumulates token row
+    /// `row` of sample `b` into `sums[b, :]`; samples are split between threads, tokens are
+    /// not.
+    fn sample_sums([bs, n, c]: [usize; 3], w: usize, f: impl Fn(std::ops::Range<usize>, &mut [f32]) + Sync) -> Vec<f32> {
+        let mut sums = vec![0.0f32; bs * w];
         let per = bs.div_ceil(crate::cpu::num_threads().clamp(1, bs));
-        for_each_chunk(&mut sums, per * c, |i, piece| {
-            for (j, acc) in piece.chunks_mut(c).enumerate() {
+        for_each_chunk(&mut sums, per * w, |i, piece| {
+            for (j, acc) in piece.chunks_mut(w).enumerate() {
                 let sample = i * per + j;
                 for row in sample * n..(sample + 1) * n {
                     f(row * c..(row + 1) * c, acc);
@@ -173,36 +181,44 @@ mod flex {
     impl ModulateBackend for Flex {
         fn fast_modulate(x: FlexTensor, shift: FlexTensor, scale: FlexTensor) -> FlexTensor {
             let d @ [_, _, c] = dims3(&x);
-            let (x, shift, scale) = (contiguous(x), contiguous(shift), contiguous(scale));
-            let [xs, sh, sc] = [&x, &shift, &scale].map(|t| t.as_slice::<f32>().expect("f32"));
-            let y = map_rows(d, |row, s, o| kernel::modulate(o, &xs[row], &sh[s..s + c], &sc[s..s + c]));
-            tensor(y, &d)
+            let (shift, scale) = (contiguous(shift), contiguous(scale));
+            let [sh, sc] = [&shift, &scale].map(|t| t.as_slice::<f32>().expect("f32"));
+            rows_in_place(x, d, |_, s, x| kernel::modulate(x, &sh[s..s + c], &sc[s..s + c]))
         }
 
         fn fast_modulate_backward(x: FlexTensor, scale: FlexTensor, dy: FlexTensor) -> (FlexTensor, FlexTensor, FlexTensor) {
             let d @ [bs, _, c] = dims3(&x);
             let (x, scale, dy) = (contiguous(x), contiguous(scale), contiguous(dy));
-            let [xs, sc, g] = [&x, &scale, &dy].map(|t| t.as_slice::<f32>().expect("f32"));
-            let dx = map_rows(d, |row, s, o| kernel::scale_by_one_plus(o, &g[row], &sc[s..s + c]));
-            let dscale = sample_sums(d, |row, acc| kernel::add_product(acc, &g[row.clone()], &xs[row]));
-            let dshift = sample_sums(d, |row, acc| kernel::add(acc, &g[row]));
-            (tensor(dx, &d), tensor(dshift, &[bs, c]), tensor(dscale, &[bs, c]))
+            let [xs, sc] = [&x, &scale].map(|t| t.as_slice::<f32>().expect("f32"));
+            // [dscale | dshift] per sample, before dy is overwritten by dx
+            let sums = {
+                let g = dy.as_slice::<f32>().expect("f32");
+                sample_sums(d, 2 * c, |row, acc| {
+                    let (ds, db) = acc.split_at_mut(c);
+                    kernel::add_product(ds, &g[row.clone()], &xs[row.clone()]);
+                    kernel::add(db, &g[row]);
+                })
+            };
+            let dx = rows_in_place(dy, d, |_, s, g| kernel::scale_by_one_plus(g, &sc[s..s + c]));
+            let half = |k: usize| sums.chunks(2 * c).flat_map(|s| s[k * c..(k + 1) * c].iter().copied()).collect::<Vec<f32>>();
+            let (dscale, dshift) = (half(0), half(1));
+            (dx, tensor(dshift, &[bs, c]), tensor(dscale, &[bs, c]))
         }
 
         fn fast_gated_residual(x: FlexTensor, gate: FlexTensor, r: FlexTensor) -> FlexTensor {
             let d @ [_, _, c] = dims3(&x);
-            let (x, gate, r) = (contiguous(x), contiguous(gate), contiguous(r));
-            let [xs, gs, rs] = [&x, &gate, &r].map(|t| t.as_slice::<f32>().expect("f32"));
-            let y = map_rows(d, |row, s, o| kernel::gated_residual(o, &xs[row.clone()], &gs[s..s + c], &rs[row]));
-            tensor(y, &d)
+            let (gate, r) = (contiguous(gate), contiguous(r));
+            let [gs, rs] = [&gate, &r].map(|t| t.as_slice::<f32>().expect("f32"));
+            rows_in_place(x, d, |row, s, x| kernel::gated_residual(x, &gs[s..s + c], &rs[row]))
         }
 
         fn fast_gated_residual_backward(gate: FlexTensor, r: FlexTensor, dy: FlexTensor) -> (FlexTensor, FlexTensor) {
             let d @ [bs, _, c] = dims3(&r);
             let (gate, r, dy) = (contiguous(gate), contiguous(r), contiguous(dy));
             let [gs, rs, g] = [&gate, &r, &dy].map(|t| t.as_slice::<f32>().expect("f32"));
-            let dr = map_rows(d, |row, s, o| kernel::mul(o, &g[row], &gs[s..s + c]));
-            let dgate = sample_sums(d, |row, acc| kernel::add_product(acc, &g[row.clone()], &rs[row]));
+            let mut dr = vec![0.0f32; g.len()];
+            for_rows(&mut dr, d, |row, s, o| kernel::mul(o, &g[row], &gs[s..s + c]));
+            let dgate = sample_sums(d, c, |row, acc| kernel::add_product(acc, &g[row.clone()], &rs[row]));
             (tensor(dr, &d), tensor(dgate, &[bs, c]))
         }
     }
@@ -300,23 +316,23 @@ mod kernel {
     use crate::cpu::simd::multiversion;
 
     #[inline(always)]
-    fn modulate_loop(out: &mut [f32], x: &[f32], shift: &[f32], scale: &[f32]) {
-        for (((o, &x), &b), &s) in out.iter_mut().zip(x).zip(shift).zip(scale) {
-            *o = x * (s + 1.0) + b;
+    fn modulate_loop(x: &mut [f32], shift: &[f32], scale: &[f32]) {
+        for ((x, &b), &s) in x.iter_mut().zip(shift).zip(scale) {
+            *x = *x * (s + 1.0) + b;
         }
     }
 
     #[inline(always)]
-    fn scale_by_one_plus_loop(out: &mut [f32], g: &[f32], scale: &[f32]) {
-        for ((o, &g), &s) in out.iter_mut().zip(g).zip(scale) {
-            *o = g * (s + 1.0);
+    fn scale_by_one_plus_loop(g: &mut [f32], scale: &[f32]) {
+        for (g, &s) in g.iter_mut().zip(scale) {
+            *g *= s + 1.0;
         }
     }
 
     #[inline(always)]
-    fn gated_residual_loop(out: &mut [f32], x: &[f32], gate: &[f32], r: &[f32]) {
-        for (((o, &x), &g), &r) in out.iter_mut().zip(x).zip(gate).zip(r) {
-            *o = x + g * r;
+    fn gated_residual_loop(x: &mut [f32], gate: &[f32], r: &[f32]) {
+        for ((x, &g), &r) in x.iter_mut().zip(gate).zip(r) {
+            *x += g * r;
         }
     }
 
@@ -342,16 +358,16 @@ mod kernel {
     }
 
     multiversion!(
-        /// `out = x (1 + scale) + shift`.
-        modulate(out: &mut [f32], x: &[f32], shift: &[f32], scale: &[f32]) => modulate_loop
+        /// `x = x (1 + scale) + shift` in place.
+        modulate(x: &mut [f32], shift: &[f32], scale: &[f32]) => modulate_loop
     );
     multiversion!(
-        /// `out = g (1 + scale)`.
-        scale_by_one_plus(out: &mut [f32], g: &[f32], scale: &[f32]) => scale_by_one_plus_loop
+        /// `g = g (1 + scale)` in place.
+        scale_by_one_plus(g: &mut [f32], scale: &[f32]) => scale_by_one_plus_loop
     );
     multiversion!(
-        /// `out = x + gate r`.
-        gated_residual(out: &mut [f32], x: &[f32], gate: &[f32], r: &[f32]) => gated_residual_loop
+        /// `x = x + gate r` in place.
+        gated_residual(x: &mut [f32], gate: &[f32], r: &[f32]) => gated_residual_loop
     );
     multiversion!(
         /// `out = a b`.
