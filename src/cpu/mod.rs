@@ -1,6 +1,7 @@
 //! CPU performance for the flex backend: vectorised GELUs (tanh and exact), attention,
 //! LayerNorm and the SwiGLU gate (with fused backwards), a one-pass AdamW update, a depthwise-conv input gradient on
-//! flex's depthwise kernel, a channels-last depthwise conv and a one-pass rotary embedding;
+//! flex's depthwise kernel, a channels-last depthwise conv and a one-pass rotary embedding,
+//! the adaLN modulation and gated residual, and cosine attention's per-head L2 normalisation;
 //! an opt-in allocator setting that removes most of the page-fault cost of large activations.
 
 mod adamw;
@@ -11,9 +12,11 @@ mod attention_kernel;
 mod depthwise;
 mod depthwise_nhwc;
 mod gelu;
+mod l2_normalize;
 mod layer_norm;
 #[cfg(feature = "flex")]
 mod layer_norm_kernel;
+mod modulate;
 mod rope;
 mod silu_mul;
 #[cfg(feature = "flex")]
@@ -25,7 +28,9 @@ pub use attention::attention;
 pub use depthwise::{depthwise_conv2d, same_depthwise_conv2d};
 pub use depthwise_nhwc::depthwise_conv2d_nhwc;
 pub use gelu::{gelu, gelu_tanh};
+pub use l2_normalize::l2_normalize;
 pub use layer_norm::layer_norm;
+pub use modulate::{gated_residual, modulate};
 pub use rope::rope_rotate;
 pub use silu_mul::silu_mul;
 
@@ -44,18 +49,20 @@ pub(crate) fn f32_on_flex<const D: usize>(t: &burn::prelude::Tensor<D>) -> bool 
 }
 
 /// Runs `f(i, piece)` on every `chunk`-long piece `i` of `dst` in parallel: the first piece on
-/// this thread, the others on scoped threads (one per piece).
+/// this thread, the others on rayon's global pool (the threads flex runs on; no thread is
+/// spawned per call).
 pub(crate) fn for_each_chunk<T: Send>(dst: &mut [T], chunk: usize, f: impl Fn(usize, &mut [T]) + Sync) {
-    std::thread::scope(|scope| {
-        let f = &f;
-        let mut pieces = dst.chunks_mut(chunk.max(1)).enumerate();
-        let first = pieces.next();
+    let mut pieces = dst.chunks_mut(chunk.max(1)).enumerate();
+    let Some((first, piece)) = pieces.next() else { return };
+    if pieces.len() == 0 {
+        return f(first, piece);
+    }
+    let f = &f;
+    rayon::in_place_scope(|scope| {
         for (i, piece) in pieces {
-            scope.spawn(move || f(i, piece));
+            scope.spawn(move |_| f(i, piece));
         }
-        if let Some((i, piece)) = first {
-            f(i, piece);
-        }
+        f(first, piece);
     });
 }
 
@@ -70,18 +77,19 @@ pub(crate) fn owned_contiguous(t: burn::backend::flex::FlexTensor) -> burn::back
     t
 }
 
-/// Runs every job, the first on this thread and the others on scoped threads.
+/// Runs every job, the first on this thread and the others on rayon's global pool.
 #[cfg(feature = "flex")]
 pub(crate) fn run_all<F: FnOnce() + Send>(jobs: Vec<F>) {
-    std::thread::scope(|scope| {
-        let mut jobs = jobs.into_iter();
-        let first = jobs.next();
+    let mut jobs = jobs.into_iter();
+    let Some(first) = jobs.next() else { return };
+    if jobs.len() == 0 {
+        return first();
+    }
+    rayon::in_place_scope(|scope| {
         for job in jobs {
-            scope.spawn(job);
+            scope.spawn(move |_| job());
         }
-        if let Some(job) = first {
-            job();
-        }
+        first();
     });
 }
 

@@ -29,17 +29,18 @@ pub fn l2_normalize<const D: usize>(x: Tensor<D>, eps: f64) -> Tensor<D> {
 ///
 /// Runs on the crate's fused [`sdpa`] (the normalised queries are pre-multiplied by the
 /// temperature times `sqrt(Dh)`, which the fused op's `1/sqrt(Dh)` cancels), so backends with
-/// flash attention use it.
+/// flash attention use it; the normalisations are one op each on flex
+/// ([`crate::cpu::l2_normalize`]).
 ///
 /// # Shapes
 /// - `q`: `[B, H, Nq, Dh]`, `k`: `[B, H, Nk, Dh]`, `v`: `[B, H, Nk, Dv]`
 /// - `logit_scale`: `[H]` (the learned log-temperatures)
 /// - output: `[B, H, Nq, Dv]`
 pub fn cosine_attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, logit_scale: Tensor<1>) -> Tensor<4> {
-    let [_, h, _, dh] = q.dims();
+    let dh = q.dims()[3];
     let temperature = logit_scale.clamp_max(LOGIT_SCALE_MAX).exp() * (dh as f64).sqrt();
-    let q = l2_normalize(q, L2_NORMALIZE_EPS) * temperature.reshape([1, h, 1, 1]);
-    sdpa(q, l2_normalize(k, L2_NORMALIZE_EPS), v)
+    let q = crate::cpu::l2_normalize(q, Some(temperature), L2_NORMALIZE_EPS);
+    sdpa(q, crate::cpu::l2_normalize(k, None, L2_NORMALIZE_EPS), v)
 }
 
 #[cfg(test)]

@@ -42,23 +42,39 @@ fn per_sample<const D: usize>(v: Tensor<2>) -> Tensor<D> {
 }
 
 /// adaLN modulation `x * (1 + scale) + shift`, with per-sample vectors broadcast over tokens
-/// (rank 3) or over the pixels of a feature map (rank 4).
+/// (rank 3; one op with a fused backward on flex, [`crate::cpu::modulate`]) or over the pixels
+/// of a feature map (rank 4).
 ///
 /// # Shapes
 /// - `x`: `[B, N, C]` tokens or `[B, C, H, W]` maps
 /// - `shift`, `scale`: `[B, C]`
 /// - output: the shape of `x`
 pub fn modulate<const D: usize>(x: Tensor<D>, shift: Tensor<2>, scale: Tensor<2>) -> Tensor<D> {
+    if D == 3 {
+        let dims = x.dims();
+        return crate::cpu::modulate(x.reshape(tokens_shape(&shift, &dims)), shift, scale).reshape(dims);
+    }
     x * (per_sample::<D>(scale) + 1.0) + per_sample::<D>(shift)
 }
 
-/// Gated residual `x + gate * y`, the adaLN-Zero update, on tokens (rank 3) or feature maps
-/// (rank 4).
+/// Gated residual `x + gate * y`, the adaLN-Zero update, on tokens (rank 3; one op with a fused
+/// backward on flex, [`crate::cpu::gated_residual`]) or feature maps (rank 4).
 ///
 /// # Shapes
 /// - `x`, `y`: `[B, N, C]` or `[B, C, H, W]`; `gate`: `[B, C]`; output the shape of `x`
 pub fn gated_residual<const D: usize>(x: Tensor<D>, gate: Tensor<2>, y: Tensor<D>) -> Tensor<D> {
+    if D == 3 {
+        let (dims, tokens) = (x.dims(), tokens_shape(&gate, &x.dims()));
+        return crate::cpu::gated_residual(x.reshape(tokens), gate, y.reshape(tokens)).reshape(dims);
+    }
     x + per_sample::<D>(gate) * y
+}
+
+/// `[B, N, C]` of tokens `dims` (rank 3) modulated by a per-sample vector `v` `[B, C]`: the
+/// shape the fused ops of [`crate::cpu`] take.
+fn tokens_shape<const D: usize>(v: &Tensor<2>, dims: &[usize; D]) -> [usize; 3] {
+    let [b, c] = v.dims();
+    [b, dims.iter().product::<usize>() / (b * c).max(1), c]
 }
 
 #[cfg(test)]
