@@ -17,6 +17,29 @@
 
 use burn::prelude::*;
 
+/// `x @ weight + bias` of a Burn [`Linear`](burn::nn::Linear) as [`batched_matmul`] of one
+/// matrix (the same product and gradients as `Linear::forward`, without flex's extra passes).
+///
+/// # Shapes
+/// - `x`: `[..., d_input]` -> `[..., d_output]`
+pub fn linear<const D: usize>(layer: &burn::nn::Linear, x: Tensor<D>) -> Tensor<D> {
+    let dims = x.dims();
+    let (d_in, d_out) = (dims[D - 1], layer.weight.dims()[1]);
+    let rows = dims[..D - 1].iter().product();
+    let y = batched_matmul(x.reshape([1, rows, d_in]), layer.weight.val().unsqueeze_dim::<3>(0));
+    let mut out_dims = dims;
+    out_dims[D - 1] = d_out;
+    let y = y.reshape(out_dims);
+    match &layer.bias {
+        Some(bias) => y + bias.val().reshape({
+            let mut b = [1; D];
+            b[D - 1] = d_out;
+            b
+        }),
+        None => y,
+    }
+}
+
 /// `a @ b` for `a: [E, M, K]`, `b: [E, K, N]` (equal batch sizes, no broadcasting); one op
 /// with its own backward on flex, Burn's `matmul` elsewhere.
 ///
@@ -119,7 +142,10 @@ mod flex {
         let (size, len) = (m * n, e * m * n);
         let (dst_rs, dst_cs) = if column_major { (1, m as isize) } else { (n as isize, 1) };
         let mut out = Vec::<f32>::with_capacity(len);
-        let per_thread = e.div_ceil(num_threads().clamp(1, e)) * size;
+        let threads = num_threads();
+        let per_thread = e.div_ceil(threads.clamp(1, e)) * size;
+        // fewer matrices than threads: gemm splits each product over the threads itself
+        let parallelism = if e < threads { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
         for_each_chunk(&mut out.spare_capacity_mut()[..len], per_thread, |i, piece: &mut [MaybeUninit<f32>]| {
             let first = i * per_thread / size;
             for (j, dst) in piece.chunks_mut(size).enumerate() {
@@ -132,7 +158,7 @@ mod flex {
                         m, n, k, dst.as_mut_ptr().cast::<f32>(), dst_cs, dst_rs, false,
                         lhs.at(first + j), lhs.col, lhs.row,
                         rhs.at(first + j), rhs.col, rhs.row,
-                        0.0, 1.0, false, false, false, gemm::Parallelism::None,
+                        0.0, 1.0, false, false, false, parallelism,
                     );
                 }
             }
@@ -152,9 +178,9 @@ mod flex {
         fn fast_batched_matmul_backward(a: FlexTensor, b: FlexTensor, dy: FlexTensor, need: [bool; 2]) -> (Option<FlexTensor>, Option<FlexTensor>) {
             let ([e, m, k], n) = (a.layout().shape().dims::<3>(), b.layout().shape()[2]);
             let (a, b, dy) = (Operand::of(&a), Operand::of(&b), Operand::of(&dy));
-            // `da` column-major: gemm then reads `b` as stored instead of first repacking all
-            // of it (as large as the expert weights) for a product of only `M` rows.
-            let da = need[0].then(|| products(dy, b.t(), [e, m, n, k], true));
+            // `da` column-major when it has fewer rows than columns: gemm then repacks `dy`
+            // (`M x N`, one thread) instead of all of `b` (`K x N`, as large as the weights).
+            let da = need[0].then(|| products(dy, b.t(), [e, m, n, k], m < k));
             let db = need[1].then(|| products(a.t(), dy, [e, k, m, n], false));
             (da, db)
         }
@@ -242,6 +268,32 @@ mod tests {
             // the plain (inference) device gives the same values
             let plain = batched_matmul(a.clone(), b.clone()).into_data();
             plain.assert_approx_eq::<f32>(&a.matmul(b).into_data(), Tolerance::rel_abs(1e-5, 1e-5));
+        }
+    }
+
+    #[test]
+    fn linear_matches_burns_linear_with_and_without_bias() {
+        let device = Device::flex().autodiff();
+        for (i, (bias, rows)) in [(true, 3), (false, 70), (true, 300)].into_iter().enumerate() {
+            let seed = 1500 + 10 * i as u64;
+            let layer = burn::nn::LinearConfig::new(40, 90).with_bias(bias).init(&device);
+            let x0 = crate::test_util::randn([2, rows, 40], seed, &Device::flex());
+            let up = Tensor::<3>::from_data(crate::test_util::randn([2, rows, 90], seed + 1, &Device::flex()).into_data(), &device);
+            let run = |f: &dyn Fn(&burn::nn::Linear, Tensor<3>) -> Tensor<3>| {
+                let x = Tensor::<3>::from_data(x0.to_data(), &device).require_grad();
+                let y = f(&layer, x.clone());
+                let grads = (y.clone() * up.clone()).sum().backward();
+                let mut out = vec![y.inner().into_data(), x.grad(&grads).unwrap().into_data(), layer.weight.grad(&grads).unwrap().into_data()];
+                if let Some(b) = &layer.bias {
+                    out.push(b.grad(&grads).unwrap().into_data());
+                }
+                out
+            };
+            let fast = run(&|l, x| linear(l, x));
+            let slow = run(&|l, x| l.forward(x));
+            for (f, s) in fast.into_iter().zip(slow) {
+                f.assert_approx_eq::<f32>(&s, Tolerance::rel_abs(1e-5, 1e-5));
+            }
         }
     }
 

@@ -23,7 +23,7 @@ mod simd;
 pub use adamw::{AdamWScalars, adamw_update};
 pub use allocator::tune_allocator;
 pub use attention::attention;
-pub use batched_matmul::batched_matmul;
+pub use batched_matmul::{batched_matmul, linear};
 pub use depthwise::{depthwise_conv2d, same_depthwise_conv2d};
 pub use depthwise_nhwc::depthwise_conv2d_nhwc;
 pub use gelu::{gelu, gelu_tanh};
