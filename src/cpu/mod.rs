@@ -1,5 +1,6 @@
 //! CPU performance for the flex backend: vectorised GELUs (tanh and exact), attention,
-//! LayerNorm and the SwiGLU gate (with fused backwards), a one-pass AdamW update, a depthwise-conv input gradient on
+//! LayerNorm and the SwiGLU gate (with fused backwards), a one-pass AdamW update, a batched
+//! (per-expert) matmul and `Linear` on it, a depthwise-conv input gradient on
 //! flex's depthwise kernel, a channels-last depthwise conv and a one-pass rotary embedding,
 //! the adaLN modulation and gated residual, and cosine attention's per-head L2 normalisation;
 //! an opt-in allocator setting that removes most of the page-fault cost of large activations.
@@ -7,6 +8,7 @@
 mod adamw;
 mod allocator;
 mod attention;
+mod batched_matmul;
 #[cfg(feature = "flex")]
 mod attention_kernel;
 mod depthwise;
@@ -25,6 +27,7 @@ mod simd;
 pub use adamw::{AdamWScalars, adamw_update};
 pub use allocator::tune_allocator;
 pub use attention::attention;
+pub use batched_matmul::{batched_matmul, linear};
 pub use depthwise::{depthwise_conv2d, same_depthwise_conv2d};
 pub use depthwise_nhwc::depthwise_conv2d_nhwc;
 pub use gelu::{gelu, gelu_tanh};

@@ -5,6 +5,7 @@ use burn::module::Param;
 use burn::nn::{Initializer, Linear};
 use burn::prelude::*;
 
+use crate::cpu;
 use crate::error::{Result, ensure_config, ensure_dims};
 use crate::layers::init::{WeightInit, linear};
 use crate::layers::norm::{layer_norm, rms_norm};
@@ -184,7 +185,7 @@ impl Attention {
         let [b, n, _] = x.dims();
         let h = self.n_heads;
         let hidden = self.qkv.weight.dims()[1] / 3;
-        let qkv = self.qkv.forward(x);
+        let qkv = cpu::linear(&self.qkv, x);
         let (q, k, v) = match self.full_qk_norm_eps {
             // normalised q and k are fresh tensors: split the heads of each (no concatenation)
             Some(eps) => {
@@ -210,7 +211,7 @@ impl Attention {
     /// - `x`: `[B, N, C]` -> `[B, N, C]`
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
         let (q, k, v) = self.qkv_heads(x);
-        self.proj.forward(merge_heads(sdpa(q, k, v)))
+        cpu::linear(&self.proj, merge_heads(sdpa(q, k, v)))
     }
 
     /// Like [`forward`](Self::forward), checking the input shape first.
@@ -292,11 +293,11 @@ impl CrossAttention {
     /// - `x`: `[B, N, C]`, `context`: `[B, M, C_ctx]` -> `[B, N, C]`
     pub fn forward(&self, x: Tensor<3>, context: Tensor<3>) -> Tensor<3> {
         let (h, eps) = (self.n_heads, self.full_qk_norm_eps);
-        let q = split_heads(full_qk_norm(self.q.forward(x), eps), h);
-        let kv = self.kv.forward(context);
+        let q = split_heads(full_qk_norm(cpu::linear(&self.q, x), eps), h);
+        let kv = cpu::linear(&self.kv, context);
         let mut it = kv.chunk(2, 2).into_iter();
         let (k, v) = (full_qk_norm(it.next().unwrap(), eps), it.next().unwrap());
-        self.proj.forward(merge_heads(sdpa(q, split_heads(k, h), split_heads(v, h))))
+        cpu::linear(&self.proj, merge_heads(sdpa(q, split_heads(k, h), split_heads(v, h))))
     }
 }
 

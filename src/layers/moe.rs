@@ -12,7 +12,7 @@ use burn::prelude::*;
 use burn::tensor::IndexingUpdateOp;
 use burn::tensor::activation::softmax;
 
-use crate::cpu::gelu;
+use crate::cpu::{batched_matmul, gelu};
 
 use crate::error::{Error, Result, ensure_config, ensure_dims};
 use crate::layers::init::{WeightInit, linear};
@@ -157,7 +157,7 @@ impl ExpertChoiceMoe {
         let offsets = offsets.reshape([1, b, 1]);
         let rows = (token_ids.swap_dims(0, 1) + offsets).reshape([e * b * k]);
         let xin = x.reshape([b * t, d]).select(0, rows.clone()).reshape([e, b * k, d]);
-        let h = gelu(xin.matmul(self.w1.val())).matmul(self.w2.val()); // [E, B*k, D]
+        let h = batched_matmul(gelu(batched_matmul(xin, self.w1.val())), self.w2.val()); // [E, B*k, D]
         let h = h * gates.swap_dims(0, 1).reshape([e, b * k, 1]);
         let out = Tensor::<2>::zeros([b * t, d], &h.device());
         Ok(out.select_assign(0, rows, h.reshape([e * b * k, d]), IndexingUpdateOp::Add).reshape([b, t, d]))

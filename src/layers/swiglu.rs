@@ -84,7 +84,8 @@ impl SwiGlu {
     /// # Shapes
     /// - `x`: `[..., D]` -> `[..., D]`
     pub fn forward<const N: usize>(&self, x: Tensor<N>) -> Tensor<N> {
-        self.w3.forward(crate::cpu::silu_mul(self.w1.forward(x.clone()), self.w2.forward(x)))
+        use crate::cpu::linear;
+        linear(&self.w3, crate::cpu::silu_mul(linear(&self.w1, x.clone()), linear(&self.w2, x)))
     }
 }
 
