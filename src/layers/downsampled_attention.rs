@@ -259,7 +259,7 @@ impl DownsampledAttention {
         let [s, n, c] = tokens.dims();
         let h = self.n_heads;
         let dh = c / h;
-        let qkv = self.to_qkv.forward(tokens).reshape([s, n, 3, h, dh]).permute([2, 0, 3, 1, 4]);
+        let qkv = crate::cpu::linear(&self.to_qkv, tokens).reshape([s, n, 3, h, dh]).permute([2, 0, 3, 1, 4]);
         let mut it = qkv.chunk(3, 0).into_iter().map(|t| t.squeeze_dim::<4>(0));
         let (mut q, mut k, v) = (it.next().unwrap(), it.next().unwrap(), it.next().unwrap());
         if self.rope {

@@ -218,9 +218,9 @@ fn weights(conv: &Conv2d) -> (Tensor<4>, Option<Tensor<1>>) {
 pub(crate) fn pointwise_tokens(x: Tensor<3>, (weight, bias): (Tensor<4>, Option<Tensor<1>>)) -> Tensor<3> {
     let [b, n, c] = x.dims();
     let [d, _, _, _] = weight.dims();
-    let y = x.reshape([b * n, c]).matmul(weight.reshape([d, c]).transpose());
+    let y = crate::cpu::batched_matmul(x.reshape([1, b * n, c]), weight.reshape([1, d, c]).swap_dims(1, 2));
     let y = match bias {
-        Some(bias) => y + bias.reshape([1, d]),
+        Some(bias) => y + bias.reshape([1, 1, d]),
         None => y,
     };
     y.reshape([b, n, d])
