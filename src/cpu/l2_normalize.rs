@@ -186,29 +186,12 @@ mod flex {
     }
 }
 
-/// Row loops of the fast path (16 independent accumulators per reduction, so that LLVM
-/// vectorises them), compiled for AVX-512, AVX2+FMA and the baseline.
+/// Row loops of the fast path (the reductions are LayerNorm's `lane_sum`: 16 independent
+/// accumulators, so that LLVM vectorises them), compiled for AVX-512, AVX2+FMA and the baseline.
 #[cfg(feature = "flex")]
 mod kernel {
+    use crate::cpu::layer_norm_kernel::lane_sum;
     use crate::cpu::simd::multiversion;
-
-    const LANES: usize = 16;
-
-    /// `sum(f(i))` over `0..n` with `LANES` partial sums.
-    #[inline(always)]
-    fn lane_sum(n: usize, f: impl Fn(usize) -> f32) -> f32 {
-        let mut acc = [0.0f32; LANES];
-        let full = n - n % LANES;
-        for base in (0..full).step_by(LANES) {
-            for (l, a) in acc.iter_mut().enumerate() {
-                *a += f(base + l);
-            }
-        }
-        for i in full..n {
-            acc[i - full] += f(i);
-        }
-        acc.iter().sum()
-    }
 
     /// `y = y / max(||y||, eps) * s` for one row, in place.
     #[inline(always)]

@@ -13,7 +13,7 @@ const LANES: usize = 16;
 
 /// `sum(f(i))` over `0..n` with `LANES` partial sums (vectorisable, fixed summation order).
 #[inline(always)]
-fn lane_sum(n: usize, f: impl Fn(usize) -> f32) -> f32 {
+pub(crate) fn lane_sum(n: usize, f: impl Fn(usize) -> f32) -> f32 {
     let mut acc = [0.0f32; LANES];
     let full = n - n % LANES;
     for base in (0..full).step_by(LANES) {

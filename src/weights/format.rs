@@ -56,7 +56,7 @@ use crate::weights::apply::set_params;
 use crate::weights::buffer::Buffer;
 use crate::weights::checkpoint::Checkpoint;
 use crate::weights::copy::{concat_into, threads_for, transpose_into};
-use crate::weights::layout::{ExportAdapter, Handoff, LINEAR, LoadOptions, col_linear_weights, load_transposes};
+use crate::weights::layout::{ExportAdapter, Handoff, LoadOptions, VisitPath, col_linear_weights, load_transposes};
 use crate::weights::lazy::{LazyCheckpoint, LazyTensor};
 
 /// Largest amount of tensor data read ahead of moving it into the model (64 MiB; a single
@@ -133,7 +133,7 @@ struct Expected {
 /// initialising it: a parameter still lazily initialised (as freshly built models are) stays
 /// so, and the load replaces it without ever drawing its random init.
 fn expected_params<M: Module>(model: &M) -> Vec<Expected> {
-    let mut v = ParamLister { path: Vec::new(), containers: Vec::new(), out: Vec::new() };
+    let mut v = ParamLister { at: VisitPath::default(), out: Vec::new() };
     model.visit(&mut v);
     v.out
 }
@@ -141,8 +141,7 @@ fn expected_params<M: Module>(model: &M) -> Vec<Expected> {
 /// A module visitor listing parameters by their metadata (the paths and container stack
 /// Burn's collector builds, with enum variants skipped, and its PyTorch adapter applied).
 struct ParamLister {
-    path: Vec<String>,
-    containers: Vec<String>,
+    at: VisitPath,
     out: Vec<Expected>,
 }
 
@@ -156,33 +155,26 @@ impl ParamLister {
             shape.reverse();
         }
         let unread = || Err(burn::store::burn_pack::Error::ValidationError("metadata only".into()));
-        let path = self.path.join(".");
+        let path = self.at.path.join(".");
         let t = bridge::deferred(path.clone(), dtype, shape, None, unread);
-        let context = ModuleContext::new(&self.containers);
-        let linear_weight = context.module_type() == Some(LINEAR) && self.path.last().is_some_and(|p| p == "weight") && two_d;
-        let t = BurnToPyTorchAdapter.adapt(t, context);
+        let linear_weight = self.at.at_linear_weight() && two_d;
+        let t = BurnToPyTorchAdapter.adapt(t, ModuleContext::new(&self.at.containers));
         self.out.push(Expected { path, name: t.name, shape: t.shape.to_vec(), dtype: t.dtype, linear_weight, col });
     }
 }
 
 impl ModuleVisitor for ParamLister {
     fn enter_module(&mut self, name: &str, container_type: &str) {
-        self.containers.push(container_type.to_string());
-        if !container_type.starts_with("Enum:") {
-            self.path.push(name.to_string());
-        }
+        self.at.enter(name, container_type);
     }
 
     fn exit_module(&mut self, _name: &str, container_type: &str) {
-        self.containers.pop();
-        if !container_type.starts_with("Enum:") {
-            self.path.pop();
-        }
+        self.at.exit(container_type);
     }
 
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
         let default = param.lazy_device().settings().float_dtype.into();
-        let col = ModuleContext::new(&self.containers).module_type() == Some(LINEAR) && load_transposes(param);
+        let col = self.at.in_linear() && load_transposes(param);
         self.list(param, |t| t.dtype(), default, col);
     }
 

@@ -32,7 +32,7 @@ use burn::tensor::Tensor;
 pub use burn::nn::LinearLayout;
 
 /// The container type Burn's `Module` derive gives `burn::nn::Linear`.
-pub(crate) const LINEAR: &str = "Struct:Linear";
+const LINEAR: &str = "Struct:Linear";
 
 /// Options of a checkpoint load ([`load_with`](crate::weights::load_with),
 /// [`LoadWeights::load_lazy_with`](crate::weights::LoadWeights::load_lazy_with)).
@@ -128,36 +128,66 @@ pub(crate) fn load_transposes<const D: usize>(param: &Param<Tensor<D>>) -> bool 
 
 /// The module paths of every `Linear` weight built [`LinearLayout::Col`].
 pub(crate) fn col_linear_weights<M: Module>(model: &M) -> HashSet<String> {
-    let mut v = ColFinder { path: Vec::new(), containers: Vec::new(), out: HashSet::new() };
+    let mut v = ColFinder { at: VisitPath::default(), out: HashSet::new() };
     model.visit(&mut v);
     v.out
 }
 
 struct ColFinder {
-    path: Vec<String>,
-    containers: Vec<String>,
+    at: VisitPath,
     out: HashSet<String>,
 }
 
-impl ModuleVisitor for ColFinder {
-    fn enter_module(&mut self, name: &str, container_type: &str) {
+/// Where a [`ModuleVisitor`] is: the parameter path and the container stack Burn's collector
+/// builds (enum variants are containers, not path segments).
+#[derive(Default)]
+pub(crate) struct VisitPath {
+    /// Path segments, outermost first.
+    pub(crate) path: Vec<String>,
+    /// Container types (`Struct:Linear`, `Enum:...`), outermost first.
+    pub(crate) containers: Vec<String>,
+}
+
+impl VisitPath {
+    /// [`ModuleVisitor::enter_module`].
+    pub(crate) fn enter(&mut self, name: &str, container_type: &str) {
         self.containers.push(container_type.to_string());
         if !container_type.starts_with("Enum:") {
             self.path.push(name.to_string());
         }
     }
 
-    fn exit_module(&mut self, _name: &str, container_type: &str) {
+    /// [`ModuleVisitor::exit_module`].
+    pub(crate) fn exit(&mut self, container_type: &str) {
         self.containers.pop();
         if !container_type.starts_with("Enum:") {
             self.path.pop();
         }
     }
 
+    /// Whether the visitor is inside a Burn `Linear`.
+    pub(crate) fn in_linear(&self) -> bool {
+        ModuleContext::new(&self.containers).module_type() == Some(LINEAR)
+    }
+
+    /// Whether the visitor is at a `Linear`'s `weight`.
+    pub(crate) fn at_linear_weight(&self) -> bool {
+        self.in_linear() && self.path.last().is_some_and(|p| p == "weight")
+    }
+}
+
+impl ModuleVisitor for ColFinder {
+    fn enter_module(&mut self, name: &str, container_type: &str) {
+        self.at.enter(name, container_type);
+    }
+
+    fn exit_module(&mut self, _name: &str, container_type: &str) {
+        self.at.exit(container_type);
+    }
+
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        let linear = ModuleContext::new(&self.containers).module_type() == Some(LINEAR);
-        if linear && self.path.last().is_some_and(|p| p == "weight") && load_transposes(param) {
-            self.out.insert(self.path.join("."));
+        if self.at.at_linear_weight() && load_transposes(param) {
+            self.out.insert(self.at.path.join("."));
         }
     }
 }
