@@ -72,6 +72,7 @@ mod flex {
     use burn::prelude::*;
 
     use crate::cpu::attention_kernel::{self as kernel, Dims, Saved, View};
+    use crate::cpu::contiguous;
 
     /// The fast path for operands it applies to ([`super::fast_path_applies`]); others are
     /// given back.
@@ -149,7 +150,7 @@ mod flex {
             d_o: FlexTensor,
         ) -> (FlexTensor, FlexTensor, FlexTensor) {
             let (d, scale) = dims(&q, &k, &v);
-            let lse = if lse.is_contiguous() { lse } else { lse.to_contiguous() };
+            let lse = contiguous(lse);
             let saved = Saved { o: view(&o), lse: lse.as_slice::<f32>().expect("contiguous lse"), d_o: view(&d_o) };
             let mut dq = vec![0.0f32; d.b * d.h * d.nq * d.dk];
             let mut dk = vec![0.0f32; d.b * d.h * d.nk * d.dk];

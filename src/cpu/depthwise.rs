@@ -84,7 +84,7 @@ mod flex {
     use burn::backend::{Autodiff, Backend, Flex, backend_extension};
     use burn::prelude::*;
 
-    use crate::cpu::simd;
+    use crate::cpu::{contiguous, simd};
 
     /// The op on `float32` flex operands that [`super::same_depthwise_conv2d`] checked.
     pub fn depthwise_conv2d(x: Tensor<4>, weight: Tensor<4>, bias: Tensor<1>, [ph, pw]: [usize; 2]) -> Tensor<4> {
@@ -136,7 +136,6 @@ mod flex {
         }
 
         fn depthwise_conv2d_weight_backward(x: FlexTensor, dy: FlexTensor, kernel: [usize; 2], ph: usize, pw: usize) -> FlexTensor {
-            let contiguous = |t: FlexTensor| if t.is_contiguous() { t } else { t.to_contiguous() };
             let (x, dy) = (contiguous(x), contiguous(dy));
             let s = x.layout().shape();
             let ([b, c, h, w], [kh, kw]) = ([s[0], s[1], s[2], s[3]], kernel);

@@ -49,7 +49,7 @@ mod flex {
     use burn::backend::{Autodiff, Backend, Flex, backend_extension};
     use burn::prelude::*;
 
-    use crate::cpu::simd;
+    use crate::cpu::{contiguous, simd};
 
     /// The op on operands that [`super::depthwise_conv2d_nhwc`] checked.
     pub fn depthwise_conv2d_nhwc(x: Tensor<4>, weight: Tensor<4>, bias: Tensor<1>) -> Tensor<4> {
@@ -70,10 +70,6 @@ mod flex {
             weight: FloatTensor<Self>,
             dy: FloatTensor<Self>,
         ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
-    }
-
-    fn contiguous(t: FlexTensor) -> FlexTensor {
-        if t.is_contiguous() && t.layout().start_offset() == 0 { t } else { t.to_contiguous() }
     }
 
     fn dims4(t: &FlexTensor) -> [usize; 4] {

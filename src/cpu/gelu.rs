@@ -63,7 +63,7 @@ mod flex {
 
     use burn::prelude::*;
 
-    use crate::cpu::{owned_contiguous, simd};
+    use crate::cpu::{contiguous, owned_contiguous, simd};
 
     /// The fast path for a `float32` tensor on the flex device (plain or autodiff): the tanh
     /// (`approximate`) or exact GELU; any other tensor is given back.
@@ -95,7 +95,7 @@ mod flex {
 
         fn fast_gelu_backward(x: FlexTensor, grad: FlexTensor, approximate: bool) -> FlexTensor {
             let kernel = if approximate { simd::gelu_tanh_grad_inplace } else { simd::gelu_erf_grad_inplace };
-            let x = if x.is_contiguous() { x } else { x.to_contiguous() };
+            let x = contiguous(x);
             let mut g = owned_contiguous(grad);
             let n = g.layout().num_elements();
             let x_data = x.as_slice::<f32>().expect("contiguous f32 input");

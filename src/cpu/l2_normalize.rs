@@ -63,7 +63,7 @@ mod flex {
     use burn::prelude::*;
 
     use super::kernel;
-    use crate::cpu::{f32_on_flex, for_each_chunk, owned_contiguous, piece_len};
+    use crate::cpu::{contiguous, f32_on_flex, for_each_chunk, owned_contiguous, piece_len};
 
     /// The fast path for `float32` operands on the flex device, a non-empty `x` and one scale
     /// per head; others are given back.
@@ -88,11 +88,6 @@ mod flex {
             dy: FloatTensor<Self>,
             eps: f32,
         ) -> (FloatTensor<Self>, FloatTensor<Self>);
-    }
-
-    /// `t` as a contiguous tensor (copied only when it is not).
-    fn contiguous(t: FlexTensor) -> FlexTensor {
-        if t.is_contiguous() { t } else { t.to_contiguous() }
     }
 
     /// Rows (of width `D`) per thread, and the tokens per head `N` and width `D`.

@@ -69,6 +69,13 @@ pub(crate) fn for_each_chunk<T: Send>(dst: &mut [T], chunk: usize, f: impl Fn(us
     });
 }
 
+/// `t` as a contiguous tensor (copied only when it is not), for kernels that read it through
+/// `as_slice` (which honours a view's start offset).
+#[cfg(feature = "flex")]
+pub(crate) fn contiguous(t: burn::backend::flex::FlexTensor) -> burn::backend::flex::FlexTensor {
+    if t.is_contiguous() { t } else { t.to_contiguous() }
+}
+
 /// `t` as a contiguous tensor that owns its buffer alone (copied only when it does not), so a
 /// kernel may write it in place.
 #[cfg(feature = "flex")]

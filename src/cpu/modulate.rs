@@ -81,7 +81,7 @@ mod flex {
     use burn::prelude::*;
 
     use super::kernel;
-    use crate::cpu::{for_each_chunk, owned_contiguous, piece_len};
+    use crate::cpu::{contiguous, for_each_chunk, owned_contiguous, piece_len};
 
     /// The fast path for operands it applies to ([`super::fast_path_applies`]); others are
     /// given back.
@@ -123,11 +123,6 @@ mod flex {
             r: FloatTensor<Self>,
             dy: FloatTensor<Self>,
         ) -> (FloatTensor<Self>, FloatTensor<Self>);
-    }
-
-    /// `t` as a contiguous tensor (copied only when it is not).
-    fn contiguous(t: FlexTensor) -> FlexTensor {
-        if t.is_contiguous() { t } else { t.to_contiguous() }
     }
 
     /// `[B, N, C]` of a token tensor.

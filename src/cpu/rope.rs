@@ -56,6 +56,7 @@ mod flex {
 
 #[cfg(feature = "flex")]
 mod flex {
+    use crate::cpu::contiguous;
     use burn::backend::autodiff::checkpoint::base::Checkpointer;
     use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
     use burn::backend::autodiff::grads::Gradients;
@@ -89,7 +90,6 @@ mod flex {
 
     impl RopeBackend for Flex {
         fn rope_rotate(x: FlexTensor, cos: FlexTensor, sin: FlexTensor, inverse: bool) -> FlexTensor {
-            let contiguous = |t: FlexTensor| if t.is_contiguous() && t.layout().start_offset() == 0 { t } else { t.to_contiguous() };
             let x = if x.layout().strides()[3] == 1 { x } else { x.to_contiguous() };
             let (cos, sin) = (contiguous(cos), contiguous(sin));
             let s = x.layout().shape();
