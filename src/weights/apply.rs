@@ -8,13 +8,15 @@ use std::collections::HashMap;
 use burn::module::{Module, ModuleMapper, Param};
 use burn::tensor::{Bool, Int, Tensor, TensorData};
 
+use crate::weights::layout::VisitPath;
+
 /// Tensors by Burn module path (enum variants skipped, as [`ModuleSnapshot`] names them),
 /// each with whether the parameter is its transposed view, moved into the parameters they
 /// name by [`set_params`].
 ///
 /// [`ModuleSnapshot`]: burn::store::ModuleSnapshot
 struct ParamSetter {
-    path: Vec<String>,
+    at: VisitPath,
     tensors: HashMap<String, (TensorData, bool)>,
 }
 
@@ -23,21 +25,17 @@ impl ParamSetter {
         if self.tensors.is_empty() {
             return None;
         }
-        self.tensors.remove(&self.path.join("."))
+        self.tensors.remove(&self.at.path.join("."))
     }
 }
 
 impl ModuleMapper for ParamSetter {
     fn enter_module(&mut self, name: &str, container_type: &str) {
-        if !container_type.starts_with("Enum:") {
-            self.path.push(name.to_string());
-        }
+        self.at.enter(name, container_type);
     }
 
     fn exit_module(&mut self, _name: &str, container_type: &str) {
-        if !container_type.starts_with("Enum:") {
-            self.path.pop();
-        }
+        self.at.exit(container_type);
     }
 
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
@@ -67,7 +65,7 @@ impl ModuleMapper for ParamSetter {
 /// mapper expects, or in the transposed shape where flagged as a view) into `model`; returns
 /// the paths that named no parameter.
 pub(crate) fn set_params<M: Module>(model: &mut M, tensors: HashMap<String, (TensorData, bool)>) -> Vec<String> {
-    let mut setter = ParamSetter { path: Vec::new(), tensors };
+    let mut setter = ParamSetter { at: VisitPath::default(), tensors };
     // The clone shares every tensor (reference counts), so it costs no tensor memory.
     *model = model.clone().map(&mut setter);
     setter.tensors.into_keys().collect()
