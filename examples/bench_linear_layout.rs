@@ -6,6 +6,7 @@
 //! ```text
 //! cargo run --release --example bench_linear_layout              # f32
 //! cargo run --release --example bench_linear_layout -- bf16      # the device configured to bf16
+//! BURN_DEVICE=wgpu cargo run --release --features vulkan --example bench_linear_layout -- f16
 //! ```
 //!
 //! The two layouts alternate, `ITERS` timed runs each after a warm-up, on the same inputs; the
@@ -29,9 +30,10 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut device = Device::default();
-    let bf16 = std::env::args().any(|a| a == "bf16");
-    if bf16 {
+    if std::env::args().any(|a| a == "bf16") {
         device.configure(FloatDType::BF16)?;
+    } else if std::env::args().any(|a| a == "f16") {
+        device.configure(FloatDType::F16)?;
     }
     device.seed(0);
     println!("| rows | in -> out | Row ms | Col ms | Col / Row |");
@@ -54,7 +56,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 }
             }
             let (r, c) = (median(r), median(c));
-            println!("| {rows} | {d_in} -> {d_out} | {r:.1} | {c:.1} | {:.2}x |", c / r);
+            println!("| {rows} | {d_in} -> {d_out} | {r:.3} | {c:.3} | {:.2}x |", c / r);
         }
     }
     Ok(())

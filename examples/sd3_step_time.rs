@@ -4,11 +4,14 @@
 //! Euler; then the SD3 VAE's decode of one latent. The numbers of `docs/benchmarks.md`.
 //!
 //! ```text
-//! cargo run --example sd3_step_time -- [--dtype f32|bf16] [--steps 2] [--size 512] [--depth 24]
+//! cargo run --example sd3_step_time -- [--dtype f32|f16|bf16] [--steps 2] [--size 512] [--depth 24] [--warmup 0]
+//! BURN_DEVICE=wgpu cargo run --release --features vulkan --example sd3_step_time -- --warmup 1 --dtype f16
 //! ```
 //!
+//! `benches/pytorch_sd3_step.py` times the same shapes with diffusers.
+//!
 //! Parameters are materialised by a small warm-up forward before timing. Each step reports
-//! its wall time and the process's CPU time (user + system, all threads; from
+//! its wall time (after a device sync) and the process's CPU time (user + system, all threads; from
 //! `/proc/self/stat`), which a shared machine disturbs less; the peak resident memory
 //! (`VmHWM`) is read from `/proc/self/status` at the end (Linux).
 
@@ -33,8 +36,8 @@ use common::cli::positive;
 /// Time SD3-medium denoising steps and the VAE decode on random weights.
 #[derive(Parser, Debug)]
 struct Args {
-    /// Float dtype of the models: f32 or bf16.
-    #[arg(long, default_value = "f32", value_parser = ["f32", "bf16"])]
+    /// Float dtype of the models (f16: GPU backends; bf16: flex).
+    #[arg(long, default_value = "f32", value_parser = ["f32", "f16", "bf16"])]
     dtype: String,
     /// Timed denoising steps.
     #[arg(long, default_value_t = 2, value_parser = positive)]
@@ -48,6 +51,10 @@ struct Args {
     /// Text tokens (77 CLIP + `max_sequence_length` T5).
     #[arg(long, default_value_t = 333, value_parser = positive)]
     text_tokens: usize,
+    /// Untimed full-size model calls and VAE decodes before timing (GPU backends compile and
+    /// autotune their kernels on first use).
+    #[arg(long, default_value_t = 0)]
+    warmup: usize,
 }
 
 /// CPU seconds (user + system, every thread) this process has used, if the kernel reports it
@@ -72,11 +79,16 @@ fn peak_gib() -> Option<f64> {
 fn run(args: Args) -> Result<(), String> {
     let e = |e: diffusion_transformers::Error| e.to_string();
     let mut device = Device::default();
-    if args.dtype == "bf16" {
-        if !device.supports_dtype(FloatDType::BF16) {
-            return Err(format!("{device:?} does not support bf16"));
+    let reduced = match args.dtype.as_str() {
+        "f16" => Some(FloatDType::F16),
+        "bf16" => Some(FloatDType::BF16),
+        _ => None,
+    };
+    if let Some(dtype) = reduced {
+        if !device.supports_dtype(dtype) {
+            return Err(format!("{device:?} does not support {dtype:?}"));
         }
-        device.configure(FloatDType::BF16).map_err(|e| format!("{e:?}"))?;
+        device.configure(dtype).map_err(|e| format!("{e:?}"))?;
     }
     let cfg = MMDiTConfig::sd3_medium().with_num_layers(args.depth);
     let start = Instant::now();
@@ -97,15 +109,20 @@ fn run(args: Args) -> Result<(), String> {
     let plan = RectifiedFlowProcess::new(1000, 3.0).map_err(e)?.plan(args.steps, &TimestepSchedule::new()).map_err(e)?;
     let side = args.size / 8;
     let noise = randn([1, 16, side, side], &mut rng, &device).cast(dtype);
+    let cond = (text.cast(dtype), pooled.cast(dtype));
+    for _ in 0..args.warmup {
+        guided.denoise(noise.clone(), Tensor::<1>::from_floats([500.0], &device), &cond).map_err(e)?;
+        device.sync().map_err(|e| format!("{e:?}"))?;
+    }
     let mut times = Vec::new();
     let mut last = (Instant::now(), cpu_seconds().unwrap_or(0.0));
     let mut report = |p: &Progress| {
+        let _ = device.sync();
         let (wall, cpu) = (last.0.elapsed().as_secs_f64(), cpu_seconds().unwrap_or(0.0) - last.1);
         println!("step {}/{}: {wall:.2} s wall, {cpu:.2} s CPU", p.step, p.total_steps);
         times.push((wall, cpu));
         last = (Instant::now(), cpu_seconds().unwrap_or(0.0));
     };
-    let cond = (text.cast(dtype), pooled.cast(dtype));
     let z = Euler.sample_from(&plan, &guided, &cond, noise, &mut rng, Some(&mut report)).map_err(e)?;
     let n = times.len() as f64;
     let (wall, cpu) = (times.iter().map(|t| t.0).sum::<f64>() / n, times.iter().map(|t| t.1).sum::<f64>() / n);
@@ -115,6 +132,9 @@ fn run(args: Args) -> Result<(), String> {
 
     let vae = AutoencoderKlConfig::sd3().init(&device).map_err(e)?;
     vae.decode(randn([1, 16, 2, 2], &mut rng, &device).cast(dtype)).map_err(e)?; // materialise
+    for _ in 0..args.warmup {
+        let _ = vae.decode(z.clone().narrow(0, 0, 1)).map_err(e)?.into_data();
+    }
     let (start, cpu) = (Instant::now(), cpu_seconds().unwrap_or(0.0));
     let image = vae.decode(vae.unscale(z.narrow(0, 0, 1))).map_err(e)?;
     let _ = image.into_data();

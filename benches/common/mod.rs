@@ -9,19 +9,29 @@ use burn::prelude::*;
 use burn::tensor::Distribution;
 
 /// The device to time on: flex (default), `BURN_DEVICE=ndarray` (with the `ndarray` or
-/// `ndarray-openblas` feature), or `BURN_DEVICE=cuda|wgpu` with the matching crate feature. Also applies [`diffusion_transformers::cpu::tune_allocator`] (as the README
+/// `ndarray-openblas` feature), or `BURN_DEVICE=cuda|wgpu` with the matching crate feature;
+/// `DT_DTYPE=f16|bf16` configures its float dtype (inputs are cast where a bench needs it). Also applies [`diffusion_transformers::cpu::tune_allocator`] (as the README
 /// recommends for CPU use) unless `DT_DEFAULT_MALLOC=1`; `benches/compare.sh` gives PyTorch the
 /// same setting through the environment.
 pub fn device() -> Device {
     if std::env::var("DT_DEFAULT_MALLOC").as_deref() != Ok("1") {
         diffusion_transformers::cpu::tune_allocator();
     }
-    match std::env::var("BURN_DEVICE").as_deref() {
+    let mut device = match std::env::var("BURN_DEVICE").as_deref() {
         Ok("flex") | Err(_) => Device::flex(),
         #[cfg(feature = "ndarray")]
         Ok("ndarray") => Device::ndarray(),
         Ok(_) => Device::default(),
-    }
+    };
+    let dtype = match std::env::var("DT_DTYPE").as_deref() {
+        Err(_) | Ok("f32") => return device,
+        Ok("f16") => burn::tensor::FloatDType::F16,
+        Ok("bf16") => burn::tensor::FloatDType::BF16,
+        Ok(other) => panic!("unknown DT_DTYPE `{other}` (expected f32, f16 or bf16)"),
+    };
+    assert!(device.supports_dtype(dtype), "{device:?} does not support {dtype:?}");
+    device.configure(dtype).expect("configure the device's float dtype");
+    device
 }
 
 /// Standard normal tensor.
