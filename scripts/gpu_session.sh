@@ -9,11 +9,14 @@
 #   4. the `dit` bench in f16 against PyTorch f16; the conformance test in f16 (errors against
 #      the f32 references) and on the WGSL build; `examples/bench_linear_layout.rs`.
 #
-# Binaries are built here, not there (no network there, and no Rust):
+# Binaries are built here, not there (no network there, and no Rust): `scripts/gpu_pack.sh`
+# builds and packs them (and says how to leave the large Inception fixture behind), as
 #   cargo build --release --features vulkan --bench dit --bench models --test conformance \
 #       --example sd3_step_time --example bench_linear_layout      (and again with `wgpu`)
-# and carried as `.gpu/bins.tar.xz` holding `vulkan/` and `wgpu/` with the binaries `dit`,
-# `models`, `conformance`, `sd3_step_time`, `bench_linear_layout`; diffusers' wheel and its two
+# and carried, stripped, as `.gpu/bins.tar.xz` holding `vulkan/` and `wgpu/` with any of the
+# binaries `dit`, `models`, `conformance`, `sd3_step_time`, `bench_linear_layout` (a step whose
+# binary is absent is skipped; the tree that travels is limited to 64 MiB, and one such binary
+# is about 100 MiB, 15 MiB compressed); diffusers' wheel and its two
 # missing requirements in `.gpu/whl`; Vulkan's loader as Debian packages in `.gl` (see the
 # device tool's notes). Logs go to `$OUT` (or `./gpu-out`).
 #
@@ -34,6 +37,10 @@ step() {
     local left=$((deadline - ($(date +%s) - start)))
     if [ "$left" -lt 20 ]; then
         log "skipped $name (deadline)"
+        return
+    fi
+    if [[ $1 == /* && ! -x $1 ]]; then
+        log "skipped $name (no $1)"
         return
     fi
     [ "$cap" -gt "$left" ] && cap=$left
@@ -61,7 +68,7 @@ if [ -d .gpu/whl ]; then
     export PYTHONPATH=/tmp/site
 fi
 bins=/tmp/gpu-bins
-mkdir -p $bins && tar -C $bins -xJf .gpu/bins.tar.xz
+mkdir -p $bins && python3 -c "import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2])" .gpu/bins.tar.xz $bins
 export BURN_DEVICE=wgpu DT_DEVICE=wgpu
 crit=(--bench --warm-up-time 1 --measurement-time 2 --noplot)
 
