@@ -217,8 +217,12 @@ mod tests {
     #[test]
     fn values_and_gradients_match_burns_convolution_in_nchw() {
         let device = Device::flex().autodiff();
-        // the last shapes split the kernels across threads
-        for (i, (kernel, [b, h, w, c])) in [(3, [2, 7, 6, 5]), (5, [1, 9, 9, 8]), (1, [1, 3, 3, 4]), (5, [2, 16, 16, 32]), (3, [1, 5, 4, 3])].into_iter().enumerate() {
+        // [2, 16, 16, 32] splits the kernels across threads; from 16 channels on, the register
+        // tiles (16 channels by 8 pixels) inside the map, the edge pixels (4 tiles of channels
+        // at once from 64 channels on, else 1) and the checked path for the channels past the
+        // last full tile
+        let shapes = [(3, [2, 7, 6, 5]), (5, [1, 9, 9, 8]), (1, [1, 3, 3, 4]), (5, [2, 16, 16, 32]), (3, [1, 5, 4, 3]), (5, [1, 6, 13, 40]), (7, [1, 4, 17, 16]), (3, [1, 3, 12, 80])];
+        for (i, (kernel, [b, h, w, c])) in shapes.into_iter().enumerate() {
             let seed = 900 + 10 * i as u64;
             let weight = crate::test_util::randn([c, 1, kernel, kernel], seed, &device).require_grad();
             let bias = crate::test_util::randn([c], seed + 1, &device).require_grad();
