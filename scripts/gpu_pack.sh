@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Builds and packs what `scripts/gpu_session.sh` runs on a lent GPU machine (which has no Rust
 # and no network): the release binaries `dit`, `models`, `sd3_step_time` and `conformance`
-# with the `vulkan` feature, stripped, in one xz stream with a dictionary large enough to share
-# their common code (4 x 100 MiB -> about 35 MiB); diffusers' wheel and its two requirements
-# missing there; Vulkan's loader as Debian packages. About 16 minutes of building on 2 cores
-# and 5 of packing.
+# with the `vulkan` feature (or `$FEATURE`), stripped, in one xz stream with a dictionary
+# large enough to share their common code (4 x 100 MiB -> about 35 MiB); diffusers' wheel
+# and its two requirements missing there; Vulkan's loader as Debian packages. About 16
+# minutes of building on 2 cores and 5 of packing.
 #
-#   scripts/gpu_pack.sh      # writes .gpu/ and .gl/ (add both to .git/info/exclude)
+#   scripts/gpu_pack.sh                 # writes .gpu/ and .gl/ (add both to .git/info/exclude)
+#   FEATURE=wgpu scripts/gpu_pack.sh    # the WGSL build instead (lavapipe crashes on SPIR-V
+#                                       # matmuls: docs/known-issues.md; if NVIDIA's does too)
 #
 # The tree that travels to the device machine is limited to 64 MiB: leave the 47 MiB
 # Inception fixture behind for the call (`git rm -q --cached tests/fixtures/inception_fid_64px.*`
@@ -16,14 +18,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 target=${CARGO_TARGET_DIR:-target}
-cargo build --release --features vulkan --bench dit --bench models --test conformance --example sd3_step_time
-mkdir -p .gpu/whl .gl "$target/gpu-pack/vulkan"
+feature=${FEATURE:-vulkan}
+cargo build --release --features "$feature" --bench dit --bench models --test conformance --example sd3_step_time
+mkdir -p .gpu/whl .gl "$target/gpu-pack/$feature"
 for b in dit models conformance; do
     bin=$(ls -t "$target"/release/deps/"$b"-* | grep -v '\.d$' | head -1)
-    strip -o "$target/gpu-pack/vulkan/$b" "$bin"
+    strip -o "$target/gpu-pack/$feature/$b" "$bin"
 done
-strip -o "$target/gpu-pack/vulkan/sd3_step_time" "$target/release/examples/sd3_step_time"
-(cd "$target/gpu-pack" && tar cf - vulkan/dit vulkan/models vulkan/sd3_step_time vulkan/conformance) |
+strip -o "$target/gpu-pack/$feature/sd3_step_time" "$target/release/examples/sd3_step_time"
+(cd "$target/gpu-pack" && tar cf - "$feature"/dit "$feature"/models "$feature"/sd3_step_time "$feature"/conformance) |
     xz -T1 --lzma2=preset=6,dict=384MiB >.gpu/bins.tar.xz
 python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 -d .gpu/whl \

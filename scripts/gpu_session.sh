@@ -70,24 +70,27 @@ fi
 bins=/tmp/gpu-bins
 mkdir -p $bins && python3 -c "import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2])" .gpu/bins.tar.xz $bins
 export BURN_DEVICE=wgpu DT_DEVICE=wgpu
+# the main build: `vulkan` (SPIR-V), or `wgpu` (WGSL) where only that was packed
+main=vulkan
+[ -d $bins/vulkan ] || main=wgpu
 crit=(--bench --warm-up-time 1 --measurement-time 2 --noplot)
 
-step "conformance vulkan f32" 100 "$out/conformance.log" $bins/vulkan/conformance
+step "conformance $main f32" 100 "$out/conformance.log" $bins/$main/conformance
 grep '^conformance:' "$out/conformance.log" | tee -a "$summary"
-step "dit bench vulkan f32" 90 "$out/bench.log" $bins/vulkan/dit "${crit[@]}"
+step "dit bench $main f32" 90 "$out/bench.log" $bins/$main/dit "${crit[@]}"
 step "pytorch cuda f32" 100 "$out/bench.log" python3 benches/pytorch_reference.py --device cuda --repeat 20 --out "$out/torch_f32.json"
-step "dit bench wgpu (WGSL) f32" 90 "$out/bench.log" $bins/wgpu/dit "${crit[@]}"
-step "models bench vulkan f32" 100 "$out/bench.log" $bins/vulkan/models "${crit[@]}"
-step "sd3 vulkan f16" 70 "$out/sd3.log" $bins/vulkan/sd3_step_time --dtype f16 --steps 3 --warmup 1
+[ $main = vulkan ] && step "dit bench wgpu (WGSL) f32" 90 "$out/bench.log" $bins/wgpu/dit "${crit[@]}"
+step "models bench $main f32" 100 "$out/bench.log" $bins/$main/models "${crit[@]}"
+step "sd3 $main f16" 70 "$out/sd3.log" $bins/$main/sd3_step_time --dtype f16 --steps 3 --warmup 1
 step "sd3 pytorch f16" 50 "$out/sd3.log" python3 benches/pytorch_sd3_step.py --device cuda --dtype float16 --steps 3
-step "sd3 vulkan f32" 70 "$out/sd3.log" $bins/vulkan/sd3_step_time --steps 3 --warmup 1
+step "sd3 $main f32" 70 "$out/sd3.log" $bins/$main/sd3_step_time --steps 3 --warmup 1
 step "sd3 pytorch f32" 50 "$out/sd3.log" python3 benches/pytorch_sd3_step.py --device cuda --steps 3
 grep -E '^=== |denoising|VAE decode' "$out/sd3.log" | tee -a "$summary"
-DT_DTYPE=f16 step "dit bench vulkan f16" 80 "$out/bench.log" $bins/vulkan/dit "${crit[@]}"
+DT_DTYPE=f16 step "dit bench $main f16" 80 "$out/bench.log" $bins/$main/dit "${crit[@]}"
 step "pytorch cuda f16 (DiT)" 40 "$out/bench.log" python3 benches/pytorch_reference.py --device cuda --dtype float16 --repeat 20 --only DiT --out "$out/torch_f16.json"
-DT_DTYPE=f16 step "conformance vulkan f16" 70 "$out/conformance.log" $bins/vulkan/conformance
-step "conformance wgpu (WGSL) f32" 70 "$out/conformance.log" $bins/wgpu/conformance
+DT_DTYPE=f16 step "conformance $main f16" 70 "$out/conformance.log" $bins/$main/conformance
+[ $main = vulkan ] && step "conformance wgpu (WGSL) f32" 70 "$out/conformance.log" $bins/wgpu/conformance
 grep '^conformance:' "$out/conformance.log" | tee -a "$summary"
-step "linear layout vulkan f32" 40 "$out/misc.log" $bins/vulkan/bench_linear_layout
-step "linear layout vulkan f16" 40 "$out/misc.log" $bins/vulkan/bench_linear_layout f16
+step "linear layout $main f32" 40 "$out/misc.log" $bins/$main/bench_linear_layout
+step "linear layout $main f16" 40 "$out/misc.log" $bins/$main/bench_linear_layout f16
 log "done"
