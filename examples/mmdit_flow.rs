@@ -196,8 +196,10 @@ fn main() -> Result<(), diffusion_transformers::Error> {
         let out = flow.training_loss(&model, latents(&prompts, &train_device), &cond, &mut rng)?;
         let loss = out.loss.clone().into_scalar::<f32>();
         running = Some(running.map_or(loss, |r: f32| 0.9 * r + 0.1 * loss));
-        let grads = GradientsParams::from_grads(out.loss.backward(), &model);
-        model = optim.step(lr, model, grads);
+        // backward and update on the CPU pool's threads (the forward runs there already)
+        let grads = GradientsParams::from_grads(diffusion_transformers::cpu::on_workers(&train_device, || out.loss.backward()), &model);
+        let optim = &mut optim;
+        model = diffusion_transformers::cpu::on_workers(&train_device, || optim.step(lr, model, grads));
         if step % 50 == 0 || step == steps {
             println!(
                 "step {step:4}: flow-matching loss {:.4} ({:.1}s)",

@@ -73,8 +73,10 @@ impl<M: Module> TrainStep<M> {
     pub fn step(&mut self, target: &Tensor<4>, output: impl Fn(&M) -> Tensor<4>) {
         let m = self.model.take().expect("model present between steps");
         let loss = (output(&m) - target.clone()).square().mean();
-        let grads = GradientsParams::from_grads(loss.backward(), &m);
-        self.model = Some(self.optim.step(1e-4, m, grads));
+        // backward and update on the CPU pool's threads, as the crate's `Trainer` runs them
+        let grads = GradientsParams::from_grads(diffusion_transformers::cpu::on_workers(&self.device, || loss.backward()), &m);
+        let optim = &mut self.optim;
+        self.model = Some(diffusion_transformers::cpu::on_workers(&self.device, || optim.step(1e-4, m, grads)));
         self.device.sync().expect("device sync");
     }
 }

@@ -3,7 +3,8 @@
 //! (per-expert) matmul and `Linear` on it, a depthwise-conv input gradient on
 //! flex's depthwise kernel, a channels-last depthwise conv and a one-pass rotary embedding,
 //! the adaLN modulation and gated residual, and cosine attention's per-head L2 normalisation;
-//! an opt-in allocator setting that removes most of the page-fault cost of large activations.
+//! an opt-in allocator setting that removes most of the page-fault cost of large activations;
+//! [`on_workers`], which runs a computation on the CPU pool's own threads.
 
 mod adamw;
 mod allocator;
@@ -23,6 +24,7 @@ mod rope;
 mod silu_mul;
 #[cfg(feature = "flex")]
 mod simd;
+mod workers;
 
 pub use adamw::{AdamWScalars, adamw_update};
 pub use allocator::tune_allocator;
@@ -36,6 +38,7 @@ pub use layer_norm::layer_norm;
 pub use modulate::{gated_residual, modulate};
 pub use rope::rope_rotate;
 pub use silu_mul::silu_mul;
+pub use workers::on_workers;
 
 /// Whether `t` is a `float32` tensor on the flex device (plain or autodiff): the condition of
 /// every fast path here. Always false without the `flex` feature.

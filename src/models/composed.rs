@@ -453,8 +453,21 @@ impl ComposedDiT {
         self.forward_condition(x, &embedded, mask, None, &[])
     }
 
-    /// The network on checked inputs with a computed condition.
+    /// The network on checked inputs with a computed condition, on the CPU pool's threads
+    /// ([`crate::cpu::on_workers`]).
     pub(crate) fn forward_condition(
+        &self,
+        x: Tensor<4>,
+        cond: &ComposedCondition,
+        mask: Option<&TokenMask>,
+        context: Option<Tensor<3>>,
+        skip: &[usize],
+    ) -> Result<Tensor<4>> {
+        crate::cpu::on_workers(&x.device(), || self.forward_condition_here(x, cond, mask, context, skip))
+    }
+
+    /// [`forward_condition`](Self::forward_condition) on the calling thread.
+    fn forward_condition_here(
         &self,
         x: Tensor<4>,
         cond: &ComposedCondition,

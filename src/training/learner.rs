@@ -159,7 +159,11 @@ where
     fn step(&self, batch: Self::Input) -> TrainOutput<Self::Output> {
         let device = batch.x0.device();
         match self.batch_loss(batch) {
-            Ok(loss) => TrainOutput::new(self, loss.backward(), DiffusionOutput { loss, error: None }),
+            Ok(loss) => {
+                // the backward on the CPU pool's threads, as the forward ([`crate::cpu::on_workers`])
+                let grads = crate::cpu::on_workers(&loss.device(), || loss.backward());
+                TrainOutput::new(self, grads, DiffusionOutput { loss, error: None })
+            }
             Err(e) => TrainOutput { grads: GradientsParams::new(), item: DiffusionOutput::failed(e, &device) },
         }
     }

@@ -197,6 +197,7 @@ impl<M: Module + Denoiser> Trainer<M> {
     pub fn train_step<O: Objective<M>>(&mut self, objective: &O, x0: Tensor<4>, cond: &M::Cond) -> Result<f32> {
         self.check_step_input(&x0)?;
         let x0 = if self.config.gradient_checkpointing { checkpointed(x0) } else { x0 };
+        let device = x0.device();
         let model = self.model.take().expect("model present between steps");
         let result = (|| {
             let loss = objective.loss(&model, x0, cond, &mut self.rng)?;
@@ -213,13 +214,15 @@ impl<M: Module + Denoiser> Trainer<M> {
                 return Err(e);
             }
         };
-        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        // the backward and the update on the CPU pool's threads, as the model's forward
+        let grads = GradientsParams::from_grads(crate::cpu::on_workers(&device, || loss.backward()), &model);
         if let Err(e) = check_gradients(&model, &grads, self.step) {
             self.model = Some(model);
             return Err(e);
         }
         let lr = self.config.optimizer.lr_at(self.step);
-        let model = self.optim.step(lr, model, grads);
+        let optim = &mut self.optim;
+        let model = crate::cpu::on_workers(&device, || optim.step(lr, model, grads));
         self.ema.update(&model);
         self.model = Some(model);
         self.step += 1;

@@ -220,11 +220,14 @@ impl AutoencoderKl {
     ///   `[B, 2 * C_lat, H / f, W / f]`
     pub fn encode_moments(&self, x: Tensor<4>) -> Result<Tensor<4>> {
         let x = self.check_images(x)?;
-        let moments = self.encoder.forward(x);
-        Ok(match &self.quant_conv {
-            Some(q) => q.forward(moments),
-            None => moments,
-        })
+        // on the CPU pool's threads, as the denoisers' forwards
+        Ok(crate::cpu::on_workers(&x.device(), || {
+            let moments = self.encoder.forward(x);
+            match &self.quant_conv {
+                Some(q) => q.forward(moments),
+                None => moments,
+            }
+        }))
     }
 
     /// Encode images to the latent posterior (unscaled latents).
@@ -235,13 +238,16 @@ impl AutoencoderKl {
         DiagonalGaussian::from_moments(self.encode_moments(x)?)
     }
 
-    /// `post_quant_conv` and the decoder, without checks.
+    /// `post_quant_conv` and the decoder, without checks, on the CPU pool's threads
+    /// ([`crate::cpu::on_workers`]).
     pub(crate) fn decode_unchecked(&self, z: Tensor<4>) -> Tensor<4> {
-        let z = match &self.post_quant_conv {
-            Some(p) => p.forward(z),
-            None => z,
-        };
-        self.decoder.forward(z)
+        crate::cpu::on_workers(&z.device(), || {
+            let z = match &self.post_quant_conv {
+                Some(p) => p.forward(z),
+                None => z,
+            };
+            self.decoder.forward(z)
+        })
     }
 
     /// Decode (unscaled) latents to images in about `[-1, 1]`.
