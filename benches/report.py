@@ -148,7 +148,8 @@ def main():
             else ""
         )
         + ". Every process ran with the same thread count and glibc's mmap/trim thresholds raised "
-        "(`cpu::tune_allocator()` for ours, `MALLOC_MMAP_THRESHOLD_`/`MALLOC_TRIM_THRESHOLD_` for the others). "
+        "and one malloc arena (`cpu::tune_allocator()` for ours, `MALLOC_MMAP_THRESHOLD_`/`MALLOC_TRIM_THRESHOLD_`/"
+        "`MALLOC_ARENA_MAX` for the others). "
         "GFLOP/s counts matrix products only (2 per multiply-accumulate; a training step = 3x the "
         "forward); peak RSS is the whole process's resident high-water mark during the workload "
         "(weights, optimiser state and activations included).",
