@@ -11,10 +11,11 @@
 //! `Learner` steps use it, so callers need not; a hand-written training loop wraps its own
 //! `backward` and optimizer step (as `examples/mmdit_flow.rs` does).
 //!
-//! Measured on 2 cores (AMD EPYC Zen 5, release, quiet, alternating runs, 2026-11-29):
-//! U-DiT-S b2 forward 147-152 -> 132 ms (min), training step 700-722 -> 607-623 ms, DiT-S/2 b8
-//! forward 292-296 -> 282 ms, training step 1232-1239 -> 1086-1099 ms, MicroDiT 75% masked
-//! training 844-897 -> 745-748 ms (`examples/bench_attention.rs`).
+//! Measured on 2 cores (AMD EPYC Zen 5, release, quiet, alternating runs, min of 5 per
+//! process, 2026-11-29): U-DiT-S b2 forward 149-150 -> 131-134 ms, training step 691-760 ->
+//! 611-622 ms, DiT-S/2 b8 training step 1245-1316 -> 1018-1092 ms, MicroDiT 75% masked training
+//! 841-876 -> 762-772 ms; DiT-S/2 b8 forward unchanged within the noise
+//! (`examples/bench_attention.rs`).
 
 use burn::prelude::Device;
 
