@@ -42,6 +42,7 @@ fn computes_on_pool(device: &Device) -> bool {
         return true;
     }
     #[cfg(feature = "ndarray")]
+    #[allow(deprecated)] // Burn deprecates its ndarray backend; the crate still offers it
     if *device == Device::ndarray() {
         return true;
     }
