@@ -7,8 +7,8 @@
 //! forward pass, while the caller's own core idles. On a pool thread, an operation keeps one
 //! piece for itself and the others are taken by work stealing, and the calling thread sleeps
 //! once for the whole computation. [`on_workers`] moves a computation there; the crate's
-//! model forwards (every denoiser, the VAE), the backward and update of `Trainer` and of the
-//! `Learner` steps use it, so callers need not; a hand-written training loop wraps its own
+//! model forwards (every denoiser, the VAE, the CLIP and T5 text encoders), the backward and
+//! update of `Trainer` and of the `Learner` steps use it, so callers need not; a hand-written training loop wraps its own
 //! `backward` and optimizer step (as `examples/mmdit_flow.rs` does).
 //!
 //! Measured on 2 cores (AMD EPYC Zen 5, release, quiet, alternating runs, min of 5 per

@@ -293,17 +293,20 @@ impl ClipTextModel {
         }
         let ids = ids_to_host(&input_ids, vocab)?;
         let pos = self.embeddings.position_embedding.weight.val().slice([0..l, 0..d]).unsqueeze_dim::<3>(0);
-        let mut h = self.embeddings.token_embedding.forward(input_ids) + pos;
         // hidden_states[-(clip_skip + 2)] is the state after n - 1 - clip_skip layers.
         let keep = n - 1 - clip_skip;
-        let mut penultimate = h.clone();
-        for (i, layer) in self.encoder.layers.iter().enumerate() {
-            h = layer.forward(h);
-            if i + 1 == keep {
-                penultimate = h.clone();
+        // the layers on the CPU pool's threads, as the denoisers' forwards
+        let (penultimate, last) = crate::cpu::on_workers(&input_ids.device(), || {
+            let mut h = self.embeddings.token_embedding.forward(input_ids) + pos;
+            let mut penultimate = h.clone();
+            for (i, layer) in self.encoder.layers.iter().enumerate() {
+                h = layer.forward(h);
+                if i + 1 == keep {
+                    penultimate = h.clone();
+                }
             }
-        }
-        let last = self.final_layer_norm.forward(h);
+            (penultimate, self.final_layer_norm.forward(h))
+        });
         let rows: Vec<i64> = ids
             .chunks(l)
             .enumerate()

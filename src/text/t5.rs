@@ -341,12 +341,15 @@ impl T5EncoderModel {
                 Some(m.equal_elem(0).reshape([b, 1, 1, l]).expand([b, h, l, l]))
             }
         };
-        let bias = self.position_bias(l).expand([b, h, l, l]);
-        let mut x = self.shared.forward(input_ids);
-        for block in &self.block {
-            x = block.forward(x, bias.clone(), mask.clone());
-        }
-        Ok(self.final_layer_norm.forward(x))
+        // the blocks on the CPU pool's threads, as the denoisers' forwards
+        Ok(crate::cpu::on_workers(&input_ids.device(), || {
+            let bias = self.position_bias(l).expand([b, h, l, l]);
+            let mut x = self.shared.forward(input_ids);
+            for block in &self.block {
+                x = block.forward(x, bias.clone(), mask.clone());
+            }
+            self.final_layer_norm.forward(x)
+        }))
     }
 
     /// Build from a transformers directory (`config.json` and `model.safetensors`, sharded
