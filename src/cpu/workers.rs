@@ -8,8 +8,8 @@
 //! piece for itself and the others are taken by work stealing, and the calling thread sleeps
 //! once for the whole computation. [`on_workers`] moves a computation there; the crate's
 //! model forwards (every denoiser, the VAE, the CLIP and T5 text encoders), the backward and
-//! update of `Trainer` and of the `Learner` steps use it, so callers need not; a hand-written training loop wraps its own
-//! `backward` and optimizer step (as `examples/mmdit_flow.rs` does).
+//! update of `Trainer` and of the `Learner` steps use it, so callers need not; a hand-written
+//! training loop wraps its own `backward` and optimizer step (as `examples/mmdit_flow.rs` does).
 //!
 //! Measured on 2 cores (AMD EPYC Zen 5, release, quiet, alternating runs, min of 5 per
 //! process, 2026-11-29): U-DiT-S b2 forward 149-150 -> 131-134 ms, training step 691-760 ->

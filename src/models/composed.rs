@@ -463,41 +463,31 @@ impl ComposedDiT {
         context: Option<Tensor<3>>,
         skip: &[usize],
     ) -> Result<Tensor<4>> {
-        crate::cpu::on_workers(&x.device(), || self.forward_condition_here(x, cond, mask, context, skip))
-    }
-
-    /// [`forward_condition`](Self::forward_condition) on the calling thread.
-    fn forward_condition_here(
-        &self,
-        x: Tensor<4>,
-        cond: &ComposedCondition,
-        mask: Option<&TokenMask>,
-        context: Option<Tensor<3>>,
-        skip: &[usize],
-    ) -> Result<Tensor<4>> {
-        let mut conds: Vec<BlockCondition> = cond.stages.iter().enumerate().map(|(i, e)| self.condition(i, e)).collect();
-        if context.is_some() {
-            conds[0].context = context;
-        }
-        let per_block: Vec<BlockCondition> = cond.blocks.iter().map(|e| self.condition(0, e)).collect();
-        let [gh, gw] = self.grid_of(&x);
-        let g = self.grid_size();
-        let tokens = self.embed(x)?;
-        let (tokens, grid) = self.run_mixer(tokens, g, &conds[0], mask)?;
-        let (h, c_final) = if self.stages.len() == 1 {
-            let grid = grid.map(|_| [gh, gw]);
-            (self.run_stage(&self.stages[0], tokens, grid, &conds[0], &per_block, skip)?, &conds[0])
-        } else {
-            self.run_u(tokens, g, &conds)?
-        };
-        let mut out = match &self.output {
-            Some(conv) => to_tokens(self.final_layer.forward_map(conv.forward(to_map(h, g)), c_final.c.clone())?),
-            None => self.final_layer.forward(h, c_final.c.clone())?,
-        };
-        if let (Some(m), Some(fill)) = (mask, &self.mask_token) {
-            out = m.restore(out, fill.val().flatten::<1>(0, 2))?;
-        }
-        Ok(unpatchify(out, self.patch_size, self.out_channels, [gh, gw]))
+        crate::cpu::on_workers(&x.device(), || {
+            let mut conds: Vec<BlockCondition> = cond.stages.iter().enumerate().map(|(i, e)| self.condition(i, e)).collect();
+            if context.is_some() {
+                conds[0].context = context;
+            }
+            let per_block: Vec<BlockCondition> = cond.blocks.iter().map(|e| self.condition(0, e)).collect();
+            let [gh, gw] = self.grid_of(&x);
+            let g = self.grid_size();
+            let tokens = self.embed(x)?;
+            let (tokens, grid) = self.run_mixer(tokens, g, &conds[0], mask)?;
+            let (h, c_final) = if self.stages.len() == 1 {
+                let grid = grid.map(|_| [gh, gw]);
+                (self.run_stage(&self.stages[0], tokens, grid, &conds[0], &per_block, skip)?, &conds[0])
+            } else {
+                self.run_u(tokens, g, &conds)?
+            };
+            let mut out = match &self.output {
+                Some(conv) => to_tokens(self.final_layer.forward_map(conv.forward(to_map(h, g)), c_final.c.clone())?),
+                None => self.final_layer.forward(h, c_final.c.clone())?,
+            };
+            if let (Some(m), Some(fill)) = (mask, &self.mask_token) {
+                out = m.restore(out, fill.val().flatten::<1>(0, 2))?;
+            }
+            Ok(unpatchify(out, self.patch_size, self.out_channels, [gh, gw]))
+        })
     }
 
     /// Masking and the patch-mixer (with its maps): tokens masked before (naive) or after
