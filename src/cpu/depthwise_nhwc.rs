@@ -49,7 +49,7 @@ mod flex {
     use burn::backend::{Autodiff, Backend, Flex, backend_extension};
     use burn::prelude::*;
 
-    use crate::cpu::{contiguous, simd};
+    use crate::cpu::{contiguous, depthwise_nhwc_kernel, simd};
 
     /// The op on operands that [`super::depthwise_conv2d_nhwc`] checked.
     pub fn depthwise_conv2d_nhwc(x: Tensor<4>, weight: Tensor<4>, bias: Tensor<1>) -> Tensor<4> {
@@ -108,7 +108,7 @@ mod flex {
         let rows = b * h;
         let per = rows.div_ceil(threads(out.len() * kh * kw, rows));
         crate::cpu::for_each_chunk(&mut out, per * width * c, |t, piece| {
-            simd::depthwise_nhwc_rows(piece, xs, w, bias, [h, width, c, kh, kw, kh / 2, kw / 2, t * per]);
+            depthwise_nhwc_kernel::depthwise_nhwc_rows(piece, xs, w, bias, [h, width, c, kh, kw, kh / 2, kw / 2, t * per]);
         });
         FlexTensor::from_data(TensorData::new(out, [b, h, width, c]))
     }

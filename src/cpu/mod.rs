@@ -14,6 +14,8 @@ mod batched_matmul;
 mod attention_kernel;
 mod depthwise;
 mod depthwise_nhwc;
+#[cfg(feature = "flex")]
+mod depthwise_nhwc_kernel;
 mod gelu;
 mod l2_normalize;
 mod layer_norm;
