@@ -12,6 +12,11 @@
 # The main table alternates: ROUNDS rounds (default 3), each runs our criterion benches and then
 # the PyTorch reference, so both sides see the same machine state; report.py takes the median of
 # the rounds (and of the per-round ratios) and prints the spread (min-max over the rounds).
+#
+# MKL_AVX512 (auto | 1 | 0): oneMKL, PyTorch's float32 GEMM on x86, takes a generic code path on
+# AMD CPUs (about 40% of a Zen 5's AVX-512 peak) but its AVX-512 kernels on Intel's. With 1, or
+# with auto on an AMD CPU with AVX-512, every round also times PyTorch with MKL's AVX-512 path
+# (benches/mkl_intel_path.c preloaded), as PyTorch runs on an Intel CPU: a second PyTorch column.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 THREADS="${THREADS:-$(nproc)}"
@@ -25,12 +30,32 @@ MACHINE="${MACHINE:-$(cpu_field 'model name') (family $(cpu_field 'cpu family'),
 export RAYON_NUM_THREADS="$THREADS" OMP_NUM_THREADS="$THREADS" OPENBLAS_NUM_THREADS="$THREADS"
 TUNED=(MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=134217728 MALLOC_ARENA_MAX=1)
 rm -rf target/criterion target/criterion-* target/bench_memory.jsonl target/pytorch*.json
+MKL_AVX512="${MKL_AVX512:-auto}"
+if [ "$MKL_AVX512" = auto ]; then
+    MKL_AVX512=0
+    if grep -q AuthenticAMD /proc/cpuinfo && grep -q avx512f /proc/cpuinfo; then MKL_AVX512=1; fi
+fi
+MKL_SHIM=()
+if [ "$MKL_AVX512" = 1 ]; then
+    mkdir -p target && cc -shared -fPIC -O2 -o target/libmkl_intel_path.so benches/mkl_intel_path.c
+    if LD_PRELOAD="$PWD/target/libmkl_intel_path.so" MKL_VERBOSE=1 "$PY" -c \
+        "import torch; torch.ones(8, 8) @ torch.ones(8, 8)" 2>&1 | grep -q "AVX-512"; then
+        MKL_SHIM=(LD_PRELOAD="$PWD/target/libmkl_intel_path.so")
+    else
+        echo "compare.sh: MKL did not take its AVX-512 path with the shim; no MKL AVX-512 column" >&2
+    fi
+fi
 
 ROUND_ARGS=()
 for round in $(seq 1 "$ROUNDS"); do
     CRITERION_HOME="target/criterion-round-$round" cargo bench --bench dit --bench models --bench samplers -- --noplot
     env "${TUNED[@]}" "$PY" benches/pytorch_reference.py --threads "$THREADS" --out "target/pytorch-round-$round.json"
     ROUND_ARGS+=(--criterion "target/criterion-round-$round" --pytorch "target/pytorch-round-$round.json")
+    if [ ${#MKL_SHIM[@]} -gt 0 ]; then
+        env "${TUNED[@]}" "${MKL_SHIM[@]}" "$PY" benches/pytorch_reference.py --threads "$THREADS" \
+            --out "target/pytorch-mkl-avx512-round-$round.json"
+        ROUND_ARGS+=(--pytorch-mkl-avx512 "target/pytorch-mkl-avx512-round-$round.json")
+    fi
 done
 # candle-transformers' MM-DiT next to ours, one process (ids mmdit_forward/{ours,candle}/...).
 env "${TUNED[@]}" CRITERION_HOME=target/criterion-candle cargo bench --features bench-candle --bench mmdit_candle -- --noplot

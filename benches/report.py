@@ -13,7 +13,9 @@ the output file is replaced; the rest of the file is kept.
 
 Several `--criterion`/`--pytorch` pairs are alternating rounds (ours then PyTorch, repeated):
 each table entry is the median over the rounds, the ratio is the median of the per-round
-ratios, and the spread (min-max over the rounds) is printed beside it.
+ratios, and the spread (min-max over the rounds) is printed beside it. `--pytorch-mkl-avx512`
+(one per round, optional) adds a table against PyTorch run with oneMKL's AVX-512 path forced
+(benches/mkl_intel_path.c; compare.sh's MKL_AVX512), the path MKL takes on Intel CPUs.
 """
 import argparse
 import datetime
@@ -97,10 +99,43 @@ def mib(v):
     return f"{v / 2**20:.0f}" if v else "n/a"
 
 
+def mkl_avx512_table(paths, ours_rounds, ours, keys, memory):
+    """Lines of the table against PyTorch with oneMKL's AVX-512 path, one JSON per round (paired
+    with ours of the same round for the per-round ratios)."""
+    runs = []
+    for path in paths:
+        with open(path) as f:
+            runs.append(json.load(f))
+    rounds = [r["median_s"] for r in runs]
+    rss = {k: max(r.get("peak_rss_bytes", {}).get(k) or 0 for r in runs) for k in keys}
+    lines = [
+        "",
+        "Against PyTorch with oneMKL's AVX-512 path (same rounds: each also ran the PyTorch reference "
+        "with `benches/mkl_intel_path.c` preloaded, which makes oneMKL take the AVX-512 kernels it "
+        "takes on Intel CPUs; without it, on this AMD CPU, MKL's float32 GEMM takes its generic path):",
+        "",
+        "| workload | ours (ms) | PyTorch, MKL AVX-512 (ms) | spread | ours / PyTorch MKL AVX-512 | spread | ours peak RSS (MiB) | its peak RSS (MiB) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for key in keys:
+        p = median(rounds_of(rounds, key))
+        if not p:
+            continue
+        ratios = round_ratios(ours_rounds, rounds, key)
+        r = f"{median(ratios):.2f}" if ratios else ratio(ours.get(key), p)
+        lines.append(
+            f"| {key} | {ms(ours.get(key))} | {ms(p)} | {spread(rounds_of(rounds, key), ms)} | {r} | "
+            f"{spread(ratios, lambda v: f'{v:.2f}')} | {mib(memory.get(key))} | {mib(rss.get(key))} |"
+        )
+    return lines
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--criterion", action="append", required=True, help="criterion dir of one round (repeatable)")
     ap.add_argument("--pytorch", action="append", required=True, help="pytorch_reference.py JSON of one round (repeatable)")
+    ap.add_argument("--pytorch-mkl-avx512", action="append", default=[],
+                    help="pytorch_reference.py JSON of one round, MKL's AVX-512 path forced (repeatable)")
     ap.add_argument("--candle", help="criterion dir of benches/mmdit_candle.rs")
     ap.add_argument("--pytorch-default-malloc", help="pytorch_reference.py output without the malloc setting")
     ap.add_argument("--flops", help="JSON from `cargo run --example bench_flops`")
@@ -169,6 +204,8 @@ def main():
             f"{ms(c)} | {ratio(o, c)} | "
             f"{f'{gfs / 1e9:.0f}' if gfs else 'n/a'} | {share} | {mib(memory.get(key))} | {mib(pt_memory.get(key))} |"
         )
+    if args.pytorch_mkl_avx512:
+        lines += mkl_avx512_table(args.pytorch_mkl_avx512, ours_rounds, ours, keys, memory)
     # Side table: DiT-S/2 batch 8 under other settings.
     pt_default = {}
     if args.pytorch_default_malloc and os.path.exists(args.pytorch_default_malloc):
