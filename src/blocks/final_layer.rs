@@ -17,6 +17,7 @@ use burn::nn::conv::Conv2d;
 use burn::nn::{LayerNorm, LayerNormConfig, Linear};
 use burn::prelude::*;
 
+use crate::cpu;
 use crate::error::{Error, Result, ensure_config, ensure_dims};
 use crate::layers::activation::Activation;
 use crate::layers::adaln::AdaLnModulation;
@@ -144,7 +145,7 @@ impl FinalLayer {
         let [shift, scale] = self.shift_scale(c, x.dims()[0])?;
         let h = modulate(self.norm(x), shift, scale);
         match &self.linear {
-            FinalProjection::Linear(l) => Ok(l.forward(h)),
+            FinalProjection::Linear(l) => Ok(cpu::linear(l, h)),
             FinalProjection::Conv(_) => {
                 Err(Error::InvalidArgument("a final layer with a convolution runs on feature maps (forward_map)".into()))
             }

@@ -20,6 +20,7 @@ use crate::blocks::block::{Block, BlockConfig};
 use crate::blocks::parts::caption_conditioning::weight_only_norm;
 use crate::blocks::parts::scaling::qkv_hidden;
 use crate::blocks::parts::{ConditioningKind, FeedForwardKind};
+use crate::cpu;
 use crate::error::{Result, ensure_config};
 use crate::layers::activation::Activation;
 use crate::layers::attention::{Attention, AttentionConfig, QkNorm};
@@ -240,7 +241,7 @@ impl NormMlp {
     /// # Shapes
     /// - `x`: `[..., D_in]` -> `[..., D]`
     pub fn forward<const N: usize>(&self, x: Tensor<N>) -> Tensor<N> {
-        self.fc2.forward(self.norm.forward(Activation::GeluTanh.forward(self.fc1.forward(x))))
+        cpu::linear(&self.fc2, self.norm.forward(Activation::GeluTanh.forward(cpu::linear(&self.fc1, x))))
     }
 }
 
@@ -263,7 +264,7 @@ impl NormLinear {
     /// # Shapes
     /// - `x`: `[..., D_in]` -> `[..., D_out]`
     pub fn forward<const N: usize>(&self, x: Tensor<N>) -> Tensor<N> {
-        self.linear.forward(self.norm.forward(x))
+        cpu::linear(&self.linear, self.norm.forward(x))
     }
 }
 

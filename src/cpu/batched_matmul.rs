@@ -17,12 +17,18 @@
 
 use burn::prelude::*;
 
-/// `x @ weight + bias` of a Burn [`Linear`](burn::nn::Linear) as [`batched_matmul`] of one
-/// matrix (the same product and gradients as `Linear::forward`, without flex's extra passes).
+/// `x @ weight + bias` of a Burn [`Linear`](burn::nn::Linear): on flex (`float32`, plain or
+/// autodiff) as [`batched_matmul`] of one matrix (every row of every batch entry in one
+/// product, written once, and one weight gradient `x^T dy` over all rows: flex's broadcast
+/// matmul computes one per batch entry and sums them), elsewhere `Linear::forward` itself.
+/// The same product and gradients as `Linear::forward`.
 ///
 /// # Shapes
 /// - `x`: `[..., d_input]` -> `[..., d_output]`
 pub fn linear<const D: usize>(layer: &burn::nn::Linear, x: Tensor<D>) -> Tensor<D> {
+    if !(crate::cpu::f32_on_flex(&x) && crate::cpu::f32_on_flex(&layer.weight.val())) {
+        return layer.forward(x);
+    }
     let dims = x.dims();
     let (d_in, d_out) = (dims[D - 1], layer.weight.dims()[1]);
     let rows = dims[..D - 1].iter().product();
@@ -288,6 +294,34 @@ mod tests {
                     out.push(b.grad(&grads).unwrap().into_data());
                 }
                 out
+            };
+            let fast = run(&|l, x| linear(l, x));
+            let slow = run(&|l, x| l.forward(x));
+            for (f, s) in fast.into_iter().zip(slow) {
+                f.assert_approx_eq::<f32>(&s, Tolerance::rel_abs(1e-5, 1e-5));
+            }
+        }
+    }
+
+    #[test]
+    fn linear_on_a_matrix_and_on_a_transposed_view_matches_burns_linear() {
+        // a 2-D input (as the adaLN modulation's `[B, D]` condition) and a strided one
+        let device = Device::flex().autodiff();
+        let layer = burn::nn::LinearConfig::new(24, 36).init(&device);
+        for (i, transposed) in [false, true].into_iter().enumerate() {
+            let seed = 1600 + 10 * i as u64;
+            let x0 = crate::test_util::randn([5, 24], seed, &Device::flex());
+            let up = Tensor::<2>::from_data(crate::test_util::randn([5, 36], seed + 1, &Device::flex()).into_data(), &device);
+            let run = |f: &dyn Fn(&burn::nn::Linear, Tensor<2>) -> Tensor<2>| {
+                let x = if transposed {
+                    Tensor::<2>::from_data(x0.clone().transpose().into_data(), &device).require_grad()
+                } else {
+                    Tensor::<2>::from_data(x0.to_data(), &device).require_grad()
+                };
+                let input = if transposed { x.clone().transpose() } else { x.clone() };
+                let y = f(&layer, input);
+                let grads = (y.clone() * up.clone()).sum().backward();
+                [y.inner().into_data(), x.grad(&grads).unwrap().into_data(), layer.weight.grad(&grads).unwrap().into_data()]
             };
             let fast = run(&|l, x| linear(l, x));
             let slow = run(&|l, x| l.forward(x));

@@ -12,6 +12,7 @@
 use burn::nn::Linear;
 use burn::prelude::*;
 
+use crate::cpu;
 use crate::layers::activation::Activation;
 use crate::layers::init::{WeightInit, linear};
 
@@ -45,7 +46,7 @@ impl AdaLnModulation {
     /// # Shapes
     /// - `c`: `[B, C_cond]` -> `n_chunks` tensors `[B, C]`, in the reference's chunk order
     pub fn forward(&self, c: Tensor<2>) -> Vec<Tensor<2>> {
-        self.linear.forward(self.activation.forward(c)).chunk(self.n_chunks, 1)
+        cpu::linear(&self.linear, self.activation.forward(c)).chunk(self.n_chunks, 1)
     }
 }
 

@@ -16,6 +16,7 @@
 use burn::nn::Linear;
 use burn::prelude::*;
 
+use crate::cpu;
 use crate::error::{Error, Result, ensure_config};
 use crate::layers::attention::{HeadNorm, QkNorm, merge_heads, sdpa, split_heads};
 use crate::layers::init::{WeightInit, linear};
@@ -105,7 +106,7 @@ impl JointAttentionStream {
     /// # Shapes
     /// - `x`: `[B, N, C]` -> three `[B, H, N, C/H]`
     pub fn qkv_heads(&self, x: Tensor<3>, n_heads: usize) -> (Option<Tensor<4>>, Tensor<4>, Tensor<4>) {
-        let mut it = self.qkv.forward(x).chunk(3, 2).into_iter().map(|t| split_heads(t, n_heads));
+        let mut it = cpu::linear(&self.qkv, x).chunk(3, 2).into_iter().map(|t| split_heads(t, n_heads));
         let (q, k, v) = (it.next().expect("q"), it.next().expect("k"), it.next().expect("v"));
         let q = (!self.is_pre_only()).then(|| match &self.q_norm {
             Some(n) => n.forward(q),
@@ -165,7 +166,7 @@ impl JointAttention {
                 stream.proj.as_ref().map(|proj| {
                     let y = out.clone().slice([0..b, start..start + n, 0..c]);
                     start += n;
-                    proj.forward(y)
+                    cpu::linear(proj, y)
                 })
             })
             .collect())

@@ -3,6 +3,7 @@
 use burn::nn::Linear;
 use burn::prelude::*;
 
+use crate::cpu;
 use crate::error::{Result, ensure_config};
 use crate::layers::activation::Activation;
 use crate::layers::init::{WeightInit, linear};
@@ -56,7 +57,7 @@ impl Mlp {
     /// # Shapes
     /// - `x`: `[..., C]` -> `[..., C_out]`
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        self.fc2.forward(self.activation.forward(self.fc1.forward(x)))
+        cpu::linear(&self.fc2, self.activation.forward(cpu::linear(&self.fc1, x)))
     }
 }
 

@@ -4,6 +4,7 @@ use burn::nn::Linear;
 use burn::prelude::*;
 use burn::tensor::DType;
 
+use crate::cpu;
 use crate::error::{Result, ensure_config};
 use crate::layers::activation::Activation;
 use crate::layers::init::{WeightInit, linear};
@@ -123,7 +124,7 @@ impl TimestepEmbedder {
             self.cos_first,
         )
         .cast(self.linear_1.weight.val().dtype());
-        self.linear_2.forward(self.activation.forward(self.linear_1.forward(f)))
+        cpu::linear(&self.linear_2, self.activation.forward(cpu::linear(&self.linear_1, f)))
     }
 }
 

@@ -5,6 +5,7 @@
 use burn::prelude::*;
 
 use crate::blocks::ConditionInput;
+use crate::cpu;
 use crate::error::{Error, Result};
 use crate::models::ComposedDiT;
 
@@ -51,6 +52,6 @@ impl ComposedDiT {
             )));
         }
         let embedded = self.embed_condition(t, cond, None)?;
-        self.forward_condition(x, &embedded, None, Some(embedder.forward(context)), skip_layers)
+        self.forward_condition(x, &embedded, None, Some(cpu::linear(embedder, context)), skip_layers)
     }
 }

@@ -28,6 +28,7 @@ use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 use serde_json::Value;
 
+use crate::cpu;
 use crate::error::{Error, Result, ensure_divisible, ensure_positive};
 use crate::layers::Activation;
 use crate::layers::attention::{merge_heads, split_heads};
@@ -177,11 +178,11 @@ impl ClipAttention {
     /// - `x`: `[B, L, D]` -> `[B, L, D]`
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
         let h = self.n_heads;
-        let q = split_heads(self.q_proj.forward(x.clone()), h);
-        let k = split_heads(self.k_proj.forward(x.clone()), h);
-        let v = split_heads(self.v_proj.forward(x), h);
+        let q = split_heads(cpu::linear(&self.q_proj, x.clone()), h);
+        let k = split_heads(cpu::linear(&self.k_proj, x.clone()), h);
+        let v = split_heads(cpu::linear(&self.v_proj, x), h);
         let options = AttentionModuleOptions { is_causal: true, ..Default::default() };
-        self.out_proj.forward(merge_heads(attention(q, k, v, None, None, options)))
+        cpu::linear(&self.out_proj, merge_heads(attention(q, k, v, None, None, options)))
     }
 }
 
@@ -215,7 +216,7 @@ impl ClipEncoderLayer {
     /// - `x`: `[B, L, D]` -> `[B, L, D]`
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
         let x = x.clone() + self.self_attn.forward(self.layer_norm1.forward(x));
-        let y = self.mlp.fc2.forward(self.mlp.act.forward(self.mlp.fc1.forward(self.layer_norm2.forward(x.clone()))));
+        let y = cpu::linear(&self.mlp.fc2, self.mlp.act.forward(cpu::linear(&self.mlp.fc1, self.layer_norm2.forward(x.clone()))));
         x + y
     }
 }

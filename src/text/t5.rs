@@ -34,6 +34,7 @@ use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 use serde_json::Value;
 
+use crate::cpu;
 use crate::error::{Error, Result, ensure_config, ensure_positive};
 use crate::layers::Activation;
 use crate::layers::attention::{merge_heads, split_heads};
@@ -200,12 +201,12 @@ impl T5Attention {
     /// - `x`: `[B, L, D]`, `bias`: `[B, H, L, L]`, `mask`: `[B, H, L, L]` (true = masked) -> `[B, L, D]`
     pub fn forward(&self, x: Tensor<3>, bias: Tensor<4>, mask: Option<Tensor<4, Bool>>) -> Tensor<3> {
         let h = self.n_heads;
-        let q = split_heads(self.q.forward(x.clone()), h);
-        let k = split_heads(self.k.forward(x.clone()), h);
-        let v = split_heads(self.v.forward(x), h);
+        let q = split_heads(cpu::linear(&self.q, x.clone()), h);
+        let k = split_heads(cpu::linear(&self.k, x.clone()), h);
+        let v = split_heads(cpu::linear(&self.v, x), h);
         let options = AttentionModuleOptions { scale: Some(1.0), ..Default::default() };
         let bias = bias.cast(q.dtype());
-        self.o.forward(merge_heads(attention(q, k, v, mask, Some(bias), options)))
+        cpu::linear(&self.o, merge_heads(attention(q, k, v, mask, Some(bias), options)))
     }
 }
 
@@ -230,11 +231,11 @@ impl T5FeedForward {
     /// - `x`: `[B, L, D]` -> `[B, L, D]` in `wo`'s dtype
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
         let hidden = match (&self.wi, &self.wi_0, &self.wi_1) {
-            (_, Some(w0), Some(w1)) => self.act.forward(w0.forward(x.clone())) * w1.forward(x),
-            (Some(wi), _, _) => self.act.forward(wi.forward(x)),
+            (_, Some(w0), Some(w1)) => self.act.forward(cpu::linear(w0, x.clone())) * cpu::linear(w1, x),
+            (Some(wi), _, _) => self.act.forward(cpu::linear(wi, x)),
             _ => unreachable!("built with either wi or wi_0 and wi_1"),
         };
-        self.wo.forward(hidden.cast(self.wo.weight.val().dtype()))
+        cpu::linear(&self.wo, hidden.cast(self.wo.weight.val().dtype()))
     }
 }
 

@@ -10,6 +10,7 @@ use burn::module::Param;
 use burn::nn::Linear;
 use burn::prelude::*;
 
+use crate::cpu;
 use crate::error::{Result, ensure_config, ensure_dims};
 use crate::layers::attention::{merge_heads, split_heads};
 use crate::layers::cosine_attention::{LOGIT_SCALE_INIT, cosine_attention};
@@ -53,8 +54,8 @@ impl CosineAttention {
     pub fn forward(&self, x: Tensor<3>) -> Result<Tensor<3>> {
         ensure_dims("x", x.dims(), [None, None, Some(self.qkv.weight.dims()[0])])?;
         let h = self.n_heads;
-        let mut it = self.qkv.forward(x).chunk(3, 2).into_iter().map(|t| split_heads(t, h));
+        let mut it = cpu::linear(&self.qkv, x).chunk(3, 2).into_iter().map(|t| split_heads(t, h));
         let (q, k, v) = (it.next().unwrap(), it.next().unwrap(), it.next().unwrap());
-        Ok(self.proj.forward(merge_heads(cosine_attention(q, k, v, self.logit_scale.val()))))
+        Ok(cpu::linear(&self.proj, merge_heads(cosine_attention(q, k, v, self.logit_scale.val()))))
     }
 }
