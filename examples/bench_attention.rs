@@ -13,7 +13,8 @@
 //!   device, then forward plus backward on the autodiff device;
 //! - `forward`: the DiT-S/2 batch-8 forward on 32x32x4 latents (as `benches/dit.rs`);
 //! - `train`: its training step (forward, MSE, backward, AdamW; as `benches/dit.rs`);
-//!   `--model B` times DiT-B/2 instead of DiT-S/2 in `forward` and `train`;
+//!   `--model B` times DiT-B/2 instead of DiT-S/2 in `forward` and `train`, `--batch N` batch
+//!   N instead of 8;
 //! - `udit-forward`, `udit-train`: the U-DiT-S batch-2 forward (re-parametrised FFNs folded, as
 //!   PyTorch's eval mode) and training step of `benches/models.rs`;
 //! - `microdit-forward` / `microdit-train`: MicroDiT_Tiny_2 batch 2 with 77 caption tokens
@@ -57,6 +58,9 @@ struct Args {
     /// DiT size of `forward` and `train`: S (DiT-S/2) or B (DiT-B/2).
     #[arg(long, default_value = "S")]
     model: String,
+    /// Batch size of `forward` and `train`.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..))]
+    batch: u16,
     /// Share of the tokens masked in `microdit-*` (0: unmasked).
     #[arg(long, default_value_t = 0.0)]
     mask: f64,
@@ -124,20 +128,20 @@ fn main() {
             let device = if train { device.autodiff() } else { device };
             let name = format!("DiT-{}/2", args.model);
             let config = DiTConfig::from_name(&name).expect("preset");
-            let (b, s) = (8, config.input_size);
+            let (b, s) = (usize::from(args.batch), config.input_size);
             let x = randn([b, 4, s, s], &device);
             let t = Tensor::<1>::full([b], 500.0, &device);
             let y = Tensor::<1, Int>::from_data(TensorData::new(vec![1i64; b], [b]), &device);
             let model = config.init(&device).expect("model");
             if !train {
-                report(&format!("{name} b8 forward"), time(args.iters, || {
+                report(&format!("{name} b{b} forward"), time(args.iters, || {
                     let _ = model.forward(x.clone(), t.clone(), Some(y.clone())).expect("forward").into_data();
                 }));
                 return;
             }
             let target = randn([b, config.out_channels(), s, s], &device);
             let mut step = common::TrainStep::new(model, &device);
-            report(&format!("{name} b8 training step"), time(args.iters, || {
+            report(&format!("{name} b{b} training step"), time(args.iters, || {
                 step.step(&target, |m| m.forward(x.clone(), t.clone(), Some(y.clone())).expect("forward"));
             }));
         }
