@@ -28,7 +28,7 @@ cpu_field() { sed -n "s/^$1\s*:\s*//p" /proc/cpuinfo | head -1; }
 VECTOR="$(grep -q avx512f /proc/cpuinfo && echo AVX-512 || (grep -q avx2 /proc/cpuinfo && echo AVX2 || echo SSE))"
 MACHINE="${MACHINE:-$(cpu_field 'model name') (family $(cpu_field 'cpu family'), model $(cpu_field model), $VECTOR), $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB}"
 export RAYON_NUM_THREADS="$THREADS" OMP_NUM_THREADS="$THREADS" OPENBLAS_NUM_THREADS="$THREADS"
-TUNED=(MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=134217728 MALLOC_ARENA_MAX=1)
+TUNED=(MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=1073741824 MALLOC_ARENA_MAX=1)
 rm -rf target/criterion target/criterion-* target/bench_memory.jsonl target/pytorch*.json
 MKL_AVX512="${MKL_AVX512:-auto}"
 if [ "$MKL_AVX512" = auto ]; then
