@@ -99,15 +99,22 @@ def mib(v):
     return f"{v / 2**20:.0f}" if v else "n/a"
 
 
-def mkl_avx512_table(paths, ours_rounds, ours, keys, memory):
-    """Lines of the table against PyTorch with oneMKL's AVX-512 path, one JSON per round (paired
-    with ours of the same round for the per-round ratios)."""
+def pytorch_rounds(paths):
+    """The pytorch_reference.py JSONs of the rounds: (the runs, their per-workload medians,
+    each workload's peak RSS: the largest over the rounds)."""
     runs = []
     for path in paths:
         with open(path) as f:
             runs.append(json.load(f))
     rounds = [r["median_s"] for r in runs]
-    rss = {k: max(r.get("peak_rss_bytes", {}).get(k) or 0 for r in runs) for k in keys}
+    rss = {k: max(r.get("peak_rss_bytes", {}).get(k) or 0 for r in runs) for k in set().union(*rounds)}
+    return runs, rounds, rss
+
+
+def mkl_avx512_table(paths, ours_rounds, ours, keys, memory):
+    """Lines of the table against PyTorch with oneMKL's AVX-512 path, one JSON per round (paired
+    with ours of the same round for the per-round ratios)."""
+    _, rounds, rss = pytorch_rounds(paths)
     lines = [
         "",
         "Against PyTorch with oneMKL's AVX-512 path (same rounds: each also ran the PyTorch reference "
@@ -147,15 +154,11 @@ def main():
     args = ap.parse_args()
     ours_rounds = [split_candle(criterion_medians(root))[0] for root in args.criterion]
     candle_ours, candle = split_candle(criterion_medians(args.candle)) if args.candle else ({}, {})
-    pts = []
-    for path in args.pytorch:
-        with open(path) as f:
-            pts.append(json.load(f))
-    pt_rounds = [p["median_s"] for p in pts]
+    pts, pt_rounds, pt_rss = pytorch_rounds(args.pytorch)
     keys = sorted(set().union(*ours_rounds, *pt_rounds, candle))
     ours = {k: median(rounds_of(ours_rounds, k)) or candle_ours.get(k) for k in keys}
     pt = {"median_s": {k: median(rounds_of(pt_rounds, k)) for k in keys}, "meta": pts[0]["meta"]}
-    pt["peak_rss_bytes"] = {k: max(p.get("peak_rss_bytes", {}).get(k) or 0 for p in pts) for k in keys}
+    pt["peak_rss_bytes"] = pt_rss
     flops = {}
     if args.flops and os.path.exists(args.flops):
         with open(args.flops) as f:

@@ -26,13 +26,14 @@ use burn::prelude::*;
 /// # Shapes
 /// - `x`: `[..., d_input]` -> `[..., d_output]`
 pub fn linear<const D: usize>(layer: &burn::nn::Linear, x: Tensor<D>) -> Tensor<D> {
-    if !(crate::cpu::f32_on_flex(&x) && crate::cpu::f32_on_flex(&layer.weight.val())) {
+    let weight = layer.weight.val();
+    if !(crate::cpu::f32_on_flex(&x) && crate::cpu::f32_on_flex(&weight)) {
         return layer.forward(x);
     }
     let dims = x.dims();
-    let (d_in, d_out) = (dims[D - 1], layer.weight.dims()[1]);
+    let (d_in, d_out) = (dims[D - 1], weight.dims()[1]);
     let rows = dims[..D - 1].iter().product();
-    let y = batched_matmul(x.reshape([1, rows, d_in]), layer.weight.val().unsqueeze_dim::<3>(0));
+    let y = batched_matmul(x.reshape([1, rows, d_in]), weight.unsqueeze_dim::<3>(0));
     let mut out_dims = dims;
     out_dims[D - 1] = d_out;
     let y = y.reshape(out_dims);
