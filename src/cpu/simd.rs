@@ -277,7 +277,52 @@ fn adamw_loop(p: &mut [f32], m: &mut [f32], v: &mut [f32], g: &[f32], k: &[f32; 
     }
 }
 
-/// Defines `$name` running `$body` compiled for the best instruction set of this CPU.
+/// The instruction sets the [`multiversion`] loops may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Isa {
+    /// The target's baseline (SSE2 on x86-64).
+    Baseline,
+    /// AVX2 and FMA.
+    Avx2,
+    /// AVX-512F (with AVX2 and FMA).
+    Avx512,
+}
+
+/// The best instruction set of this CPU, capped by the environment variable `DT_CPU_ISA`
+/// (`avx512`, `avx2` or `baseline`; read once per process), so a machine with AVX-512 can time
+/// the code paths of an AVX2-only or older CPU. An unknown value is ignored.
+pub(crate) fn isa() -> Isa {
+    static ISA: std::sync::OnceLock<Isa> = std::sync::OnceLock::new();
+    *ISA.get_or_init(|| {
+        let cap = std::env::var("DT_CPU_ISA").ok();
+        detect_isa().min(isa_cap(cap.as_deref()))
+    })
+}
+
+/// The cap a `DT_CPU_ISA` value sets (none for an unset or unknown value).
+fn isa_cap(value: Option<&str>) -> Isa {
+    match value {
+        Some("baseline") => Isa::Baseline,
+        Some("avx2") => Isa::Avx2,
+        _ => Isa::Avx512,
+    }
+}
+
+fn detect_isa() -> Isa {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let avx2 = std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma");
+        if avx2 && std::arch::is_x86_feature_detected!("avx512f") {
+            return Isa::Avx512;
+        }
+        if avx2 {
+            return Isa::Avx2;
+        }
+    }
+    Isa::Baseline
+}
+
+/// Defines `$name` running `$body` compiled for the best instruction set [`isa`] allows.
 macro_rules! multiversion {
     ($(#[$doc:meta])* $name:ident($($arg:ident: $ty:ty),*) => $body:ident) => {
         $(#[$doc])*
@@ -288,13 +333,12 @@ macro_rules! multiversion {
                 unsafe fn avx512($($arg: $ty),*) { $body($($arg),*) }
                 #[target_feature(enable = "avx2,fma")]
                 unsafe fn avx2($($arg: $ty),*) { $body($($arg),*) }
-                if std::arch::is_x86_feature_detected!("avx512f") {
-                    // SAFETY: the CPU supports the enabled features (checked just above).
-                    return unsafe { avx512($($arg),*) };
-                }
-                if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+                match $crate::cpu::simd::isa() {
+                    // SAFETY: `isa` reports only what the CPU supports (runtime detection).
+                    $crate::cpu::simd::Isa::Avx512 => return unsafe { avx512($($arg),*) },
                     // SAFETY: as above.
-                    return unsafe { avx2($($arg),*) };
+                    $crate::cpu::simd::Isa::Avx2 => return unsafe { avx2($($arg),*) },
+                    $crate::cpu::simd::Isa::Baseline => {}
                 }
             }
             $body($($arg),*)
@@ -370,6 +414,15 @@ multiversion!(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn isa_cap_lowers_the_detected_set_only() {
+        assert_eq!(isa_cap(None), Isa::Avx512);
+        assert_eq!(isa_cap(Some("avx2")), Isa::Avx2);
+        assert_eq!(isa_cap(Some("baseline")), Isa::Baseline);
+        assert_eq!(isa_cap(Some("sse9")), Isa::Avx512);
+        assert!(isa() <= detect_isa());
+    }
 
     fn ulps(a: f32, b: f32) -> u32 {
         (a.to_bits() as i64 - b.to_bits() as i64).unsigned_abs() as u32
