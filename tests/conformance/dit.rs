@@ -1,5 +1,6 @@
 //! Kinds `dit_official`, `dit_diffusers` and `sincos_pos_embed_official`.
 
+use burn::prelude::Device;
 use diffusion_transformers::blocks::ConditionInput;
 use diffusion_transformers::layers::pos_embed::sincos_2d;
 use diffusion_transformers::models::{DiT, DiTConfig};
@@ -24,7 +25,11 @@ fn official_config(cfg: &Value) -> Result<DiTConfig, String> {
 }
 
 fn build(fx: &Fixture, cfg: DiTConfig, layout: DiTCheckpointLayout) -> Result<DiT, String> {
-    let mut model = cfg.init(&fx.device).map_err(err)?;
+    build_on(fx, cfg, layout, &fx.device)
+}
+
+fn build_on(fx: &Fixture, cfg: DiTConfig, layout: DiTCheckpointLayout, device: &Device) -> Result<DiT, String> {
+    let mut model = cfg.init(device).map_err(err)?;
     model.load_checkpoint_as(&fx.weights, layout).map_err(err)?;
     Ok(model)
 }
@@ -71,6 +76,11 @@ pub fn diffusers(fx: &Fixture) -> Outcome {
 /// A `DiTTransformer2DModel` of the diffusers constructor arguments `cfg`, loaded from the
 /// fixture's weights.
 pub fn diffusers_model(fx: &Fixture, cfg: &Value) -> Result<DiT, String> {
+    diffusers_model_on(fx, cfg, &fx.device)
+}
+
+/// As [`diffusers_model`], on `device` (an autodiff device for training).
+pub fn diffusers_model_on(fx: &Fixture, cfg: &Value, device: &Device) -> Result<DiT, String> {
     let heads = cfg_usize(cfg, "num_attention_heads")?;
     let in_ch = cfg_usize(cfg, "in_channels")?;
     let out_ch = cfg.get("out_channels").and_then(Value::as_u64).map_or(in_ch, |v| v as usize);
@@ -88,7 +98,7 @@ pub fn diffusers_model(fx: &Fixture, cfg: &Value) -> Result<DiT, String> {
         .with_learn_sigma(out_ch == 2 * in_ch)
         .with_timestep_freq_shift(1.0)
         .with_per_block_embedders(true);
-    build(fx, config, DiTCheckpointLayout::Diffusers)
+    build_on(fx, config, DiTCheckpointLayout::Diffusers, device)
 }
 
 pub fn sincos_pos_embed(fx: &Fixture) -> Outcome {

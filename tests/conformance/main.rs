@@ -15,6 +15,7 @@ mod sampler;
 mod sd3_pipeline;
 mod vae;
 mod eval;
+mod train;
 
 use std::path::PathBuf;
 
@@ -31,6 +32,7 @@ fn run(fx: &Fixture) -> Outcome {
         "ddpm_diffusers" => diffusion::ddpm_diffusers(fx),
         "ddim_diffusers" => diffusion::ddim_diffusers(fx),
         "flow_diffusers" => flow::diffusers(fx),
+        "train_step_diffusers" => train::diffusers(fx),
         "microdit_official" => microdit::official(fx),
         "udit_official" => udit::official(fx),
         "vae_diffusers" => vae::diffusers(fx),
