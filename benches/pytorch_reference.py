@@ -146,6 +146,7 @@ def main():
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--dtype", default="float32")
     ap.add_argument("--out", required=True)
+    ap.add_argument("--no-samplers", action="store_true", help="skip the sampler-step workloads")
     ap.add_argument("--only", help="time only the DiT workloads whose name/batch contains this, e.g. DiT-S/2/b8")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -190,7 +191,8 @@ def main():
         train_step(model, forward, torch.randn(2, 16, 32, 32, device=device, dtype=dtype)), device, args.repeat)
     del model
 
-    results.update(sampler_workloads(device, dtype, args.repeat))
+    if not args.no_samplers:
+        results.update(sampler_workloads(device, dtype, args.repeat))
 
     # U-DiT and MicroDiT: PyTorch re-implementations of the official models (no package exists),
     # checked against the official fixtures by benches/check_pytorch_models.py.

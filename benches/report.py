@@ -111,17 +111,18 @@ def pytorch_rounds(paths):
     return runs, rounds, rss
 
 
-def mkl_avx512_table(paths, ours_rounds, ours, keys, memory):
-    """Lines of the table against PyTorch with oneMKL's AVX-512 path, one JSON per round (paired
-    with ours of the same round for the per-round ratios)."""
+def mkl_intel_table(paths, ours_rounds, ours, keys, memory, label="AVX-512"):
+    """Lines of the table against PyTorch with oneMKL's Intel code path (`label`: AVX-512, or AVX2
+    when MKL is restricted to it), one JSON per round (paired with ours of the same round for the
+    per-round ratios)."""
     _, rounds, rss = pytorch_rounds(paths)
     lines = [
         "",
-        "Against PyTorch with oneMKL's AVX-512 path (same rounds: each also ran the PyTorch reference "
-        "with `benches/mkl_intel_path.c` preloaded, which makes oneMKL take the AVX-512 kernels it "
+        f"Against PyTorch with oneMKL's {label} path (same rounds: each also ran the PyTorch reference "
+        f"with `benches/mkl_intel_path.c` preloaded, which makes oneMKL take the {label} kernels it "
         "takes on Intel CPUs; without it, on this AMD CPU, MKL's float32 GEMM takes its generic path):",
         "",
-        "| workload | ours (ms) | PyTorch, MKL AVX-512 (ms) | spread | ours / PyTorch MKL AVX-512 | spread | ours peak RSS (MiB) | its peak RSS (MiB) |",
+        f"| workload | ours (ms) | PyTorch, MKL {label} (ms) | spread | ours / PyTorch MKL {label} | spread | ours peak RSS (MiB) | its peak RSS (MiB) |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for key in keys:
@@ -150,6 +151,8 @@ def main():
     ap.add_argument("--side", action="append", default=[], help="LABEL=CRITERION_DIR for the DiT-S/2 b8 side table")
     ap.add_argument("--machine", required=True)
     ap.add_argument("--title", default="CPU")
+    ap.add_argument("--mkl-label", default="AVX-512", help="oneMKL code path of the --pytorch-mkl-avx512 runs")
+    ap.add_argument("--note", default="", help="a sentence added after the machine's description")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
     ours_rounds = [split_candle(criterion_medians(root))[0] for root in args.criterion]
@@ -174,7 +177,8 @@ def main():
         f"Machine: {args.machine}; measured FP32 peak "
         + (f"{peak / 1e9:.0f} GFLOP/s" if peak else "n/a")
         + " (`examples/bench_flops.rs`: FMA chains in the widest vector registers on every thread). "
-        f"{len(args.criterion)} alternating round(s): each ran our benches, then PyTorch's; every entry is "
+        + (f"{args.note} " if args.note else "")
+        + f"{len(args.criterion)} alternating round(s): each ran our benches, then PyTorch's; every entry is "
         "the median over the rounds, the ratio is the median of the per-round ratios, and the spread columns "
         "give min-max over the rounds. "
         f"Ours: criterion medians, `flex` backend. PyTorch {meta['torch']} eager ({meta['threads']} threads, "
@@ -208,7 +212,7 @@ def main():
             f"{f'{gfs / 1e9:.0f}' if gfs else 'n/a'} | {share} | {mib(memory.get(key))} | {mib(pt_memory.get(key))} |"
         )
     if args.pytorch_mkl_avx512:
-        lines += mkl_avx512_table(args.pytorch_mkl_avx512, ours_rounds, ours, keys, memory)
+        lines += mkl_intel_table(args.pytorch_mkl_avx512, ours_rounds, ours, keys, memory, args.mkl_label)
     # Side table: DiT-S/2 batch 8 under other settings.
     pt_default = {}
     if args.pytorch_default_malloc and os.path.exists(args.pytorch_default_malloc):
