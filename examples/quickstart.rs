@@ -116,6 +116,11 @@ struct Args {
     /// samples and judges (try other `--sampler`, `--sample-steps`, `--cfg` on one model).
     #[arg(long)]
     resume: bool,
+    /// Judge the samples in FILE instead of training: raw little-endian `f32`
+    /// `[N, 3, size, size]` in `[-1, 1]`, N/10 per class in class order (as
+    /// `scripts/quickstart_pytorch.py` writes them). Trains only the judges.
+    #[arg(long, value_name = "FILE")]
+    judge_samples: Option<PathBuf>,
 }
 
 /// Training-time densities of the flow time.
@@ -216,6 +221,11 @@ fn run(args: Args) -> Result<(), String> {
     let data = ShapesDataset::new(args.seed, 50_000, args.size).map_err(e)?;
     let names: Vec<&str> = CLASSES.iter().map(|c| c.0).collect();
     let zoom = (64 / args.size).max(1);
+    if let Some(path) = &args.judge_samples {
+        let (samples, labels) = read_samples(path, args.size, &device)?;
+        println!("judging {} samples from {}", labels.len(), path.display());
+        return judge(&data, samples, &labels, args.judge_steps, &device);
+    }
     let real: Vec<usize> = (0..CLASSES.len()).flat_map(|c| (0..10).map(move |k| c + 10 * k)).collect();
     save_grid(data.batch(&real, &device).0, 10, zoom, Some("real images"), Some(&names), &args.out.join("data.png"))?;
 
@@ -339,34 +349,9 @@ fn run(args: Args) -> Result<(), String> {
     let title = format!("samples: {sampler}, {sample_steps} steps, guidance {}", args.cfg);
     save_grid(grid, args.per_class.min(10), zoom, Some(&title), Some(&names), &args.out.join("samples.png"))?;
 
-    // The judges: colour-aware and shape-only, both trained on images the held-out set excludes.
     let start = Instant::now();
-    println!("training the judges (colour-aware and shape-only) on real images");
-    let colour_judge = train_classifier(&data, false, args.judge_steps, 4321, &device);
-    let shape_judge = train_classifier(&data, true, args.judge_steps, 4322, &device);
+    judge(&data, samples, &labels, args.judge_steps, &device)?;
     let judge_time = start.elapsed().as_secs_f64();
-    let held = held_out(1000);
-    let (real, real_labels) = data.batch(&held, &device);
-    let (real_shapes, _) = data.clone().with_random_colours(true).batch(&held, &device);
-    let real_labels: Vec<i64> = real_labels.into_data().convert::<i64>().try_to_vec().map_err(|e| format!("{e:?}"))?;
-    let n = CLASSES.len();
-    let (real_colour, _) = accuracy(&colour_judge.predict(real), &real_labels, n);
-    let (real_shape, _) = accuracy(&shape_judge.predict(real_shapes), &real_labels, n);
-
-    let (sample_acc, _) = accuracy(&colour_judge.predict(samples.clone()), &labels, n);
-    let (shape_acc, per_class) = accuracy(&shape_judge.predict(samples), &labels, n);
-    println!(
-        "shape accuracy per class: {}",
-        names.iter().zip(&per_class).map(|(c, a)| format!("{c} {:.0}%", 100.0 * a)).collect::<Vec<_>>().join(", ")
-    );
-    println!(
-        "real held-out images ({}, never seen by the judges): colour-aware judge {:.1}%, shape-only judge {:.1}%",
-        held.len(),
-        100.0 * real_colour,
-        100.0 * real_shape
-    );
-    println!("shape accuracy: {:.1}%", 100.0 * shape_acc);
-    println!("sample accuracy: {:.1}%", 100.0 * sample_acc);
     println!(
         "time: {:.0}s in all (training {train_time:.0}s, sampling {sample_time:.0}s, judges {judge_time:.0}s)",
         run_start.elapsed().as_secs_f64()
@@ -377,6 +362,58 @@ fn run(args: Args) -> Result<(), String> {
         None => println!("wrote {}/{{{plots}}} (sampled the checkpoint of step {})", args.out.display(), trainer.step()),
     }
     Ok(())
+}
+
+/// Trains the two judges (colour-aware and shape-only, on real images the held-out set
+/// excludes), reports their accuracy on the held-out real images and prints the shape and
+/// sample accuracy of `samples` (`[N, 3, S, S]`, class `labels[i]`).
+fn judge(data: &ShapesDataset, samples: Tensor<4>, labels: &[i64], judge_steps: usize, device: &Device) -> Result<(), String> {
+    println!("training the judges (colour-aware and shape-only) on real images");
+    let colour_judge = train_classifier(data, false, judge_steps, 4321, device);
+    let shape_judge = train_classifier(data, true, judge_steps, 4322, device);
+    let held = held_out(1000);
+    let (real, real_labels) = data.batch(&held, device);
+    let (real_shapes, _) = data.clone().with_random_colours(true).batch(&held, device);
+    let real_labels: Vec<i64> = real_labels.into_data().convert::<i64>().try_to_vec().map_err(|e| format!("{e:?}"))?;
+    let n = CLASSES.len();
+    let (real_colour, _) = accuracy(&colour_judge.predict(real), &real_labels, n);
+    let (real_shape, _) = accuracy(&shape_judge.predict(real_shapes), &real_labels, n);
+    let (sample_acc, _) = accuracy(&colour_judge.predict(samples.clone()), labels, n);
+    let (shape_acc, per_class) = accuracy(&shape_judge.predict(samples), labels, n);
+    println!(
+        "shape accuracy per class: {}",
+        CLASSES.iter().zip(&per_class).map(|(c, a)| format!("{} {:.0}%", c.0, 100.0 * a)).collect::<Vec<_>>().join(", ")
+    );
+    println!(
+        "real held-out images ({}, never seen by the judges): colour-aware judge {:.1}%, shape-only judge {:.1}%",
+        held.len(),
+        100.0 * real_colour,
+        100.0 * real_shape
+    );
+    println!("shape accuracy: {:.1}%", 100.0 * shape_acc);
+    println!("sample accuracy: {:.1}%", 100.0 * sample_acc);
+    Ok(())
+}
+
+/// Samples from a file (see `--judge-samples`) and their labels.
+fn read_samples(path: &std::path::Path, size: usize, device: &Device) -> Result<(Tensor<4>, Vec<i64>), String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let image = 3 * size * size;
+    let classes = CLASSES.len();
+    if bytes.len() % 4 != 0 || (bytes.len() / 4) % (image * classes) != 0 || bytes.is_empty() {
+        return Err(format!(
+            "{}: {} bytes is not a whole number of f32 [3, {size}, {size}] images, the same number for each of the {classes} classes",
+            path.display(),
+            bytes.len()
+        ));
+    }
+    let values: Vec<f32> = bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+    if let Some(bad) = values.iter().find(|v| !v.is_finite()) {
+        return Err(format!("{}: holds a non-finite value ({bad})", path.display()));
+    }
+    let n = values.len() / image;
+    let labels: Vec<i64> = (0..classes).flat_map(|c| std::iter::repeat_n(c as i64, n / classes)).collect();
+    Ok((Tensor::from_data(TensorData::new(values, [n, 3, size, size]), device).clamp(-1.0, 1.0), labels))
 }
 
 fn main() {
