@@ -30,6 +30,7 @@ git worktree remove --force "$TREE" 2>/dev/null || rm -rf "$TREE"
 git worktree add --detach "$TREE" HEAD
 trap 'git -C "$ROOT" worktree remove --force "$TREE"' EXIT
 sed -i 's/, "burn\/x86-v4"//' "$TREE/Cargo.toml"
+mkdir -p "$TREE/target"  # the benches append their peak memory to target/bench_memory.jsonl there
 if grep -q 'x86-v4' "$TREE/Cargo.toml"; then echo "compare_avx2.sh: could not drop x86-v4 from $TREE/Cargo.toml" >&2; exit 1; fi
 
 mkdir -p target && cc -shared -fPIC -O2 -o target/libmkl_intel_path.so benches/mkl_intel_path.c
