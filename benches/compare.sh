@@ -24,11 +24,10 @@ PY="${PY:-.venv/bin/python}"
 BACKENDS="${BACKENDS:-1}"
 ROUNDS="${ROUNDS:-3}"
 BACKENDS_TARGET_DIR="${BACKENDS_TARGET_DIR:-target/backends}"
-cpu_field() { sed -n "s/^$1\s*:\s*//p" /proc/cpuinfo | head -1; }
+source benches/common.sh
 VECTOR="$(grep -q avx512f /proc/cpuinfo && echo AVX-512 || (grep -q avx2 /proc/cpuinfo && echo AVX2 || echo SSE))"
 MACHINE="${MACHINE:-$(cpu_field 'model name') (family $(cpu_field 'cpu family'), model $(cpu_field model), $VECTOR), $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB}"
 export RAYON_NUM_THREADS="$THREADS" OMP_NUM_THREADS="$THREADS" OPENBLAS_NUM_THREADS="$THREADS"
-TUNED=(MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=1073741824 MALLOC_ARENA_MAX=1)
 rm -rf target/criterion target/criterion-* target/bench_memory.jsonl target/pytorch*.json
 MKL_AVX512="${MKL_AVX512:-auto}"
 if [ "$MKL_AVX512" = auto ]; then
@@ -37,10 +36,9 @@ if [ "$MKL_AVX512" = auto ]; then
 fi
 MKL_SHIM=()
 if [ "$MKL_AVX512" = 1 ]; then
-    mkdir -p target && cc -shared -fPIC -O2 -o target/libmkl_intel_path.so benches/mkl_intel_path.c
-    if LD_PRELOAD="$PWD/target/libmkl_intel_path.so" MKL_VERBOSE=1 "$PY" -c \
-        "import torch; torch.ones(8, 8) @ torch.ones(8, 8)" 2>&1 | grep -q "AVX-512"; then
-        MKL_SHIM=(LD_PRELOAD="$PWD/target/libmkl_intel_path.so")
+    shim="$(mkl_shim)"
+    if mkl_path LD_PRELOAD="$shim" | grep -q "AVX-512"; then
+        MKL_SHIM=(LD_PRELOAD="$shim")
     else
         echo "compare.sh: MKL did not take its AVX-512 path with the shim; no MKL AVX-512 column" >&2
     fi
@@ -54,7 +52,7 @@ for round in $(seq 1 "$ROUNDS"); do
     if [ ${#MKL_SHIM[@]} -gt 0 ]; then
         env "${TUNED[@]}" "${MKL_SHIM[@]}" "$PY" benches/pytorch_reference.py --threads "$THREADS" \
             --out "target/pytorch-mkl-avx512-round-$round.json"
-        ROUND_ARGS+=(--pytorch-mkl-avx512 "target/pytorch-mkl-avx512-round-$round.json")
+        ROUND_ARGS+=(--pytorch-mkl-intel "target/pytorch-mkl-avx512-round-$round.json")
     fi
 done
 # candle-transformers' MM-DiT next to ours, one process (ids mmdit_forward/{ours,candle}/...).

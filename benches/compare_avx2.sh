@@ -20,10 +20,9 @@ PY="${PY:-.venv/bin/python}"
 ROUNDS="${ROUNDS:-2}"
 TREE="${TREE:-$ROOT/target/avx2-tree}"
 export CARGO_TARGET_DIR="${AVX2_TARGET_DIR:-$ROOT/target/avx2}"
-cpu_field() { grep -m1 "^$1" /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'; }
+source benches/common.sh
 MACHINE="${MACHINE:-$(cpu_field 'model name') (family $(cpu_field 'cpu family'), model $(cpu_field model)), $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB}"
 export RAYON_NUM_THREADS="$THREADS" OMP_NUM_THREADS="$THREADS"
-TUNED=(MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=1073741824 MALLOC_ARENA_MAX=1)
 AVX2=(DT_CPU_ISA=avx2 ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2)
 
 git worktree remove --force "$TREE" 2>/dev/null || rm -rf "$TREE"
@@ -33,12 +32,10 @@ sed -i 's/, "burn\/x86-v4"//' "$TREE/Cargo.toml"
 mkdir -p "$TREE/target"  # the benches append their peak memory to target/bench_memory.jsonl there
 if grep -q 'x86-v4' "$TREE/Cargo.toml"; then echo "compare_avx2.sh: could not drop x86-v4 from $TREE/Cargo.toml" >&2; exit 1; fi
 
-mkdir -p target && cc -shared -fPIC -O2 -o target/libmkl_intel_path.so benches/mkl_intel_path.c
-SHIM=(LD_PRELOAD="$ROOT/target/libmkl_intel_path.so")
-check() { env "${AVX2[@]}" "$@" MKL_VERBOSE=1 "$PY" -c "import torch; torch.ones(8, 8) @ torch.ones(8, 8)" 2>&1 | grep -m1 -o "Intel(R) [^,]*processors" || true; }
-echo "oneMKL path as it is: $(check)"
-echo "oneMKL path with the shim: $(check "${SHIM[@]}")"
-check "${SHIM[@]}" | grep -q "AVX2" || { echo "compare_avx2.sh: oneMKL did not take its AVX2 path with the shim" >&2; exit 1; }
+SHIM=(LD_PRELOAD="$(mkl_shim)")
+echo "oneMKL path as it is: $(mkl_path "${AVX2[@]}")"
+echo "oneMKL path with the shim: $(mkl_path "${AVX2[@]}" "${SHIM[@]}")"
+mkl_path "${AVX2[@]}" "${SHIM[@]}" | grep -q "AVX2" || { echo "compare_avx2.sh: oneMKL did not take its AVX2 path with the shim" >&2; exit 1; }
 
 OUT="$ROOT/target/avx2-run"
 rm -rf "$OUT" && mkdir -p "$OUT"
@@ -51,7 +48,7 @@ for round in $(seq 1 "$ROUNDS"); do
     env "${TUNED[@]}" "${AVX2[@]}" "${SHIM[@]}" "$PY" benches/pytorch_reference.py --threads "$THREADS" --no-samplers \
         --out "$OUT/pytorch-intel-round-$round.json"
     ARGS+=(--criterion "$OUT/criterion-round-$round" --pytorch "$OUT/pytorch-round-$round.json"
-        --pytorch-mkl-avx512 "$OUT/pytorch-intel-round-$round.json")
+        --pytorch-mkl-intel "$OUT/pytorch-intel-round-$round.json")
 done
 "$PY" benches/report.py "${ARGS[@]}" --mkl-label AVX2 --memory "$TREE/target/bench_memory.jsonl" \
     --title "CPU, AVX2-only (emulated)" --machine "$MACHINE" \

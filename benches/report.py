@@ -13,9 +13,10 @@ the output file is replaced; the rest of the file is kept.
 
 Several `--criterion`/`--pytorch` pairs are alternating rounds (ours then PyTorch, repeated):
 each table entry is the median over the rounds, the ratio is the median of the per-round
-ratios, and the spread (min-max over the rounds) is printed beside it. `--pytorch-mkl-avx512`
-(one per round, optional) adds a table against PyTorch run with oneMKL's AVX-512 path forced
-(benches/mkl_intel_path.c; compare.sh's MKL_AVX512), the path MKL takes on Intel CPUs.
+ratios, and the spread (min-max over the rounds) is printed beside it. `--pytorch-mkl-intel`
+(one per round, optional) adds a table against PyTorch run with oneMKL's Intel code path forced
+(benches/mkl_intel_path.c): AVX-512 in compare.sh (its MKL_AVX512), AVX2 in compare_avx2.sh
+(`--mkl-label AVX2`).
 """
 import argparse
 import datetime
@@ -142,8 +143,8 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--criterion", action="append", required=True, help="criterion dir of one round (repeatable)")
     ap.add_argument("--pytorch", action="append", required=True, help="pytorch_reference.py JSON of one round (repeatable)")
-    ap.add_argument("--pytorch-mkl-avx512", action="append", default=[],
-                    help="pytorch_reference.py JSON of one round, MKL's AVX-512 path forced (repeatable)")
+    ap.add_argument("--pytorch-mkl-intel", "--pytorch-mkl-avx512", action="append", default=[],
+                    help="pytorch_reference.py JSON of one round, MKL's Intel path forced (repeatable)")
     ap.add_argument("--candle", help="criterion dir of benches/mmdit_candle.rs")
     ap.add_argument("--pytorch-default-malloc", help="pytorch_reference.py output without the malloc setting")
     ap.add_argument("--flops", help="JSON from `cargo run --example bench_flops`")
@@ -151,7 +152,7 @@ def main():
     ap.add_argument("--side", action="append", default=[], help="LABEL=CRITERION_DIR for the DiT-S/2 b8 side table")
     ap.add_argument("--machine", required=True)
     ap.add_argument("--title", default="CPU")
-    ap.add_argument("--mkl-label", default="AVX-512", help="oneMKL code path of the --pytorch-mkl-avx512 runs")
+    ap.add_argument("--mkl-label", default="AVX-512", help="oneMKL code path of the --pytorch-mkl-intel runs")
     ap.add_argument("--note", default="", help="a sentence added after the machine's description")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
@@ -211,8 +212,8 @@ def main():
             f"{ms(c)} | {ratio(o, c)} | "
             f"{f'{gfs / 1e9:.0f}' if gfs else 'n/a'} | {share} | {mib(memory.get(key))} | {mib(pt_memory.get(key))} |"
         )
-    if args.pytorch_mkl_avx512:
-        lines += mkl_intel_table(args.pytorch_mkl_avx512, ours_rounds, ours, keys, memory, args.mkl_label)
+    if args.pytorch_mkl_intel:
+        lines += mkl_intel_table(args.pytorch_mkl_intel, ours_rounds, ours, keys, memory, args.mkl_label)
     # Side table: DiT-S/2 batch 8 under other settings.
     pt_default = {}
     if args.pytorch_default_malloc and os.path.exists(args.pytorch_default_malloc):

@@ -338,7 +338,7 @@ fn run(args: Args) -> Result<(), String> {
     // Samples from the EMA model, `per_class` of each class.
     let start = Instant::now();
     let ema = trainer.ema_model().clone();
-    let labels: Vec<i64> = (0..CLASSES.len()).flat_map(|c| std::iter::repeat_n(c as i64, args.per_class)).collect();
+    let labels = class_labels(args.per_class);
     println!("sampling {} images with {sampler} ({sample_steps} steps, guidance {})", labels.len(), args.cfg);
     let samples = sample(&ema, args.objective, &sampler, sample_steps, args.cfg, &labels, args.seed + 1, &device)
         .map_err(e)?
@@ -412,8 +412,12 @@ fn read_samples(path: &std::path::Path, size: usize, device: &Device) -> Result<
         return Err(format!("{}: holds a non-finite value ({bad})", path.display()));
     }
     let n = values.len() / image;
-    let labels: Vec<i64> = (0..classes).flat_map(|c| std::iter::repeat_n(c as i64, n / classes)).collect();
-    Ok((Tensor::from_data(TensorData::new(values, [n, 3, size, size]), device).clamp(-1.0, 1.0), labels))
+    Ok((Tensor::from_data(TensorData::new(values, [n, 3, size, size]), device).clamp(-1.0, 1.0), class_labels(n / classes)))
+}
+
+/// The labels of `per_class` samples of each class, in class order.
+fn class_labels(per_class: usize) -> Vec<i64> {
+    (0..CLASSES.len()).flat_map(|c| std::iter::repeat_n(c as i64, per_class)).collect()
 }
 
 fn main() {

@@ -24,18 +24,14 @@ fn official_config(cfg: &Value) -> Result<DiTConfig, String> {
         .with_learn_sigma(cfg_bool(cfg, "learn_sigma")?))
 }
 
-fn build(fx: &Fixture, cfg: DiTConfig, layout: DiTCheckpointLayout) -> Result<DiT, String> {
-    build_on(fx, cfg, layout, &fx.device)
-}
-
-fn build_on(fx: &Fixture, cfg: DiTConfig, layout: DiTCheckpointLayout, device: &Device) -> Result<DiT, String> {
+fn build(fx: &Fixture, cfg: DiTConfig, layout: DiTCheckpointLayout, device: &Device) -> Result<DiT, String> {
     let mut model = cfg.init(device).map_err(err)?;
     model.load_checkpoint_as(&fx.weights, layout).map_err(err)?;
     Ok(model)
 }
 
 pub fn official(fx: &Fixture) -> Outcome {
-    let model = build(fx, official_config(fx.config())?, DiTCheckpointLayout::Official)?;
+    let model = build(fx, official_config(fx.config())?, DiTCheckpointLayout::Official, &fx.device)?;
     let x = fx.float::<4>("input.x")?;
     let t = fx.timesteps("input.t")?;
     let y = fx.int::<1>("input.y")?;
@@ -66,21 +62,16 @@ pub fn official(fx: &Fixture) -> Outcome {
 }
 
 pub fn diffusers(fx: &Fixture) -> Outcome {
-    let model = diffusers_model(fx, fx.config())?;
+    let model = diffusers_model(fx, fx.config(), &fx.device)?;
     let out = model
         .forward(fx.float("input.x")?, fx.timesteps("input.t")?, Some(fx.int("input.y")?))
         .map_err(err)?;
     fx.compare("output.sample", out)
 }
 
-/// A `DiTTransformer2DModel` of the diffusers constructor arguments `cfg`, loaded from the
-/// fixture's weights.
-pub fn diffusers_model(fx: &Fixture, cfg: &Value) -> Result<DiT, String> {
-    diffusers_model_on(fx, cfg, &fx.device)
-}
-
-/// As [`diffusers_model`], on `device` (an autodiff device for training).
-pub fn diffusers_model_on(fx: &Fixture, cfg: &Value, device: &Device) -> Result<DiT, String> {
+/// A `DiTTransformer2DModel` of the diffusers constructor arguments `cfg` on `device` (the
+/// fixture's, or an autodiff one for training), loaded from the fixture's weights.
+pub fn diffusers_model(fx: &Fixture, cfg: &Value, device: &Device) -> Result<DiT, String> {
     let heads = cfg_usize(cfg, "num_attention_heads")?;
     let in_ch = cfg_usize(cfg, "in_channels")?;
     let out_ch = cfg.get("out_channels").and_then(Value::as_u64).map_or(in_ch, |v| v as usize);
@@ -98,7 +89,7 @@ pub fn diffusers_model_on(fx: &Fixture, cfg: &Value, device: &Device) -> Result<
         .with_learn_sigma(out_ch == 2 * in_ch)
         .with_timestep_freq_shift(1.0)
         .with_per_block_embedders(true);
-    build_on(fx, config, DiTCheckpointLayout::Diffusers, device)
+    build(fx, config, DiTCheckpointLayout::Diffusers, device)
 }
 
 pub fn sincos_pos_embed(fx: &Fixture) -> Outcome {

@@ -186,7 +186,7 @@ fn scheduler(class: &str, c: &Value, steps: usize, step_kwargs: &Value) -> Resul
 
 pub fn diffusers(fx: &Fixture) -> Outcome {
     let cfg = fx.config();
-    let model = crate::dit::diffusers_model(fx, cfg.get("model").ok_or("config lacks `model`")?)?;
+    let model = crate::dit::diffusers_model(fx, cfg.get("model").ok_or("config lacks `model`")?, &fx.device)?;
     let sched = cfg.get("scheduler").ok_or("config lacks `scheduler`")?;
     let class = sched.get("class").and_then(Value::as_str).ok_or("scheduler lacks `class`")?;
     let empty = Value::Object(Default::default());

@@ -2,7 +2,8 @@
 //! the rectified-flow objective, against PyTorch's `AdamW` with per-parameter gradient
 //! clipping and an EMA (`scripts/gen_train_step.py`). The steps run through the crate's
 //! `Trainer` with the fixture's batches, times and noise; the losses, the trained weights and
-//! the EMA weights are compared (exported in diffusers' layout).
+//! the EMA weights are compared (the reference weights loaded into a second model through the
+//! public loader, then both compared parameter by parameter).
 
 use std::cell::Cell;
 
@@ -15,7 +16,7 @@ use diffusion_transformers::weights::{Checkpoint, DiTCheckpointLayout, KeyFn, Lo
 use serde_json::Value;
 
 use crate::common::{Fixture, Outcome, all, cfg_f64, cfg_usize, compare_data, err};
-use crate::dit::diffusers_model_on;
+use crate::dit::diffusers_model;
 
 /// The flow loss at the fixture's stored times and noise, one pair per step in order.
 struct StoredDraws {
@@ -38,7 +39,7 @@ pub fn diffusers(fx: &Fixture) -> Outcome {
     let betas = train.get("betas").and_then(Value::as_array).ok_or("training lacks `betas`")?;
     let beta = |i: usize| betas.get(i).and_then(Value::as_f64).map(|b| b as f32).ok_or("bad `betas`");
     let device = fx.device.clone().autodiff();
-    let model = diffusers_model_on(fx, fx.config(), &device)?;
+    let model = diffusers_model(fx, fx.config(), &device)?;
     let optimizer = OptimizerConfig {
         lr: cfg_f64(train, "lr")?,
         beta_1: beta(0)?,
@@ -84,7 +85,7 @@ pub fn diffusers(fx: &Fixture) -> Outcome {
         for key in keys {
             reference.insert(&key[prefix.len()..], fx.raw(&key)?);
         }
-        let mut expected = diffusers_model_on(fx, fx.config(), &fx.device)?;
+        let mut expected = diffusers_model(fx, fx.config(), &fx.device)?;
         expected.load_checkpoint_as(&reference, DiTCheckpointLayout::Diffusers).map_err(|e| format!("`{prefix}*`: {e}"))?;
         let (got, want) = (export(trained, &by_path).map_err(err)?, export(&expected, &by_path).map_err(err)?);
         for (path, value) in want.tensors() {
